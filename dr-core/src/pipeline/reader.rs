@@ -1,0 +1,273 @@
+//! The read half: [`BackupReader`] opens [`ArtifactReader`]s, async readers that fetch and
+//! decode several parts at once and hand them out in order, each only after it checked.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::codec::{ExpectedPart, decode_part};
+use crate::error::{Error, Result};
+use crate::keys::Identities;
+use crate::manifest::{ArtifactRecord, Manifest, PartRecord};
+use crate::progress::{NoProgress, Progress};
+use crate::store::get_object;
+
+/// One committed backup opened for reading. Given to [`crate::Restore`] and [`crate::Verify`].
+#[derive(Clone)]
+pub struct BackupReader {
+    shared: Arc<ReadShared>,
+}
+
+struct ReadShared {
+    store: Arc<dyn ObjectStore>,
+    dir: Path,
+    manifest: Manifest,
+    identities: Identities,
+    threads: usize,
+    progress: Arc<dyn Progress>,
+}
+
+impl BackupReader {
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        dir: Path,
+        manifest: Manifest,
+        identities: Identities,
+        threads: usize,
+    ) -> Self {
+        let shared = ReadShared {
+            store,
+            dir,
+            manifest,
+            identities,
+            threads: threads.max(1),
+            progress: Arc::new(NoProgress),
+        };
+        BackupReader {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// Returns a reader that reports progress to `progress`.
+    pub fn with_progress(&self, progress: Arc<dyn Progress>) -> Self {
+        let s = &self.shared;
+        let shared = ReadShared {
+            store: s.store.clone(),
+            dir: s.dir.clone(),
+            manifest: s.manifest.clone(),
+            identities: s.identities.clone(),
+            threads: s.threads,
+            progress,
+        };
+        BackupReader {
+            shared: Arc::new(shared),
+        }
+    }
+
+    /// The backup's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.shared.manifest
+    }
+
+    /// The backup's id.
+    pub fn id(&self) -> &str {
+        &self.shared.manifest.id
+    }
+
+    /// The store and the backup's directory in it (for generic checks).
+    pub fn location(&self) -> (&Arc<dyn ObjectStore>, &Path) {
+        (&self.shared.store, &self.shared.dir)
+    }
+
+    /// Whether an identity is loaded, so that artifacts can be decrypted.
+    pub fn can_decrypt(&self) -> bool {
+        !self.shared.identities.is_empty()
+    }
+
+    /// Decodes one stored part of this backup and checks it against the manifest.
+    pub(crate) fn decode_stored(&self, key: &str, part: &PartRecord, stored: &[u8]) -> Result<Vec<u8>> {
+        let expected = ExpectedPart {
+            key,
+            plain_size: part.plain_size,
+            plain_sha256: &part.plain_sha256,
+            stored_sha256: &part.stored_sha256,
+            recipients: &self.shared.manifest.recipients,
+        };
+        decode_part(stored, &self.shared.identities, expected)
+    }
+
+    /// Opens an artifact as an async reader of its plain bytes.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchArtifact`], [`Error::NoIdentity`], or [`Error::BadManifest`] when the
+    /// parts are not numbered 0..n. Errors while reading come as `io::Error`s carrying a dr
+    /// [`Error`]; [`Error::from_io`] recovers it.
+    pub fn artifact(&self, name: &str) -> Result<ArtifactReader> {
+        let artifact = self.shared.manifest.artifact(name)?.clone();
+        if self.shared.identities.is_empty() {
+            return Err(Error::NoIdentity);
+        }
+        check_part_numbers(&self.shared.manifest, &artifact)?;
+        self.shared.progress.stage(&format!("restore {name}"), Some(artifact.plain_size));
+        let (tx, rx) = mpsc::channel(1);
+        let task = tokio::spawn(produce_parts(self.shared.clone(), artifact.parts, tx));
+        Ok(ArtifactReader {
+            rx,
+            current: Bytes::new(),
+            ended: false,
+            task,
+        })
+    }
+
+    /// Copies a whole artifact into `out`; returns the plain bytes written.
+    ///
+    /// # Errors
+    /// Any read error (typed) or [`Error::Io`] from `out`.
+    pub async fn copy_artifact<W>(&self, name: &str, out: &mut W) -> Result<u64>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let mut reader = self.artifact(name)?;
+        let mut written = 0u64;
+        while let Some(chunk) = reader.next_chunk().await? {
+            tokio::io::AsyncWriteExt::write_all(out, &chunk)
+                .await
+                .map_err(|e| Error::io(format!("writing restored {name}"), e))?;
+            written += chunk.len() as u64;
+        }
+        tokio::io::AsyncWriteExt::flush(out)
+            .await
+            .map_err(|e| Error::io(format!("writing restored {name}"), e))?;
+        Ok(written)
+    }
+}
+
+fn check_part_numbers(manifest: &Manifest, artifact: &ArtifactRecord) -> Result<()> {
+    let in_order = artifact.parts.iter().enumerate().all(|(i, p)| p.index as usize == i);
+    let sized = artifact.parts.iter().map(|p| p.plain_size).sum::<u64>() == artifact.plain_size;
+    if in_order && sized && !artifact.parts.is_empty() {
+        return Ok(());
+    }
+    Err(Error::BadManifest {
+        key: format!("{}/{}", manifest.source, manifest.id),
+        detail: format!("artifact {} has missing, misnumbered or missized parts", artifact.name),
+    })
+}
+
+enum Message {
+    Data(Bytes),
+    Failed(Error),
+    End,
+}
+
+/// Fetches and decodes up to `threads + 1` parts at once, sends them in order.
+async fn produce_parts(shared: Arc<ReadShared>, parts: Vec<PartRecord>, tx: mpsc::Sender<Message>) {
+    let mut pending: VecDeque<JoinHandle<Result<Bytes>>> = VecDeque::new();
+    let mut parts = parts.into_iter();
+    loop {
+        while pending.len() <= shared.threads {
+            let Some(part) = parts.next() else { break };
+            pending.push_back(tokio::spawn(fetch_and_decode(shared.clone(), part)));
+        }
+        let Some(next) = pending.pop_front() else { break };
+        let message = match next.await {
+            Ok(Ok(bytes)) => Message::Data(bytes),
+            Ok(Err(e)) => Message::Failed(e),
+            Err(join) => Message::Failed(Error::Usage(format!("part task failed: {join}"))),
+        };
+        let failed = matches!(message, Message::Failed(_));
+        if tx.send(message).await.is_err() || failed {
+            pending.iter().for_each(JoinHandle::abort);
+            return;
+        }
+    }
+    let _ = tx.send(Message::End).await;
+}
+
+async fn fetch_and_decode(shared: Arc<ReadShared>, part: PartRecord) -> Result<Bytes> {
+    let path = shared.dir.clone().join(part.object.as_str());
+    let stored = get_object(shared.store.as_ref(), &path).await?;
+    if stored.len() as u64 != part.stored_size {
+        return Err(Error::DamagedPart {
+            key: path.to_string(),
+            detail: format!(
+                "it is {} bytes, the manifest expects {} (truncated or replaced)",
+                stored.len(),
+                part.stored_size
+            ),
+        });
+    }
+    let reader = BackupReader { shared: shared.clone() };
+    let plain = tokio::task::spawn_blocking(move || reader.decode_stored(&path.to_string(), &part, &stored))
+        .await
+        .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
+    shared.progress.advance(plain.len() as u64);
+    Ok(Bytes::from(plain))
+}
+
+/// An async reader of one artifact's plain bytes. A part's bytes are only returned after its
+/// SHA-256 matched the manifest; EOF is only returned after the last part matched.
+pub struct ArtifactReader {
+    rx: mpsc::Receiver<Message>,
+    current: Bytes,
+    ended: bool,
+    task: JoinHandle<()>,
+}
+
+impl ArtifactReader {
+    /// The next checked chunk (one part's bytes), or `None` at the verified end.
+    ///
+    /// # Errors
+    /// The typed error of the first part that failed.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        if !self.current.is_empty() {
+            return Ok(Some(std::mem::take(&mut self.current)));
+        }
+        std::future::poll_fn(|cx| self.poll_chunk(cx)).await
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>>> {
+        if self.ended {
+            return Poll::Ready(Ok(None));
+        }
+        Poll::Ready(match ready!(self.rx.poll_recv(cx)) {
+            Some(Message::Data(bytes)) => Ok(Some(bytes)),
+            Some(Message::End) => {
+                self.ended = true;
+                Ok(None)
+            }
+            Some(Message::Failed(e)) => Err(e),
+            None => Err(Error::Usage("the part reader stopped before the artifact was complete".into())),
+        })
+    }
+}
+
+impl AsyncRead for ArtifactReader {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        while this.current.is_empty() {
+            match ready!(this.poll_chunk(cx)) {
+                Ok(Some(bytes)) => this.current = bytes,
+                Ok(None) => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(e.into_io())),
+            }
+        }
+        let n = this.current.len().min(buf.remaining());
+        buf.put_slice(&this.current.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for ArtifactReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,431 @@
+//! The repository: an object store holding `dr-repo.json` and committed backups.
+//!
+//! Layout (see FORMAT.md): `dr-repo.json`, then `backups/<source>/<id>/` holding the parts,
+//! `SHA256SUMS` and, written last with `PutMode::Create`, `manifest.json`. A backup without a
+//! manifest does not exist for `list` and is an orphan for [`Repository::orphans`].
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStore;
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::keys::{Identities, Recipients};
+use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
+use crate::pipeline::{BackupReader, BackupWriter, PipelineOptions, WriteContext};
+use crate::progress::{NoProgress, Progress};
+use crate::selector::BackupSelector;
+use crate::store::{create_object, delete_object, get_object, list_objects};
+use crate::traits::Backup;
+
+/// The repository format version this build writes and reads.
+pub const REPOSITORY_FORMAT_VERSION: u32 = 1;
+const CONFIG_KEY: &str = "dr-repo.json";
+const MANIFEST_NAME: &str = "manifest.json";
+const SUMS_NAME: &str = "SHA256SUMS";
+
+/// The contents of `dr-repo.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RepositoryConfig {
+    /// Repository format version.
+    pub format_version: u32,
+    /// When `init` ran.
+    pub created_at: DateTime<Utc>,
+    /// Public keys new backups are encrypted to.
+    pub recipients: Vec<String>,
+}
+
+/// Options of one backup run.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct BackupOptions {
+    /// Labels recorded in the manifest (retention can keep by label).
+    pub labels: Vec<String>,
+    /// Ids of backups this one needs for a restore (incremental parents).
+    pub depends_on: Vec<String>,
+}
+
+/// An object under `backups/` that no manifest references.
+#[derive(Debug, Clone, Serialize)]
+pub struct Orphan {
+    /// Object key.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification reported by the store.
+    pub last_modified: DateTime<Utc>,
+}
+
+/// An opened repository.
+#[derive(Clone)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    location: String,
+    config: RepositoryConfig,
+    identities: Identities,
+    pipeline: PipelineOptions,
+    progress: Arc<dyn Progress>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("location", &self.location)
+            .field("recipients", &self.config.recipients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repository {
+    /// Creates a repository in `store`: writes `dr-repo.json` with the recipients.
+    /// `location` is the URL shown in messages (credentials already redacted).
+    ///
+    /// # Errors
+    /// [`Error::RepositoryExists`] when one is there; [`Error::Store`].
+    pub async fn init(store: Arc<dyn ObjectStore>, location: &str, recipients: &Recipients) -> Result<Self> {
+        if recipients.is_empty() {
+            return Err(Error::Usage("a repository needs at least one recipient".into()));
+        }
+        let config = RepositoryConfig {
+            format_version: REPOSITORY_FORMAT_VERSION,
+            created_at: Utc::now(),
+            recipients: recipients.to_strings(),
+        };
+        let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Usage(e.to_string()))?;
+        match create_object(store.as_ref(), &Path::from(CONFIG_KEY), json).await {
+            Err(Error::Store {
+                source: object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                ..
+            }) => Err(Error::RepositoryExists {
+                location: location.to_owned(),
+            }),
+            other => other,
+        }?;
+        Ok(Self::with_config(store, location, config))
+    }
+
+    /// Opens an existing repository and checks its format version.
+    ///
+    /// # Errors
+    /// [`Error::NotInitialised`], [`Error::UnsupportedFormat`], [`Error::Store`].
+    pub async fn open(store: Arc<dyn ObjectStore>, location: &str) -> Result<Self> {
+        let bytes = match get_object(store.as_ref(), &Path::from(CONFIG_KEY)).await {
+            Err(Error::MissingObject { .. }) => {
+                return Err(Error::NotInitialised {
+                    location: location.to_owned(),
+                });
+            }
+            other => other?,
+        };
+        let config: RepositoryConfig = parse_config(&bytes)?;
+        Ok(Self::with_config(store, location, config))
+    }
+
+    fn with_config(store: Arc<dyn ObjectStore>, location: &str, config: RepositoryConfig) -> Self {
+        Repository {
+            store,
+            location: location.to_owned(),
+            config,
+            identities: Identities::default(),
+            pipeline: PipelineOptions::default(),
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// Loads the identities used to read backups.
+    pub fn with_identities(mut self, identities: Identities) -> Self {
+        self.identities = identities;
+        self
+    }
+
+    /// Sets part size, zstd level and parallelism.
+    pub fn with_pipeline(mut self, pipeline: PipelineOptions) -> Self {
+        self.pipeline = pipeline;
+        self
+    }
+
+    /// Reports progress of backups and restores to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The repository's configuration (`dr-repo.json`).
+    pub fn config(&self) -> &RepositoryConfig {
+        &self.config
+    }
+
+    /// Where the repository is (credentials redacted).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The recipients of new backups.
+    ///
+    /// # Errors
+    /// [`Error::BadKey`] when `dr-repo.json` holds an invalid key.
+    pub fn recipients(&self) -> Result<Recipients> {
+        Recipients::parse(&self.config.recipients.join("\n"), CONFIG_KEY)
+    }
+
+    /// Runs `backup` for `source` and commits it: data parts, then `SHA256SUMS`, then the
+    /// manifest. On any failure nothing is committed; written parts are removed as far as the
+    /// store allows, and whatever remains is found by [`Repository::orphans`].
+    ///
+    /// # Errors
+    /// The backend's error, or any pipeline or store error.
+    pub async fn backup(&self, source: &str, backup: &dyn Backup, opts: &BackupOptions) -> Result<Manifest> {
+        check_name("source name", source)?;
+        opts.labels.iter().try_for_each(|l| check_name("label", l))?;
+        let started_at = Utc::now();
+        let id = new_backup_id(started_at);
+        let dir = backup_dir(source, &id);
+        let ctx = Arc::new(WriteContext::new(
+            self.store.clone(),
+            dir.clone(),
+            self.recipients()?,
+            self.pipeline.clone(),
+            self.progress.clone(),
+        ));
+        let mut writer = BackupWriter::new(ctx, id.clone(), source.to_owned());
+        let outcome = match backup.backup(&mut writer).await {
+            Ok(info) => writer.into_artifacts().map(|artifacts| (info, artifacts)),
+            Err(e) => Err(e),
+        };
+        let (source_info, artifacts) = match outcome {
+            Ok(done) => done,
+            Err(e) => return Err(self.abandon(&dir, e).await),
+        };
+        let manifest = Manifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            id,
+            source: source.to_owned(),
+            kind: backup.kind().to_owned(),
+            started_at,
+            finished_at: Utc::now(),
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            encoding: Encoding {
+                compression: "zstd".into(),
+                level: self.pipeline.zstd_level,
+                encryption: "age-x25519".into(),
+                part_size: self.pipeline.part_size as u64,
+            },
+            recipients: self.config.recipients.clone(),
+            artifacts,
+            depends_on: opts.depends_on.clone(),
+            labels: opts.labels.clone(),
+            source_info,
+        };
+        match self.commit(&dir, &manifest).await {
+            Ok(()) => Ok(manifest),
+            Err(e) => Err(self.abandon(&dir, e).await),
+        }
+    }
+
+    async fn commit(&self, dir: &Path, manifest: &Manifest) -> Result<()> {
+        let sums = manifest.sha256sums().into_bytes();
+        create_object(self.store.as_ref(), &dir.clone().join(SUMS_NAME), sums).await?;
+        create_object(self.store.as_ref(), &dir.clone().join(MANIFEST_NAME), manifest.to_json()?).await?;
+        tracing::info!(source = %manifest.source, id = %manifest.id, bytes = manifest.plain_size(), "backup committed");
+        Ok(())
+    }
+
+    /// Best-effort removal of an uncommitted backup's objects; returns `error` unchanged.
+    async fn abandon(&self, dir: &Path, error: Error) -> Error {
+        tracing::warn!(%dir, %error, "backup failed; removing its parts");
+        if let Err(cleanup) = self.delete_prefix(dir).await {
+            tracing::warn!(%dir, %cleanup, "could not remove all parts; `dr prune` removes these orphans later");
+        }
+        error
+    }
+
+    /// Committed backups, newest first (by recorded start time, then id); all sources when
+    /// `source` is `None`. An unreadable manifest is skipped with a warning in the log.
+    ///
+    /// # Errors
+    /// [`Error::Store`] when listing fails.
+    pub async fn list(&self, source: Option<&str>) -> Result<Vec<Manifest>> {
+        let prefix = match source {
+            Some(s) => Path::from("backups").join(s),
+            None => Path::from("backups"),
+        };
+        let keys: Vec<Path> = list_objects(self.store.as_ref(), &prefix)
+            .await?
+            .into_iter()
+            .map(|meta| meta.location)
+            .filter(|p| p.filename() == Some(MANIFEST_NAME))
+            .collect();
+        let mut manifests: Vec<Manifest> = futures::stream::iter(keys)
+            .map(|key| async move { (self.read_manifest(&key).await, key) })
+            .buffer_unordered(16)
+            .filter_map(|(result, key)| async move {
+                result
+                    .inspect_err(|e| tracing::warn!(%key, error = %e, "skipping unreadable manifest"))
+                    .ok()
+            })
+            .collect()
+            .await;
+        manifests.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| b.id.cmp(&a.id)));
+        Ok(manifests)
+    }
+
+    async fn read_manifest(&self, key: &Path) -> Result<Manifest> {
+        let bytes = get_object(self.store.as_ref(), key).await?;
+        let manifest = Manifest::from_json(&bytes, key.as_ref())?;
+        if backup_dir(&manifest.source, &manifest.id).join(MANIFEST_NAME) != *key {
+            return Err(Error::BadManifest {
+                key: key.to_string(),
+                detail: "its source and id do not match its location".into(),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Finds the manifest of one backup of `source`.
+    ///
+    /// # Errors
+    /// [`Error::BackupNotFound`], [`Error::Store`].
+    pub async fn find(&self, source: &str, selector: &BackupSelector) -> Result<Manifest> {
+        check_name("source name", source)?;
+        if let BackupSelector::Id(id) = selector {
+            check_name("backup id", id)?;
+            let key = backup_dir(source, id).join(MANIFEST_NAME);
+            return match self.read_manifest(&key).await {
+                Err(Error::MissingObject { .. }) => Err(not_found(source, selector)),
+                other => other,
+            };
+        }
+        let manifests = self.list(Some(source)).await?;
+        selector
+            .pick(&manifests)
+            .cloned()
+            .ok_or_else(|| not_found(source, selector))
+    }
+
+    /// Opens one backup for reading, with the repository's identities.
+    ///
+    /// # Errors
+    /// As [`Repository::find`].
+    pub async fn open_backup(&self, source: &str, selector: &BackupSelector) -> Result<BackupReader> {
+        let manifest = self.find(source, selector).await?;
+        Ok(self.reader(manifest))
+    }
+
+    /// A reader for a manifest already fetched (e.g. from [`Repository::list`]).
+    pub fn reader(&self, manifest: Manifest) -> BackupReader {
+        let dir = backup_dir(&manifest.source, &manifest.id);
+        BackupReader::new(self.store.clone(), dir, manifest, self.identities.clone(), self.pipeline.threads)
+            .with_progress(self.progress.clone())
+    }
+
+    /// Deletes a backup: the manifest first (so it is no longer listed), then its data.
+    ///
+    /// # Errors
+    /// [`Error::Store`]; a failure after the manifest is gone leaves orphans only.
+    pub async fn delete(&self, manifest: &Manifest) -> Result<()> {
+        let dir = backup_dir(&manifest.source, &manifest.id);
+        delete_object(self.store.as_ref(), &dir.clone().join(MANIFEST_NAME)).await?;
+        self.delete_prefix(&dir).await?;
+        tracing::info!(source = %manifest.source, id = %manifest.id, "backup deleted");
+        Ok(())
+    }
+
+    async fn delete_prefix(&self, dir: &Path) -> Result<()> {
+        let objects = list_objects(self.store.as_ref(), dir).await?;
+        futures::stream::iter(objects)
+            .map(|meta| async move { delete_object(self.store.as_ref(), &meta.location).await })
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Objects under `backups/` that no committed manifest references: leftovers of
+    /// interrupted or failed backups and deletes.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn orphans(&self) -> Result<Vec<Orphan>> {
+        let committed = self.list(None).await?;
+        let mut referenced = std::collections::HashSet::new();
+        for m in &committed {
+            let dir = backup_dir(&m.source, &m.id);
+            referenced.insert(dir.clone().join(MANIFEST_NAME));
+            referenced.insert(dir.clone().join(SUMS_NAME));
+            referenced.extend(m.parts().map(|p| dir.clone().join(p.object.as_str())));
+        }
+        let all = list_objects(self.store.as_ref(), &Path::from("backups")).await?;
+        let mut orphans: Vec<Orphan> = all
+            .into_iter()
+            .filter(|meta| !referenced.contains(&meta.location))
+            .map(|meta| Orphan {
+                key: meta.location.to_string(),
+                size: meta.size,
+                last_modified: meta.last_modified,
+            })
+            .collect();
+        orphans.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(orphans)
+    }
+
+    /// Deletes the orphans last modified before `older_than` (a grace period protects
+    /// backups still being written); returns what was removed.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn remove_orphans(&self, older_than: DateTime<Utc>) -> Result<Vec<Orphan>> {
+        let stale: Vec<Orphan> = self
+            .orphans()
+            .await?
+            .into_iter()
+            .filter(|o| o.last_modified < older_than)
+            .collect();
+        for orphan in &stale {
+            delete_object(self.store.as_ref(), &Path::from(orphan.key.as_str())).await?;
+        }
+        Ok(stale)
+    }
+}
+
+fn parse_config(bytes: &[u8]) -> Result<RepositoryConfig> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        format_version: u32,
+    }
+    let bad = |e: serde_json::Error| Error::BadManifest {
+        key: CONFIG_KEY.into(),
+        detail: e.to_string(),
+    };
+    let version: VersionOnly = serde_json::from_slice(bytes).map_err(bad)?;
+    if version.format_version != REPOSITORY_FORMAT_VERSION {
+        return Err(Error::UnsupportedFormat {
+            what: "repository",
+            found: version.format_version,
+            supported: REPOSITORY_FORMAT_VERSION,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(bad)
+}
+
+/// `backups/<source>/<id>`.
+pub(crate) fn backup_dir(source: &str, id: &str) -> Path {
+    Path::from("backups").join(source).join(id)
+}
+
+/// A new backup id: `YYYYMMDDTHHMMSSZ-xxxx`, sorting by time, with 16 random bits.
+fn new_backup_id(at: DateTime<Utc>) -> String {
+    format!("{}-{:04x}", at.format("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
+}
+
+fn not_found(source: &str, selector: &BackupSelector) -> Error {
+    Error::BackupNotFound {
+        selector: format!("source {source}, {selector}"),
+    }
+}

@@ -1,0 +1,126 @@
+//! The three traits a datastore backend implements.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::manifest::SourceInfo;
+use crate::pipeline::{BackupReader, BackupWriter};
+
+/// Captures a source into a backup.
+///
+/// # Contract
+/// - Write every byte through `out` (one or more artifacts, each finished with
+///   [`crate::ArtifactWriter::finish`]); never write to the store directly.
+/// - Return `Err` if the capture is not complete and consistent (a child process that exited
+///   non-zero, a dropped connection): the repository then commits nothing.
+/// - Never modify the source.
+#[async_trait]
+pub trait Backup: Send + Sync {
+    /// Stable kind recorded in the manifest, e.g. `sqlite`, `postgres.logical`, `redis.rdb`.
+    fn kind(&self) -> &'static str;
+    /// Streams the source into `out`; returns kind-specific facts for the manifest.
+    async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo>;
+}
+
+/// Restores a backup into a target.
+///
+/// # Contract
+/// - Never destroy the current data before the new data is complete and verified: write
+///   beside the target, verify, then swap, keeping the previous data.
+/// - Consume artifact readers to their end before committing anything: a checksum mismatch
+///   is only reported at the part it affects, and the end of the stream is only reached
+///   when every part checked.
+#[async_trait]
+pub trait Restore: Send + Sync {
+    /// Restores `backup` according to `opts`.
+    async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport>;
+}
+
+/// Kind-specific verification of a backup (generic checksums live in the repository).
+#[async_trait]
+pub trait Verify: Send + Sync {
+    /// Checks `backup` at `level`.
+    async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport>;
+}
+
+/// Where and how to restore.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RestoreOptions {
+    /// Target path or name; `None` means the source's original location.
+    pub target: Option<PathBuf>,
+    /// Replace the target even if it is in use (the previous data is still kept).
+    pub force: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RestoreReport {
+    /// Backup restored.
+    pub backup_id: String,
+    /// Where the data now is.
+    pub target: String,
+    /// Where the previous data was kept, if there was any.
+    pub previous_kept_at: Option<String>,
+    /// Plain bytes written.
+    pub restored_bytes: u64,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// How deep a verification goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyLevel {
+    /// Every object exists with the recorded size.
+    Quick,
+    /// Every object is read and hashed; decrypted and decoded too when an identity is loaded.
+    Checksums,
+    /// A test restore into a scratch target plus the kind's and the user's checks.
+    Restore,
+}
+
+impl std::str::FromStr for VerifyLevel {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "quick" => Ok(VerifyLevel::Quick),
+            "checksums" => Ok(VerifyLevel::Checksums),
+            "restore" => Ok(VerifyLevel::Restore),
+            other => Err(crate::Error::Usage(format!(
+                "unknown verify level {other:?}: use quick, checksums or restore"
+            ))),
+        }
+    }
+}
+
+/// The outcome of a verification: what was checked and every problem found.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct VerifyReport {
+    /// Backup verified.
+    pub backup_id: String,
+    /// Objects checked.
+    pub checked_objects: u64,
+    /// Stored bytes read.
+    pub checked_bytes: u64,
+    /// Whether parts were decrypted and their plain hashes checked.
+    pub decoded: bool,
+    /// Checks that passed, in words (e.g. `integrity_check ok`).
+    pub passed: Vec<String>,
+    /// Problems, each naming the object or check that failed.
+    pub problems: Vec<String>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+impl VerifyReport {
+    /// Whether no problem was found.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
