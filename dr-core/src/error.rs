@@ -155,6 +155,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A repository URL or path that cannot be used.
+    #[error("Cannot use repository location {location}: {detail}")]
+    InvalidLocation {
+        /// The location (credentials redacted).
+        location: String,
+        /// What is wrong and what to do.
+        detail: String,
+    },
+
     /// An operation was used wrongly by the calling code (a bug in the caller).
     #[error("Invalid use: {0}")]
     Usage(String),

@@ -100,6 +100,13 @@ impl Identities {
         })
     }
 
+    /// A fresh random identity held only in memory (tests, examples, scratch repositories).
+    pub fn generate() -> Self {
+        Identities {
+            keys: Arc::new(vec![x25519::Identity::generate()]),
+        }
+    }
+
     /// Reads an identity file.
     ///
     /// # Errors

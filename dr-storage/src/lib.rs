@@ -1,1 +1,28 @@
-//! p
+//! Repository destinations for dr, opened from a URL.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `/var/backups/dr`, `./repo`, `file:///var/backups/dr` | local directory (the default) |
+//! | `memory://` | in-process memory (tests, demos) |
+//! | `s3://bucket/prefix` | S3 or an S3-compatible server (feature `aws`, on by default) |
+//! | `gs://bucket/prefix` | Google Cloud Storage (feature `gcp`) |
+//! | `az://container/prefix` | Azure Blob Storage (feature `azure`) |
+//!
+//! Cloud credentials, endpoint and region come from the usual environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT`, `AWS_REGION`,
+//! `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, ...) and from explicit options,
+//! which win. Credentials never appear in [`StoreLocation`]'s Display or Debug, nor in errors.
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> dr_core::Result<()> {
+//! let dir = tempfile::tempdir().map_err(|e| dr_core::Error::io("tempdir", e))?;
+//! let location = dr_storage::open_store(dir.path().to_str().unwrap_or("."), &[], true)?;
+//! assert!(location.to_string().starts_with("file://"));
+//! # Ok(()) }
+//! ```
+
+mod redact;
+mod url_store;
+
+pub use redact::redact_url;
+pub use url_store::{StoreLocation, init_repository, open_repository, open_store};

@@ -1,0 +1,193 @@
+//! Opening an object store from a repository URL.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use dr_core::object_store::local::LocalFileSystem;
+use dr_core::object_store::memory::InMemory;
+use dr_core::object_store::prefix::PrefixStore;
+use dr_core::object_store::ObjectStore;
+use dr_core::{Error, Recipients, Repository, Result};
+
+use crate::redact::redact_url;
+
+/// An object store opened from a URL, with the URL as it may be shown (no credentials).
+#[derive(Clone)]
+pub struct StoreLocation {
+    store: Arc<dyn ObjectStore>,
+    shown: String,
+}
+
+impl StoreLocation {
+    /// Wraps a store built elsewhere; `shown` must already be free of credentials.
+    pub fn new(store: Arc<dyn ObjectStore>, shown: impl Into<String>) -> Self {
+        StoreLocation {
+            store,
+            shown: shown.into(),
+        }
+    }
+
+    /// The store, already limited to the URL's prefix.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The URL with credentials redacted.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreLocation({})", self.shown)
+    }
+}
+
+/// Opens the store for `url` (a plain path, `file://`, `memory://`, `s3://`, `gs://`,
+/// `az://`). `options` are the object_store configuration keys of that scheme (e.g.
+/// `aws_endpoint`, `aws_allow_http`) and override the environment. With `create`, a missing
+/// local directory is created.
+///
+/// # Errors
+/// [`Error::InvalidLocation`] for a malformed URL, an unknown scheme or a scheme whose
+/// feature is not compiled in; [`Error::NotInitialised`] for a missing local directory.
+pub fn open_store(url: &str, options: &[(&str, &str)], create: bool) -> Result<StoreLocation> {
+    let shown = redact_url(url);
+    let invalid = |detail: String| Error::InvalidLocation {
+        location: shown.clone(),
+        detail,
+    };
+    let Some((scheme, _)) = url.split_once("://") else {
+        return open_local(Path::new(url), create);
+    };
+    let parsed = url::Url::parse(url).map_err(|e| invalid(format!("not a valid URL ({e})")))?;
+    match scheme {
+        "file" => {
+            let path = parsed
+                .to_file_path()
+                .map_err(|()| invalid("a file:// URL needs an absolute path".into()))?;
+            return open_local(&path, create);
+        }
+        "memory" => return Ok(StoreLocation::new(Arc::new(InMemory::new()), "memory://")),
+        "s3" | "s3a" => cloud::s3(&parsed, options),
+        "gs" => cloud::gcs(&parsed, options),
+        "az" | "azure" | "abfs" | "abfss" => cloud::azure(&parsed, options),
+        other => {
+            return Err(invalid(format!(
+                "unknown scheme {other}://; use a path, file://, memory://, s3://, gs:// or az://"
+            )));
+        }
+    }
+    .map(|store| StoreLocation::new(with_prefix(store, &parsed), shown.clone()))
+    .map_err(|e| invalid(e.to_string()))
+}
+
+fn open_local(path: &Path, create: bool) -> Result<StoreLocation> {
+    let absolute: PathBuf = std::path::absolute(path).map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
+    let shown = format!("file://{}", absolute.display());
+    if create {
+        std::fs::create_dir_all(&absolute).map_err(|e| Error::io(format!("creating {}", absolute.display()), e))?;
+    } else if !absolute.is_dir() {
+        return Err(Error::NotInitialised { location: shown });
+    }
+    let store = LocalFileSystem::new_with_prefix(&absolute).map_err(|e| Error::InvalidLocation {
+        location: shown.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok(StoreLocation::new(Arc::new(store), shown))
+}
+
+fn with_prefix(store: Arc<dyn ObjectStore>, url: &url::Url) -> Arc<dyn ObjectStore> {
+    let prefix = url.path().trim_matches('/');
+    if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    }
+}
+
+mod cloud {
+    use std::sync::Arc;
+
+    use dr_core::object_store::{self, ObjectStore};
+
+    type Built = std::result::Result<Arc<dyn ObjectStore>, object_store::Error>;
+
+    #[cfg(feature = "aws")]
+    pub fn s3(url: &url::Url, options: &[(&str, &str)]) -> Built {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+        // Atomic create-if-absent, which manifests rely on.
+        let mut builder = AmazonS3Builder::from_env()
+            .with_url(url.as_str())
+            .with_config(AmazonS3ConfigKey::ConditionalPut, "etag");
+        for (key, value) in options {
+            builder = builder.with_config(key.parse()?, *value);
+        }
+        Ok(Arc::new(builder.build()?))
+    }
+
+    #[cfg(feature = "gcp")]
+    pub fn gcs(url: &url::Url, options: &[(&str, &str)]) -> Built {
+        let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+        for (key, value) in options {
+            builder = builder.with_config(key.parse()?, *value);
+        }
+        Ok(Arc::new(builder.build()?))
+    }
+
+    #[cfg(feature = "azure")]
+    pub fn azure(url: &url::Url, options: &[(&str, &str)]) -> Built {
+        let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+        for (key, value) in options {
+            builder = builder.with_config(key.parse()?, *value);
+        }
+        Ok(Arc::new(builder.build()?))
+    }
+
+    #[cfg(not(feature = "aws"))]
+    pub fn s3(_: &url::Url, _: &[(&str, &str)]) -> Built {
+        Err(missing_feature("aws"))
+    }
+
+    #[cfg(not(feature = "gcp"))]
+    pub fn gcs(_: &url::Url, _: &[(&str, &str)]) -> Built {
+        Err(missing_feature("gcp"))
+    }
+
+    #[cfg(not(feature = "azure"))]
+    pub fn azure(_: &url::Url, _: &[(&str, &str)]) -> Built {
+        Err(missing_feature("azure"))
+    }
+
+    #[allow(dead_code)]
+    fn missing_feature(feature: &str) -> object_store::Error {
+        object_store::Error::NotSupported {
+            source: format!("this dr was built without the `{feature}` feature; rebuild with --features {feature}").into(),
+        }
+    }
+}
+
+/// Opens an existing repository at `url`.
+///
+/// # Errors
+/// As [`open_store`] and [`Repository::open`].
+pub async fn open_repository(url: &str, options: &[(&str, &str)]) -> Result<Repository> {
+    let location = open_store(url, options, false)?;
+    Repository::open(location.store(), location.url()).await
+}
+
+/// Creates a repository at `url` (a local directory is created if missing).
+///
+/// # Errors
+/// As [`open_store`] and [`Repository::init`].
+pub async fn init_repository(url: &str, options: &[(&str, &str)], recipients: &Recipients) -> Result<Repository> {
+    let location = open_store(url, options, true)?;
+    Repository::init(location.store(), location.url(), recipients).await
+}

@@ -1,0 +1,115 @@
+//! A real S3-compatible server (moto, from PyPI) on 127.0.0.1 with a random port, stopped
+//! by PID when dropped. moto makes `PutMode::Create` atomic, which manifests rely on.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where .ci/run installs moto.
+pub const MOTO_VENV: &str = ".cache/dr-moto";
+
+/// A running moto server with one bucket.
+pub struct S3Server {
+    child: Child,
+    port: u16,
+    bucket: String,
+}
+
+impl S3Server {
+    /// Starts moto and creates the bucket `dr-test`. Panics with an install instruction when
+    /// moto is missing.
+    pub fn start() -> S3Server {
+        let binary = moto_binary();
+        let port = free_port();
+        let child = Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let server = S3Server {
+            child,
+            port,
+            bucket: "dr-test".into(),
+        };
+        server.wait_until_ready();
+        server.create_bucket();
+        server
+    }
+
+    /// `s3://dr-test/<prefix>`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// object_store options that reach this server.
+    pub fn options(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("aws_endpoint", format!("http://127.0.0.1:{}", self.port)),
+            ("aws_allow_http", "true".into()),
+            ("aws_region", "us-east-1".into()),
+            ("aws_access_key_id", "testing".into()),
+            ("aws_secret_access_key", "testing".into()),
+            ("aws_virtual_hosted_style_request", "false".into()),
+        ]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("moto did not start listening on 127.0.0.1:{} within 60 s", self.port);
+    }
+
+    fn create_bucket(&self) {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        let request = format!(
+            "PUT /{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.bucket, self.port
+        );
+        stream.write_all(request.as_bytes()).expect("send create-bucket");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read create-bucket reply");
+        assert!(response.starts_with("HTTP/1.1 200"), "moto refused to create the bucket: {response}");
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("DR_MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        let candidate = PathBuf::from(home).join(MOTO_VENV).join("bin/moto_server");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    crate::which("moto_server").unwrap_or_else(|| {
+        panic!(
+            "moto_server (the S3-compatible test server) is not installed: run \
+             `python3 -m venv ~/{MOTO_VENV} && ~/{MOTO_VENV}/bin/pip install 'moto[server]'` (bash .ci/run does this)"
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
