@@ -1,1 +1,292 @@
-fn main(){}
+//! Pipeline throughput and peak memory, side by side with the stock tools, in one run.
+//!
+//! `cargo bench --bench pipeline -- [--size-mib 1024] [--part-mib 16] [--level 3] [--threads N]`
+//! (`--part-mib 8,16,32` and `--level 1,3` sweep). Writes mixed data (about 70 % JSON-like
+//! text, 30 % random) to `target/bench/`, then measures, each in its own process:
+//! dr backup (file -> local repository), dr restore (repository -> null sink, every part
+//! decrypted, decompressed and hashed), `zstd -LEVEL -T2 | age -r R` and
+//! `age -d -i K | zstd -d | sha256sum`. Needs `age` and `zstd` (Debian packages).
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a bench binary: failing loudly is right
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use dr::{
+    BackupOptions, BackupSelector, BackupWriter, Identities, PipelineOptions, Result, SourceInfo,
+};
+
+const MIB: u64 = 1024 * 1024;
+
+struct FileSource(PathBuf);
+
+#[dr::async_trait]
+impl dr::Backup for FileSource {
+    fn kind(&self) -> &'static str {
+        "bench.file"
+    }
+    async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
+        let mut file = tokio::fs::File::open(&self.0)
+            .await
+            .map_err(|e| dr::Error::io("open input", e))?;
+        out.put_artifact("data", &mut file).await?;
+        Ok(SourceInfo::new())
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        child(&args[1..]);
+        return;
+    }
+    let size_mib: u64 = arg(&args, "--size-mib").map_or(1024, |v| v.parse().expect("--size-mib"));
+    let parts: Vec<u64> = list(&args, "--part-mib", "16");
+    let levels: Vec<i32> = list(&args, "--level", "3");
+    let threads: usize = arg(&args, "--threads").map_or(2, |v| v.parse().expect("--threads"));
+    let work = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("create target/bench");
+    let input = work.join("input.bin");
+    make_input(&input, size_mib * MIB);
+    let key = work.join("key.txt");
+    let public = dr::generate_identity_file(&key, None).expect("keygen");
+    let bytes = size_mib * MIB;
+    println!(
+        "input: {size_mib} MiB mixed data; machine: {} cores",
+        threads_available()
+    );
+    println!("| pipeline | part MiB | level | MB/s | seconds | peak RSS MiB | stored / plain |");
+    println!("|---|---|---|---|---|---|---|");
+    for &level in &levels {
+        let stock_out = work.join("stock.zst.age");
+        let stock = format!(
+            "zstd -{level} -T{threads} -q -c {} | age -r {public} > {}",
+            input.display(),
+            stock_out.display()
+        );
+        let m = measure(&["shell", &stock]);
+        let ratio =
+            std::fs::metadata(&stock_out).map(|m| m.len()).unwrap_or(0) as f64 / bytes as f64;
+        row(
+            &format!("stock `zstd -{level} -T{threads} | age -r`"),
+            "-",
+            level,
+            bytes,
+            m,
+            ratio,
+        );
+        let restore = format!(
+            "age -d -i {} {} | zstd -d -q | sha256sum > /dev/null",
+            key.display(),
+            stock_out.display()
+        );
+        let m = measure(&["shell", &restore]);
+        row(
+            "stock `age -d | zstd -d | sha256sum`",
+            "-",
+            level,
+            bytes,
+            m,
+            ratio,
+        );
+        for &part in &parts {
+            let repo = work.join(format!("repo-{part}-{level}"));
+            let tuning = [part.to_string(), level.to_string(), threads.to_string()];
+            let m = measure(&[
+                "write",
+                path(&input),
+                path(&repo),
+                path(&key),
+                &tuning[0],
+                &tuning[1],
+                &tuning[2],
+            ]);
+            let ratio = dir_size(&repo) as f64 / bytes as f64;
+            row(
+                "dr backup (file -> repository)",
+                &tuning[0],
+                level,
+                bytes,
+                m,
+                ratio,
+            );
+            let m = measure(&[
+                "read",
+                path(&input),
+                path(&repo),
+                path(&key),
+                &tuning[0],
+                &tuning[1],
+                &tuning[2],
+            ]);
+            row(
+                "dr restore (repository -> sink, checked)",
+                &tuning[0],
+                level,
+                bytes,
+                m,
+                ratio,
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+fn row(name: &str, part: &str, level: i32, bytes: u64, (secs, rss): (f64, u64), ratio: f64) {
+    let mbps = bytes as f64 / secs / 1e6;
+    println!(
+        "| {name} | {part} | {level} | {mbps:.0} | {secs:.2} | {:.0} | {ratio:.3} |",
+        rss as f64 / 1024.0
+    );
+}
+
+/// Runs one measurement in a fresh child process; returns (seconds, peak RSS KiB).
+fn measure(args: &[&str]) -> (f64, u64) {
+    let exe = std::env::current_exe().expect("current exe");
+    let out = Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .output()
+        .expect("spawn child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let (secs, rss) = line.split_once(' ').expect("child output");
+    (secs.parse().expect("secs"), rss.parse().expect("rss"))
+}
+
+fn child(args: &[String]) {
+    let started = Instant::now();
+    match args[0].as_str() {
+        "shell" => {
+            let status = Command::new("bash")
+                .args(["-o", "pipefail", "-c", &args[1]])
+                .status()
+                .expect("bash");
+            assert!(status.success(), "stock pipeline failed: {}", args[1]);
+        }
+        mode => run_dr(mode, args),
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("{secs} {}", peak_rss_kib().max(children_peak_rss_kib()));
+}
+
+fn run_dr(mode: &str, args: &[String]) {
+    let (input, repo_dir, key) = (PathBuf::from(&args[1]), &args[2], PathBuf::from(&args[3]));
+    let part: usize = args[4].parse().expect("part");
+    let level: i32 = args[5].parse().expect("level");
+    let threads: usize = args[6].parse().expect("threads");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let ids = Identities::from_file(&key).expect("identity");
+        let options = PipelineOptions::default()
+            .with_part_size(part * MIB as usize)
+            .with_zstd_level(level)
+            .with_threads(threads);
+        if mode == "write" {
+            let repo = dr::storage::init_repository(repo_dir, &[], &ids.to_recipients())
+                .await
+                .expect("init");
+            let repo = repo.with_pipeline(options);
+            repo.backup("bench", &FileSource(input), &BackupOptions::default())
+                .await
+                .expect("backup");
+        } else {
+            let repo = dr::storage::open_repository(repo_dir, &[])
+                .await
+                .expect("open");
+            let repo = repo.with_identities(ids).with_pipeline(options);
+            let reader = repo
+                .open_backup("bench", &BackupSelector::Latest)
+                .await
+                .expect("latest");
+            reader
+                .copy_artifact("data", &mut tokio::io::sink())
+                .await
+                .expect("restore");
+        }
+    });
+}
+
+fn make_input(path: &Path, size: u64) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut data = dr_testing::MixedData::new(42, size);
+        let mut file = tokio::fs::File::create(path).await.expect("create input");
+        tokio::io::copy(&mut data, &mut file)
+            .await
+            .expect("write input");
+    });
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak RSS of the largest waited-for descendant (for stock pipelines: the largest stage).
+#[allow(unsafe_code)]
+fn children_peak_rss_kib() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a complete rusage into the pointer we own; no aliasing.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    // SAFETY: rc == 0 means the kernel filled the struct.
+    let usage = unsafe { usage.assume_init() };
+    u64::try_from(usage.ru_maxrss).unwrap_or(0)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let meta = entry.metadata().expect("metadata");
+        total += if meta.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+fn list<T: std::str::FromStr>(args: &[String], name: &str, default: &str) -> Vec<T> {
+    arg(args, name)
+        .unwrap_or(default)
+        .split(',')
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("bad value for {name}: {v}"))
+        })
+        .collect()
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn threads_available() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

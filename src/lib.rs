@@ -1,1 +1,20 @@
-//! p
+//! **dr**: disaster recovery for PostgreSQL, SQLite, Redis and files: streamed, compressed
+//! (zstd), encrypted (age), checksummed backups in any object store, verified, restorable,
+//! and pruned by a retention policy that explains itself.
+//!
+//! This facade re-exports the crates: [`core`] (traits, pipeline, repository, retention) and,
+//! with the default `storage` feature, [`storage`] (repository destinations from URLs).
+//!
+//! ```
+//! # #[tokio::main] async fn main() -> dr::Result<()> {
+//! let identities = dr::Identities::generate();
+//! let repo = dr::storage::init_repository("memory://", &[], &identities.to_recipients()).await?;
+//! assert!(repo.list(None).await?.is_empty());
+//! # Ok(()) }
+//! ```
+
+pub use dr_core as core;
+pub use dr_core::*;
+
+#[cfg(feature = "storage")]
+pub use dr_storage as storage;

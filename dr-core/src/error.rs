@@ -16,7 +16,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// No `dr-repo.json` at the repository location.
-    #[error("No dr repository at {location}: run `dr init` there first, or check the repository URL")]
+    #[error(
+        "No dr repository at {location}: run `dr init` there first, or check the repository URL"
+    )]
     NotInitialised {
         /// The repository location (credentials redacted).
         location: String,
@@ -30,7 +32,9 @@ pub enum Error {
     },
 
     /// The repository or a manifest uses a format this build cannot read.
-    #[error("Unsupported {what} format version {found} (this dr reads version {supported}): upgrade dr")]
+    #[error(
+        "Unsupported {what} format version {found} (this dr reads version {supported}): upgrade dr"
+    )]
     UnsupportedFormat {
         /// `repository` or `manifest`.
         what: &'static str,
@@ -50,7 +54,9 @@ pub enum Error {
     },
 
     /// Decryption was asked for but no identity was loaded.
-    #[error("No identity loaded: reading backup data needs the secret key; pass --identity FILE or set DR_IDENTITY")]
+    #[error(
+        "No identity loaded: reading backup data needs the secret key; pass --identity FILE or set DR_IDENTITY"
+    )]
     NoIdentity,
 
     /// A stored object does not match the checksum recorded in its manifest.
@@ -69,7 +75,9 @@ pub enum Error {
     },
 
     /// A stored object has the wrong size or cannot be decoded (truncated, damaged).
-    #[error("Damaged object {key}: {detail}; restore from another backup or a copy of the repository")]
+    #[error(
+        "Damaged object {key}: {detail}; restore from another backup or a copy of the repository"
+    )]
     DamagedPart {
         /// Object key inside the repository.
         key: String,
@@ -78,7 +86,9 @@ pub enum Error {
     },
 
     /// An object the manifest names is not in the store.
-    #[error("Missing object {key}: the backup is incomplete; restore from another backup or a copy of the repository")]
+    #[error(
+        "Missing object {key}: the backup is incomplete; restore from another backup or a copy of the repository"
+    )]
     MissingObject {
         /// Object key inside the repository.
         key: String,
@@ -110,7 +120,9 @@ pub enum Error {
     },
 
     /// A name (source, artifact, label) contains characters dr does not allow.
-    #[error("Invalid {what} {name:?}: use 1-100 characters from a-z A-Z 0-9 . _ - (not starting with . or -)")]
+    #[error(
+        "Invalid {what} {name:?}: use 1-100 characters from a-z A-Z 0-9 . _ - (not starting with . or -)"
+    )]
     InvalidName {
         /// What kind of name.
         what: &'static str,
@@ -128,7 +140,9 @@ pub enum Error {
     },
 
     /// Refused to overwrite an existing identity file.
-    #[error("Identity file {0} already exists; refusing to overwrite a secret key (choose another path or move it away)")]
+    #[error(
+        "Identity file {0} already exists; refusing to overwrite a secret key (choose another path or move it away)"
+    )]
     IdentityExists(PathBuf),
 
     /// The data source failed while it was being backed up.
@@ -136,7 +150,9 @@ pub enum Error {
     Source(String),
 
     /// The object store failed or is unreachable.
-    #[error("Store error during {operation}: {source}; check the repository URL, credentials and network, then retry")]
+    #[error(
+        "Store error during {operation}: {source}; check the repository URL, credentials and network, then retry"
+    )]
     Store {
         /// What dr was doing.
         operation: String,
@@ -212,15 +228,13 @@ impl Error {
     /// Recovers a dr error carried inside an `io::Error` (as the async reader and writer
     /// report them), or wraps a plain I/O error.
     pub fn from_io(operation: &str, err: std::io::Error) -> Self {
-        if err.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-            if let Some(inner) = err.into_inner() {
-                if let Ok(dr) = inner.downcast::<Error>() {
-                    return *dr;
-                }
-            }
-            return Error::Usage("lost an error while unwrapping it".into());
+        if !err.get_ref().is_some_and(|inner| inner.is::<Error>()) {
+            return Error::io(operation, err);
         }
-        Error::io(operation, err)
+        match err.into_inner().map(|inner| inner.downcast::<Error>()) {
+            Some(Ok(dr)) => *dr,
+            _ => Error::Usage("lost an error while unwrapping it".into()),
+        }
     }
 
     /// Wraps this error in an `io::Error` for the `AsyncRead`/`AsyncWrite` interfaces.

@@ -113,14 +113,16 @@ impl Identities {
     /// [`Error::Io`] when unreadable, [`Error::BadKey`] when it holds no identity (for a
     /// passphrase-protected file, use [`Identities::from_encrypted_file`]).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let bytes =
+            std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if bytes.starts_with(b"age-encryption.org/") {
             return Err(bad_key(
                 &path.display().to_string(),
                 "this identity file is passphrase-protected; give its passphrase (DR_IDENTITY_PASSPHRASE)",
             ));
         }
-        let text = String::from_utf8(bytes).map_err(|_| bad_key(&path.display().to_string(), "not UTF-8 text"))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| bad_key(&path.display().to_string(), "not UTF-8 text"))?;
         Self::parse(&text, &path.display().to_string())
     }
 
@@ -133,12 +135,20 @@ impl Identities {
         let origin = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {origin}"), e))?;
         let identity = age::scrypt::Identity::new(SecretString::from(passphrase.to_owned()));
-        let decryptor = age::Decryptor::new_buffered(&bytes[..]).map_err(|e| bad_key(&origin, e))?;
+        let decryptor =
+            age::Decryptor::new_buffered(&bytes[..]).map_err(|e| bad_key(&origin, e))?;
         let mut reader = decryptor
             .decrypt(std::iter::once(&identity as &dyn age::Identity))
-            .map_err(|_| bad_key(&origin, "wrong passphrase, or not a passphrase-protected identity file"))?;
+            .map_err(|_| {
+                bad_key(
+                    &origin,
+                    "wrong passphrase, or not a passphrase-protected identity file",
+                )
+            })?;
         let mut text = String::new();
-        reader.read_to_string(&mut text).map_err(|e| bad_key(&origin, e))?;
+        reader
+            .read_to_string(&mut text)
+            .map_err(|e| bad_key(&origin, e))?;
         Self::parse(&text, &origin)
     }
 
@@ -220,7 +230,8 @@ fn key_lines(text: &str) -> impl Iterator<Item = &str> {
 }
 
 fn parse_identity(line: &str, origin: &str) -> Result<x25519::Identity> {
-    x25519::Identity::from_str(line).map_err(|_| bad_key(origin, "a line is not a valid AGE-SECRET-KEY-1... identity"))
+    x25519::Identity::from_str(line)
+        .map_err(|_| bad_key(origin, "a line is not a valid AGE-SECRET-KEY-1... identity"))
 }
 
 fn read_text(path: &Path) -> Result<String> {

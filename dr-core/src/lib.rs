@@ -38,6 +38,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 mod error;
 mod keys;
 mod manifest;
@@ -56,14 +58,18 @@ pub use manifest::{
     ArtifactRecord, Encoding, MANIFEST_FORMAT_VERSION, Manifest, PartRecord, SourceInfo, check_name,
 };
 pub use pipeline::{
-    ArtifactReader, ArtifactWriter, BackupReader, BackupWriter, DEFAULT_PART_SIZE, EncodedPart, ExpectedPart,
-    PipelineOptions, decode_part, encode_part, sha256_hex,
+    ArtifactReader, ArtifactWriter, BackupReader, BackupWriter, DEFAULT_PART_SIZE, EncodedPart,
+    ExpectedPart, PipelineOptions, decode_part, encode_part, sha256_hex,
 };
 pub use progress::{NoProgress, Progress};
-pub use repository::{BackupOptions, Orphan, REPOSITORY_FORMAT_VERSION, Repository, RepositoryConfig};
+pub use repository::{
+    BackupOptions, Orphan, REPOSITORY_FORMAT_VERSION, Repository, RepositoryConfig,
+};
 pub use retention::{Plan, RetentionPolicy};
 pub use selector::BackupSelector;
-pub use traits::{Backup, Restore, RestoreOptions, RestoreReport, Verify, VerifyLevel, VerifyReport};
+pub use traits::{
+    Backup, Restore, RestoreOptions, RestoreReport, Verify, VerifyLevel, VerifyReport,
+};
 
 /// Re-exported so that backends and tests use the same versions.
 pub use async_trait::async_trait;

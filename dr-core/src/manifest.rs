@@ -124,7 +124,8 @@ impl Manifest {
     /// # Errors
     /// Never in practice; serialisation errors are reported as [`Error::Usage`].
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        serde_json::to_vec_pretty(self).map_err(|e| Error::Usage(format!("serialising manifest: {e}")))
+        serde_json::to_vec_pretty(self)
+            .map_err(|e| Error::Usage(format!("serialising manifest: {e}")))
     }
 
     /// The artifact with this name.

@@ -85,9 +85,15 @@ impl Repository {
     ///
     /// # Errors
     /// [`Error::RepositoryExists`] when one is there; [`Error::Store`].
-    pub async fn init(store: Arc<dyn ObjectStore>, location: &str, recipients: &Recipients) -> Result<Self> {
+    pub async fn init(
+        store: Arc<dyn ObjectStore>,
+        location: &str,
+        recipients: &Recipients,
+    ) -> Result<Self> {
         if recipients.is_empty() {
-            return Err(Error::Usage("a repository needs at least one recipient".into()));
+            return Err(Error::Usage(
+                "a repository needs at least one recipient".into(),
+            ));
         }
         let config = RepositoryConfig {
             format_version: REPOSITORY_FORMAT_VERSION,
@@ -97,7 +103,8 @@ impl Repository {
         let json = serde_json::to_vec_pretty(&config).map_err(|e| Error::Usage(e.to_string()))?;
         match create_object(store.as_ref(), &Path::from(CONFIG_KEY), json).await {
             Err(Error::Store {
-                source: object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
+                source:
+                    object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. },
                 ..
             }) => Err(Error::RepositoryExists {
                 location: location.to_owned(),
@@ -182,9 +189,16 @@ impl Repository {
     ///
     /// # Errors
     /// The backend's error, or any pipeline or store error.
-    pub async fn backup(&self, source: &str, backup: &dyn Backup, opts: &BackupOptions) -> Result<Manifest> {
+    pub async fn backup(
+        &self,
+        source: &str,
+        backup: &dyn Backup,
+        opts: &BackupOptions,
+    ) -> Result<Manifest> {
         check_name("source name", source)?;
-        opts.labels.iter().try_for_each(|l| check_name("label", l))?;
+        opts.labels
+            .iter()
+            .try_for_each(|l| check_name("label", l))?;
         let started_at = Utc::now();
         let id = new_backup_id(started_at);
         let dir = backup_dir(source, &id);
@@ -233,7 +247,12 @@ impl Repository {
     async fn commit(&self, dir: &Path, manifest: &Manifest) -> Result<()> {
         let sums = manifest.sha256sums().into_bytes();
         create_object(self.store.as_ref(), &dir.clone().join(SUMS_NAME), sums).await?;
-        create_object(self.store.as_ref(), &dir.clone().join(MANIFEST_NAME), manifest.to_json()?).await?;
+        create_object(
+            self.store.as_ref(),
+            &dir.clone().join(MANIFEST_NAME),
+            manifest.to_json()?,
+        )
+        .await?;
         tracing::info!(source = %manifest.source, id = %manifest.id, bytes = manifest.plain_size(), "backup committed");
         Ok(())
     }
@@ -268,12 +287,18 @@ impl Repository {
             .buffer_unordered(16)
             .filter_map(|(result, key)| async move {
                 result
-                    .inspect_err(|e| tracing::warn!(%key, error = %e, "skipping unreadable manifest"))
+                    .inspect_err(
+                        |e| tracing::warn!(%key, error = %e, "skipping unreadable manifest"),
+                    )
                     .ok()
             })
             .collect()
             .await;
-        manifests.sort_by(|a, b| b.started_at.cmp(&a.started_at).then_with(|| b.id.cmp(&a.id)));
+        manifests.sort_by(|a, b| {
+            b.started_at
+                .cmp(&a.started_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
         Ok(manifests)
     }
 
@@ -314,7 +339,11 @@ impl Repository {
     ///
     /// # Errors
     /// As [`Repository::find`].
-    pub async fn open_backup(&self, source: &str, selector: &BackupSelector) -> Result<BackupReader> {
+    pub async fn open_backup(
+        &self,
+        source: &str,
+        selector: &BackupSelector,
+    ) -> Result<BackupReader> {
         let manifest = self.find(source, selector).await?;
         Ok(self.reader(manifest))
     }
@@ -322,8 +351,14 @@ impl Repository {
     /// A reader for a manifest already fetched (e.g. from [`Repository::list`]).
     pub fn reader(&self, manifest: Manifest) -> BackupReader {
         let dir = backup_dir(&manifest.source, &manifest.id);
-        BackupReader::new(self.store.clone(), dir, manifest, self.identities.clone(), self.pipeline.threads)
-            .with_progress(self.progress.clone())
+        BackupReader::new(
+            self.store.clone(),
+            dir,
+            manifest,
+            self.identities.clone(),
+            self.pipeline.threads,
+        )
+        .with_progress(self.progress.clone())
     }
 
     /// Deletes a backup: the manifest first (so it is no longer listed), then its data.
@@ -421,7 +456,11 @@ pub(crate) fn backup_dir(source: &str, id: &str) -> Path {
 
 /// A new backup id: `YYYYMMDDTHHMMSSZ-xxxx`, sorting by time, with 16 random bits.
 fn new_backup_id(at: DateTime<Utc>) -> String {
-    format!("{}-{:04x}", at.format("%Y%m%dT%H%M%SZ"), rand::random::<u16>())
+    format!(
+        "{}-{:04x}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        rand::random::<u16>()
+    )
 }
 
 fn not_found(source: &str, selector: &BackupSelector) -> Error {

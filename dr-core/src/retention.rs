@@ -159,17 +159,28 @@ pub fn plan(backups: &[RetentionItem], policy: &RetentionPolicy, now: DateTime<U
 }
 
 /// Reasons per item (same order as `items`, newest first).
-fn reasons_by_rule(items: &[&RetentionItem], policy: &RetentionPolicy, now: DateTime<Utc>) -> Vec<Vec<String>> {
+fn reasons_by_rule(
+    items: &[&RetentionItem],
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Vec<Vec<String>> {
     let mut reasons = vec![Vec::new(); items.len()];
     let Some(newest) = items.first() else {
         return reasons;
     };
     reasons[0].push("newest".to_owned());
     if policy.is_empty() {
-        reasons.iter_mut().skip(1).for_each(|r| r.push("no retention policy".to_owned()));
+        reasons
+            .iter_mut()
+            .skip(1)
+            .for_each(|r| r.push("no retention policy".to_owned()));
         return reasons;
     }
-    for (i, r) in reasons.iter_mut().enumerate().take(policy.keep_last as usize) {
+    for (i, r) in reasons
+        .iter_mut()
+        .enumerate()
+        .take(policy.keep_last as usize)
+    {
         r.push(format!("last {}/{}", i + 1, policy.keep_last));
     }
     for period in Period::ALL {
@@ -184,10 +195,20 @@ fn reasons_by_rule(items: &[&RetentionItem], policy: &RetentionPolicy, now: Date
     }
     if let Some(span) = policy.keep_within {
         let since = newest.time - chrono_span(span);
-        mark(items, &mut reasons, |it| it.time >= since, &format!("within {}", humantime::format_duration(span)));
+        mark(
+            items,
+            &mut reasons,
+            |it| it.time >= since,
+            &format!("within {}", humantime::format_duration(span)),
+        );
     }
     for label in &policy.keep_labels {
-        mark(items, &mut reasons, |it| it.labels.contains(label), &format!("label {label}"));
+        mark(
+            items,
+            &mut reasons,
+            |it| it.labels.contains(label),
+            &format!("label {label}"),
+        );
     }
     if let Some(span) = policy.recovery_window {
         keep_recovery_window(items, span, now, &mut reasons);
@@ -195,7 +216,12 @@ fn reasons_by_rule(items: &[&RetentionItem], policy: &RetentionPolicy, now: Date
     reasons
 }
 
-fn mark(items: &[&RetentionItem], reasons: &mut [Vec<String>], keep: impl Fn(&RetentionItem) -> bool, reason: &str) {
+fn mark(
+    items: &[&RetentionItem],
+    reasons: &mut [Vec<String>],
+    keep: impl Fn(&RetentionItem) -> bool,
+    reason: &str,
+) {
     for (item, r) in items.iter().zip(reasons.iter_mut()) {
         if keep(item) {
             r.push(reason.to_owned());
@@ -226,15 +252,29 @@ fn keep_per_period(
         kept += 1;
         r.push(match within {
             None => format!("{} {kept}/{count}", period.name()),
-            Some((_, span)) => format!("within-{} {}", period.name(), humantime::format_duration(span)),
+            Some((_, span)) => format!(
+                "within-{} {}",
+                period.name(),
+                humantime::format_duration(span)
+            ),
         });
     }
 }
 
-fn keep_recovery_window(items: &[&RetentionItem], span: Duration, now: DateTime<Utc>, reasons: &mut [Vec<String>]) {
+fn keep_recovery_window(
+    items: &[&RetentionItem],
+    span: Duration,
+    now: DateTime<Utc>,
+    reasons: &mut [Vec<String>],
+) {
     let start = now - chrono_span(span);
     let label = humantime::format_duration(span);
-    mark(items, reasons, |it| it.time >= start, &format!("recovery window {label}"));
+    mark(
+        items,
+        reasons,
+        |it| it.time >= start,
+        &format!("recovery window {label}"),
+    );
     if let Some(base) = items.iter().position(|it| it.time < start) {
         reasons[base].push(format!("base of recovery window {label}"));
     }
@@ -242,11 +282,19 @@ fn keep_recovery_window(items: &[&RetentionItem], span: Duration, now: DateTime<
 
 /// Keeps, transitively, every backup a kept backup depends on.
 fn keep_dependencies(items: &[&RetentionItem], reasons: &mut [Vec<String>]) {
-    let index: HashMap<&str, usize> = items.iter().enumerate().map(|(i, it)| (it.id.as_str(), i)).collect();
-    let mut queue: Vec<usize> = (0..items.len()).filter(|&i| !reasons[i].is_empty()).collect();
+    let index: HashMap<&str, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, it)| (it.id.as_str(), i))
+        .collect();
+    let mut queue: Vec<usize> = (0..items.len())
+        .filter(|&i| !reasons[i].is_empty())
+        .collect();
     while let Some(i) = queue.pop() {
         for dep in &items[i].depends_on {
-            let Some(&d) = index.get(dep.as_str()) else { continue };
+            let Some(&d) = index.get(dep.as_str()) else {
+                continue;
+            };
             let reason = format!("base of kept backup {}", items[i].id);
             if reasons[d].is_empty() {
                 queue.push(d);
@@ -272,7 +320,13 @@ enum Period {
 }
 
 impl Period {
-    const ALL: [Period; 5] = [Period::Hourly, Period::Daily, Period::Weekly, Period::Monthly, Period::Yearly];
+    const ALL: [Period; 5] = [
+        Period::Hourly,
+        Period::Daily,
+        Period::Weekly,
+        Period::Monthly,
+        Period::Yearly,
+    ];
 
     fn name(self) -> &'static str {
         match self {

@@ -48,7 +48,9 @@ impl std::fmt::Display for BackupSelector {
         match self {
             BackupSelector::Id(id) => write!(f, "backup {id}"),
             BackupSelector::Latest => write!(f, "latest backup"),
-            BackupSelector::AtOrBefore(t) => write!(f, "newest backup at or before {}", t.to_rfc3339()),
+            BackupSelector::AtOrBefore(t) => {
+                write!(f, "newest backup at or before {}", t.to_rfc3339())
+            }
         }
     }
 }

@@ -12,8 +12,14 @@ use crate::error::{Error, Result};
 /// # Errors
 /// [`Error::MissingObject`] or [`Error::Store`].
 pub async fn get_object(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
-    let result = store.get(path).await.map_err(|e| not_found_or(e, path, "reading"))?;
-    result.bytes().await.map_err(|e| not_found_or(e, path, "reading"))
+    let result = store
+        .get(path)
+        .await
+        .map_err(|e| not_found_or(e, path, "reading"))?;
+    result
+        .bytes()
+        .await
+        .map_err(|e| not_found_or(e, path, "reading"))
 }
 
 /// Writes an object that must not exist yet (every dr object is immutable).
@@ -53,7 +59,9 @@ pub async fn list_objects(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<
 
 fn not_found_or(e: object_store::Error, path: &Path, operation: &str) -> Error {
     match e {
-        object_store::Error::NotFound { .. } => Error::MissingObject { key: path.to_string() },
+        object_store::Error::NotFound { .. } => Error::MissingObject {
+            key: path.to_string(),
+        },
         other => Error::store(format!("{operation} {path}"), other),
     }
 }

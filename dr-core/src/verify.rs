@@ -39,7 +39,13 @@ impl BackupReader {
         for (size, outcome) in outcomes {
             report.checked_objects += 1;
             match outcome {
-                Ok(()) => report.checked_bytes += if level >= VerifyLevel::Checksums { size } else { 0 },
+                Ok(()) => {
+                    report.checked_bytes += if level >= VerifyLevel::Checksums {
+                        size
+                    } else {
+                        0
+                    }
+                }
                 Err(e) => report.problems.push(e.to_string()),
             }
         }
@@ -48,7 +54,11 @@ impl BackupReader {
         }
         report.checked_objects += 1;
         if report.problems.is_empty() {
-            report.passed.push(format!("{} objects {}", report.checked_objects, level_words(level, report.decoded)));
+            report.passed.push(format!(
+                "{} objects {}",
+                report.checked_objects,
+                level_words(level, report.decoded)
+            ));
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
@@ -59,13 +69,15 @@ impl BackupReader {
         let path = dir.clone().join(part.object.as_str());
         if level == VerifyLevel::Quick {
             let meta = store.head(&path).await.map_err(|e| match e {
-                object_store::Error::NotFound { .. } => Error::MissingObject { key: path.to_string() },
+                object_store::Error::NotFound { .. } => Error::MissingObject {
+                    key: path.to_string(),
+                },
                 other => Error::store(format!("checking {path}"), other),
             })?;
-            return check_size(&path.to_string(), meta.size, part.stored_size);
+            return check_size(path.as_ref(), meta.size, part.stored_size);
         }
         let stored = get_object(store.as_ref(), &path).await?;
-        check_size(&path.to_string(), stored.len() as u64, part.stored_size)?;
+        check_size(path.as_ref(), stored.len() as u64, part.stored_size)?;
         let reader = self.clone();
         let part = part.clone();
         tokio::task::spawn_blocking(move || {
@@ -79,7 +91,7 @@ impl BackupReader {
                 });
             }
             if reader.can_decrypt() {
-                reader.decode_stored(&path.to_string(), &part, &stored)?;
+                reader.decode_stored(path.as_ref(), &part, &stored)?;
             }
             Ok(())
         })
@@ -108,7 +120,9 @@ impl BackupReader {
     pub async fn decode_all(&self) -> Result<u64> {
         let mut total = 0;
         for artifact in &self.manifest().artifacts {
-            total += self.copy_artifact(&artifact.name, &mut tokio::io::sink()).await?;
+            total += self
+                .copy_artifact(&artifact.name, &mut tokio::io::sink())
+                .await?;
         }
         Ok(total)
     }
@@ -120,7 +134,9 @@ fn check_size(key: &str, actual: u64, expected: u64) -> Result<()> {
     }
     Err(Error::DamagedPart {
         key: key.to_owned(),
-        detail: format!("it is {actual} bytes, the manifest expects {expected} (truncated or replaced)"),
+        detail: format!(
+            "it is {actual} bytes, the manifest expects {expected} (truncated or replaced)"
+        ),
     })
 }
 

@@ -1,7 +1,15 @@
 //! Removing secrets from URLs before they are shown.
 
 /// Query parameter names whose values are secret.
-const SECRET_PARAMS: [&str; 7] = ["secret", "key", "token", "password", "signature", "sig", "credential"];
+const SECRET_PARAMS: [&str; 7] = [
+    "secret",
+    "key",
+    "token",
+    "password",
+    "signature",
+    "sig",
+    "credential",
+];
 
 /// Returns `url` with the password of its user info and the values of secret-looking query
 /// parameters replaced by `***`. Plain paths are returned unchanged.
@@ -17,7 +25,14 @@ pub fn redact_url(url: &str) -> String {
         .map(|(k, v)| {
             let lower = k.to_ascii_lowercase();
             let secret = SECRET_PARAMS.iter().any(|s| lower.contains(s));
-            (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+            (
+                k.into_owned(),
+                if secret {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                },
+            )
         })
         .collect();
     if !pairs.is_empty() {

@@ -3,10 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dr_core::object_store::ObjectStore;
 use dr_core::object_store::local::LocalFileSystem;
 use dr_core::object_store::memory::InMemory;
 use dr_core::object_store::prefix::PrefixStore;
-use dr_core::object_store::ObjectStore;
 use dr_core::{Error, Recipients, Repository, Result};
 
 use crate::redact::redact_url;
@@ -90,17 +90,20 @@ pub fn open_store(url: &str, options: &[(&str, &str)], create: bool) -> Result<S
 }
 
 fn open_local(path: &Path, create: bool) -> Result<StoreLocation> {
-    let absolute: PathBuf = std::path::absolute(path).map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
+    let absolute: PathBuf = std::path::absolute(path)
+        .map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
     let shown = format!("file://{}", absolute.display());
     if create {
-        std::fs::create_dir_all(&absolute).map_err(|e| Error::io(format!("creating {}", absolute.display()), e))?;
+        std::fs::create_dir_all(&absolute)
+            .map_err(|e| Error::io(format!("creating {}", absolute.display()), e))?;
     } else if !absolute.is_dir() {
         return Err(Error::NotInitialised { location: shown });
     }
-    let store = LocalFileSystem::new_with_prefix(&absolute).map_err(|e| Error::InvalidLocation {
-        location: shown.clone(),
-        detail: e.to_string(),
-    })?;
+    let store =
+        LocalFileSystem::new_with_prefix(&absolute).map_err(|e| Error::InvalidLocation {
+            location: shown.clone(),
+            detail: e.to_string(),
+        })?;
     Ok(StoreLocation::new(Arc::new(store), shown))
 }
 
@@ -135,7 +138,8 @@ mod cloud {
 
     #[cfg(feature = "gcp")]
     pub fn gcs(url: &url::Url, options: &[(&str, &str)]) -> Built {
-        let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+        let mut builder =
+            object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
         for (key, value) in options {
             builder = builder.with_config(key.parse()?, *value);
         }
@@ -144,7 +148,8 @@ mod cloud {
 
     #[cfg(feature = "azure")]
     pub fn azure(url: &url::Url, options: &[(&str, &str)]) -> Built {
-        let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+        let mut builder =
+            object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
         for (key, value) in options {
             builder = builder.with_config(key.parse()?, *value);
         }
@@ -187,7 +192,11 @@ pub async fn open_repository(url: &str, options: &[(&str, &str)]) -> Result<Repo
 ///
 /// # Errors
 /// As [`open_store`] and [`Repository::init`].
-pub async fn init_repository(url: &str, options: &[(&str, &str)], recipients: &Recipients) -> Result<Repository> {
+pub async fn init_repository(
+    url: &str,
+    options: &[(&str, &str)],
+    recipients: &Recipients,
+) -> Result<Repository> {
     let location = open_store(url, options, true)?;
     Repository::init(location.store(), location.url(), recipients).await
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use dr_core::object_store::path::Path;
 use dr_core::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use dr_core::{
-    BackupOptions, BackupSelector, Error, Identities, Manifest, PipelineOptions, Repository, VerifyLevel,
+    BackupOptions, BackupSelector, Error, Identities, Manifest, PipelineOptions, Repository,
+    VerifyLevel,
 };
 
 use crate::data::{HashingSink, MixedData};
@@ -29,14 +30,25 @@ pub async fn new_repo(store: Arc<dyn ObjectStore>, part_size: usize) -> Reposito
 /// Backs up `size` bytes, restores them and compares hash and size; returns the manifest.
 pub async fn roundtrip_one(repo: &Repository, seed: u64, size: u64) -> Manifest {
     let manifest = repo
-        .backup("stream", &StreamSource { seed, size }, &BackupOptions::default())
+        .backup(
+            "stream",
+            &StreamSource { seed, size },
+            &BackupOptions::default(),
+        )
         .await
         .unwrap_or_else(|e| panic!("backup of {size} bytes: {e}"));
     let reader = repo.reader(manifest.clone());
     let mut sink = HashingSink::default();
-    reader.copy_artifact("data", &mut sink).await.expect("restore");
+    reader
+        .copy_artifact("data", &mut sink)
+        .await
+        .expect("restore");
     assert_eq!(sink.bytes, size, "restored size");
-    assert_eq!(sink.hex(), MixedData::sha256(seed, size), "restored bytes differ for size {size}");
+    assert_eq!(
+        sink.hex(),
+        MixedData::sha256(seed, size),
+        "restored bytes differ for size {size}"
+    );
     manifest
 }
 
@@ -44,9 +56,19 @@ pub async fn roundtrip_one(repo: &Repository, seed: u64, size: u64) -> Manifest 
 pub async fn roundtrip_boundaries(store: Arc<dyn ObjectStore>) {
     let repo = new_repo(store, SMALL_PART).await;
     let part = SMALL_PART as u64;
-    for (seed, size, parts) in [(1, 0, 1), (2, 1, 1), (3, part, 1), (4, part + 1, 2), (5, 5 * part + 17, 6)] {
+    for (seed, size, parts) in [
+        (1, 0, 1),
+        (2, 1, 1),
+        (3, part, 1),
+        (4, part + 1, 2),
+        (5, 5 * part + 17, 6),
+    ] {
         let manifest = roundtrip_one(&repo, seed, size).await;
-        assert_eq!(manifest.artifacts[0].parts.len(), parts, "parts for {size} bytes");
+        assert_eq!(
+            manifest.artifacts[0].parts.len(),
+            parts,
+            "parts for {size} bytes"
+        );
         assert_eq!(manifest.artifacts[0].plain_size, size);
     }
 }
@@ -59,19 +81,35 @@ pub async fn roundtrip_large(store: Arc<dyn ObjectStore>, size: u64) {
         .expect("init")
         .with_identities(identities);
     let manifest = roundtrip_one(&repo, 99, size).await;
-    let verify = repo.reader(manifest).verify_objects(VerifyLevel::Checksums).await.expect("verify");
+    let verify = repo
+        .reader(manifest)
+        .verify_objects(VerifyLevel::Checksums)
+        .await
+        .expect("verify");
     assert!(verify.is_ok(), "{:?}", verify.problems);
 }
 
 /// `init` refuses an existing repository, `open` refuses an empty store, list, selectors and
 /// delete behave.
 pub async fn repository_lifecycle(store: Arc<dyn ObjectStore>) {
-    let err = Repository::open(store.clone(), "test://").await.expect_err("open empty store");
+    let err = Repository::open(store.clone(), "test://")
+        .await
+        .expect_err("open empty store");
     assert!(matches!(err, Error::NotInitialised { .. }), "{err}");
     let repo = new_repo(store.clone(), SMALL_PART).await;
-    let again = Repository::init(store.clone(), "test://", &repo.recipients().expect("recipients")).await;
-    assert!(matches!(again, Err(Error::RepositoryExists { .. })), "second init must fail");
-    let reopened = Repository::open(store.clone(), "test://").await.expect("reopen");
+    let again = Repository::init(
+        store.clone(),
+        "test://",
+        &repo.recipients().expect("recipients"),
+    )
+    .await;
+    assert!(
+        matches!(again, Err(Error::RepositoryExists { .. })),
+        "second init must fail"
+    );
+    let reopened = Repository::open(store.clone(), "test://")
+        .await
+        .expect("reopen");
     assert_eq!(reopened.config().recipients, repo.config().recipients);
 
     let mut made = Vec::new();
@@ -83,21 +121,35 @@ pub async fn repository_lifecycle(store: Arc<dyn ObjectStore>) {
     let ids: Vec<&str> = listed.iter().map(|m| m.id.as_str()).collect();
     let expected: Vec<&str> = made.iter().rev().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, expected, "list is newest first");
-    let latest = repo.find("stream", &BackupSelector::Latest).await.expect("latest");
+    let latest = repo
+        .find("stream", &BackupSelector::Latest)
+        .await
+        .expect("latest");
     assert_eq!(latest.id, made[2].id);
     let middle = repo
         .find("stream", &BackupSelector::AtOrBefore(made[1].started_at))
         .await
         .expect("at or before");
     assert_eq!(middle.id, made[1].id);
-    let by_id = repo.find("stream", &BackupSelector::Id(made[0].id.clone())).await.expect("by id");
+    let by_id = repo
+        .find("stream", &BackupSelector::Id(made[0].id.clone()))
+        .await
+        .expect("by id");
     assert_eq!(by_id, made[0]);
-    let missing = repo.find("stream", &BackupSelector::Id("20000101T000000Z-0000".into())).await;
+    let missing = repo
+        .find(
+            "stream",
+            &BackupSelector::Id("20000101T000000Z-0000".into()),
+        )
+        .await;
     assert!(matches!(missing, Err(Error::BackupNotFound { .. })));
 
     repo.delete(&made[1]).await.expect("delete");
     assert_eq!(repo.list(None).await.expect("list").len(), 2);
-    assert!(repo.orphans().await.expect("orphans").is_empty(), "delete leaves no orphans");
+    assert!(
+        repo.orphans().await.expect("orphans").is_empty(),
+        "delete leaves no orphans"
+    );
 }
 
 /// `SHA256SUMS` lists every stored object with its hash, as `sha256sum -c` reads it.
@@ -139,18 +191,38 @@ pub async fn damage_is_detected(store: Arc<dyn ObjectStore>) {
                 report.problems
             );
             if object != "SHA256SUMS" {
-                let err = repo.reader(manifest.clone()).decode_all().await.expect_err("restore must fail");
-                assert!(err.to_string().contains(object.as_str()), "{damage} of {object}: {err}");
+                let err = repo
+                    .reader(manifest.clone())
+                    .decode_all()
+                    .await
+                    .expect_err("restore must fail");
                 assert!(
-                    matches!(err, Error::CorruptPart { .. } | Error::DamagedPart { .. } | Error::MissingObject { .. }),
+                    err.to_string().contains(object.as_str()),
+                    "{damage} of {object}: {err}"
+                );
+                assert!(
+                    matches!(
+                        err,
+                        Error::CorruptPart { .. }
+                            | Error::DamagedPart { .. }
+                            | Error::MissingObject { .. }
+                    ),
                     "{damage}: {err:?}"
                 );
             }
             put(&store, &key, original.clone()).await;
         }
     }
-    let clean = repo.reader(manifest).verify_objects(VerifyLevel::Checksums).await.expect("verify");
-    assert!(clean.is_ok(), "restored objects verify clean: {:?}", clean.problems);
+    let clean = repo
+        .reader(manifest)
+        .verify_objects(VerifyLevel::Checksums)
+        .await
+        .expect("verify");
+    assert!(
+        clean.is_ok(),
+        "restored objects verify clean: {:?}",
+        clean.problems
+    );
 }
 
 async fn apply_damage(store: &Arc<dyn ObjectStore>, key: &str, original: &[u8], damage: &str) {
@@ -171,25 +243,52 @@ pub async fn identity_errors(store: Arc<dyn ObjectStore>) {
     let repo = new_repo(store.clone(), SMALL_PART).await;
     let manifest = roundtrip_one(&repo, 31, 1000).await;
     let stranger = repo.clone().with_identities(Identities::generate());
-    let err = stranger.reader(manifest.clone()).decode_all().await.expect_err("wrong key");
+    let err = stranger
+        .reader(manifest.clone())
+        .decode_all()
+        .await
+        .expect_err("wrong key");
     assert!(matches!(err, Error::NoMatchingIdentity { .. }), "{err:?}");
-    assert!(err.to_string().contains(&manifest.recipients[0]), "names the recipient: {err}");
+    assert!(
+        err.to_string().contains(&manifest.recipients[0]),
+        "names the recipient: {err}"
+    );
     let keyless = repo.clone().with_identities(Identities::default());
-    let err = keyless.reader(manifest.clone()).decode_all().await.expect_err("no key");
+    let err = keyless
+        .reader(manifest.clone())
+        .decode_all()
+        .await
+        .expect_err("no key");
     assert!(matches!(err, Error::NoIdentity), "{err:?}");
-    let report = keyless.reader(manifest).verify_objects(VerifyLevel::Checksums).await.expect("verify");
-    assert!(report.is_ok() && !report.decoded, "key-less checksum verify works: {report:?}");
+    let report = keyless
+        .reader(manifest)
+        .verify_objects(VerifyLevel::Checksums)
+        .await
+        .expect("verify");
+    assert!(
+        report.is_ok() && !report.decoded,
+        "key-less checksum verify works: {report:?}"
+    );
 }
 
 /// A source failing midway commits nothing and leaves no orphans behind.
 pub async fn failing_source_is_not_listed(store: Arc<dyn ObjectStore>) {
     let repo = new_repo(store, SMALL_PART).await;
     let err = repo
-        .backup("failing", &FailingSource { fail_after: 3 * SMALL_PART as u64 }, &BackupOptions::default())
+        .backup(
+            "failing",
+            &FailingSource {
+                fail_after: 3 * SMALL_PART as u64,
+            },
+            &BackupOptions::default(),
+        )
         .await
         .expect_err("must fail");
     assert!(matches!(err, Error::Source(_)), "{err:?}");
-    assert!(repo.list(None).await.expect("list").is_empty(), "nothing listed");
+    assert!(
+        repo.list(None).await.expect("list").is_empty(),
+        "nothing listed"
+    );
     let orphans = repo.orphans().await.expect("orphans");
     assert!(orphans.is_empty(), "failed backup cleaned up: {orphans:?}");
 }
@@ -203,12 +302,22 @@ pub async fn failing_store_is_not_listed(store: Arc<dyn ObjectStore>) {
         .expect("open")
         .with_pipeline(PipelineOptions::default().with_part_size(SMALL_PART));
     let err = repo
-        .backup("stream", &StreamSource { seed: 1, size: 6 * SMALL_PART as u64 }, &BackupOptions::default())
+        .backup(
+            "stream",
+            &StreamSource {
+                seed: 1,
+                size: 6 * SMALL_PART as u64,
+            },
+            &BackupOptions::default(),
+        )
         .await
         .expect_err("store fails");
     assert!(matches!(err, Error::Store { .. }), "{err:?}");
     assert!(err.to_string().contains("injected failure"), "{err}");
-    assert!(healthy.list(None).await.expect("list").is_empty(), "nothing listed");
+    assert!(
+        healthy.list(None).await.expect("list").is_empty(),
+        "nothing listed"
+    );
     let orphans = healthy.orphans().await.expect("orphans");
     let removed = healthy
         .remove_orphans(chrono::Utc::now() + chrono::TimeDelta::minutes(1))
@@ -222,7 +331,10 @@ pub async fn failing_store_is_not_listed(store: Arc<dyn ObjectStore>) {
 pub async fn concurrent_backups_commit(store: Arc<dyn ObjectStore>) {
     let repo = new_repo(store, SMALL_PART).await;
     let size = 4 * SMALL_PART as u64;
-    let (first, second) = (StreamSource { seed: 1, size }, StreamSource { seed: 2, size });
+    let (first, second) = (
+        StreamSource { seed: 1, size },
+        StreamSource { seed: 2, size },
+    );
     let options = BackupOptions::default();
     let (a, b) = tokio::join!(
         repo.backup("stream", &first, &options),
@@ -252,7 +364,10 @@ where
 }
 
 async fn get(store: &Arc<dyn ObjectStore>, key: &str) -> Vec<u8> {
-    let result = store.get(&Path::from(key)).await.unwrap_or_else(|e| panic!("get {key}: {e}"));
+    let result = store
+        .get(&Path::from(key))
+        .await
+        .unwrap_or_else(|e| panic!("get {key}: {e}"));
     result.bytes().await.expect("bytes").to_vec()
 }
 

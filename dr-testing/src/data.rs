@@ -78,7 +78,11 @@ impl MixedData {
 }
 
 impl AsyncRead for MixedData {
-    fn poll_read(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         if this.pos == this.block.len() {
             this.pos = 0;
@@ -108,7 +112,11 @@ impl HashingSink {
 }
 
 impl tokio::io::AsyncWrite for HashingSink {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.hasher.update(buf);
         self.bytes += buf.len() as u64;
         Poll::Ready(Ok(buf.len()))

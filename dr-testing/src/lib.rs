@@ -1,7 +1,7 @@
 //! Test harnesses for dr (dev-only, not published): a real S3-compatible server on
 //! 127.0.0.1, a fault-injecting object store, deterministic test data and sources, and the
 //! shared conformance suite every repository kind runs.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(missing_docs)]
 
 pub mod conformance;
 pub mod data;

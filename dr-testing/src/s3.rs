@@ -68,7 +68,10 @@ impl S3Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("moto did not start listening on 127.0.0.1:{} within 60 s", self.port);
+        panic!(
+            "moto did not start listening on 127.0.0.1:{} within 60 s",
+            self.port
+        );
     }
 
     fn create_bucket(&self) {
@@ -77,10 +80,17 @@ impl S3Server {
             "PUT /{} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             self.bucket, self.port
         );
-        stream.write_all(request.as_bytes()).expect("send create-bucket");
+        stream
+            .write_all(request.as_bytes())
+            .expect("send create-bucket");
         let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read create-bucket reply");
-        assert!(response.starts_with("HTTP/1.1 200"), "moto refused to create the bucket: {response}");
+        stream
+            .read_to_string(&mut response)
+            .expect("read create-bucket reply");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "moto refused to create the bucket: {response}"
+        );
     }
 }
 

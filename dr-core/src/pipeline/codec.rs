@@ -27,8 +27,9 @@ pub struct EncodedPart {
 /// [`Error::Encrypt`] when the recipient set is unusable or compression fails.
 pub fn encode_part(plain: &[u8], recipients: &Recipients, level: i32) -> Result<EncodedPart> {
     let plain_sha256 = sha256_hex(plain);
-    let encryptor = age::Encryptor::with_recipients(recipients.keys().iter().map(|k| k as &dyn age::Recipient))
-        .map_err(|e| Error::Encrypt(e.to_string()))?;
+    let encryptor =
+        age::Encryptor::with_recipients(recipients.keys().iter().map(|k| k as &dyn age::Recipient))
+            .map_err(|e| Error::Encrypt(e.to_string()))?;
     let mut stored = Vec::with_capacity(plain.len() / 2 + 4096);
     let encrypt_err = |e: std::io::Error| Error::Encrypt(e.to_string());
     let age_writer = encryptor.wrap_output(&mut stored).map_err(encrypt_err)?;
@@ -70,12 +71,20 @@ pub struct ExpectedPart<'a> {
 ///
 /// # Errors
 /// [`Error::NoMatchingIdentity`], [`Error::CorruptPart`] or [`Error::DamagedPart`].
-pub fn decode_part(stored: &[u8], identities: &Identities, expected: ExpectedPart<'_>) -> Result<Vec<u8>> {
+pub fn decode_part(
+    stored: &[u8],
+    identities: &Identities,
+    expected: ExpectedPart<'_>,
+) -> Result<Vec<u8>> {
     let plain = decrypt_and_decompress(stored, identities, expected)?;
     if plain.len() as u64 != expected.plain_size {
         return Err(Error::DamagedPart {
             key: expected.key.to_owned(),
-            detail: format!("decodes to {} bytes, the manifest expects {}", plain.len(), expected.plain_size),
+            detail: format!(
+                "decodes to {} bytes, the manifest expects {}",
+                plain.len(),
+                expected.plain_size
+            ),
         });
     }
     let actual = sha256_hex(&plain);
@@ -90,18 +99,25 @@ pub fn decode_part(stored: &[u8], identities: &Identities, expected: ExpectedPar
     Ok(plain)
 }
 
-fn decrypt_and_decompress(stored: &[u8], identities: &Identities, expected: ExpectedPart<'_>) -> Result<Vec<u8>> {
+fn decrypt_and_decompress(
+    stored: &[u8],
+    identities: &Identities,
+    expected: ExpectedPart<'_>,
+) -> Result<Vec<u8>> {
     if identities.is_empty() {
         return Err(Error::NoIdentity);
     }
     let damaged = |detail: String| explain_damage(stored, expected, detail);
-    let decryptor = age::Decryptor::new_buffered(stored).map_err(|e| damaged(format!("not an age file: {e}")))?;
-    let reader = decryptor.decrypt(identities.as_age()).map_err(|e| match e {
-        age::DecryptError::NoMatchingKeys => Error::NoMatchingIdentity {
-            recipients: expected.recipients.join(", "),
-        },
-        other => damaged(format!("age header: {other}")),
-    })?;
+    let decryptor = age::Decryptor::new_buffered(stored)
+        .map_err(|e| damaged(format!("not an age file: {e}")))?;
+    let reader = decryptor
+        .decrypt(identities.as_age())
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => Error::NoMatchingIdentity {
+                recipients: expected.recipients.join(", "),
+            },
+            other => damaged(format!("age header: {other}")),
+        })?;
     let mut plain = Vec::with_capacity(usize::try_from(expected.plain_size).unwrap_or(0));
     zstd::stream::read::Decoder::new(reader)
         .and_then(|mut decoder| decoder.read_to_end(&mut plain))

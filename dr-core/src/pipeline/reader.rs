@@ -93,7 +93,12 @@ impl BackupReader {
     }
 
     /// Decodes one stored part of this backup and checks it against the manifest.
-    pub(crate) fn decode_stored(&self, key: &str, part: &PartRecord, stored: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn decode_stored(
+        &self,
+        key: &str,
+        part: &PartRecord,
+        stored: &[u8],
+    ) -> Result<Vec<u8>> {
         let expected = ExpectedPart {
             key,
             plain_size: part.plain_size,
@@ -116,7 +121,9 @@ impl BackupReader {
             return Err(Error::NoIdentity);
         }
         check_part_numbers(&self.shared.manifest, &artifact)?;
-        self.shared.progress.stage(&format!("restore {name}"), Some(artifact.plain_size));
+        self.shared
+            .progress
+            .stage(&format!("restore {name}"), Some(artifact.plain_size));
         let (tx, rx) = mpsc::channel(1);
         let task = tokio::spawn(produce_parts(self.shared.clone(), artifact.parts, tx));
         Ok(ArtifactReader {
@@ -151,14 +158,21 @@ impl BackupReader {
 }
 
 fn check_part_numbers(manifest: &Manifest, artifact: &ArtifactRecord) -> Result<()> {
-    let in_order = artifact.parts.iter().enumerate().all(|(i, p)| p.index as usize == i);
+    let in_order = artifact
+        .parts
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.index as usize == i);
     let sized = artifact.parts.iter().map(|p| p.plain_size).sum::<u64>() == artifact.plain_size;
     if in_order && sized && !artifact.parts.is_empty() {
         return Ok(());
     }
     Err(Error::BadManifest {
         key: format!("{}/{}", manifest.source, manifest.id),
-        detail: format!("artifact {} has missing, misnumbered or missized parts", artifact.name),
+        detail: format!(
+            "artifact {} has missing, misnumbered or missized parts",
+            artifact.name
+        ),
     })
 }
 
@@ -177,7 +191,9 @@ async fn produce_parts(shared: Arc<ReadShared>, parts: Vec<PartRecord>, tx: mpsc
             let Some(part) = parts.next() else { break };
             pending.push_back(tokio::spawn(fetch_and_decode(shared.clone(), part)));
         }
-        let Some(next) = pending.pop_front() else { break };
+        let Some(next) = pending.pop_front() else {
+            break;
+        };
         let message = match next.await {
             Ok(Ok(bytes)) => Message::Data(bytes),
             Ok(Err(e)) => Message::Failed(e),
@@ -205,10 +221,13 @@ async fn fetch_and_decode(shared: Arc<ReadShared>, part: PartRecord) -> Result<B
             ),
         });
     }
-    let reader = BackupReader { shared: shared.clone() };
-    let plain = tokio::task::spawn_blocking(move || reader.decode_stored(&path.to_string(), &part, &stored))
-        .await
-        .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
+    let reader = BackupReader {
+        shared: shared.clone(),
+    };
+    let plain =
+        tokio::task::spawn_blocking(move || reader.decode_stored(path.as_ref(), &part, &stored))
+            .await
+            .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
     shared.progress.advance(plain.len() as u64);
     Ok(Bytes::from(plain))
 }
@@ -245,13 +264,19 @@ impl ArtifactReader {
                 Ok(None)
             }
             Some(Message::Failed(e)) => Err(e),
-            None => Err(Error::Usage("the part reader stopped before the artifact was complete".into())),
+            None => Err(Error::Usage(
+                "the part reader stopped before the artifact was complete".into(),
+            )),
         })
     }
 }
 
 impl AsyncRead for ArtifactReader {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
         while this.current.is_empty() {
             match ready!(this.poll_chunk(cx)) {

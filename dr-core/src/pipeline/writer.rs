@@ -100,11 +100,17 @@ impl BackupWriter {
         check_name("artifact name", name)?;
         let mut registry = lock(&self.registry);
         if registry.opened.iter().any(|n| n == name) {
-            return Err(Error::Usage(format!("artifact {name} opened twice in one backup")));
+            return Err(Error::Usage(format!(
+                "artifact {name} opened twice in one backup"
+            )));
         }
         registry.opened.push(name.to_owned());
         self.ctx.progress.stage(&format!("backup {name}"), None);
-        Ok(ArtifactWriter::new(self.ctx.clone(), self.registry.clone(), name.to_owned()))
+        Ok(ArtifactWriter::new(
+            self.ctx.clone(),
+            self.registry.clone(),
+            name.to_owned(),
+        ))
     }
 
     /// Copies `reader` to its end into a new artifact and finishes it.
@@ -117,10 +123,13 @@ impl BackupWriter {
     {
         let mut writer = self.artifact(name)?;
         if let Err(e) = tokio::io::copy(reader, &mut writer).await {
-            return Err(writer.failure.take().unwrap_or_else(|| match Error::from_io("copy", e) {
-                Error::Io { source, .. } => Error::Source(format!("reading {name}: {source}")),
-                other => other,
-            }));
+            return Err(writer
+                .failure
+                .take()
+                .unwrap_or_else(|| match Error::from_io("copy", e) {
+                    Error::Io { source, .. } => Error::Source(format!("reading {name}: {source}")),
+                    other => other,
+                }));
         }
         writer.finish().await
     }
@@ -136,7 +145,9 @@ impl BackupWriter {
             let position = registry.finished.iter().position(|r| r.name == name);
             let record = position
                 .map(|i| registry.finished.swap_remove(i))
-                .ok_or_else(|| Error::Usage(format!("artifact {name} was opened but never finished")))?;
+                .ok_or_else(|| {
+                    Error::Usage(format!("artifact {name} was opened but never finished"))
+                })?;
             records.push(record);
         }
         Ok(records)
@@ -144,7 +155,9 @@ impl BackupWriter {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// An async writer into the pipeline for one artifact. Call [`ArtifactWriter::finish`] at the
@@ -202,7 +215,9 @@ impl ArtifactWriter {
     }
 
     fn take_failure(&mut self, io: std::io::Error) -> Error {
-        self.failure.take().unwrap_or_else(|| Error::from_io("writing artifact", io))
+        self.failure
+            .take()
+            .unwrap_or_else(|| Error::from_io("writing artifact", io))
     }
 
     fn record(&mut self) -> ArtifactRecord {
@@ -223,7 +238,10 @@ impl ArtifactWriter {
         while self.inflight.len() >= max_inflight {
             ready!(self.poll_oldest(cx))?;
         }
-        let plain = std::mem::replace(&mut self.buf, Vec::with_capacity(self.ctx.options.part_size));
+        let plain = std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(self.ctx.options.part_size),
+        );
         let task = encode_and_upload(self.ctx.clone(), self.name.clone(), self.next_index, plain);
         self.inflight.push_back(tokio::spawn(task));
         self.next_index += 1;
@@ -236,7 +254,8 @@ impl ArtifactWriter {
         };
         let outcome = ready!(Pin::new(oldest).poll(cx));
         self.inflight.pop_front();
-        let result = outcome.unwrap_or_else(|join| Err(Error::Usage(format!("part task failed: {join}"))));
+        let result =
+            outcome.unwrap_or_else(|join| Err(Error::Usage(format!("part task failed: {join}"))));
         Poll::Ready(match result {
             Ok(part) => {
                 self.done.push(part);
@@ -257,10 +276,17 @@ impl ArtifactWriter {
 }
 
 impl AsyncWrite for ArtifactWriter {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         if this.failed {
-            return Poll::Ready(Err(std::io::Error::other(format!("artifact {} failed earlier", this.name))));
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "artifact {} failed earlier",
+                this.name
+            ))));
         }
         if this.buf.len() >= this.ctx.options.part_size {
             ready!(this.poll_dispatch(cx))?;
@@ -287,7 +313,12 @@ impl Drop for ArtifactWriter {
     }
 }
 
-async fn encode_and_upload(ctx: Arc<WriteContext>, name: String, index: u32, plain: Vec<u8>) -> Result<PartRecord> {
+async fn encode_and_upload(
+    ctx: Arc<WriteContext>,
+    name: String,
+    index: u32,
+    plain: Vec<u8>,
+) -> Result<PartRecord> {
     let permit = ctx
         .encode_slots
         .clone()
@@ -308,7 +339,11 @@ async fn encode_and_upload(ctx: Arc<WriteContext>, name: String, index: u32, pla
     let path = ctx.dir.clone().join(object.as_str());
     let stored_size = encoded.stored.len() as u64;
     ctx.store
-        .put_opts(&path, PutPayload::from(encoded.stored), PutMode::Create.into())
+        .put_opts(
+            &path,
+            PutPayload::from(encoded.stored),
+            PutMode::Create.into(),
+        )
         .await
         .map_err(|e| Error::store(format!("uploading {path}"), e))?;
     ctx.progress.advance(plain_size);
