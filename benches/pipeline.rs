@@ -5,7 +5,9 @@
 //! text, 30 % random) to `target/bench/`, then measures, each in its own process:
 //! dr backup (file -> local repository), dr restore (repository -> null sink, every part
 //! decrypted, decompressed and hashed), `zstd -LEVEL -T2 | age -r R` and
-//! `age -d -i K | zstd -d | sha256sum`. Needs `age` and `zstd` (Debian packages).
+//! `age -d -i K | zstd -d | sha256sum`. Each is run `DR_BENCH_RUNS` times (3 by default):
+//! the median time and the largest peak RSS are reported. Needs `age` and `zstd` (Debian
+//! packages). Peak RSS of a stock pipeline is that of its largest process.
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a bench binary: failing loudly is right
 
@@ -131,7 +133,9 @@ fn main() {
             );
         }
     }
-    let _ = std::fs::remove_dir_all(&work);
+    if !args.iter().any(|a| a == "--keep") {
+        let _ = std::fs::remove_dir_all(&work);
+    }
 }
 
 fn row(name: &str, part: &str, level: i32, bytes: u64, (secs, rss): (f64, u64), ratio: f64) {
@@ -142,8 +146,26 @@ fn row(name: &str, part: &str, level: i32, bytes: u64, (secs, rss): (f64, u64), 
     );
 }
 
-/// Runs one measurement in a fresh child process; returns (seconds, peak RSS KiB).
+/// Runs a measurement `RUNS` times, each in a fresh child process; returns the median
+/// seconds and the largest peak RSS (KiB).
 fn measure(args: &[&str]) -> (f64, u64) {
+    let runs: Vec<(f64, u64)> = (0..runs()).map(|_| measure_once(args)).collect();
+    let mut secs: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    secs.sort_by(f64::total_cmp);
+    (
+        secs[secs.len() / 2],
+        runs.iter().map(|r| r.1).max().unwrap_or(0),
+    )
+}
+
+fn runs() -> usize {
+    std::env::var("DR_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
+fn measure_once(args: &[&str]) -> (f64, u64) {
     let exe = std::env::current_exe().expect("current exe");
     let out = Command::new(exe)
         .arg("--child")

@@ -30,7 +30,9 @@ pub fn encode_part(plain: &[u8], recipients: &Recipients, level: i32) -> Result<
     let encryptor =
         age::Encryptor::with_recipients(recipients.keys().iter().map(|k| k as &dyn age::Recipient))
             .map_err(|e| Error::Encrypt(e.to_string()))?;
-    let mut stored = Vec::with_capacity(plain.len() / 2 + 4096);
+    // Room for incompressible input plus framing: never reallocated; untouched pages of a
+    // large allocation are never resident.
+    let mut stored = Vec::with_capacity(plain.len() + plain.len() / 64 + 4096);
     let encrypt_err = |e: std::io::Error| Error::Encrypt(e.to_string());
     let age_writer = encryptor.wrap_output(&mut stored).map_err(encrypt_err)?;
     let mut zstd_writer = zstd::stream::Encoder::new(age_writer, level).map_err(encrypt_err)?;
