@@ -184,6 +184,9 @@ fn measure_once(args: &[&str]) -> (f64, u64) {
 }
 
 fn child(args: &[String]) {
+    if args[0] == "write" {
+        let _ = std::fs::remove_dir_all(&args[2]);
+    }
     let started = Instant::now();
     match args[0].as_str() {
         "shell" => {
