@@ -57,6 +57,20 @@ async fn stock_age_and_zstd_recover_an_artifact() {
         "stock tools give the same bytes"
     );
 
+    // The manifest-driven recipe of FORMAT.md (jq picks the parts in index order).
+    require_binary("jq", "jq");
+    let by_manifest = r#"set -euo pipefail; cd "$1"; for p in $(jq -r '.artifacts[] | select(.name == "data") | .parts | sort_by(.index) | .[].object' manifest.json); do age -d -i "$2" "$p"; done | zstd -d -q > "$3""#;
+    let out2 = dir.path().join("restored-by-manifest.bin");
+    let status = Command::new("bash")
+        .args(["-c", by_manifest, "recover"])
+        .arg(&backup_dir)
+        .arg(&key)
+        .arg(&out2)
+        .status()
+        .unwrap();
+    assert!(status.success(), "manifest-driven recipe failed");
+    assert_eq!(std::fs::read(&out2).unwrap(), restored);
+
     // And `sha256sum -c SHA256SUMS` accepts the stored objects.
     let check = Command::new("sha256sum")
         .args(["-c", "--quiet", "SHA256SUMS"])
