@@ -145,6 +145,15 @@ pub enum Error {
     )]
     IdentityExists(PathBuf),
 
+    /// A restored copy failed its checks; the target was not touched.
+    #[error("Checks failed on {subject}: {problems}; the target was left as it was")]
+    ChecksFailed {
+        /// What was checked (a scratch copy, a staged restore).
+        subject: String,
+        /// The failed checks, `; `-separated.
+        problems: String,
+    },
+
     /// The data source failed while it was being backed up.
     #[error("The source failed during backup: {0}")]
     Source(String),

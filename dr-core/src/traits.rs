@@ -56,6 +56,20 @@ pub struct RestoreOptions {
     pub force: bool,
 }
 
+impl RestoreOptions {
+    /// Restores to `target` instead of the original location.
+    pub fn with_target(mut self, target: impl Into<PathBuf>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    /// Replaces the target even if it is in use (the previous data is still kept).
+    pub fn with_force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -1,0 +1,190 @@
+//! Checks of a database file: integrity, foreign keys, row counts, user checks.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use dr_core::{Error, Result};
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::backup::row_counts;
+use crate::sqlite_error;
+
+/// A user check: SQL returning one number, and what it must satisfy (`>= 1`, `== 0`, `< 5`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserCheck {
+    /// Shown in reports.
+    pub name: String,
+    /// A query returning one number, e.g. `SELECT count(*) FROM jobs WHERE status = 'done'`.
+    pub sql: String,
+    /// `OP NUMBER` with OP one of `>=`, `>`, `<=`, `<`, `==`, `!=`.
+    pub expect: String,
+}
+
+/// What the checks found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOutcome {
+    /// Checks that passed, in words.
+    pub passed: Vec<String>,
+    /// Checks that failed, in words.
+    pub problems: Vec<String>,
+}
+
+/// Opens `path` read-only and runs `integrity_check`, `foreign_key_check`, compares the row
+/// counts with `expected_rows` (when given) and runs `user_checks`.
+///
+/// # Errors
+/// [`Error::Source`] when the file cannot be opened as a database at all; failed checks are
+/// reported in the outcome.
+pub fn check_database(
+    path: &Path,
+    expected_rows: Option<&BTreeMap<String, u64>>,
+    user_checks: &[UserCheck],
+) -> Result<CheckOutcome> {
+    let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| sqlite_error(&format!("opening {}", path.display()), e))?;
+    let mut outcome = CheckOutcome::default();
+    record(&mut outcome, integrity(&db));
+    record(&mut outcome, foreign_keys(&db));
+    if let Some(expected) = expected_rows {
+        record(&mut outcome, compare_rows(&db, expected));
+    }
+    for check in user_checks {
+        record(&mut outcome, run_user_check(&db, check));
+    }
+    Ok(outcome)
+}
+
+fn record(outcome: &mut CheckOutcome, result: std::result::Result<String, String>) {
+    match result {
+        Ok(passed) => outcome.passed.push(passed),
+        Err(problem) => outcome.problems.push(problem),
+    }
+}
+
+type Check = std::result::Result<String, String>;
+
+fn integrity(db: &Connection) -> Check {
+    let lines = column_strings(db, "PRAGMA integrity_check")
+        .map_err(|e| format!("integrity_check could not run: {e}"))?;
+    if lines == ["ok"] {
+        Ok("integrity_check ok".into())
+    } else {
+        Err(format!("integrity_check failed: {}", lines.join("; ")))
+    }
+}
+
+fn foreign_keys(db: &Connection) -> Check {
+    let violations = db
+        .prepare("PRAGMA foreign_key_check")
+        .and_then(|mut s| s.query_map([], |_| Ok(())).map(|rows| rows.count()))
+        .map_err(|e| format!("foreign_key_check could not run: {e}"))?;
+    if violations == 0 {
+        Ok("foreign_key_check ok".into())
+    } else {
+        Err(format!(
+            "foreign_key_check found {violations} orphaned rows"
+        ))
+    }
+}
+
+fn compare_rows(db: &Connection, expected: &BTreeMap<String, u64>) -> Check {
+    let actual = row_counts(db).map_err(|e| e.to_string())?;
+    if &actual == expected {
+        let total: u64 = actual.values().sum();
+        return Ok(format!(
+            "row counts match the backup ({} tables, {total} rows)",
+            actual.len()
+        ));
+    }
+    let mut differences = Vec::new();
+    for (table, want) in expected {
+        match actual.get(table) {
+            Some(got) if got == want => {}
+            Some(got) => differences.push(format!("{table}: {got} rows, backup recorded {want}")),
+            None => differences.push(format!("{table}: missing, backup recorded {want} rows")),
+        }
+    }
+    differences.extend(
+        actual
+            .keys()
+            .filter(|t| !expected.contains_key(*t))
+            .map(|t| format!("{t}: not in the backup")),
+    );
+    Err(format!("row counts differ: {}", differences.join("; ")))
+}
+
+fn run_user_check(db: &Connection, check: &UserCheck) -> Check {
+    let value: f64 = db
+        .query_row(&check.sql, [], |row| row.get::<_, f64>(0))
+        .map_err(|e| format!("check {} could not run: {e}", check.name))?;
+    let satisfied = expectation_holds(&check.expect, value)
+        .map_err(|e| format!("check {}: {e}", check.name))?;
+    let shown = format!("check {}: {value} {}", check.name, check.expect);
+    if satisfied {
+        Ok(format!("{shown} ok"))
+    } else {
+        Err(format!("{shown} failed"))
+    }
+}
+
+/// Evaluates `OP NUMBER` against `value`.
+fn expectation_holds(expect: &str, value: f64) -> std::result::Result<bool, String> {
+    let expect = expect.trim();
+    let split = expect
+        .find(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
+        .unwrap_or(expect.len());
+    let (op, number) = expect.split_at(split);
+    let target: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad expectation {expect:?}: use e.g. \">= 1\""))?;
+    match op.trim() {
+        ">=" => Ok(value >= target),
+        ">" => Ok(value > target),
+        "<=" => Ok(value <= target),
+        "<" => Ok(value < target),
+        "==" | "=" => Ok(value == target),
+        "!=" => Ok(value != target),
+        other => Err(format!(
+            "unknown operator {other:?} in {expect:?}: use >=, >, <=, <, == or !="
+        )),
+    }
+}
+
+fn column_strings(db: &Connection, sql: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement = db.prepare(sql)?;
+    let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Row counts recorded in a manifest's source info, if any.
+pub(crate) fn recorded_rows(info: &dr_core::SourceInfo) -> Option<BTreeMap<String, u64>> {
+    info.get("row_counts")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// Fails with the problems of an outcome as one error.
+pub(crate) fn require_clean(outcome: &CheckOutcome, what: &str) -> Result<()> {
+    if outcome.problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::ChecksFailed {
+        subject: what.to_owned(),
+        problems: outcome.problems.join("; "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expectation_holds;
+
+    #[test]
+    fn expectations() {
+        assert_eq!(expectation_holds(">= 1", 1.0), Ok(true));
+        assert_eq!(expectation_holds("< 1", 1.0), Ok(false));
+        assert_eq!(expectation_holds("== 0", 0.0), Ok(true));
+        assert!(expectation_holds("~ 3", 1.0).is_err());
+        assert!(expectation_holds(">= x", 1.0).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! Atomic restore: temporary file beside the target, checked, fsynced, renamed into place.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, async_trait};
+use rusqlite::Connection;
+
+use crate::check::{UserCheck, check_database, recorded_rows, require_clean};
+use crate::{DB_ARTIFACT, sqlite_error};
+
+/// Where to restore a SQLite backup (the target may not exist yet).
+#[derive(Debug, Clone)]
+pub struct SqliteTarget {
+    path: PathBuf,
+    user_checks: Vec<UserCheck>,
+}
+
+impl SqliteTarget {
+    /// Restore to `path` (overridden by [`RestoreOptions::target`]).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteTarget {
+            path: path.into(),
+            user_checks: Vec::new(),
+        }
+    }
+
+    /// Checks that must pass on the restored copy before it replaces the target.
+    pub fn with_checks(mut self, checks: Vec<UserCheck>) -> Self {
+        self.user_checks = checks;
+        self
+    }
+}
+
+#[async_trait]
+impl Restore for SqliteTarget {
+    async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport> {
+        let started = Instant::now();
+        let target = std::path::absolute(opts.target.as_deref().unwrap_or(&self.path))
+            .map_err(|e| Error::io("resolving the restore target", e))?;
+        if !opts.force {
+            refuse_if_in_use(&target)?;
+        }
+        let staged = stage_beside(&target)?;
+        let restored_bytes = write_artifact(backup, staged.path()).await?;
+        let expected = recorded_rows(&backup.manifest().source_info);
+        let (checks, staged_path) = (self.user_checks.clone(), staged.path().to_owned());
+        let outcome = tokio::task::spawn_blocking(move || {
+            check_database(&staged_path, expected.as_ref(), &checks)
+        })
+        .await
+        .map_err(|e| Error::Usage(format!("check task failed: {e}")))??;
+        require_clean(
+            &outcome,
+            &format!("the restored copy of backup {}", backup.id()),
+        )?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+        let previous = swap_into_place(staged, &target, &stamp)?;
+        tracing::info!(target = %target.display(), backup = backup.id(), "SQLite database restored");
+        let mut report = RestoreReport::default();
+        report.backup_id = backup.id().to_owned();
+        report.target = target.display().to_string();
+        report.previous_kept_at = previous.map(|p| p.display().to_string());
+        report.restored_bytes = restored_bytes;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+}
+
+/// A temporary file in the target's directory (same filesystem, so the rename is atomic);
+/// removed automatically unless it is renamed into place.
+fn stage_beside(target: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = file_name(target);
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}.dr-restore-"))
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))
+}
+
+async fn write_artifact(backup: &BackupReader, staged: &Path) -> Result<u64> {
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .open(staged)
+        .await
+        .map_err(|e| Error::io("opening the staged restore", e))?;
+    let written = backup.copy_artifact(DB_ARTIFACT, &mut file).await?;
+    file.sync_all()
+        .await
+        .map_err(|e| Error::io("syncing the staged restore", e))?;
+    Ok(written)
+}
+
+/// Moves the old file and its `-wal`/`-shm` aside (they must never be replayed onto the new
+/// file), then renames the staged file over the target and syncs the directory.
+fn swap_into_place(
+    staged: tempfile::NamedTempFile,
+    target: &Path,
+    stamp: &str,
+) -> Result<Option<PathBuf>> {
+    let kept = target.with_file_name(format!("{}.pre-restore-{stamp}", file_name(target)));
+    for suffix in ["-wal", "-shm"] {
+        let side = sibling(target, suffix);
+        if side.exists() {
+            rename(&side, &sibling(&kept, suffix))?;
+        }
+    }
+    let previous = if target.exists() {
+        std::fs::hard_link(target, &kept)
+            .map_err(|e| Error::io(format!("keeping {}", kept.display()), e))?;
+        Some(kept)
+    } else {
+        None
+    };
+    staged.persist(target).map_err(|e| {
+        Error::io(
+            format!("renaming the restored file to {}", target.display()),
+            e.error,
+        )
+    })?;
+    sync_dir(target)?;
+    Ok(previous)
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to)
+        .map_err(|e| Error::io(format!("moving {} to {}", from.display(), to.display()), e))
+}
+
+fn sync_dir(target: &Path) -> Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+}
+
+/// Refuses when another process has the database (or its `-wal`/`-shm`) open, or holds a lock.
+fn refuse_if_in_use(target: &Path) -> Result<()> {
+    if !target.exists() {
+        return Ok(());
+    }
+    let files = [
+        target.to_owned(),
+        sibling(target, "-wal"),
+        sibling(target, "-shm"),
+    ];
+    if let Some(pid) = process_holding(&files) {
+        return Err(in_use(target, &format!("process {pid} has it open")));
+    }
+    let db = Connection::open(target).map_err(|e| sqlite_error("opening the restore target", e))?;
+    if db.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err() {
+        return Err(in_use(target, "another connection holds a lock on it"));
+    }
+    Ok(())
+}
+
+fn in_use(target: &Path, why: &str) -> Error {
+    Error::Usage(format!(
+        "refusing to replace {} while it is in use ({why}): stop the application first, restore with --to ANOTHER_PATH, or force it",
+        target.display()
+    ))
+}
+
+/// The pid of another process with one of `files` open (Linux /proc), if any.
+fn process_holding(files: &[PathBuf]) -> Option<u32> {
+    let own = std::process::id();
+    let wanted: Vec<PathBuf> = files.iter().filter_map(|f| f.canonicalize().ok()).collect();
+    let processes = std::fs::read_dir("/proc").ok()?;
+    for entry in processes.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| wanted.contains(&p)))
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    path.with_file_name(format!("{}{suffix}", file_name(path)))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(|| "database".into(), |n| n.to_string_lossy().into_owned())
+}
