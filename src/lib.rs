@@ -3,7 +3,8 @@
 //! and pruned by a retention policy that explains itself.
 //!
 //! This facade re-exports the crates: [`core`] (traits, pipeline, repository, retention) and,
-//! with the default `storage` feature, [`storage`] (repository destinations from URLs).
+//! with the default features, [`storage`] (repository destinations from URLs) and
+//! [`sqlite`] (the SQLite backend).
 //!
 //! ```
 //! # #[tokio::main] async fn main() -> dr::Result<()> {
@@ -18,3 +19,6 @@ pub use dr_core::*;
 
 #[cfg(feature = "storage")]
 pub use dr_storage as storage;
+
+#[cfg(feature = "sqlite")]
+pub use dr_sqlite as sqlite;
