@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use dr::sqlite::{SqliteSource, SqliteTarget, SqliteVerifier, UserCheck, check_database};
-use dr::{BackupOptions, BackupSelector, Error, Identities, Restore, RestoreOptions, Result, Verify, VerifyLevel};
+use dr::{
+    BackupOptions, BackupSelector, Error, Identities, Restore, RestoreOptions, Result, Verify,
+    VerifyLevel,
+};
 use rusqlite::Connection;
 
 const JOBS: usize = 200_000;
@@ -22,7 +25,13 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&work).map_err(|e| Error::io("creating target/dr-quickstart", e))?;
     let db = work.join("app.db");
 
-    step(1, &format!("creating a sample database like the Rendiff seed: {}", db.display()));
+    step(
+        1,
+        &format!(
+            "creating a sample database like the Rendiff seed: {}",
+            db.display()
+        ),
+    );
     create_sample(&db).map_err(|e| Error::Source(format!("creating the sample: {e}")))?;
 
     step(2, "generating a key and creating a local repository");
@@ -35,55 +44,90 @@ async fn main() -> Result<()> {
         .with_identities(identities);
     println!("   repository {} (encrypted to {public})", repo.location());
 
-    step(3, "backing up the live database (online backup API -> zstd -> age -> repository)");
+    step(
+        3,
+        "backing up the live database (online backup API -> zstd -> age -> repository)",
+    );
     let started = Instant::now();
-    let manifest = repo.backup("app", &SqliteSource::new(&db), &BackupOptions::default()).await?;
+    let manifest = repo
+        .backup("app", &SqliteSource::new(&db), &BackupOptions::default())
+        .await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "   backup {}: {:.1} MiB -> {:.1} MiB stored in {secs:.2} s; rows {}",
         manifest.id,
         mib(manifest.plain_size()),
         mib(manifest.stored_size()),
-        manifest.source_info.get("row_counts").map(|v| v.to_string()).unwrap_or_default()
+        manifest
+            .source_info
+            .get("row_counts")
+            .map(|v| v.to_string())
+            .unwrap_or_default()
     );
 
     step(4, "listing the repository");
     for m in repo.list(None).await? {
-        println!("   {}  {:<5} {}  {}  {:.1} MiB", m.started_at.format("%F %T"), m.source, m.id, m.kind, mib(m.plain_size()));
+        println!(
+            "   {}  {:<5} {}  {}  {:.1} MiB",
+            m.started_at.format("%F %T"),
+            m.source,
+            m.id,
+            m.kind,
+            mib(m.plain_size())
+        );
     }
 
-    step(5, "verifying: checksums, then a test restore with integrity_check, row counts and a user check");
+    step(
+        5,
+        "verifying: checksums, then a test restore with integrity_check, row counts and a user check",
+    );
     let checks = vec![UserCheck {
         name: "api keys present".into(),
         sql: "SELECT count(*) FROM api_keys".into(),
         expect: ">= 1".into(),
     }];
     let reader = repo.open_backup("app", &BackupSelector::Latest).await?;
-    let report = SqliteVerifier::new().with_checks(checks.clone()).verify(&reader, VerifyLevel::Restore).await?;
+    let report = SqliteVerifier::new()
+        .with_checks(checks.clone())
+        .verify(&reader, VerifyLevel::Restore)
+        .await?;
     for line in &report.passed {
         println!("   ok: {line}");
     }
     if !report.is_ok() {
-        return Err(Error::Usage(format!("verification failed: {:?}", report.problems)));
+        return Err(Error::Usage(format!(
+            "verification failed: {:?}",
+            report.problems
+        )));
     }
 
     step(6, "disaster: the database file gets corrupted");
     corrupt(&db)?;
     let damaged = check_database(&db, None, &[]);
     match damaged {
-        Ok(outcome) if !outcome.problems.is_empty() => println!("   integrity_check now says: {}", short(&outcome.problems[0])),
+        Ok(outcome) if !outcome.problems.is_empty() => println!(
+            "   integrity_check now says: {}",
+            short(&outcome.problems[0])
+        ),
         Ok(_) => println!("   (the damage went unnoticed by integrity_check)"),
         Err(e) => println!("   the file no longer opens: {}", short(&e.to_string())),
     }
 
-    step(7, "restoring the latest backup in place (the damaged file is kept aside)");
+    step(
+        7,
+        "restoring the latest backup in place (the damaged file is kept aside)",
+    );
     let started = Instant::now();
     let restored = SqliteTarget::new(&db)
         .with_checks(checks)
         .restore(&reader, &RestoreOptions::default())
         .await?;
     let rto = started.elapsed();
-    println!("   restored {:.1} MiB into {}", mib(restored.restored_bytes), restored.target);
+    println!(
+        "   restored {:.1} MiB into {}",
+        mib(restored.restored_bytes),
+        restored.target
+    );
     if let Some(kept) = &restored.previous_kept_at {
         println!("   damaged file kept as {kept}");
     }
@@ -93,11 +137,21 @@ async fn main() -> Result<()> {
     let jobs: i64 = Connection::open(&db)
         .and_then(|c| c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)))
         .map_err(|e| Error::Source(e.to_string()))?;
-    println!("   {}; jobs: {jobs} (expected {JOBS})", outcome.passed.join("; "));
+    println!(
+        "   {}; jobs: {jobs} (expected {JOBS})",
+        outcome.passed.join("; ")
+    );
     if !outcome.problems.is_empty() || jobs != JOBS as i64 {
-        return Err(Error::Usage(format!("restored database is wrong: {:?}", outcome.problems)));
+        return Err(Error::Usage(format!(
+            "restored database is wrong: {:?}",
+            outcome.problems
+        )));
     }
-    println!("\nRecovered in {:.2} s (restore, checks and swap). Look around: {}", rto.as_secs_f64(), work.display());
+    println!(
+        "\nRecovered in {:.2} s (restore, checks and swap). Look around: {}",
+        rto.as_secs_f64(),
+        work.display()
+    );
     Ok(())
 }
 
@@ -120,7 +174,14 @@ fn create_sample(path: &Path) -> rusqlite::Result<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for i in 0..JOBS {
-            let status = ["completed", "completed", "completed", "failed", "processing", "queued"][i % 6];
+            let status = [
+                "completed",
+                "completed",
+                "completed",
+                "failed",
+                "processing",
+                "queued",
+            ][i % 6];
             let done = status == "completed";
             insert.execute(rusqlite::params![
                 1 + (i % 2) as i64,
@@ -141,10 +202,17 @@ fn create_sample(path: &Path) -> rusqlite::Result<()> {
 /// Overwrites a stretch in the middle of the file, as a failing disk would.
 fn corrupt(path: &Path) -> Result<()> {
     use std::io::{Seek, SeekFrom, Write};
-    let len = std::fs::metadata(path).map_err(|e| Error::io("reading the database size", e))?.len();
-    let mut file = std::fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("opening the database", e))?;
-    file.seek(SeekFrom::Start(len / 2)).map_err(|e| Error::io("seeking", e))?;
-    file.write_all(&vec![0xA5; 64 * 1024]).map_err(|e| Error::io("corrupting", e))?;
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io("reading the database size", e))?
+        .len();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("opening the database", e))?;
+    file.seek(SeekFrom::Start(len / 2))
+        .map_err(|e| Error::io("seeking", e))?;
+    file.write_all(&vec![0xA5; 64 * 1024])
+        .map_err(|e| Error::io("corrupting", e))?;
     file.sync_all().map_err(|e| Error::io("syncing", e))
 }
 

@@ -1,0 +1,96 @@
+//! What every command needs: the configuration with flags applied, and the repository.
+
+use std::sync::Arc;
+
+use dr_core::{Identities, Recipients, Repository};
+
+use crate::cli::Global;
+use crate::config::Config;
+use crate::exit::{CliError, CliResult, Context};
+use crate::output::Bar;
+
+/// The loaded configuration and global flags.
+pub struct App {
+    pub global: Global,
+    pub config: Config,
+}
+
+impl App {
+    /// Loads the configuration (a missing default `dr.toml` is fine when flags say enough).
+    pub fn load(global: Global) -> CliResult<App> {
+        let explicit =
+            std::env::var_os("DR_CONFIG").is_some() || global.config.as_os_str() != "dr.toml";
+        let config = Config::load(&global.config, explicit)?;
+        Ok(App { global, config })
+    }
+
+    /// The repository URL from the flag, the variable or the configuration.
+    pub fn repository_url(&self) -> CliResult<String> {
+        self.global
+            .repository
+            .clone()
+            .or_else(|| self.config.repository.clone())
+            .ok_or_else(|| {
+                CliError::usage("no repository: set `repository` in dr.toml, or pass --repository / DR_REPOSITORY")
+            })
+    }
+
+    /// The identity file from the flag or the configuration, if any.
+    pub fn identity_path(&self) -> Option<std::path::PathBuf> {
+        self.global
+            .identity
+            .clone()
+            .or_else(|| self.config.identity.clone())
+    }
+
+    /// Loads the identities (none configured: empty, so key-less commands still work).
+    pub fn identities(&self) -> CliResult<Identities> {
+        let Some(path) = self.identity_path() else {
+            return Ok(Identities::default());
+        };
+        let loaded = match &self.global.identity_passphrase {
+            Some(passphrase) => Identities::from_encrypted_file(&path, passphrase),
+            None => Identities::from_file(&path),
+        };
+        loaded.doing(|| format!("loading the identity {}", path.display()))
+    }
+
+    /// Recipients for `dr init`: flags, then configuration, then the identity's public key.
+    pub fn init_recipients(&self, flags: &[String]) -> CliResult<Recipients> {
+        let listed = if flags.is_empty() {
+            &self.config.recipients
+        } else {
+            flags
+        };
+        if !listed.is_empty() {
+            return Recipients::parse(&listed.join("\n"), "the recipients").map_err(CliError::from);
+        }
+        let identities = self.identities()?;
+        if identities.is_empty() {
+            return Err(CliError::usage(
+                "no recipients: pass --recipient age1..., set `recipients` in dr.toml, or point --identity at a key (dr keygen makes one)",
+            ));
+        }
+        Ok(identities.to_recipients())
+    }
+
+    /// Opens the repository with identities, pipeline settings and a progress bar.
+    pub async fn repository(&self, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
+        let url = self.repository_url()?;
+        let repo = dr_storage::open_repository(&url, &[])
+            .await
+            .doing(|| "opening the repository".into())?;
+        let mut repo = repo
+            .with_identities(self.identities()?)
+            .with_pipeline(self.config.pipeline.options());
+        if let Some(bar) = bar {
+            repo = repo.with_progress(bar);
+        }
+        Ok(repo)
+    }
+
+    /// A progress bar unless `--json`.
+    pub fn bar(&self) -> Arc<Bar> {
+        Arc::new(Bar::new(!self.global.json))
+    }
+}

@@ -1,0 +1,129 @@
+//! Command-line arguments. Every global flag also reads a `DR_*` environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// dr: backups you can restore. Streamed, compressed (zstd), encrypted (age), verified.
+///
+/// Exit codes: 0 success, 1 operational error, 2 usage error, 3 verification failed.
+#[derive(Debug, Parser)]
+#[command(name = "dr", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Configuration file.
+    #[arg(
+        long,
+        short = 'c',
+        env = "DR_CONFIG",
+        default_value = "dr.toml",
+        global = true
+    )]
+    pub config: PathBuf,
+    /// Repository URL or path (overrides `repository` in the configuration).
+    #[arg(long, short = 'r', env = "DR_REPOSITORY", global = true)]
+    pub repository: Option<String>,
+    /// Identity file (secret key) for reading backups (overrides `identity`).
+    #[arg(long, short = 'i', env = "DR_IDENTITY", global = true)]
+    pub identity: Option<PathBuf>,
+    /// Passphrase of a passphrase-protected identity file (prefer the variable).
+    #[arg(
+        long,
+        env = "DR_IDENTITY_PASSPHRASE",
+        hide_env_values = true,
+        global = true
+    )]
+    pub identity_passphrase: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug); logs go to stderr.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository (encrypting to --recipient keys, the configuration's, or the identity's).
+    Init {
+        /// Public key (age1...) backups are encrypted to; repeatable.
+        #[arg(long = "recipient")]
+        recipients: Vec<String>,
+    },
+    /// Generate an identity (secret key) file, mode 0600; prints its public key.
+    Keygen {
+        /// Where to write it (default: the configured identity, else ./dr-key.txt).
+        path: Option<PathBuf>,
+        /// Encrypt the file with the passphrase from DR_IDENTITY_PASSPHRASE.
+        #[arg(long)]
+        passphrase: bool,
+    },
+    /// Back up one source, or every configured source with --all.
+    Backup {
+        /// Source name from the configuration.
+        source: Option<String>,
+        /// Back up every configured source.
+        #[arg(long, conflicts_with = "source")]
+        all: bool,
+        /// Label recorded with the backup (repeatable); retention can keep by label.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// List committed backups, newest first.
+    List {
+        /// Only this source.
+        source: Option<String>,
+    },
+    /// Show one backup's manifest.
+    Show {
+        /// Backup id.
+        id: String,
+    },
+    /// Verify backups: the latest of every source, or one backup id.
+    Verify {
+        /// A backup id or a source name (default: the latest backup of every source).
+        target: Option<String>,
+        /// quick (objects and sizes), checksums (read and hash everything), restore (test restore and checks).
+        #[arg(long, default_value = "checksums")]
+        level: String,
+    },
+    /// Restore a backup of a source (latest by default).
+    Restore(RestoreArgs),
+    /// Apply the retention policies: delete the backups no rule keeps, and stale orphans.
+    Prune {
+        /// Only print the plan with its reasons.
+        #[arg(long)]
+        dry_run: bool,
+        /// Orphans (leftovers of failed backups) younger than this are kept.
+        #[arg(long, default_value = "1h")]
+        orphan_grace: humantime::Duration,
+    },
+}
+
+/// `dr restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Source name from the configuration.
+    pub source: String,
+    /// Backup id or `latest`.
+    #[arg(default_value = "latest")]
+    pub backup: String,
+    /// The newest backup at or before this time (RFC 3339, e.g. 2026-11-23T12:30:00Z).
+    #[arg(long, conflicts_with = "backup")]
+    pub at: Option<String>,
+    /// Restore here instead of the source's own location.
+    #[arg(long)]
+    pub to: Option<PathBuf>,
+    /// Replace the target even if another process has it open (the previous data is kept).
+    #[arg(long)]
+    pub force: bool,
+}

@@ -1,0 +1,127 @@
+//! One function per command: parse nothing, call the library, print, return.
+
+mod backup;
+mod prune;
+mod restore;
+mod verify;
+
+pub use backup::{backup, init, keygen};
+pub use prune::prune;
+pub use restore::restore;
+pub use verify::verify;
+
+use dr_core::{Manifest, Repository};
+use serde::Serialize;
+
+use crate::app::App;
+use crate::exit::{CliError, CliResult, Context};
+use crate::output;
+
+/// One line of `dr list`.
+#[derive(Serialize)]
+struct Listed<'a> {
+    source: &'a str,
+    id: &'a str,
+    kind: &'a str,
+    started_at: chrono::DateTime<chrono::Utc>,
+    plain_bytes: u64,
+    stored_bytes: u64,
+    labels: &'a [String],
+}
+
+/// `dr list [SOURCE]`.
+pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
+    let repo = app.repository(None).await?;
+    let manifests = repo.list(source).await.doing(|| "listing backups".into())?;
+    let rows: Vec<Listed> = manifests.iter().map(listed).collect();
+    if app.global.json {
+        return output::json(&rows);
+    }
+    if rows.is_empty() {
+        println!(
+            "no backups{}",
+            source.map(|s| format!(" of {s}")).unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.source.to_owned(),
+                r.id.to_owned(),
+                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                r.kind.to_owned(),
+                output::size(r.plain_bytes),
+                output::size(r.stored_bytes),
+                r.labels.join(","),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "SOURCE",
+            "ID",
+            "STARTED (UTC)",
+            "KIND",
+            "SIZE",
+            "STORED",
+            "LABELS",
+        ],
+        &table,
+    );
+    Ok(())
+}
+
+fn listed(m: &Manifest) -> Listed<'_> {
+    Listed {
+        source: &m.source,
+        id: &m.id,
+        kind: &m.kind,
+        started_at: m.started_at,
+        plain_bytes: m.plain_size(),
+        stored_bytes: m.stored_size(),
+        labels: &m.labels,
+    }
+}
+
+/// `dr show ID`.
+pub async fn show(app: &App, id: &str) -> CliResult<()> {
+    let repo = app.repository(None).await?;
+    let manifest = find_by_id(&repo, id).await?;
+    if app.global.json {
+        return output::json(&manifest);
+    }
+    println!("backup     {}", manifest.id);
+    println!("source     {} ({})", manifest.source, manifest.kind);
+    println!("started    {}", manifest.started_at.to_rfc3339());
+    println!("finished   {}", manifest.finished_at.to_rfc3339());
+    println!(
+        "size       {} stored as {}",
+        output::size(manifest.plain_size()),
+        output::size(manifest.stored_size())
+    );
+    println!("encrypted  to {}", manifest.recipients.join(", "));
+    for a in &manifest.artifacts {
+        println!(
+            "artifact   {}: {} in {} parts",
+            a.name,
+            output::size(a.plain_size),
+            a.parts.len()
+        );
+    }
+    for (key, value) in &manifest.source_info {
+        println!("{key:<10} {value}");
+    }
+    Ok(())
+}
+
+/// Finds a backup by id in any source.
+async fn find_by_id(repo: &Repository, id: &str) -> CliResult<Manifest> {
+    let all = repo.list(None).await.doing(|| "listing backups".into())?;
+    all.into_iter().find(|m| m.id == id).ok_or_else(|| {
+        CliError::usage(format!(
+            "no backup with id {id}: run `dr list` to see what exists"
+        ))
+    })
+}

@@ -1,0 +1,57 @@
+//! `dr restore`.
+
+use dr_core::{BackupSelector, RestoreOptions};
+
+use crate::app::App;
+use crate::cli::RestoreArgs;
+use crate::exit::{CliError, CliResult, Context};
+use crate::output;
+
+/// `dr restore SOURCE [ID|latest] [--at T] [--to PATH] [--force]`.
+pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
+    let source = app.config.source(&args.source)?;
+    let selector: BackupSelector = match &args.at {
+        Some(at) => {
+            let time = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
+                CliError::usage(format!(
+                    "--at {at:?} is not an RFC 3339 time ({e}); e.g. 2026-11-23T12:30:00Z"
+                ))
+            })?;
+            BackupSelector::AtOrBefore(time.with_timezone(&chrono::Utc))
+        }
+        None => args.backup.parse().map_err(CliError::from)?,
+    };
+    let bar = app.bar();
+    let repo = app.repository(Some(bar.clone())).await?;
+    if app.identity_path().is_none() {
+        return Err(CliError::usage(
+            "restoring needs the secret key: pass --identity FILE or set `identity` in dr.toml",
+        ));
+    }
+    let reader = repo
+        .open_backup(&args.source, &selector)
+        .await
+        .doing(|| format!("finding the backup of {} to restore", args.source))?;
+    let mut options = RestoreOptions::default().with_force(args.force);
+    if let Some(to) = &args.to {
+        options = options.with_target(to);
+    }
+    let report = source.restorer().restore(&reader, &options).await;
+    bar.finish();
+    let report = report.doing(|| format!("restoring backup {} of {}", reader.id(), args.source))?;
+    if app.global.json {
+        return output::json(&report);
+    }
+    println!(
+        "restored {} {} ({}) into {} in {:.1} s",
+        args.source,
+        report.backup_id,
+        output::size(report.restored_bytes),
+        report.target,
+        report.elapsed_ms as f64 / 1000.0
+    );
+    if let Some(kept) = &report.previous_kept_at {
+        println!("the previous data is kept at {kept}");
+    }
+    Ok(())
+}

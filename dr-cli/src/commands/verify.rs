@@ -1,0 +1,116 @@
+//! `dr verify`.
+
+use std::collections::BTreeMap;
+
+use dr_core::{BackupReader, Manifest, Repository, Verify, VerifyLevel, VerifyReport};
+use dr_sqlite::SqliteVerifier;
+
+use crate::app::App;
+use crate::exit::{CliError, CliResult, Context};
+use crate::output;
+
+/// `dr verify [ID|SOURCE] [--level L]`; exit 3 when any backup has a problem.
+pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<()> {
+    let level: VerifyLevel = level.parse().map_err(CliError::from)?;
+    let bar = app.bar();
+    let repo = app.repository(Some(bar.clone())).await?;
+    let chosen = choose(&repo, target).await?;
+    let mut reports = Vec::new();
+    for manifest in chosen {
+        let reader = repo.reader(manifest);
+        let report = verifier(app, &reader)
+            .verify(&reader, level)
+            .await
+            .doing(|| format!("verifying backup {}", reader.id()));
+        bar.finish();
+        let report = report?;
+        if !app.global.json {
+            print_report(&reader, &report);
+        }
+        reports.push(report);
+    }
+    if app.global.json {
+        output::json(&reports)?;
+    }
+    let failed = reports.iter().filter(|r| !r.is_ok()).count();
+    if failed > 0 {
+        return Err(CliError::verification(format!(
+            "{failed} of {} backups failed verification; restore from another backup and investigate the repository",
+            reports.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The backups to verify: one id, the latest of one source, or the latest of every source.
+async fn choose(repo: &Repository, target: Option<&str>) -> CliResult<Vec<Manifest>> {
+    let all = repo.list(None).await.doing(|| "listing backups".into())?;
+    if let Some(m) = target.and_then(|t| all.iter().find(|m| m.id == t)) {
+        return Ok(vec![m.clone()]);
+    }
+    let mut latest: BTreeMap<&str, &Manifest> = BTreeMap::new();
+    for m in &all {
+        if target.is_none_or(|t| t == m.source) {
+            latest.entry(m.source.as_str()).or_insert(m);
+        }
+    }
+    if latest.is_empty() {
+        return Err(CliError::usage(match target {
+            Some(t) => format!("no backup id or source named {t}: run `dr list`"),
+            None => "the repository holds no backups yet".into(),
+        }));
+    }
+    Ok(latest.into_values().cloned().collect())
+}
+
+/// The configured source's verifier, or the kind's default one.
+fn verifier(app: &App, reader: &BackupReader) -> Box<dyn Verify> {
+    let manifest = reader.manifest();
+    if let Some(source) = app.config.sources.get(&manifest.source) {
+        return source.verifier();
+    }
+    match manifest.kind.as_str() {
+        dr_sqlite::KIND => Box::new(SqliteVerifier::new()),
+        _ => Box::new(GenericVerifier),
+    }
+}
+
+/// Checksums only, for kinds this build has no backend for.
+struct GenericVerifier;
+
+#[dr_core::async_trait]
+impl Verify for GenericVerifier {
+    async fn verify(
+        &self,
+        backup: &BackupReader,
+        level: VerifyLevel,
+    ) -> dr_core::Result<VerifyReport> {
+        backup
+            .verify_objects(level.min(VerifyLevel::Checksums))
+            .await
+    }
+}
+
+fn print_report(reader: &BackupReader, report: &VerifyReport) {
+    let m = reader.manifest();
+    let verdict = if report.is_ok() { "OK" } else { "FAILED" };
+    println!(
+        "{verdict}  {} {} ({} objects, {}, {} ms)",
+        m.source,
+        m.id,
+        report.checked_objects,
+        output::size(report.checked_bytes),
+        report.elapsed_ms
+    );
+    for line in &report.passed {
+        println!("  ok      {line}");
+    }
+    for line in &report.problems {
+        println!("  PROBLEM {line}");
+    }
+    if !report.decoded && report.is_ok() {
+        println!(
+            "  note    no identity loaded: stored checksums only (pass --identity to decrypt and check every part)"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! `dr.toml`: the repository, keys, pipeline tuning, retention and the sources.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dr_core::{Backup, PipelineOptions, Restore, RetentionPolicy, Verify};
+use dr_sqlite::{SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
+use serde::Deserialize;
+
+use crate::exit::{CliError, CliResult};
+
+/// The whole configuration file. Every field is optional so that flags and `DR_*`
+/// variables can supply or override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Repository URL or path.
+    pub repository: Option<String>,
+    /// Public keys new backups are encrypted to (`dr init`).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Identity file for reading backups.
+    pub identity: Option<PathBuf>,
+    /// Pipeline tuning.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Default retention for every source.
+    #[serde(default)]
+    pub retention: RetentionPolicy,
+    /// The sources, by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// zstd level.
+    pub zstd_level: Option<i32>,
+    /// Plain MiB per part.
+    pub part_size_mib: Option<usize>,
+    /// Parts processed at once.
+    pub threads: Option<usize>,
+}
+
+impl PipelineConfig {
+    /// The pipeline options with these overrides.
+    pub fn options(&self) -> PipelineOptions {
+        let mut options = PipelineOptions::default();
+        if let Some(level) = self.zstd_level {
+            options = options.with_zstd_level(level);
+        }
+        if let Some(mib) = self.part_size_mib {
+            options = options.with_part_size(mib * 1024 * 1024);
+        }
+        if let Some(threads) = self.threads {
+            options = options.with_threads(threads);
+        }
+        options
+    }
+}
+
+/// `[sources.NAME]`.
+#[derive(Debug, Deserialize)]
+pub struct SourceConfig {
+    /// What kind of source, with its settings.
+    #[serde(flatten)]
+    pub kind: SourceKind,
+    /// Retention for this source (replaces the default one).
+    pub retention: Option<RetentionPolicy>,
+    /// Checks run on a restored copy (verify --level restore, restore).
+    #[serde(default)]
+    pub checks: Vec<UserCheck>,
+}
+
+/// The kinds of sources and their settings.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceKind {
+    /// A SQLite database file.
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// Record exact row counts (default true).
+        #[serde(default = "yes")]
+        count_rows: bool,
+        /// Where the temporary snapshot goes.
+        temp_dir: Option<PathBuf>,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SourceConfig {
+    /// The backup side.
+    pub fn backup(&self) -> Box<dyn Backup> {
+        match &self.kind {
+            SourceKind::Sqlite {
+                path,
+                count_rows,
+                temp_dir,
+            } => {
+                let mut options = SqliteOptions::default().with_count_rows(*count_rows);
+                if let Some(dir) = temp_dir {
+                    options = options.with_temp_dir(dir);
+                }
+                Box::new(SqliteSource::new(path).with_options(options))
+            }
+        }
+    }
+
+    /// The restore side, to the original location unless the options say otherwise.
+    pub fn restorer(&self) -> Box<dyn Restore> {
+        match &self.kind {
+            SourceKind::Sqlite { path, .. } => {
+                Box::new(SqliteTarget::new(path).with_checks(self.checks.clone()))
+            }
+        }
+    }
+
+    /// The kind-specific verifier.
+    pub fn verifier(&self) -> Box<dyn Verify> {
+        match &self.kind {
+            SourceKind::Sqlite { .. } => {
+                Box::new(SqliteVerifier::new().with_checks(self.checks.clone()))
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file is an empty configuration unless `required`.
+    pub fn load(path: &Path, required: bool) -> CliResult<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default());
+            }
+            Err(e) => {
+                return Err(CliError::usage(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        toml::from_str(&text)
+            .map_err(|e| CliError::usage(format!("invalid {}: {e}", path.display())))
+    }
+
+    /// The source named `name`.
+    pub fn source(&self, name: &str) -> CliResult<&SourceConfig> {
+        self.sources.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+            CliError::usage(format!(
+                "no source named {name:?} in the configuration (known: {})",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        })
+    }
+
+    /// The retention policy of a source.
+    pub fn retention_for(&self, name: &str) -> &RetentionPolicy {
+        self.sources
+            .get(name)
+            .and_then(|s| s.retention.as_ref())
+            .unwrap_or(&self.retention)
+    }
+}

@@ -1,0 +1,73 @@
+//! `dr`: the operator's command line over the dr library. It parses, calls, prints and
+//! picks the exit code (0 ok, 1 operational error, 2 usage error, 3 verification failed).
+
+mod app;
+mod cli;
+mod commands;
+mod config;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::CliResult;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> CliResult<()> {
+    let app = app::App::load(cli.global)?;
+    match cli.command {
+        Command::Init { recipients } => commands::init(&app, &recipients).await,
+        Command::Keygen { path, passphrase } => commands::keygen(&app, path, passphrase),
+        Command::Backup {
+            source,
+            all,
+            labels,
+        } => commands::backup(&app, source.as_deref(), all, labels).await,
+        Command::List { source } => commands::list(&app, source.as_deref()).await,
+        Command::Show { id } => commands::show(&app, &id).await,
+        Command::Verify { target, level } => {
+            commands::verify(&app, target.as_deref(), &level).await
+        }
+        Command::Restore(args) => commands::restore(&app, &args).await,
+        Command::Prune {
+            dry_run,
+            orphan_grace,
+        } => commands::prune(&app, dry_run, orphan_grace.into()).await,
+    }
+}
+
+/// Logs go to stderr: warnings by default, `-v` info, `-vv` debug; `RUST_LOG` overrides.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
