@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dr::sqlite::{SqliteSource, SqliteTarget, SqliteVerifier, UserCheck, check_database};
+use dr::sqlite::{
+    Integrity, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck, check_database,
+};
 use dr::{
     BackupOptions, BackupSelector, Error, Identities, Restore, RestoreOptions, Result, Verify,
     VerifyLevel,
@@ -103,7 +105,7 @@ async fn main() -> Result<()> {
 
     step(6, "disaster: the database file gets corrupted");
     corrupt(&db)?;
-    let damaged = check_database(&db, None, &[]);
+    let damaged = check_database(&db, None, &[], Integrity::Full);
     match damaged {
         Ok(outcome) if !outcome.problems.is_empty() => println!(
             "   integrity_check now says: {}",
@@ -133,7 +135,7 @@ async fn main() -> Result<()> {
     }
 
     step(8, "checking the restored database");
-    let outcome = check_database(&db, None, &[])?;
+    let outcome = check_database(&db, None, &[], Integrity::Full)?;
     let jobs: i64 = Connection::open(&db)
         .and_then(|c| c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)))
         .map_err(|e| Error::Source(e.to_string()))?;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dr_core::{Backup, PipelineOptions, Restore, RetentionPolicy, Verify};
-use dr_sqlite::{SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
+use dr_sqlite::{Integrity, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
 use serde::Deserialize;
 
 use crate::exit::{CliError, CliResult};
@@ -87,11 +87,18 @@ pub enum SourceKind {
         count_rows: bool,
         /// Where the temporary snapshot goes.
         temp_dir: Option<PathBuf>,
+        /// Check run on a restored copy before the swap: `quick` (default) or `full`.
+        #[serde(default = "quick")]
+        restore_integrity: Integrity,
     },
 }
 
 fn yes() -> bool {
     true
+}
+
+fn quick() -> Integrity {
+    Integrity::Quick
 }
 
 impl SourceConfig {
@@ -102,6 +109,7 @@ impl SourceConfig {
                 path,
                 count_rows,
                 temp_dir,
+                ..
             } => {
                 let mut options = SqliteOptions::default().with_count_rows(*count_rows);
                 if let Some(dir) = temp_dir {

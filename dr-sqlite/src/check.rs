@@ -21,6 +21,26 @@ pub struct UserCheck {
     pub expect: String,
 }
 
+/// How thoroughly to check the b-trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Integrity {
+    /// `PRAGMA integrity_check`: everything, including that indexes match their tables.
+    #[default]
+    Full,
+    /// `PRAGMA quick_check`: page and b-tree structure in linear time, without index contents.
+    Quick,
+}
+
+impl Integrity {
+    fn pragma(self) -> &'static str {
+        match self {
+            Integrity::Full => "integrity_check",
+            Integrity::Quick => "quick_check",
+        }
+    }
+}
+
 /// What the checks found.
 #[derive(Debug, Clone, Default)]
 pub struct CheckOutcome {
@@ -30,7 +50,7 @@ pub struct CheckOutcome {
     pub problems: Vec<String>,
 }
 
-/// Opens `path` read-only and runs `integrity_check`, `foreign_key_check`, compares the row
+/// Opens `path` read-only and runs `integrity`'s check, `foreign_key_check`, compares the row
 /// counts with `expected_rows` (when given) and runs `user_checks`.
 ///
 /// # Errors
@@ -40,11 +60,12 @@ pub fn check_database(
     path: &Path,
     expected_rows: Option<&BTreeMap<String, u64>>,
     user_checks: &[UserCheck],
+    integrity: Integrity,
 ) -> Result<CheckOutcome> {
     let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| sqlite_error(&format!("opening {}", path.display()), e))?;
     let mut outcome = CheckOutcome::default();
-    record(&mut outcome, integrity(&db));
+    record(&mut outcome, integrity_check(&db, integrity));
     record(&mut outcome, foreign_keys(&db));
     if let Some(expected) = expected_rows {
         record(&mut outcome, compare_rows(&db, expected));
@@ -64,13 +85,14 @@ fn record(outcome: &mut CheckOutcome, result: std::result::Result<String, String
 
 type Check = std::result::Result<String, String>;
 
-fn integrity(db: &Connection) -> Check {
-    let lines = column_strings(db, "PRAGMA integrity_check")
-        .map_err(|e| format!("integrity_check could not run: {e}"))?;
+fn integrity_check(db: &Connection, integrity: Integrity) -> Check {
+    let name = integrity.pragma();
+    let lines = column_strings(db, &format!("PRAGMA {name}"))
+        .map_err(|e| format!("{name} could not run: {e}"))?;
     if lines == ["ok"] {
-        Ok("integrity_check ok".into())
+        Ok(format!("{name} ok"))
     } else {
-        Err(format!("integrity_check failed: {}", lines.join("; ")))
+        Err(format!("{name} failed: {}", lines.join("; ")))
     }
 }
 

@@ -4,7 +4,7 @@
 //!   keep writing, WAL or rollback-journal mode) through SQLite's online backup API, into a
 //!   temporary file that is streamed into the pipeline and removed afterwards, also on failure.
 //! - [`SqliteTarget`] restores into a temporary file beside the target, checks it
-//!   (`integrity_check`, row counts), fsyncs it and renames it into place, keeping the previous
+//!   (`quick_check` by default or `integrity_check`, row counts, user checks), fsyncs it and renames it into place, keeping the previous
 //!   file (and its `-wal`/`-shm`) as `<name>.pre-restore-<time>`.
 //! - [`SqliteVerifier`] adds, at [`dr_core::VerifyLevel::Restore`], a restore into a scratch
 //!   file with `integrity_check`, `foreign_key_check`, the recorded row counts and user checks.
@@ -26,7 +26,7 @@ mod restore;
 mod verify;
 
 pub use backup::{SqliteOptions, SqliteSource};
-pub use check::{CheckOutcome, UserCheck, check_database};
+pub use check::{CheckOutcome, Integrity, UserCheck, check_database};
 pub use restore::SqliteTarget;
 pub use verify::SqliteVerifier;
 

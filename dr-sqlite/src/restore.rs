@@ -6,7 +6,7 @@ use std::time::Instant;
 use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, async_trait};
 use rusqlite::Connection;
 
-use crate::check::{UserCheck, check_database, recorded_rows, require_clean};
+use crate::check::{Integrity, UserCheck, check_database, recorded_rows, require_clean};
 use crate::{DB_ARTIFACT, sqlite_error};
 
 /// Where to restore a SQLite backup (the target may not exist yet).
@@ -14,6 +14,7 @@ use crate::{DB_ARTIFACT, sqlite_error};
 pub struct SqliteTarget {
     path: PathBuf,
     user_checks: Vec<UserCheck>,
+    integrity: Integrity,
 }
 
 impl SqliteTarget {
@@ -22,7 +23,16 @@ impl SqliteTarget {
         SqliteTarget {
             path: path.into(),
             user_checks: Vec::new(),
+            integrity: Integrity::Quick,
         }
+    }
+
+    /// How thoroughly the restored copy is checked before the swap: `quick_check` by default
+    /// (linear time); `integrity_check` also compares every index with its table and can
+    /// take several times longer than the restore itself (`dr verify --level restore` runs it).
+    pub fn with_integrity(mut self, integrity: Integrity) -> Self {
+        self.integrity = integrity;
+        self
     }
 
     /// Checks that must pass on the restored copy before it replaces the target.
@@ -44,9 +54,13 @@ impl Restore for SqliteTarget {
         let staged = stage_beside(&target)?;
         let restored_bytes = write_artifact(backup, staged.path()).await?;
         let expected = recorded_rows(&backup.manifest().source_info);
-        let (checks, staged_path) = (self.user_checks.clone(), staged.path().to_owned());
+        let (checks, staged_path, integrity) = (
+            self.user_checks.clone(),
+            staged.path().to_owned(),
+            self.integrity,
+        );
         let outcome = tokio::task::spawn_blocking(move || {
-            check_database(&staged_path, expected.as_ref(), &checks)
+            check_database(&staged_path, expected.as_ref(), &checks, integrity)
         })
         .await
         .map_err(|e| Error::Usage(format!("check task failed: {e}")))??;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use dr_core::{BackupReader, Error, Result, Verify, VerifyLevel, VerifyReport, async_trait};
 
 use crate::DB_ARTIFACT;
-use crate::check::{UserCheck, check_database, recorded_rows};
+use crate::check::{Integrity, UserCheck, check_database, recorded_rows};
 
 /// Verifies SQLite backups; at [`VerifyLevel::Restore`] restores into a scratch file and runs
 /// `integrity_check`, `foreign_key_check`, the recorded row counts and the user checks.
@@ -71,10 +71,11 @@ impl SqliteVerifier {
         drop(file);
         let expected = recorded_rows(&backup.manifest().source_info);
         let checks = self.user_checks.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || check_database(&path, expected.as_ref(), &checks))
-                .await
-                .map_err(|e| Error::Usage(format!("check task failed: {e}")))??;
+        let outcome = tokio::task::spawn_blocking(move || {
+            check_database(&path, expected.as_ref(), &checks, Integrity::Full)
+        })
+        .await
+        .map_err(|e| Error::Usage(format!("check task failed: {e}")))??;
         Ok(outcome)
         // `scratch` is removed here, whatever happened.
     }
