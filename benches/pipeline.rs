@@ -12,14 +12,14 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a bench binary: failing loudly is right
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Instant;
 
 use dr::{
     BackupOptions, BackupSelector, BackupWriter, Identities, PipelineOptions, Result, SourceInfo,
 };
 
-const MIB: u64 = 1024 * 1024;
+mod common;
+
+use common::{MIB, arg, dir_size, list, measure, path};
 
 struct FileSource(PathBuf);
 
@@ -146,60 +146,19 @@ fn row(name: &str, part: &str, level: i32, bytes: u64, (secs, rss): (f64, u64), 
     );
 }
 
-/// Runs a measurement `RUNS` times, each in a fresh child process; returns the median
-/// seconds and the largest peak RSS (KiB).
-fn measure(args: &[&str]) -> (f64, u64) {
-    let runs: Vec<(f64, u64)> = (0..runs()).map(|_| measure_once(args)).collect();
-    let mut secs: Vec<f64> = runs.iter().map(|r| r.0).collect();
-    secs.sort_by(f64::total_cmp);
-    (
-        secs[secs.len() / 2],
-        runs.iter().map(|r| r.1).max().unwrap_or(0),
-    )
-}
 
-fn runs() -> usize {
-    std::env::var("DR_BENCH_RUNS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
-}
 
-fn measure_once(args: &[&str]) -> (f64, u64) {
-    let exe = std::env::current_exe().expect("current exe");
-    let out = Command::new(exe)
-        .arg("--child")
-        .args(args)
-        .output()
-        .expect("spawn child");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or_default();
-    let (secs, rss) = line.split_once(' ').expect("child output");
-    (secs.parse().expect("secs"), rss.parse().expect("rss"))
-}
 
 fn child(args: &[String]) {
-    if args[0] == "write" {
-        let _ = std::fs::remove_dir_all(&args[2]);
-    }
-    let started = Instant::now();
-    match args[0].as_str() {
-        "shell" => {
-            let status = Command::new("bash")
-                .args(["-o", "pipefail", "-c", &args[1]])
-                .status()
-                .expect("bash");
-            assert!(status.success(), "stock pipeline failed: {}", args[1]);
-        }
-        mode => run_dr(mode, args),
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!("{secs} {}", peak_rss_kib().max(children_peak_rss_kib()));
+    common::child(
+        args,
+        |args| {
+            if args[0] == "write" {
+                let _ = std::fs::remove_dir_all(&args[2]);
+            }
+        },
+        |args| run_dr(&args[0], args),
+    );
 }
 
 fn run_dr(mode: &str, args: &[String]) {
@@ -207,12 +166,7 @@ fn run_dr(mode: &str, args: &[String]) {
     let part: usize = args[4].parse().expect("part");
     let level: i32 = args[5].parse().expect("level");
     let threads: usize = args[6].parse().expect("threads");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
+    common::runtime(threads).block_on(async {
         let ids = Identities::from_file(&key).expect("identity");
         let options = PipelineOptions::default()
             .with_part_size(part * MIB as usize)
@@ -254,63 +208,11 @@ fn make_input(path: &Path, size: u64) {
     });
 }
 
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
-/// Peak RSS of the largest waited-for descendant (for stock pipelines: the largest stage).
-#[allow(unsafe_code)]
-fn children_peak_rss_kib() -> u64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes a complete rusage into the pointer we own; no aliasing.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return 0;
-    }
-    // SAFETY: rc == 0 means the kernel filled the struct.
-    let usage = unsafe { usage.assume_init() };
-    u64::try_from(usage.ru_maxrss).unwrap_or(0)
-}
 
-fn dir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() {
-            dir_size(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
-}
 
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
 
-fn list<T: std::str::FromStr>(args: &[String], name: &str, default: &str) -> Vec<T> {
-    arg(args, name)
-        .unwrap_or(default)
-        .split(',')
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("bad value for {name}: {v}"))
-        })
-        .collect()
-}
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn threads_available() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
