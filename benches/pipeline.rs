@@ -146,9 +146,6 @@ fn row(name: &str, part: &str, level: i32, bytes: u64, (secs, rss): (f64, u64), 
     );
 }
 
-
-
-
 fn child(args: &[String]) {
     common::child(
         args,
@@ -207,12 +204,6 @@ fn make_input(path: &Path, size: u64) {
             .expect("write input");
     });
 }
-
-
-
-
-
-
 
 fn threads_available() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

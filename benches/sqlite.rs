@@ -43,19 +43,40 @@ fn main() {
     println!("database: {:.0} MiB, WAL mode", bytes as f64 / MIB as f64);
     println!("| operation | settings | MB/s | seconds | peak RSS MiB | vs `.backup` |");
     println!("|---|---|---|---|---|---|");
-    let dot_backup = measure(&["shell", &format!("rm -f {out_s}; sqlite3 {db_s} \".backup {out_s}\"")]);
+    let dot_backup = measure(&[
+        "shell",
+        &format!("rm -f {out_s}; sqlite3 {db_s} \".backup {out_s}\""),
+    ]);
     row("`sqlite3 .backup`", "-", bytes, dot_backup, "1.00x");
     let ratio = |m: (f64, u64)| format!("{:.2}x", m.0 / dot_backup.0);
     let cp = measure(&["shell", &format!("cp {db_s} {out_s}")]);
     row("`cp`", "-", bytes, cp, &ratio(cp));
     let restore_copy = dir.join("restored-by-sqlite3.db");
-    let reverse = measure(&["shell", &format!("rm -f {0}; sqlite3 {0} \".restore {out_s}\"", path(&restore_copy))]);
-    row("`sqlite3 new.db .restore` (reverse)", "-", bytes, reverse, &ratio(reverse));
+    let reverse = measure(&[
+        "shell",
+        &format!(
+            "rm -f {0}; sqlite3 {0} \".restore {out_s}\"",
+            path(&restore_copy)
+        ),
+    ]);
+    row(
+        "`sqlite3 new.db .restore` (reverse)",
+        "-",
+        bytes,
+        reverse,
+        &ratio(reverse),
+    );
     for level in levels {
         let repo = dir.join(format!("repo-{level}"));
         let level_s = level.to_string();
         let m = measure(&["backup", &db_s, path(&repo), &key_s, &level_s]);
-        row("dr backup (snapshot, zstd, age, repository)", &format!("level {level}"), bytes, m, &ratio(m));
+        row(
+            "dr backup (snapshot, zstd, age, repository)",
+            &format!("level {level}"),
+            bytes,
+            m,
+            &ratio(m),
+        );
         for integrity in ["quick", "full"] {
             let m = measure(&["restore", &db_s, path(&repo), &key_s, &level_s, integrity]);
             let name = format!("dr restore (decode, write, fsync, {integrity} check, rename)");
@@ -82,22 +103,42 @@ fn restore_target(repo: &str) -> PathBuf {
 }
 
 fn work(args: &[String]) {
-    let (db, repo, key) = (PathBuf::from(&args[1]), args[2].clone(), PathBuf::from(&args[3]));
+    let (db, repo, key) = (
+        PathBuf::from(&args[1]),
+        args[2].clone(),
+        PathBuf::from(&args[3]),
+    );
     let level: i32 = args[4].parse().expect("level");
     common::runtime(2).block_on(async {
         let ids = Identities::from_file(&key).expect("identity");
         let pipeline = PipelineOptions::default().with_zstd_level(level);
         if args[0] == "backup" {
-            let repo = dr::storage::init_repository(&repo, &[], &ids.to_recipients()).await.expect("init");
+            let repo = dr::storage::init_repository(&repo, &[], &ids.to_recipients())
+                .await
+                .expect("init");
             let repo = repo.with_pipeline(pipeline);
-            repo.backup("app", &SqliteSource::new(&db), &BackupOptions::default()).await.expect("backup");
+            repo.backup("app", &SqliteSource::new(&db), &BackupOptions::default())
+                .await
+                .expect("backup");
         } else {
-            let integrity = if args[5] == "full" { Integrity::Full } else { Integrity::Quick };
-            let repo = dr::storage::open_repository(&repo, &[]).await.expect("open");
+            let integrity = if args[5] == "full" {
+                Integrity::Full
+            } else {
+                Integrity::Quick
+            };
+            let repo = dr::storage::open_repository(&repo, &[])
+                .await
+                .expect("open");
             let repo = repo.with_identities(ids).with_pipeline(pipeline);
-            let reader = repo.open_backup("app", &BackupSelector::Latest).await.expect("latest");
+            let reader = repo
+                .open_backup("app", &BackupSelector::Latest)
+                .await
+                .expect("latest");
             let target = SqliteTarget::new(restore_target(&args[2])).with_integrity(integrity);
-            target.restore(&reader, &RestoreOptions::default()).await.expect("restore");
+            target
+                .restore(&reader, &RestoreOptions::default())
+                .await
+                .expect("restore");
         }
     });
 }
@@ -120,7 +161,8 @@ fn make_database(path: &Path, size: u64) {
             .prepare("INSERT INTO events (kind, created_at, payload, attachment) VALUES (?1, ?2, ?3, ?4)")
             .expect("prepare");
         for i in 0..rows {
-            let kind = ["upload", "transcode", "thumbnail", "webhook", "billing"][rng.random_range(0..5)];
+            let kind =
+                ["upload", "transcode", "thumbnail", "webhook", "billing"][rng.random_range(0..5)];
             let payload = format!(
                 "{{\"user\":\"user{}\",\"job\":{i},\"input\":\"/storage/in/{:08x}.mp4\",\"preset\":\"1080p\",\"bitrate\":{},\"status\":\"{}\",\"note\":\"{}\"}}",
                 rng.random_range(0..20000),
@@ -135,9 +177,12 @@ fn make_database(path: &Path, size: u64) {
                 b
             });
             let at = format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60);
-            insert.execute(rusqlite::params![kind, at, payload, blob]).expect("insert");
+            insert
+                .execute(rusqlite::params![kind, at, payload, blob])
+                .expect("insert");
         }
     }
     tx.commit().expect("commit");
-    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").expect("checkpoint");
+    db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .expect("checkpoint");
 }

@@ -13,17 +13,31 @@ pub fn measure(args: &[&str]) -> (f64, u64) {
     let runs: Vec<(f64, u64)> = (0..runs()).map(|_| measure_once(args)).collect();
     let mut secs: Vec<f64> = runs.iter().map(|r| r.0).collect();
     secs.sort_by(f64::total_cmp);
-    (secs[secs.len() / 2], runs.iter().map(|r| r.1).max().unwrap_or(0))
+    (
+        secs[secs.len() / 2],
+        runs.iter().map(|r| r.1).max().unwrap_or(0),
+    )
 }
 
 fn runs() -> usize {
-    std::env::var("DR_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+    std::env::var("DR_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
 }
 
 fn measure_once(args: &[&str]) -> (f64, u64) {
     let exe = std::env::current_exe().expect("current exe");
-    let out = Command::new(exe).arg("--child").args(args).output().expect("spawn child");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(exe)
+        .arg("--child")
+        .args(args)
+        .output()
+        .expect("spawn child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or_default();
     let (secs, rss) = line.split_once(' ').expect("child output");
@@ -36,7 +50,10 @@ pub fn child(args: &[String], prepare: impl FnOnce(&[String]), work: impl FnOnce
     prepare(args);
     let started = Instant::now();
     if args[0] == "shell" {
-        let status = Command::new("bash").args(["-o", "pipefail", "-c", &args[1]]).status().expect("bash");
+        let status = Command::new("bash")
+            .args(["-o", "pipefail", "-c", &args[1]])
+            .status()
+            .expect("bash");
         assert!(status.success(), "stock command failed: {}", args[1]);
     } else {
         work(args);
@@ -48,7 +65,10 @@ pub fn child(args: &[String], prepare: impl FnOnce(&[String]), work: impl FnOnce
 /// A markdown table row: name, settings, MB/s over `bytes`, seconds, peak RSS, extra column.
 pub fn row(name: &str, settings: &str, bytes: u64, (secs, rss): (f64, u64), extra: &str) {
     let mbps = bytes as f64 / secs / 1e6;
-    println!("| {name} | {settings} | {mbps:.0} | {secs:.2} | {:.0} | {extra} |", rss as f64 / 1024.0);
+    println!(
+        "| {name} | {settings} | {mbps:.0} | {secs:.2} | {:.0} | {extra} |",
+        rss as f64 / 1024.0
+    );
 }
 
 fn peak_rss_kib() -> u64 {
@@ -79,14 +99,21 @@ pub fn dir_size(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let meta = entry.metadata().expect("metadata");
-        total += if meta.is_dir() { dir_size(&entry.path()) } else { meta.len() };
+        total += if meta.is_dir() {
+            dir_size(&entry.path())
+        } else {
+            meta.len()
+        };
     }
     total
 }
 
 /// `--name VALUE`.
 pub fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
 }
 
 /// `--name A,B,C` parsed, or `default`.
@@ -94,7 +121,10 @@ pub fn list<T: std::str::FromStr>(args: &[String], name: &str, default: &str) ->
     arg(args, name)
         .unwrap_or(default)
         .split(',')
-        .map(|v| v.parse().unwrap_or_else(|_| panic!("bad value for {name}: {v}")))
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("bad value for {name}: {v}"))
+        })
         .collect()
 }
 

@@ -3,7 +3,7 @@
 //! write: plain bytes -> parts of `part_size` -> per part, on the blocking pool: SHA-256 of
 //! the plain bytes, one zstd frame, one age file, SHA-256 of the stored bytes -> one object
 //! per part (`PutMode::Create`). Several parts are encoded and uploaded at once; memory is
-//! bounded by `part_size x (threads + 2)`.
+//! bounded by `part_size x (threads + 2)` plus reused buffers, never by the backup size.
 //!
 //! read: several parts fetched and decoded at once (age authenticates, zstd decodes, the
 //! plain SHA-256 is compared with the manifest), handed to the consumer strictly in order.

@@ -182,12 +182,12 @@ enum Message {
     End,
 }
 
-/// Fetches and decodes up to `threads + 1` parts at once, sends them in order.
+/// Fetches and decodes up to `threads` parts at once, sends them in order.
 async fn produce_parts(shared: Arc<ReadShared>, parts: Vec<PartRecord>, tx: mpsc::Sender<Message>) {
     let mut pending: VecDeque<JoinHandle<Result<Bytes>>> = VecDeque::new();
     let mut parts = parts.into_iter();
     loop {
-        while pending.len() <= shared.threads {
+        while pending.len() < shared.threads {
             let Some(part) = parts.next() else { break };
             pending.push_back(tokio::spawn(fetch_and_decode(shared.clone(), part)));
         }
