@@ -123,9 +123,15 @@ impl SourceConfig {
     /// The restore side, to the original location unless the options say otherwise.
     pub fn restorer(&self) -> Box<dyn Restore> {
         match &self.kind {
-            SourceKind::Sqlite { path, .. } => {
-                Box::new(SqliteTarget::new(path).with_checks(self.checks.clone()))
-            }
+            SourceKind::Sqlite {
+                path,
+                restore_integrity,
+                ..
+            } => Box::new(
+                SqliteTarget::new(path)
+                    .with_checks(self.checks.clone())
+                    .with_integrity(*restore_integrity),
+            ),
         }
     }
 
