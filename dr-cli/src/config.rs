@@ -187,3 +187,60 @@ impl Config {
             .unwrap_or(&self.retention)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_configuration() {
+        let config: Config = toml::from_str(
+            r#"
+            repository = "s3://bucket/dr"
+            identity = "/etc/dr/key.txt"
+            [pipeline]
+            zstd_level = 1
+            part_size_mib = 8
+            [retention]
+            keep_daily = 30
+            keep_within = "2days"
+            [sources.app]
+            kind = "sqlite"
+            path = "/srv/app.db"
+            restore_integrity = "full"
+            [sources.app.retention]
+            keep_last = 3
+            [[sources.app.checks]]
+            name = "rows"
+            sql = "SELECT 1"
+            expect = ">= 1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.pipeline.options().part_size, 8 * 1024 * 1024);
+        assert_eq!(
+            config.retention.keep_within,
+            Some(std::time::Duration::from_secs(2 * 86400))
+        );
+        assert_eq!(config.retention_for("app").keep_last, 3);
+        assert_eq!(config.retention_for("other").keep_daily, 30);
+        let app = config.source("app").unwrap();
+        assert!(matches!(
+            app.kind,
+            SourceKind::Sqlite {
+                restore_integrity: Integrity::Full,
+                ..
+            }
+        ));
+        assert_eq!(app.checks.len(), 1);
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        let err = toml::from_str::<Config>("[retention]\nkeep_dayly = 3\n").unwrap_err();
+        assert!(err.to_string().contains("keep_dayly"), "{err}");
+        let err = toml::from_str::<Config>("[sources.x]\nkind = \"oracle\"\npath = \"/x\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("oracle"), "{err}");
+    }
+}
