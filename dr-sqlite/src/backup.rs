@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use dr_core::{Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
 use rusqlite::backup::StepResult;
 use rusqlite::{Connection, OpenFlags};
+use tokio::io::AsyncReadExt;
 
 use crate::{DB_ARTIFACT, KIND, sqlite_error};
 
@@ -20,6 +21,23 @@ pub struct SqliteOptions {
     pub temp_dir: Option<PathBuf>,
     /// Pages copied per backup step (between steps other connections may write).
     pub pages_per_step: i32,
+    /// How the snapshot is taken.
+    pub method: SnapshotMethod,
+}
+
+/// How a snapshot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotMethod {
+    /// Stream the database file itself while a read transaction pins it, when SQLite
+    /// guarantees the file is the snapshot: in rollback-journal mode (the shared lock keeps
+    /// writers out of the file), and in WAL mode when the WAL is empty once the transaction
+    /// began (dr first runs a `TRUNCATE` checkpoint, which changes no data; while the reader
+    /// reads from the file alone, no checkpoint may write to it). Snapshot and compression
+    /// then overlap, with no temporary space. Otherwise falls back to `BackupApi`.
+    #[default]
+    Auto,
+    /// Copy through SQLite's online backup API into a temporary file, then stream that.
+    BackupApi,
 }
 
 impl Default for SqliteOptions {
@@ -28,6 +46,7 @@ impl Default for SqliteOptions {
             count_rows: true,
             temp_dir: None,
             pages_per_step: 16384,
+            method: SnapshotMethod::Auto,
         }
     }
 }
@@ -42,6 +61,12 @@ impl SqliteOptions {
     /// Puts the temporary snapshot in `dir`.
     pub fn with_temp_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.temp_dir = Some(dir.into());
+        self
+    }
+
+    /// How the snapshot is taken.
+    pub fn with_method(mut self, method: SnapshotMethod) -> Self {
+        self.method = method;
         self
     }
 
@@ -83,28 +108,130 @@ impl Backup for SqliteSource {
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
         let (path, options) = (self.path.clone(), self.options.clone());
-        let (snapshot, mut info) = tokio::task::spawn_blocking(move || snapshot(&path, &options))
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::task::spawn_blocking(move || {
+            hold_snapshot(&path, &options, ready_tx, release_rx)
+        });
+        let streamed = match ready_rx.await {
+            Ok(Ok(snapshot)) => stream_snapshot(&self.path, snapshot, out).await,
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Source(
+                "the snapshot thread stopped before it was ready".into(),
+            )),
+        };
+        drop(release_tx); // lets the holder end its read transaction
+        let held = holder
             .await
-            .map_err(|e| Error::Source(format!("snapshot task failed: {e}")))??;
-        let mut file = tokio::fs::File::open(snapshot.path())
-            .await
-            .map_err(|e| Error::io("opening the snapshot", e))?;
-        let record = out.put_artifact(DB_ARTIFACT, &mut file).await?;
-        info.insert("temp_bytes".into(), record.plain_size.into());
+            .map_err(|e| Error::Source(format!("snapshot task failed: {e}")))?;
+        let info = streamed?;
+        held?;
         Ok(info)
-        // `snapshot` (a NamedTempFile) is removed here, and on every early return above.
     }
 }
 
-/// Copies a consistent snapshot into a temporary file; returns it with the facts.
-fn snapshot(path: &Path, options: &SqliteOptions) -> Result<(tempfile::NamedTempFile, SourceInfo)> {
+/// A snapshot ready to stream.
+enum Snapshot {
+    /// The database file itself, pinned by a read transaction, up to `len` bytes.
+    Direct { len: u64, info: SourceInfo },
+    /// A copy made by the backup API (removed when dropped).
+    Copied {
+        temp: tempfile::NamedTempFile,
+        info: SourceInfo,
+    },
+}
+
+async fn stream_snapshot(
+    path: &Path,
+    snapshot: Snapshot,
+    out: &mut BackupWriter,
+) -> Result<SourceInfo> {
+    let (file_path, len, mut info, _temp) = match snapshot {
+        Snapshot::Direct { len, info } => (path.to_owned(), len, info, None),
+        Snapshot::Copied { temp, info } => {
+            let len = temp
+                .as_file()
+                .metadata()
+                .map_err(|e| Error::io("sizing the snapshot", e))?
+                .len();
+            (temp.path().to_owned(), len, info, Some(temp))
+        }
+    };
+    let file = tokio::fs::File::open(&file_path)
+        .await
+        .map_err(|e| Error::io(format!("opening {}", file_path.display()), e))?;
+    let record = out.put_artifact(DB_ARTIFACT, &mut file.take(len)).await?;
+    if record.plain_size != len {
+        return Err(Error::Source(format!(
+            "{} ended after {} of {len} bytes while it was being read",
+            file_path.display(),
+            record.plain_size
+        )));
+    }
+    info.insert("stored_database_bytes".into(), len.into());
+    Ok(info)
+    // `_temp` (a copied snapshot) is removed here, and on every early return above.
+}
+
+/// On a blocking thread: opens one read transaction, reads the facts, decides how to
+/// snapshot, hands the snapshot over, and keeps the transaction open until released.
+fn hold_snapshot(
+    path: &Path,
+    options: &SqliteOptions,
+    ready: tokio::sync::oneshot::Sender<Result<Snapshot>>,
+    release: std::sync::mpsc::Receiver<()>,
+) -> Result<()> {
+    let started = Instant::now();
+    let source = match open_in_read_transaction(path, options) {
+        Ok(source) => source,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    let prepared = facts(&source, options.count_rows).and_then(|mut info| {
+        let direct = options.method == SnapshotMethod::Auto && file_is_the_snapshot(path, &info);
+        info.insert(
+            "snapshot_method".into(),
+            if direct { "direct" } else { "backup_api" }.into(),
+        );
+        if direct {
+            let len = page_bytes(&info);
+            return Ok(Snapshot::Direct { len, info });
+        }
+        let temp = copy_to_temp(&source, options)?;
+        info.insert(
+            "temp_bytes".into(),
+            temp.as_file()
+                .metadata()
+                .map(|m| m.len())
+                .unwrap_or(0)
+                .into(),
+        );
+        info.insert(
+            "snapshot_ms".into(),
+            (started.elapsed().as_millis() as u64).into(),
+        );
+        Ok(Snapshot::Copied { temp, info })
+    });
+    let direct = matches!(prepared, Ok(Snapshot::Direct { .. }));
+    if ready.send(prepared).is_err() || !direct {
+        return end_transaction(&source);
+    }
+    let _ = release.recv(); // returns when the streaming side is done (sender dropped)
+    end_transaction(&source)
+}
+
+fn open_in_read_transaction(path: &Path, options: &SqliteOptions) -> Result<Connection> {
     if !path.is_file() {
         return Err(Error::Source(format!(
             "no SQLite database at {}",
             path.display()
         )));
     }
-    let started = Instant::now();
+    if options.method == SnapshotMethod::Auto {
+        checkpoint_if_wal(path);
+    }
     let source = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -114,11 +241,63 @@ fn snapshot(path: &Path, options: &SqliteOptions) -> Result<(tempfile::NamedTemp
         .busy_timeout(Duration::from_secs(30))
         .map_err(|e| sqlite_error("busy_timeout", e))?;
     // One read transaction for the facts and the copy: both see the same snapshot, and in
-    // WAL mode writers go on without restarting the copy.
+    // WAL mode writers go on without restarting the copy. The first read starts it.
     source
-        .execute_batch("BEGIN")
-        .map_err(|e| sqlite_error("BEGIN", e))?;
-    let mut info = facts(&source, options.count_rows)?;
+        .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
+        .map_err(|e| sqlite_error("starting the read transaction", e))?;
+    Ok(source)
+}
+
+fn end_transaction(source: &Connection) -> Result<()> {
+    source
+        .execute_batch("COMMIT")
+        .map_err(|e| sqlite_error("COMMIT", e))
+}
+
+/// Moves WAL frames into the database file and empties the WAL, if it can within 2 s.
+/// Changes no data; on any failure the backup API path is used instead.
+fn checkpoint_if_wal(path: &Path) {
+    let wal = sibling(path, "-wal");
+    if std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0) == 0 {
+        return;
+    }
+    let checkpoint =
+        Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE).and_then(|db| {
+            db.busy_timeout(Duration::from_secs(2))?;
+            db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        });
+    if let Err(e) = checkpoint {
+        tracing::debug!(error = %e, "checkpoint before the snapshot failed; using the backup API");
+    }
+}
+
+/// Whether the database file alone is the snapshot of the open read transaction.
+fn file_is_the_snapshot(path: &Path, info: &SourceInfo) -> bool {
+    let wal_mode = info.get("journal_mode").and_then(|v| v.as_str()) == Some("wal");
+    if !wal_mode {
+        return true; // the shared lock keeps writers out of the file
+    }
+    // Checked after the read transaction began: an empty WAL means this reader reads the file
+    // alone, and while it does no checkpoint may write to the file.
+    std::fs::metadata(sibling(path, "-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+        == 0
+}
+
+fn page_bytes(info: &SourceInfo) -> u64 {
+    let get = |k: &str| info.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    get("page_size") * get("page_count")
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Copies the snapshot of the open read transaction into a temporary file.
+fn copy_to_temp(source: &Connection, options: &SqliteOptions) -> Result<tempfile::NamedTempFile> {
     let temp = match &options.temp_dir {
         Some(dir) => tempfile::Builder::new()
             .prefix("dr-sqlite-")
@@ -126,16 +305,8 @@ fn snapshot(path: &Path, options: &SqliteOptions) -> Result<(tempfile::NamedTemp
         None => tempfile::Builder::new().prefix("dr-sqlite-").tempfile(),
     }
     .map_err(|e| Error::io("creating the temporary snapshot file", e))?;
-    copy_pages(&source, temp.path(), options.pages_per_step)?;
-    source
-        .execute_batch("COMMIT")
-        .map_err(|e| sqlite_error("COMMIT", e))?;
-    info.insert(
-        "snapshot_ms".into(),
-        (started.elapsed().as_millis() as u64).into(),
-    );
-    tracing::debug!(db = %path.display(), temp = %temp.path().display(), "snapshot taken");
-    Ok((temp, info))
+    copy_pages(source, temp.path(), options.pages_per_step)?;
+    Ok(temp)
 }
 
 fn copy_pages(source: &Connection, target: &Path, pages_per_step: i32) -> Result<()> {

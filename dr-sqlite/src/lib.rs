@@ -25,7 +25,7 @@ mod check;
 mod restore;
 mod verify;
 
-pub use backup::{SqliteOptions, SqliteSource};
+pub use backup::{SnapshotMethod, SqliteOptions, SqliteSource};
 pub use check::{CheckOutcome, Integrity, UserCheck, check_database};
 pub use restore::SqliteTarget;
 pub use verify::SqliteVerifier;

@@ -13,7 +13,7 @@ use dr_core::{
     BackupOptions, Error, Identities, PipelineOptions, Repository, Restore, RestoreOptions, Verify,
     VerifyLevel,
 };
-use dr_sqlite::{SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
+use dr_sqlite::{SnapshotMethod, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
 use rusqlite::Connection;
 
 struct Fixture {
@@ -87,7 +87,18 @@ async fn backup_restore_round_trip_records_facts() {
     assert_eq!(info["row_counts"]["jobs"], 5000);
     assert_eq!(info["row_counts"]["api_keys"], 2);
     assert!(info["page_count"].as_u64().unwrap() > 10);
-    assert_eq!(info["temp_bytes"].as_u64().unwrap(), manifest.plain_size());
+    assert_eq!(
+        info["snapshot_method"], "direct",
+        "an idle WAL database streams directly"
+    );
+    assert_eq!(
+        info["stored_database_bytes"].as_u64().unwrap(),
+        manifest.plain_size()
+    );
+    assert_eq!(
+        manifest.plain_size(),
+        info["page_size"].as_u64().unwrap() * info["page_count"].as_u64().unwrap()
+    );
 
     let target = fx.path("restored.db");
     let report = SqliteTarget::new(&target)
@@ -121,7 +132,7 @@ async fn backup_restore_round_trip_records_facts() {
 
 /// A writer commits transfers (two rows summing to zero, plus a counter) during the backup;
 /// the snapshot must be one consistent point.
-async fn snapshot_under_writes(wal: bool) {
+async fn snapshot_under_writes(wal: bool, method: SnapshotMethod) {
     let fx = Fixture::new().await;
     let db = fx.path("live.db");
     {
@@ -171,7 +182,9 @@ async fn snapshot_under_writes(wal: bool) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let before = commits.load(Ordering::SeqCst);
-    let options = dr_sqlite::SqliteOptions::default().with_pages_per_step(64);
+    let options = dr_sqlite::SqliteOptions::default()
+        .with_pages_per_step(64)
+        .with_method(method);
     let manifest = fx
         .repo
         .backup(
@@ -188,6 +201,20 @@ async fn snapshot_under_writes(wal: bool) {
         commits.load(Ordering::SeqCst) > before,
         "the writer kept committing"
     );
+    let used = manifest.source_info["snapshot_method"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eprintln!("wal={wal} method={method:?}: snapshot taken by {used}");
+    if method == SnapshotMethod::BackupApi || wal {
+        // In WAL mode under constant writes the WAL is rarely empty: the backup API is used.
+        assert!(used == "backup_api" || wal, "{used}");
+    } else {
+        assert_eq!(
+            used, "direct",
+            "rollback journal: the shared lock pins the file"
+        );
+    }
 
     let target = fx.path("snapshot.db");
     SqliteTarget::new(&target)
@@ -217,12 +244,97 @@ async fn snapshot_under_writes(wal: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_snapshot_under_writes_wal() {
-    snapshot_under_writes(true).await;
+    for _ in 0..5 {
+        snapshot_under_writes(true, SnapshotMethod::Auto).await;
+    }
+    snapshot_under_writes(true, SnapshotMethod::BackupApi).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_snapshot_under_writes_rollback_journal() {
-    snapshot_under_writes(false).await;
+    snapshot_under_writes(false, SnapshotMethod::Auto).await;
+    snapshot_under_writes(false, SnapshotMethod::BackupApi).await;
+}
+
+/// After a burst of writes the WAL holds frames; the checkpoint empties it, the snapshot
+/// streams the file directly, and nothing written before the backup is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_frames_are_checkpointed_before_a_direct_snapshot() {
+    let fx = Fixture::new().await;
+    let db = fx.path("wal.db");
+    sample_db(&db, 100, true);
+    let writer = Connection::open(&db).unwrap();
+    writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    for _ in 0..50 {
+        writer
+            .execute(
+                "INSERT INTO api_keys (name, key_hash) VALUES ('k', 'h')",
+                [],
+            )
+            .unwrap();
+    }
+    assert!(
+        std::fs::metadata(fx.path("wal.db-wal")).unwrap().len() > 0,
+        "frames in the WAL"
+    );
+    let manifest = fx
+        .repo
+        .backup("wal", &SqliteSource::new(&db), &BackupOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(manifest.source_info["snapshot_method"], "direct");
+    let target = fx.path("wal-restored.db");
+    SqliteTarget::new(&target)
+        .restore(&fx.repo.reader(manifest), &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(count(&target, "api_keys"), 52);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_api_path_reports_and_removes_its_temporary_file() {
+    let fx = Fixture::new().await;
+    let db = fx.path("app.db");
+    sample_db(&db, 1000, true);
+    let temp_dir = fx.path("tmp");
+    std::fs::create_dir(&temp_dir).unwrap();
+    let options = dr_sqlite::SqliteOptions::default()
+        .with_method(SnapshotMethod::BackupApi)
+        .with_temp_dir(&temp_dir);
+    let source = SqliteSource::new(&db).with_options(options);
+    let manifest = fx
+        .repo
+        .backup("app", &source, &BackupOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(manifest.source_info["snapshot_method"], "backup_api");
+    assert_eq!(
+        manifest.source_info["temp_bytes"].as_u64().unwrap(),
+        manifest.plain_size()
+    );
+    assert_eq!(
+        std::fs::read_dir(&temp_dir).unwrap().count(),
+        0,
+        "temporary file removed"
+    );
+    // Also on failure: a store that refuses writes.
+    let broken = Repository::open(
+        Arc::new(dr_testing::FaultyStore::new(fx.store.clone()).fail_put_from(1)),
+        "faulty",
+    )
+    .await
+    .unwrap();
+    assert!(
+        broken
+            .backup("app", &source, &BackupOptions::default())
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        std::fs::read_dir(&temp_dir).unwrap().count(),
+        0,
+        "removed after a failure too"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
