@@ -48,7 +48,7 @@ async fn main() -> Result<()> {
 
     step(
         3,
-        "backing up the live database (online backup API -> zstd -> age -> repository)",
+        "backing up the live database (consistent snapshot -> zstd -> age -> repository)",
     );
     let started = Instant::now();
     let manifest = repo

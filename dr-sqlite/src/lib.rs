@@ -1,8 +1,10 @@
 //! SQLite backend for dr.
 //!
 //! - [`SqliteSource`] takes a consistent snapshot of a live database (other connections may
-//!   keep writing, WAL or rollback-journal mode) through SQLite's online backup API, into a
-//!   temporary file that is streamed into the pipeline and removed afterwards, also on failure.
+//!   keep writing, WAL or rollback-journal mode) inside one read transaction: it streams the
+//!   database file itself where SQLite guarantees the file is the snapshot (see
+//!   [`SnapshotMethod::Auto`]), otherwise copies it with the online backup API into a
+//!   temporary file that is streamed and removed afterwards, also on failure.
 //! - [`SqliteTarget`] restores into a temporary file beside the target, checks it
 //!   (`quick_check` by default or `integrity_check`, row counts, user checks), fsyncs it and renames it into place, keeping the previous
 //!   file (and its `-wal`/`-shm`) as `<name>.pre-restore-<time>`.
