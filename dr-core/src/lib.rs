@@ -40,6 +40,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod checks;
 mod error;
 mod keys;
 mod manifest;

@@ -210,10 +210,10 @@ impl Repository {
             self.progress.clone(),
         ));
         let mut writer = BackupWriter::new(ctx, id.clone(), source.to_owned());
-        let outcome = match backup.backup(&mut writer).await {
-            Ok(info) => writer.into_artifacts().map(|artifacts| (info, artifacts)),
-            Err(e) => Err(e),
-        };
+        let outcome = backup.backup(&mut writer).await;
+        writer.settle().await;
+        let outcome =
+            outcome.and_then(|info| writer.into_artifacts().map(|artifacts| (info, artifacts)));
         let (source_info, artifacts) = match outcome {
             Ok(done) => done,
             Err(e) => return Err(self.abandon(&dir, e).await),

@@ -54,6 +54,9 @@ pub struct RestoreOptions {
     pub target: Option<PathBuf>,
     /// Replace the target even if it is in use (the previous data is still kept).
     pub force: bool,
+    /// For kinds that restore beside the original (a PostgreSQL database): after the checks
+    /// pass, swap the restored copy in and keep the original under another name.
+    pub swap: bool,
 }
 
 impl RestoreOptions {
@@ -66,6 +69,12 @@ impl RestoreOptions {
     /// Replaces the target even if it is in use (the previous data is still kept).
     pub fn with_force(mut self, force: bool) -> Self {
         self.force = force;
+        self
+    }
+
+    /// Swaps the restored copy in place of the original after the checks pass.
+    pub fn with_swap(mut self, swap: bool) -> Self {
+        self.swap = swap;
         self
     }
 }

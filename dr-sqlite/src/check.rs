@@ -3,23 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+pub use dr_core::checks::UserCheck;
+use dr_core::checks::expectation_holds;
 use dr_core::{Error, Result};
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::row_counts;
 use crate::sqlite_error;
-
-/// A user check: SQL returning one number, and what it must satisfy (`>= 1`, `== 0`, `< 5`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct UserCheck {
-    /// Shown in reports.
-    pub name: String,
-    /// A query returning one number, e.g. `SELECT count(*) FROM jobs WHERE status = 'done'`.
-    pub sql: String,
-    /// `OP NUMBER` with OP one of `>=`, `>`, `<=`, `<`, `==`, `!=`.
-    pub expect: String,
-}
 
 /// How thoroughly to check the b-trees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -150,30 +141,6 @@ fn run_user_check(db: &Connection, check: &UserCheck) -> Check {
     }
 }
 
-/// Evaluates `OP NUMBER` against `value`.
-fn expectation_holds(expect: &str, value: f64) -> std::result::Result<bool, String> {
-    let expect = expect.trim();
-    let split = expect
-        .find(|c: char| c.is_ascii_digit() || c == '-' || c == '.')
-        .unwrap_or(expect.len());
-    let (op, number) = expect.split_at(split);
-    let target: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad expectation {expect:?}: use e.g. \">= 1\""))?;
-    match op.trim() {
-        ">=" => Ok(value >= target),
-        ">" => Ok(value > target),
-        "<=" => Ok(value <= target),
-        "<" => Ok(value < target),
-        "==" | "=" => Ok(value == target),
-        "!=" => Ok(value != target),
-        other => Err(format!(
-            "unknown operator {other:?} in {expect:?}: use >=, >, <=, <, == or !="
-        )),
-    }
-}
-
 fn column_strings(db: &Connection, sql: &str) -> rusqlite::Result<Vec<String>> {
     let mut statement = db.prepare(sql)?;
     let rows = statement.query_map([], |row| row.get::<_, String>(0))?;
@@ -195,18 +162,4 @@ pub(crate) fn require_clean(outcome: &CheckOutcome, what: &str) -> Result<()> {
         subject: what.to_owned(),
         problems: outcome.problems.join("; "),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::expectation_holds;
-
-    #[test]
-    fn expectations() {
-        assert_eq!(expectation_holds(">= 1", 1.0), Ok(true));
-        assert_eq!(expectation_holds("< 1", 1.0), Ok(false));
-        assert_eq!(expectation_holds("== 0", 0.0), Ok(true));
-        assert!(expectation_holds("~ 3", 1.0).is_err());
-        assert!(expectation_holds(">= x", 1.0).is_err());
-    }
 }

@@ -178,7 +178,7 @@ pub async fn damage_is_detected(store: Arc<dyn ObjectStore>) {
     for object in &objects {
         let key = format!("{dir}/{object}");
         let original = get(&store, &key).await;
-        for damage in ["flip", "truncate", "delete"] {
+        for damage in ["flip", "flip-header", "truncate", "delete"] {
             apply_damage(&store, &key, &original, damage).await;
             let report = repo
                 .reader(manifest.clone())
@@ -231,6 +231,12 @@ async fn apply_damage(store: &Arc<dyn ObjectStore>, key: &str, original: &[u8], 
             let mut bytes = original.to_vec();
             let at = bytes.len() / 2;
             bytes[at] ^= 0x01;
+            put(store, key, bytes).await;
+        }
+        "flip-header" => {
+            // Inside the age header's recipient stanza: must read as damage, not a wrong key.
+            let mut bytes = original.to_vec();
+            bytes[60] ^= 0x01;
             put(store, key, bytes).await;
         }
         "truncate" => put(store, key, original[..original.len() - 1].to_vec()).await,

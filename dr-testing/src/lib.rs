@@ -6,11 +6,13 @@
 pub mod conformance;
 pub mod data;
 pub mod faulty;
+pub mod postgres;
 pub mod s3;
 pub mod sources;
 
 pub use data::MixedData;
 pub use faulty::FaultyStore;
+pub use postgres::PgServer;
 pub use s3::S3Server;
 pub use sources::{FailingSource, StreamSource};
 

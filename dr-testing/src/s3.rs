@@ -119,7 +119,8 @@ fn moto_binary() -> PathBuf {
     })
 }
 
-fn free_port() -> u16 {
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
 }

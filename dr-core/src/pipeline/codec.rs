@@ -115,9 +115,16 @@ fn decrypt_and_decompress(
     let reader = decryptor
         .decrypt(identities.as_age())
         .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => Error::NoMatchingIdentity {
-                recipients: expected.recipients.join(", "),
-            },
+            // A damaged header matches no identity either: blame the key only if the
+            // object is intact.
+            age::DecryptError::NoMatchingKeys => {
+                match explain_damage(stored, expected, String::new()) {
+                    corrupt @ Error::CorruptPart { .. } => corrupt,
+                    _ => Error::NoMatchingIdentity {
+                        recipients: expected.recipients.join(", "),
+                    },
+                }
+            }
             other => damaged(format!("age header: {other}")),
         })?;
     let mut plain = Vec::with_capacity(usize::try_from(expected.plain_size).unwrap_or(0));

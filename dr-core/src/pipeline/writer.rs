@@ -75,6 +75,9 @@ impl WriteContext {
 struct Registry {
     opened: Vec<String>,
     finished: Vec<ArtifactRecord>,
+    /// Part uploads of artifacts dropped unfinished: awaited (not aborted, since an aborted
+    /// task can still land its object later) before a failed backup is cleaned up.
+    abandoned: Vec<JoinHandle<Result<PartRecord>>>,
 }
 
 /// Given to [`crate::Backup::backup`]: opens the artifacts of one backup.
@@ -153,6 +156,15 @@ impl BackupWriter {
         writer.finish().await
     }
 
+    /// Waits for the part uploads of artifacts that were dropped unfinished, so that nothing
+    /// lands in the store after a failed backup was cleaned up.
+    pub(crate) async fn settle(&self) {
+        let abandoned = std::mem::take(&mut lock(&self.registry).abandoned);
+        for task in abandoned {
+            let _ = task.await;
+        }
+    }
+
     /// The finished artifacts in the order they were opened.
     ///
     /// # Errors
@@ -180,8 +192,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// An async writer into the pipeline for one artifact. Call [`ArtifactWriter::finish`] at the
-/// end: `shutdown` alone does not commit the artifact. Dropping it unfinished aborts the
-/// pending uploads, and the backup fails.
+/// end: `shutdown` alone does not commit the artifact. Dropping it unfinished fails the
+/// backup (its pending uploads are awaited and then removed).
 pub struct ArtifactWriter {
     ctx: Arc<WriteContext>,
     registry: Arc<Mutex<Registry>>,
@@ -345,9 +357,8 @@ impl AsyncWrite for ArtifactWriter {
 
 impl Drop for ArtifactWriter {
     fn drop(&mut self) {
-        for task in &self.inflight {
-            task.abort();
-        }
+        let pending = std::mem::take(&mut self.inflight);
+        lock(&self.registry).abandoned.extend(pending);
     }
 }
 

@@ -1,0 +1,174 @@
+//! Logical backups: `pg_dump -Fc -Z0` streamed into the pipeline from one exported snapshot,
+//! plus `pg_dumpall --globals-only`.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+
+use dr_core::{Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
+
+use crate::checks::row_counts;
+use crate::child;
+use crate::conn::PgConnection;
+
+/// The artifact holding the `pg_dump -Fc` archive.
+pub const DUMP_ARTIFACT: &str = "dump";
+/// The artifact holding `pg_dumpall --globals-only` (roles, tablespaces).
+pub const GLOBALS_ARTIFACT: &str = "globals";
+/// The manifest kind.
+pub const KIND: &str = "postgres.logical";
+
+/// A PostgreSQL database to back up logically.
+#[derive(Debug, Clone)]
+pub struct PostgresSource {
+    conn: PgConnection,
+    exact_counts: bool,
+    with_globals: bool,
+}
+
+impl PostgresSource {
+    /// The database named in `conn`, with exact row counts and the globals.
+    pub fn new(conn: PgConnection) -> Self {
+        PostgresSource {
+            conn,
+            exact_counts: true,
+            with_globals: true,
+        }
+    }
+
+    /// Exact row counts (`count(*)`, default) or the planner's estimates (`reltuples`).
+    pub fn with_exact_counts(mut self, exact: bool) -> Self {
+        self.exact_counts = exact;
+        self
+    }
+
+    /// Whether to also dump roles and tablespaces (needs a superuser; default on).
+    pub fn with_globals(mut self, globals: bool) -> Self {
+        self.with_globals = globals;
+        self
+    }
+}
+
+#[async_trait]
+impl Backup for PostgresSource {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
+        let (dump_major, dump_version) = child::major_version("pg_dump").await?;
+        let client = self.conn.connect().await?;
+        let explain = |doing: &str, e: tokio_postgres::Error| self.conn.explain(doing, &e);
+        // One snapshot for the facts and the dump: the row counts describe exactly the dump.
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| explain("starting a snapshot on", e))?;
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| explain("exporting a snapshot of", e))?
+            .get(0);
+        let mut info = facts(&client, &self.conn, self.exact_counts).await?;
+        let server_major = info
+            .get("server_version_num")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
+            / 10000;
+        if u64::from(dump_major) < server_major {
+            return Err(Error::Source(format!(
+                "pg_dump {dump_major} cannot dump a PostgreSQL {server_major} server: install postgresql-client-{server_major}"
+            )));
+        }
+        info.insert("pg_dump_version".into(), dump_version.into());
+        dump(&self.conn, &snapshot, out).await?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| explain("ending the snapshot on", e))?;
+        if self.with_globals {
+            globals(&self.conn, out).await?;
+        }
+        Ok(info)
+    }
+}
+
+async fn dump(conn: &PgConnection, snapshot: &str, out: &mut BackupWriter) -> Result<()> {
+    let mut command = conn.command("pg_dump");
+    command
+        .args(["--format=custom", "--compress=0", "--no-password"])
+        .arg(format!("--snapshot={snapshot}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    stream_child(command, "pg_dump", DUMP_ARTIFACT, out).await
+}
+
+async fn globals(conn: &PgConnection, out: &mut BackupWriter) -> Result<()> {
+    let mut command = conn.command("pg_dumpall");
+    command
+        .args(["--globals-only", "--no-password"])
+        .arg(format!("--dbname={}", conn.with_database("postgres")))
+        .env("PGDATABASE", "postgres")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    stream_child(command, "pg_dumpall", GLOBALS_ARTIFACT, out).await
+}
+
+/// Streams a child's stdout into an artifact; the child's exit status decides: a failed
+/// child fails the backup even if its output looked complete.
+async fn stream_child(
+    command: tokio::process::Command,
+    program: &str,
+    artifact: &str,
+    out: &mut BackupWriter,
+) -> Result<()> {
+    let mut running = child::spawn(command, program)?;
+    let Some(mut stdout) = running.child.stdout.take() else {
+        return Err(running
+            .abort(Error::Source(format!("{program} has no stdout")))
+            .await);
+    };
+    match out.put_artifact(artifact, &mut stdout).await {
+        Ok(_) => running.finish().await.map(|_| ()),
+        // Reading never fails because the child failed (that is an early EOF, caught by the
+        // exit status): this is the pipeline or the store.
+        Err(e) => Err(running.abort(e).await),
+    }
+}
+
+async fn facts(
+    client: &tokio_postgres::Client,
+    conn: &PgConnection,
+    exact: bool,
+) -> Result<SourceInfo> {
+    let explain = |e: tokio_postgres::Error| conn.explain("reading facts from", &e);
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int8, \
+             pg_database_size(current_database())::int8",
+            &[],
+        )
+        .await
+        .map_err(explain)?;
+    let mut info = SourceInfo::new();
+    info.insert("server_version".into(), row.get::<_, String>(0).into());
+    info.insert("server_version_num".into(), row.get::<_, i64>(1).into());
+    info.insert("database_size".into(), row.get::<_, i64>(2).into());
+    info.insert("database".into(), conn.database().into());
+    // pg_control_system() is not granted to every role: record it when we may read it.
+    if let Ok(row) = client
+        .query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        )
+        .await
+    {
+        info.insert("system_identifier".into(), row.get::<_, String>(0).into());
+    }
+    let counts: BTreeMap<String, i64> = row_counts(client, exact).await.map_err(explain)?;
+    info.insert("row_counts_exact".into(), exact.into());
+    info.insert(
+        "row_counts".into(),
+        serde_json::to_value(counts).unwrap_or_default(),
+    );
+    Ok(info)
+}

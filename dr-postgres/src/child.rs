@@ -1,0 +1,118 @@
+//! Running pg_dump / pg_restore / pg_dumpall: missing binaries named with their package,
+//! stderr kept (bounded) for the error message, the exit status deciding success.
+
+use std::process::Stdio;
+
+use dr_core::{Error, Result};
+use tokio::io::AsyncReadExt;
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::task::JoinHandle;
+
+/// Keeps at most this much of a child's stderr.
+const STDERR_LIMIT: usize = 64 * 1024;
+
+/// A started child with its stderr being collected.
+pub struct Running {
+    pub child: Child,
+    stderr: JoinHandle<String>,
+    program: String,
+}
+
+/// Spawns `command` (stdin/stdout as configured by the caller, stderr collected).
+///
+/// # Errors
+/// [`Error::Source`] naming the Debian package when the program is not installed.
+pub fn spawn(mut command: Command, program: &str) -> Result<Running> {
+    let mut child = command.stderr(Stdio::piped()).spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::Source(format!(
+            "{program} is not installed: run `apt-get install -y postgresql-client` (the version must be at least the server's)"
+        )),
+        _ => Error::Source(format!("cannot start {program}: {e}")),
+    })?;
+    let stderr = child.stderr.take().map_or_else(
+        || tokio::spawn(async { String::new() }),
+        |s| tokio::spawn(collect(s)),
+    );
+    Ok(Running {
+        child,
+        stderr,
+        program: program.to_owned(),
+    })
+}
+
+async fn collect(mut stderr: ChildStderr) -> String {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = stderr.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        if kept.len() < STDERR_LIMIT {
+            kept.extend_from_slice(&buf[..n.min(STDERR_LIMIT - kept.len())]);
+        }
+    }
+    String::from_utf8_lossy(&kept).trim().to_owned()
+}
+
+impl Running {
+    /// Waits for the exit; a non-zero status is an error carrying stderr.
+    ///
+    /// # Errors
+    /// [`Error::Source`].
+    pub async fn finish(mut self) -> Result<String> {
+        let status = self
+            .child
+            .wait()
+            .await
+            .map_err(|e| Error::Source(format!("waiting for {}: {e}", self.program)))?;
+        let stderr = self.stderr.await.unwrap_or_default();
+        if status.success() {
+            return Ok(stderr);
+        }
+        Err(Error::Source(format!(
+            "{} failed ({status}): {}",
+            self.program,
+            if stderr.is_empty() {
+                "no message"
+            } else {
+                &stderr
+            }
+        )))
+    }
+
+    /// Kills the child and returns `error` (used when the other side of the stream failed).
+    pub async fn abort(mut self, error: Error) -> Error {
+        let _ = self.child.kill().await;
+        let stderr = self.stderr.await.unwrap_or_default();
+        if stderr.is_empty() {
+            error
+        } else {
+            tracing::debug!(program = %self.program, %stderr, "child stopped after a failure");
+            error
+        }
+    }
+}
+
+/// The major version printed by `PROGRAM --version` (e.g. 15).
+///
+/// # Errors
+/// [`Error::Source`] when it is missing or prints something unexpected.
+pub async fn major_version(program: &str) -> Result<(u32, String)> {
+    let out = Command::new(program)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|_| {
+            Error::Source(format!(
+                "{program} is not installed: run `apt-get install -y postgresql-client`"
+            ))
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let major = text
+        .split_whitespace()
+        .last()
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| Error::Source(format!("cannot read the version of {program}: {text:?}")))?;
+    Ok((major, text))
+}

@@ -1,0 +1,208 @@
+//! Connections from a URL; the password only ever travels in the child's environment.
+
+use std::time::Duration;
+
+use dr_core::{Error, Result};
+use tokio::process::Command;
+
+/// Where a PostgreSQL database is: `postgres://user:password@host:port/dbname`.
+/// Debug and Display never show the password.
+#[derive(Clone)]
+pub struct PgConnection {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    dbname: String,
+}
+
+impl PgConnection {
+    /// Parses a `postgres://` or `postgresql://` URL.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLocation`] for anything else, with the password redacted.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let invalid = |detail: &str| Error::InvalidLocation {
+            location: redact(url),
+            detail: detail.to_owned(),
+        };
+        let parsed = url::Url::parse(url).map_err(|e| invalid(&format!("not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(invalid("use postgres://user:password@host:port/dbname"));
+        }
+        let decode = percent_decode;
+        let dbname = parsed.path().trim_start_matches('/');
+        Ok(PgConnection {
+            host: parsed.host_str().unwrap_or("localhost").to_owned(),
+            port: parsed.port().unwrap_or(5432),
+            user: if parsed.username().is_empty() {
+                "postgres".into()
+            } else {
+                decode(parsed.username())
+            },
+            password: parsed.password().map(decode),
+            dbname: if dbname.is_empty() {
+                "postgres".into()
+            } else {
+                decode(dbname)
+            },
+        })
+    }
+
+    /// The same server, another database.
+    pub fn with_database(&self, dbname: &str) -> Self {
+        PgConnection {
+            dbname: dbname.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// The database name.
+    pub fn database(&self) -> &str {
+        &self.dbname
+    }
+
+    /// A libpq-style command (`pg_dump`, `pg_restore`...) with the connection in its
+    /// environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`).
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        command
+            .env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env("PGDATABASE", &self.dbname)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .env_remove("PGPASSWORD")
+            .kill_on_drop(true);
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        command
+    }
+
+    /// Connects with tokio-postgres (no TLS: loopback and private networks; TLS comes later).
+    ///
+    /// # Errors
+    /// [`Error::Source`] saying whether the server is unreachable or refused the login.
+    pub async fn connect(&self) -> Result<tokio_postgres::Client> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .connect_timeout(Duration::from_secs(10))
+            .application_name("dr");
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        let (client, connection) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| self.explain("connecting", &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Turns a tokio-postgres error into a message that says what to do.
+    pub fn explain(&self, doing: &str, e: &tokio_postgres::Error) -> Error {
+        let detail = match e.as_db_error() {
+            Some(db) if db.code().code() == "28P01" => {
+                format!(
+                    "wrong password for user {} (check the source URL)",
+                    self.user
+                )
+            }
+            Some(db) if db.code().code() == "3D000" => {
+                format!("database {} does not exist", self.dbname)
+            }
+            Some(db) if db.code().code() == "42501" => {
+                format!("insufficient privileges: {}", db.message())
+            }
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None if e.to_string().contains("connect")
+                || e.to_string().contains("error connecting") =>
+            {
+                format!(
+                    "cannot reach PostgreSQL at {}:{}: {e}; is the server running and the address right?",
+                    self.host, self.port
+                )
+            }
+            None => e.to_string(),
+        };
+        Error::Source(format!("PostgreSQL {doing} {self}: {detail}"))
+    }
+}
+
+impl std::fmt::Display for PgConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.dbname
+        )
+    }
+}
+
+impl std::fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PgConnection({self})")
+    }
+}
+
+/// `%XX` sequences decoded (user names, passwords and database names in URLs).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Quotes an identifier for SQL (`"name"`, doubling inner quotes).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PgConnection;
+
+    #[test]
+    fn password_is_never_shown() {
+        let c = PgConnection::from_url("postgres://app:s3cr%40t@127.0.0.1:5433/shop").unwrap();
+        assert_eq!(c.to_string(), "postgres://app@127.0.0.1:5433/shop");
+        assert!(!format!("{c:?}").contains("s3cr"));
+        assert_eq!(c.password.as_deref(), Some("s3cr@t"));
+        let err = PgConnection::from_url("mysql://u:hunter2@h/db").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

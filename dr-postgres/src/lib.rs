@@ -1,0 +1,37 @@
+//! PostgreSQL backend for dr: logical backups.
+//!
+//! - [`PostgresSource`]: `pg_dump --format=custom --compress=0` streamed from its stdout into
+//!   the pipeline (zstd does the compressing), from a snapshot exported in a repeatable-read
+//!   transaction that also records the facts (server and pg_dump versions, database size,
+//!   system identifier, row counts), so the counts describe exactly the dump; plus
+//!   `pg_dumpall --globals-only`. The password reaches the children only through `PGPASSWORD`;
+//!   a child's non-zero exit fails the backup, so a failed dump is never committed.
+//! - [`PostgresTarget`]: restores into a new database (`<db>_restored_<time>`), checks row
+//!   counts, orphans through every foreign key and user checks, drops it again on any failure,
+//!   and on request swaps it in (`<db>` kept as `<db>_pre_restore_<time>`).
+//! - [`PostgresVerifier`]: checksums, `pg_restore --list`, and at `Restore` level a test restore
+//!   into a scratch database that is dropped afterwards, with the time it took.
+//!
+//! ```no_run
+//! # async fn demo(repo: dr_core::Repository) -> dr_core::Result<()> {
+//! use dr_postgres::{PgConnection, PostgresSource, PostgresTarget};
+//! let conn = PgConnection::from_url("postgres://app:secret@127.0.0.1:5432/shop")?;
+//! let manifest = repo.backup("shop", &PostgresSource::new(conn.clone()), &Default::default()).await?;
+//! let options = dr_core::RestoreOptions::default().with_swap(true);
+//! dr_core::Restore::restore(&PostgresTarget::new(conn), &repo.reader(manifest), &options).await?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod backup;
+mod checks;
+mod child;
+mod conn;
+mod restore;
+mod verify;
+
+pub use backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT, KIND, PostgresSource};
+pub use checks::{CheckOutcome, check_restored, row_counts};
+pub use conn::{PgConnection, quote_ident};
+pub use restore::PostgresTarget;
+pub use verify::PostgresVerifier;

@@ -1,0 +1,234 @@
+//! Restores into a new database, checked, then (on request) swapped in by rename.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::Instant;
+
+use dr_core::checks::UserCheck;
+use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, async_trait};
+use tokio_postgres::Client;
+
+use crate::backup::DUMP_ARTIFACT;
+use crate::checks::{CheckOutcome, check_restored};
+use crate::child;
+use crate::conn::{PgConnection, quote_ident};
+
+/// Restores a logical backup on the server of `conn`; the database of `conn` is the original
+/// that `swap` replaces.
+#[derive(Debug, Clone)]
+pub struct PostgresTarget {
+    conn: PgConnection,
+    user_checks: Vec<UserCheck>,
+}
+
+impl PostgresTarget {
+    /// Restores beside the database named in `conn`.
+    pub fn new(conn: PgConnection) -> Self {
+        PostgresTarget {
+            conn,
+            user_checks: Vec::new(),
+        }
+    }
+
+    /// Checks that must pass on the restored database before it counts (and before a swap).
+    pub fn with_checks(mut self, checks: Vec<UserCheck>) -> Self {
+        self.user_checks = checks;
+        self
+    }
+
+    /// Restores into a new database named `name`, runs the checks, and drops the database
+    /// again if anything failed. Returns the checks' outcome.
+    ///
+    /// # Errors
+    /// [`Error::Source`] for pg_restore or connection failures, [`Error::ChecksFailed`].
+    pub async fn restore_into_new(
+        &self,
+        backup: &BackupReader,
+        name: &str,
+        force: bool,
+    ) -> Result<CheckOutcome> {
+        let admin = self.conn.with_database("postgres").connect().await?;
+        prepare_database(&admin, &self.conn, name, force).await?;
+        let outcome = self.fill_and_check(backup, name).await;
+        if outcome.is_err() {
+            let dropped = admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(name)
+                ))
+                .await;
+            if let Err(e) = dropped {
+                tracing::warn!(database = name, error = %e, "could not drop the half-restored database");
+            }
+        }
+        outcome
+    }
+
+    async fn fill_and_check(&self, backup: &BackupReader, name: &str) -> Result<CheckOutcome> {
+        let target = self.conn.with_database(name);
+        run_pg_restore(&target, backup).await?;
+        let client = target.connect().await?;
+        let expected = recorded_counts(backup);
+        let outcome = check_restored(&client, expected.as_ref(), &self.user_checks)
+            .await
+            .map_err(|e| target.explain("checking", &e))?;
+        if !outcome.problems.is_empty() {
+            return Err(Error::ChecksFailed {
+                subject: format!("database {name} restored from backup {}", backup.id()),
+                problems: outcome.problems.join("; "),
+            });
+        }
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl Restore for PostgresTarget {
+    async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport> {
+        let started = Instant::now();
+        let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+        let original = self.conn.database().to_owned();
+        let name = match &opts.target {
+            Some(t) => t.to_string_lossy().into_owned(),
+            None => format!("{original}_restored_{stamp}"),
+        };
+        if name == original {
+            return Err(Error::Usage(format!(
+                "refusing to restore over {original} directly: restore into a new database and swap (--swap)"
+            )));
+        }
+        self.restore_into_new(backup, &name, opts.force).await?;
+        let mut report = RestoreReport::default();
+        report.backup_id = backup.id().to_owned();
+        report.target = format!("{}", self.conn.with_database(&name));
+        if opts.swap {
+            let admin = self.conn.with_database("postgres").connect().await?;
+            report.previous_kept_at = swap(&admin, &self.conn, &original, &name, &stamp).await?;
+            report.target = format!("{}", self.conn);
+        }
+        report.restored_bytes = backup
+            .manifest()
+            .artifact(DUMP_ARTIFACT)
+            .map(|a| a.plain_size)
+            .unwrap_or(0);
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+}
+
+/// Creates the empty target database; an existing one is an error unless `force` (then it
+/// is dropped first).
+async fn prepare_database(
+    admin: &Client,
+    conn: &PgConnection,
+    name: &str,
+    force: bool,
+) -> Result<()> {
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .map_err(|e| conn.explain("looking up databases on", &e))?
+        .is_some();
+    if exists && !force {
+        return Err(Error::Usage(format!(
+            "database {name} already exists: choose another target name, or force to replace it"
+        )));
+    }
+    let quoted = quote_ident(name);
+    if exists {
+        admin
+            .batch_execute(&format!("DROP DATABASE {quoted} WITH (FORCE)"))
+            .await
+            .map_err(|e| conn.explain(&format!("dropping {name} on"), &e))?;
+    }
+    admin
+        .batch_execute(&format!("CREATE DATABASE {quoted} TEMPLATE template0"))
+        .await
+        .map_err(|e| conn.explain(&format!("creating database {name} on"), &e))
+}
+
+/// Streams the dump into `pg_restore --exit-on-error` on stdin.
+async fn run_pg_restore(target: &PgConnection, backup: &BackupReader) -> Result<()> {
+    let mut command = target.command("pg_restore");
+    command
+        .args([
+            "--no-password",
+            "--exit-on-error",
+            "--dbname",
+            target.database(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut running = child::spawn(command, "pg_restore")?;
+    let Some(mut stdin) = running.child.stdin.take() else {
+        return Err(running
+            .abort(Error::Source("pg_restore has no stdin".into()))
+            .await);
+    };
+    let fed = backup.copy_artifact(DUMP_ARTIFACT, &mut stdin).await;
+    drop(stdin);
+    match fed {
+        Ok(_) => running.finish().await.map(|_| ()),
+        // pg_restore stopping early (an error) closes its stdin: report its own message.
+        Err(Error::Io { .. }) => running.finish().await.map(|_| ()),
+        Err(e) => Err(running.abort(e).await),
+    }
+}
+
+fn recorded_counts(backup: &BackupReader) -> Option<BTreeMap<String, i64>> {
+    let info = &backup.manifest().source_info;
+    if info.get("row_counts_exact").and_then(|v| v.as_bool()) != Some(true) {
+        return None;
+    }
+    info.get("row_counts")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// Swaps `restored` in as `original`, keeping the original as `<original>_pre_restore_<stamp>`.
+async fn swap(
+    admin: &Client,
+    conn: &PgConnection,
+    original: &str,
+    restored: &str,
+    stamp: &str,
+) -> Result<Option<String>> {
+    let explain = |e: tokio_postgres::Error| conn.explain("swapping databases on", &e);
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&original])
+        .await
+        .map_err(explain)?
+        .is_some();
+    let kept = format!("{original}_pre_restore_{stamp}");
+    if exists {
+        let (orig, keep) = (quote_ident(original), quote_ident(&kept));
+        // No new sessions, end the current ones, then rename.
+        admin
+            .batch_execute(&format!("ALTER DATABASE {orig} ALLOW_CONNECTIONS false"))
+            .await
+            .map_err(explain)?;
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&original],
+            )
+            .await
+            .map_err(explain)?;
+        admin
+            .batch_execute(&format!("ALTER DATABASE {orig} RENAME TO {keep}"))
+            .await
+            .map_err(explain)?;
+        admin
+            .batch_execute(&format!("ALTER DATABASE {keep} ALLOW_CONNECTIONS true"))
+            .await
+            .map_err(explain)?;
+    }
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(restored),
+            quote_ident(original)
+        ))
+        .await
+        .map_err(explain)?;
+    Ok(exists.then_some(kept))
+}
