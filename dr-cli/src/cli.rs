@@ -120,10 +120,15 @@ pub struct RestoreArgs {
     /// The newest backup at or before this time (RFC 3339, e.g. 2026-11-23T12:30:00Z).
     #[arg(long, conflicts_with = "backup")]
     pub at: Option<String>,
-    /// Restore here instead of the source's own location.
+    /// Restore here instead of the source's own location (PostgreSQL: the new database's name).
     #[arg(long)]
     pub to: Option<PathBuf>,
-    /// Replace the target even if another process has it open (the previous data is kept).
+    /// Replace the target even if another process has it open (the previous data is kept);
+    /// PostgreSQL: replace an existing target database.
     #[arg(long)]
     pub force: bool,
+    /// PostgreSQL: after the checks pass, swap the restored database in by rename (the
+    /// original is kept as <db>_pre_restore_<time>).
+    #[arg(long)]
+    pub swap: bool,
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dr_core::{Backup, PipelineOptions, Restore, RetentionPolicy, Verify};
+use dr_postgres::{PgConnection, PostgresSource, PostgresTarget, PostgresVerifier};
 use dr_sqlite::{Integrity, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
 use serde::Deserialize;
 
@@ -91,6 +92,19 @@ pub enum SourceKind {
         #[serde(default = "quick")]
         restore_integrity: Integrity,
     },
+    /// A PostgreSQL database, backed up logically with pg_dump.
+    Postgres {
+        /// `postgres://user@host:port/dbname` (a password here works, `password_env` is better).
+        url: String,
+        /// Name of an environment variable holding the password.
+        password_env: Option<String>,
+        /// Exact row counts (default) or the planner's estimates.
+        #[serde(default = "yes")]
+        exact_counts: bool,
+        /// Also dump roles and tablespaces (needs a superuser; default true).
+        #[serde(default = "yes")]
+        globals: bool,
+    },
 }
 
 fn yes() -> bool {
@@ -102,9 +116,39 @@ fn quick() -> Integrity {
 }
 
 impl SourceConfig {
+    /// The PostgreSQL connection of a `postgres` source.
+    fn postgres(&self) -> CliResult<PgConnection> {
+        let SourceKind::Postgres {
+            url, password_env, ..
+        } = &self.kind
+        else {
+            return Err(CliError::usage("not a postgres source"));
+        };
+        let conn = PgConnection::from_url(url).map_err(CliError::from)?;
+        match password_env {
+            Some(var) => std::env::var(var)
+                .map(|password| conn.with_password(password))
+                .map_err(|_| {
+                    CliError::usage(format!(
+                        "the environment variable {var} (password_env) is not set"
+                    ))
+                }),
+            None => Ok(conn),
+        }
+    }
+
     /// The backup side.
-    pub fn backup(&self) -> Box<dyn Backup> {
-        match &self.kind {
+    pub fn backup(&self) -> CliResult<Box<dyn Backup>> {
+        Ok(match &self.kind {
+            SourceKind::Postgres {
+                exact_counts,
+                globals,
+                ..
+            } => Box::new(
+                PostgresSource::new(self.postgres()?)
+                    .with_exact_counts(*exact_counts)
+                    .with_globals(*globals),
+            ),
             SourceKind::Sqlite {
                 path,
                 count_rows,
@@ -117,12 +161,15 @@ impl SourceConfig {
                 }
                 Box::new(SqliteSource::new(path).with_options(options))
             }
-        }
+        })
     }
 
     /// The restore side, to the original location unless the options say otherwise.
-    pub fn restorer(&self) -> Box<dyn Restore> {
-        match &self.kind {
+    pub fn restorer(&self) -> CliResult<Box<dyn Restore>> {
+        Ok(match &self.kind {
+            SourceKind::Postgres { .. } => {
+                Box::new(PostgresTarget::new(self.postgres()?).with_checks(self.checks.clone()))
+            }
             SourceKind::Sqlite {
                 path,
                 restore_integrity,
@@ -132,16 +179,19 @@ impl SourceConfig {
                     .with_checks(self.checks.clone())
                     .with_integrity(*restore_integrity),
             ),
-        }
+        })
     }
 
     /// The kind-specific verifier.
-    pub fn verifier(&self) -> Box<dyn Verify> {
-        match &self.kind {
+    pub fn verifier(&self) -> CliResult<Box<dyn Verify>> {
+        Ok(match &self.kind {
+            SourceKind::Postgres { .. } => {
+                Box::new(PostgresVerifier::new(self.postgres()?).with_checks(self.checks.clone()))
+            }
             SourceKind::Sqlite { .. } => {
                 Box::new(SqliteVerifier::new().with_checks(self.checks.clone()))
             }
-        }
+        })
     }
 }
 

@@ -49,6 +49,12 @@ impl PgConnection {
         })
     }
 
+    /// Uses `password` (e.g. read from an environment variable named in the configuration).
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
     /// The same server, another database.
     pub fn with_database(&self, dbname: &str) -> Self {
         PgConnection {

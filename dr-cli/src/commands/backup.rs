@@ -79,10 +79,10 @@ pub async fn backup(
     options.labels = labels;
     let mut done = Vec::new();
     for name in &names {
-        let source = app.config.source(name)?;
+        let source = app.config.source(name)?.backup()?;
         let started = std::time::Instant::now();
         let manifest = repo
-            .backup(name, source.backup().as_ref(), &options)
+            .backup(name, source.as_ref(), &options)
             .await
             .doing(|| format!("backing up source {name}"));
         bar.finish();

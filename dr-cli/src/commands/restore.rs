@@ -9,7 +9,7 @@ use crate::output;
 
 /// `dr restore SOURCE [ID|latest] [--at T] [--to PATH] [--force]`.
 pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
-    let source = app.config.source(&args.source)?;
+    let restorer = app.config.source(&args.source)?.restorer()?;
     let selector: BackupSelector = match &args.at {
         Some(at) => {
             let time = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
@@ -32,11 +32,13 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         .open_backup(&args.source, &selector)
         .await
         .doing(|| format!("finding the backup of {} to restore", args.source))?;
-    let mut options = RestoreOptions::default().with_force(args.force);
+    let mut options = RestoreOptions::default()
+        .with_force(args.force)
+        .with_swap(args.swap);
     if let Some(to) = &args.to {
         options = options.with_target(to);
     }
-    let report = source.restorer().restore(&reader, &options).await;
+    let report = restorer.restore(&reader, &options).await;
     bar.finish();
     let report = report.doing(|| format!("restoring backup {} of {}", reader.id(), args.source))?;
     if app.global.json {

@@ -18,7 +18,7 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     let mut reports = Vec::new();
     for manifest in chosen {
         let reader = repo.reader(manifest);
-        let report = verifier(app, &reader)
+        let report = verifier(app, &reader)?
             .verify(&reader, level)
             .await
             .doing(|| format!("verifying backup {}", reader.id()));
@@ -64,15 +64,16 @@ async fn choose(repo: &Repository, target: Option<&str>) -> CliResult<Vec<Manife
 }
 
 /// The configured source's verifier, or the kind's default one.
-fn verifier(app: &App, reader: &BackupReader) -> Box<dyn Verify> {
+fn verifier(app: &App, reader: &BackupReader) -> CliResult<Box<dyn Verify>> {
     let manifest = reader.manifest();
     if let Some(source) = app.config.sources.get(&manifest.source) {
         return source.verifier();
     }
-    match manifest.kind.as_str() {
+    Ok(match manifest.kind.as_str() {
         dr_sqlite::KIND => Box::new(SqliteVerifier::new()),
+        // Without a configured server there is nowhere to test-restore: checksums only.
         _ => Box::new(GenericVerifier),
-    }
+    })
 }
 
 /// Checksums only, for kinds this build has no backend for.

@@ -1,0 +1,65 @@
+//! `dr` against a real PostgreSQL: backup, restore-level verify, restore with swap.
+
+use std::process::Command;
+
+use dr_testing::PgServer;
+use dr_testing::postgres::PASSWORD;
+
+fn dr(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dr"))
+        .args(args)
+        .current_dir(dir)
+        .env("SHOP_DB_PASSWORD", PASSWORD)
+        .env_remove("DR_REPOSITORY")
+        .env_remove("DR_IDENTITY")
+        .env_remove("DR_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn postgres_source_end_to_end() {
+    let server = PgServer::start();
+    server.psql("postgres", "CREATE DATABASE shop");
+    server.psql(
+        "shop",
+        "CREATE TABLE customers (id serial PRIMARY KEY, email text);
+         CREATE TABLE orders (id serial PRIMARY KEY, customer_id int REFERENCES customers(id));
+         INSERT INTO customers (email) SELECT 'u' || i FROM generate_series(1, 100) i;
+         INSERT INTO orders (customer_id) SELECT 1 + i % 100 FROM generate_series(1, 1000) i;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/shop", server.port());
+    let config = format!(
+        "repository = \"./repo\"\nidentity = \"./key.txt\"\n\n[sources.shop]\nkind = \"postgres\"\nurl = \"{url}\"\n\
+         password_env = \"SHOP_DB_PASSWORD\"\n\n[[sources.shop.checks]]\nname = \"orders\"\n\
+         sql = \"SELECT count(*) FROM orders\"\nexpect = \">= 1000\"\n"
+    );
+    std::fs::write(dir.path().join("dr.toml"), config).unwrap();
+    for args in [&["keygen"][..], &["init"], &["backup", "shop"]] {
+        let (code, out, err) = dr(dir.path(), args);
+        assert_eq!(code, 0, "dr {args:?}: {out}{err}");
+    }
+    let (code, out, err) = dr(dir.path(), &["verify", "--level", "restore"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("no orphaned rows through 1 foreign keys"),
+        "{out}"
+    );
+    assert!(out.contains("check orders: 1000 >= 1000 ok"), "{out}");
+    assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
+
+    server.psql("shop", "DELETE FROM orders");
+    let (code, out, err) = dr(dir.path(), &["restore", "shop", "--swap"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("the previous data is kept at shop_pre_restore_"),
+        "{out}"
+    );
+    assert_eq!(server.psql("shop", "SELECT count(*) FROM orders"), "1000");
+}
