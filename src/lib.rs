@@ -4,7 +4,7 @@
 //!
 //! This facade re-exports the crates: [`core`] (traits, pipeline, repository, retention) and,
 //! with the default features, [`storage`] (repository destinations from URLs) and
-//! [`sqlite`] (the SQLite backend).
+//! [`sqlite`] and [`postgres`] (the backends).
 //!
 //! ```
 //! # #[tokio::main] async fn main() -> dr::Result<()> {
@@ -22,3 +22,6 @@ pub use dr_storage as storage;
 
 #[cfg(feature = "sqlite")]
 pub use dr_sqlite as sqlite;
+
+#[cfg(feature = "postgres")]
+pub use dr_postgres as postgres;
