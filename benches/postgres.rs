@@ -36,7 +36,19 @@ fn main() {
         server.psql("postgres", "CREATE DATABASE bench_pgbench");
         let pgbench = dr_testing::postgres::bin_dir().join("pgbench");
         let status = std::process::Command::new(pgbench)
-            .args(["-i", "-q", "-s", &scale, "-h", "127.0.0.1", "-p", &server.port().to_string(), "-U", "postgres", "bench_pgbench"])
+            .args([
+                "-i",
+                "-q",
+                "-s",
+                &scale,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port().to_string(),
+                "-U",
+                "postgres",
+                "bench_pgbench",
+            ])
             .env("PGPASSWORD", dr_testing::postgres::PASSWORD)
             .status()
             .expect("pgbench");
@@ -52,31 +64,82 @@ fn main() {
 
 fn compare(server: &PgServer, db: &str, dir: &Path, key: &Path) {
     server.psql(db, "VACUUM ANALYZE");
-    let size: u64 = server.psql(db, "SELECT pg_database_size(current_database())").parse().expect("size");
+    let size: u64 = server
+        .psql(db, "SELECT pg_database_size(current_database())")
+        .parse()
+        .expect("size");
     let url = server.url(db);
-    let env = format!("PGPASSWORD={} PGHOST=127.0.0.1 PGPORT={} PGUSER=postgres", dr_testing::postgres::PASSWORD, server.port());
+    let env = format!(
+        "PGPASSWORD={} PGHOST=127.0.0.1 PGPORT={} PGUSER=postgres",
+        dr_testing::postgres::PASSWORD,
+        server.port()
+    );
     let dump = dir.join(format!("{db}.dump"));
     let repo = dir.join(format!("repo-{db}"));
     println!("\n{db}: {:.0} MB on disk", size as f64 / 1e6);
-    println!("| operation | settings | MB/s (database size) | seconds | peak RSS MiB | output MB |");
+    println!(
+        "| operation | settings | MB/s (database size) | seconds | peak RSS MiB | output MB |"
+    );
     println!("|---|---|---|---|---|---|");
-    let m = measure(&["shell", &format!("{env} pg_dump -Fc -f {} {db}", path(&dump))]);
-    row("`pg_dump -Fc` to a file", "zlib default", size, m, &mb(file_size(&dump)));
+    let m = measure(&[
+        "shell",
+        &format!("{env} pg_dump -Fc -f {} {db}", path(&dump)),
+    ]);
+    row(
+        "`pg_dump -Fc` to a file",
+        "zlib default",
+        size,
+        m,
+        &mb(file_size(&dump)),
+    );
     let zst = dir.join(format!("{db}.dump.zst"));
-    let m = measure(&["shell", &format!("{env} pg_dump -Fc -Z0 {db} | zstd -3 -T2 -q > {}", path(&zst))]);
-    row("`pg_dump -Fc -Z0 \\| zstd -3 -T2`", "-", size, m, &mb(file_size(&zst)));
+    let m = measure(&[
+        "shell",
+        &format!(
+            "{env} pg_dump -Fc -Z0 {db} | zstd -3 -T2 -q > {}",
+            path(&zst)
+        ),
+    ]);
+    row(
+        "`pg_dump -Fc -Z0 \\| zstd -3 -T2`",
+        "-",
+        size,
+        m,
+        &mb(file_size(&zst)),
+    );
     let m = measure(&["backup", &url, path(&repo), path(key), "-"]);
-    row("dr backup (pg_dump -Z0, zstd, age, repository)", "level 3", size, m, &mb(dir_size(&repo)));
+    row(
+        "dr backup (pg_dump -Z0, zstd, age, repository)",
+        "level 3",
+        size,
+        m,
+        &mb(dir_size(&repo)),
+    );
     for jobs in ["1", "2"] {
         let target = format!("{db}_pgrestore");
-        let m = measure(&["shell", &format!(
-            "{env} dropdb --if-exists {target} && {env} createdb {target} && {env} pg_restore -j {jobs} -d {target} {}",
-            path(&dump)
-        )]);
-        row("`pg_restore` from a local file (incl. createdb)", &format!("-j {jobs}"), size, m, "-");
+        let m = measure(&[
+            "shell",
+            &format!(
+                "{env} dropdb --if-exists {target} && {env} createdb {target} && {env} pg_restore -j {jobs} -d {target} {}",
+                path(&dump)
+            ),
+        ]);
+        row(
+            "`pg_restore` from a local file (incl. createdb)",
+            &format!("-j {jobs}"),
+            size,
+            m,
+            "-",
+        );
     }
     let m = measure(&["restore", &url, path(&repo), path(key), &format!("{db}_dr")]);
-    row("dr restore (new database, row counts, FK orphan checks)", "1 job", size, m, "-");
+    row(
+        "dr restore (new database, row counts, FK orphan checks)",
+        "1 job",
+        size,
+        m,
+        "-",
+    );
 }
 
 /// Before the clock: drop a previous restore target.
@@ -85,7 +148,13 @@ fn prepare(args: &[String]) {
         let conn = PgConnection::from_url(&args[1]).unwrap();
         common::runtime(1).block_on(async {
             let admin = conn.with_database("postgres").connect().await.unwrap();
-            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", dr::postgres::quote_ident(&args[4]))).await.unwrap();
+            admin
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    dr::postgres::quote_ident(&args[4])
+                ))
+                .await
+                .unwrap();
         });
     }
     if args[0] == "backup" {
@@ -99,13 +168,26 @@ fn work(args: &[String]) {
     common::runtime(2).block_on(async {
         let ids = Identities::from_file(&key).unwrap();
         if args[0] == "backup" {
-            let repo = dr::storage::init_repository(&repo, &[], &ids.to_recipients()).await.unwrap();
-            repo.backup("db", &PostgresSource::new(conn), &BackupOptions::default()).await.unwrap();
+            let repo = dr::storage::init_repository(&repo, &[], &ids.to_recipients())
+                .await
+                .unwrap();
+            repo.backup("db", &PostgresSource::new(conn), &BackupOptions::default())
+                .await
+                .unwrap();
         } else {
-            let repo = dr::storage::open_repository(&repo, &[]).await.unwrap().with_identities(ids);
-            let reader = repo.open_backup("db", &BackupSelector::Latest).await.unwrap();
+            let repo = dr::storage::open_repository(&repo, &[])
+                .await
+                .unwrap()
+                .with_identities(ids);
+            let reader = repo
+                .open_backup("db", &BackupSelector::Latest)
+                .await
+                .unwrap();
             let options = RestoreOptions::default().with_target(&args[4]);
-            PostgresTarget::new(conn).restore(&reader, &options).await.unwrap();
+            PostgresTarget::new(conn)
+                .restore(&reader, &options)
+                .await
+                .unwrap();
         }
     });
 }

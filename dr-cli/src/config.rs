@@ -104,6 +104,10 @@ pub enum SourceKind {
         /// Also dump roles and tablespaces (needs a superuser; default true).
         #[serde(default = "yes")]
         globals: bool,
+        /// `"schema.table" = "column"`: the newest value of each is recorded and checked after
+        /// a restore (e.g. `"public.orders" = "created_at"`).
+        #[serde(default)]
+        timestamp_columns: BTreeMap<String, String>,
     },
 }
 

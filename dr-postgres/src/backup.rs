@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use dr_core::{Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
 
-use crate::checks::row_counts;
+use crate::checks::{newest_timestamps, row_counts};
 use crate::child;
 use crate::conn::PgConnection;
 
@@ -23,6 +23,7 @@ pub struct PostgresSource {
     conn: PgConnection,
     exact_counts: bool,
     with_globals: bool,
+    timestamp_columns: BTreeMap<String, String>,
 }
 
 impl PostgresSource {
@@ -32,7 +33,15 @@ impl PostgresSource {
             conn,
             exact_counts: true,
             with_globals: true,
+            timestamp_columns: BTreeMap::new(),
         }
+    }
+
+    /// Records `max(column)` of each named table (`schema.table` -> column), e.g. the newest
+    /// `created_at`: the backup's real recovery point, checked again after a restore.
+    pub fn with_timestamp_columns(mut self, columns: BTreeMap<String, String>) -> Self {
+        self.timestamp_columns = columns;
+        self
     }
 
     /// Exact row counts (`count(*)`, default) or the planner's estimates (`reltuples`).
@@ -69,6 +78,17 @@ impl Backup for PostgresSource {
             .map_err(|e| explain("exporting a snapshot of", e))?
             .get(0);
         let mut info = facts(&client, &self.conn, self.exact_counts).await?;
+        let newest = newest_timestamps(&client, &self.timestamp_columns)
+            .await
+            .map_err(|e| explain("reading timestamp columns of", e))?;
+        if !newest.is_empty() {
+            info.insert(
+                "newest".into(),
+                serde_json::to_value(newest).unwrap_or_default(),
+            );
+            let columns = serde_json::to_value(&self.timestamp_columns).unwrap_or_default();
+            info.insert("newest_columns".into(), columns);
+        }
         let server_major = info
             .get("server_version_num")
             .and_then(|v| v.as_u64())

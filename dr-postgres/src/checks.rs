@@ -42,6 +42,38 @@ pub async fn row_counts(
     Ok(counts)
 }
 
+/// `schema.table` -> the timestamp column whose newest value is recorded.
+pub type TimestampColumns = BTreeMap<String, String>;
+/// `schema.table` -> `max(column)::text` (None for an empty table).
+pub type NewestValues = BTreeMap<String, Option<String>>;
+
+/// `max(column)::text` of each `schema.table` -> column.
+///
+/// # Errors
+/// The query's error (e.g. a column that does not exist).
+pub async fn newest_timestamps(
+    client: &Client,
+    columns: &TimestampColumns,
+) -> Result<NewestValues, tokio_postgres::Error> {
+    let mut newest = BTreeMap::new();
+    for (table, column) in columns {
+        let qualified: Vec<String> = table.splitn(2, '.').map(quote_ident).collect();
+        let sql = format!(
+            "SELECT max({})::text FROM {}",
+            quote_ident(column),
+            qualified.join(".")
+        );
+        newest.insert(
+            table.clone(),
+            client
+                .query_one(&sql, &[])
+                .await?
+                .get::<_, Option<String>>(0),
+        );
+    }
+    Ok(newest)
+}
+
 /// What the checks found.
 #[derive(Debug, Default)]
 pub struct CheckOutcome {
@@ -61,7 +93,39 @@ pub async fn check_restored(
     expected: Option<&BTreeMap<String, i64>>,
     user_checks: &[UserCheck],
 ) -> Result<CheckOutcome, tokio_postgres::Error> {
+    check_restored_with(client, expected, None, user_checks).await
+}
+
+/// As [`check_restored`], also comparing the newest timestamps recorded at backup time
+/// (`table -> max(column)`, with the columns to read them from).
+///
+/// # Errors
+/// A query that cannot run at all.
+pub async fn check_restored_with(
+    client: &Client,
+    expected: Option<&BTreeMap<String, i64>>,
+    newest: Option<(&TimestampColumns, &NewestValues)>,
+    user_checks: &[UserCheck],
+) -> Result<CheckOutcome, tokio_postgres::Error> {
     let mut outcome = CheckOutcome::default();
+    if let Some((columns, recorded)) = newest {
+        let actual = newest_timestamps(client, columns).await?;
+        for (table, value) in &actual {
+            match recorded.get(table) {
+                Some(r) if r == value => outcome.passed.push(format!(
+                    "newest {table}.{}: {}",
+                    columns[table],
+                    value.as_deref().unwrap_or("none")
+                )),
+                Some(r) => outcome.problems.push(format!(
+                    "newest {table}: {} restored, backup recorded {}",
+                    value.as_deref().unwrap_or("none"),
+                    r.as_deref().unwrap_or("none")
+                )),
+                None => {}
+            }
+        }
+    }
     if let Some(expected) = expected {
         let actual = row_counts(client, true).await?;
         if &actual == expected {

@@ -31,7 +31,9 @@ mod restore;
 mod verify;
 
 pub use backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT, KIND, PostgresSource};
-pub use checks::{CheckOutcome, check_restored, row_counts};
+pub use checks::{
+    CheckOutcome, check_restored, check_restored_with, newest_timestamps, row_counts,
+};
 pub use conn::{PgConnection, quote_ident};
 pub use restore::PostgresTarget;
 pub use verify::PostgresVerifier;

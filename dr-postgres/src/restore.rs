@@ -9,7 +9,7 @@ use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Resul
 use tokio_postgres::Client;
 
 use crate::backup::DUMP_ARTIFACT;
-use crate::checks::{CheckOutcome, check_restored};
+use crate::checks::{CheckOutcome, NewestValues, TimestampColumns, check_restored_with};
 use crate::child;
 use crate::conn::{PgConnection, quote_ident};
 
@@ -69,7 +69,9 @@ impl PostgresTarget {
         run_pg_restore(&target, backup).await?;
         let client = target.connect().await?;
         let expected = recorded_counts(backup);
-        let outcome = check_restored(&client, expected.as_ref(), &self.user_checks)
+        let (columns, newest) = recorded_newest(backup);
+        let newest = columns.as_ref().zip(newest.as_ref());
+        let outcome = check_restored_with(&client, expected.as_ref(), newest, &self.user_checks)
             .await
             .map_err(|e| target.explain("checking", &e))?;
         if !outcome.problems.is_empty() {
@@ -182,6 +184,19 @@ fn recorded_counts(backup: &BackupReader) -> Option<BTreeMap<String, i64>> {
     }
     info.get("row_counts")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+type Newest = (Option<TimestampColumns>, Option<NewestValues>);
+
+fn recorded_newest(backup: &BackupReader) -> Newest {
+    let info = &backup.manifest().source_info;
+    let columns = info
+        .get("newest_columns")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let newest = info
+        .get("newest")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    (columns, newest)
 }
 
 /// Swaps `restored` in as `original`, keeping the original as `<original>_pre_restore_<stamp>`.
