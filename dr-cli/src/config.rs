@@ -147,11 +147,13 @@ impl SourceConfig {
             SourceKind::Postgres {
                 exact_counts,
                 globals,
+                timestamp_columns,
                 ..
             } => Box::new(
                 PostgresSource::new(self.postgres()?)
                     .with_exact_counts(*exact_counts)
-                    .with_globals(*globals),
+                    .with_globals(*globals)
+                    .with_timestamp_columns(timestamp_columns.clone()),
             ),
             SourceKind::Sqlite {
                 path,

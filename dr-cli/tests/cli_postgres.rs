@@ -37,7 +37,8 @@ fn postgres_source_end_to_end() {
     let url = format!("postgres://postgres@127.0.0.1:{}/shop", server.port());
     let config = format!(
         "repository = \"./repo\"\nidentity = \"./key.txt\"\n\n[sources.shop]\nkind = \"postgres\"\nurl = \"{url}\"\n\
-         password_env = \"SHOP_DB_PASSWORD\"\n\n[[sources.shop.checks]]\nname = \"orders\"\n\
+         password_env = \"SHOP_DB_PASSWORD\"\n\
+         timestamp_columns = {{ \"public.customers\" = \"email\" }}\n\n[[sources.shop.checks]]\nname = \"orders\"\n\
          sql = \"SELECT count(*) FROM orders\"\nexpect = \">= 1000\"\n"
     );
     std::fs::write(dir.path().join("dr.toml"), config).unwrap();
@@ -52,6 +53,7 @@ fn postgres_source_end_to_end() {
         "{out}"
     );
     assert!(out.contains("check orders: 1000 >= 1000 ok"), "{out}");
+    assert!(out.contains("newest public.customers.email: u99"), "{out}");
     assert!(!out.contains(PASSWORD) && !err.contains(PASSWORD));
 
     server.psql("shop", "DELETE FROM orders");
