@@ -83,6 +83,19 @@ pub struct CheckOutcome {
     pub problems: Vec<String>,
 }
 
+/// What a restored database is checked against.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Expectations<'a> {
+    /// Exact row counts recorded at backup time.
+    pub row_counts: Option<&'a BTreeMap<String, i64>>,
+    /// Newest timestamps recorded at backup time, with their columns.
+    pub newest: Option<(&'a TimestampColumns, &'a NewestValues)>,
+    /// SQL checks with expectations.
+    pub user_checks: &'a [UserCheck],
+    /// Tables the backup does not know are fine (an in-place restore leaves them).
+    pub extra_tables_ok: bool,
+}
+
 /// Compares row counts with `expected`, counts orphaned rows through every foreign key and
 /// runs the user checks.
 ///
@@ -93,41 +106,31 @@ pub async fn check_restored(
     expected: Option<&BTreeMap<String, i64>>,
     user_checks: &[UserCheck],
 ) -> Result<CheckOutcome, tokio_postgres::Error> {
-    check_restored_with(client, expected, None, user_checks).await
+    let expectations = Expectations {
+        row_counts: expected,
+        user_checks,
+        ..Expectations::default()
+    };
+    check_restored_with(client, &expectations).await
 }
 
-/// As [`check_restored`], also comparing the newest timestamps recorded at backup time
-/// (`table -> max(column)`, with the columns to read them from).
+/// Checks a restored database against everything recorded at backup time.
 ///
 /// # Errors
 /// A query that cannot run at all.
 pub async fn check_restored_with(
     client: &Client,
-    expected: Option<&BTreeMap<String, i64>>,
-    newest: Option<(&TimestampColumns, &NewestValues)>,
-    user_checks: &[UserCheck],
+    expect: &Expectations<'_>,
 ) -> Result<CheckOutcome, tokio_postgres::Error> {
     let mut outcome = CheckOutcome::default();
-    if let Some((columns, recorded)) = newest {
-        let actual = newest_timestamps(client, columns).await?;
-        for (table, value) in &actual {
-            match recorded.get(table) {
-                Some(r) if r == value => outcome.passed.push(format!(
-                    "newest {table}.{}: {}",
-                    columns[table],
-                    value.as_deref().unwrap_or("none")
-                )),
-                Some(r) => outcome.problems.push(format!(
-                    "newest {table}: {} restored, backup recorded {}",
-                    value.as_deref().unwrap_or("none"),
-                    r.as_deref().unwrap_or("none")
-                )),
-                None => {}
-            }
-        }
+    if let Some((columns, recorded)) = expect.newest {
+        compare_newest(client, columns, recorded, &mut outcome).await?;
     }
-    if let Some(expected) = expected {
-        let actual = row_counts(client, true).await?;
+    if let Some(expected) = expect.row_counts {
+        let mut actual = row_counts(client, true).await?;
+        if expect.extra_tables_ok {
+            actual.retain(|table, _| expected.contains_key(table));
+        }
         if &actual == expected {
             let rows: i64 = actual.values().sum();
             outcome.passed.push(format!(
@@ -141,28 +144,55 @@ pub async fn check_restored_with(
         }
     }
     orphans(client, &mut outcome).await?;
-    for check in user_checks {
-        let result = match client.query_one(&check.sql, &[]).await {
-            Ok(row) => number(&row)
-                .ok_or_else(|| format!("check {}: the query must return one number", check.name)),
-            Err(e) => Err(format!("check {} could not run: {e}", check.name)),
-        }
-        .and_then(|value| {
-            let ok = expectation_holds(&check.expect, value)
-                .map_err(|e| format!("check {}: {e}", check.name))?;
-            let shown = format!("check {}: {value} {}", check.name, check.expect);
-            if ok {
-                Ok(format!("{shown} ok"))
-            } else {
-                Err(format!("{shown} failed"))
-            }
-        });
-        match result {
+    for check in expect.user_checks {
+        match run_user_check(client, check).await {
             Ok(passed) => outcome.passed.push(passed),
             Err(problem) => outcome.problems.push(problem),
         }
     }
     Ok(outcome)
+}
+
+async fn compare_newest(
+    client: &Client,
+    columns: &TimestampColumns,
+    recorded: &NewestValues,
+    outcome: &mut CheckOutcome,
+) -> Result<(), tokio_postgres::Error> {
+    let actual = newest_timestamps(client, columns).await?;
+    for (table, value) in &actual {
+        let shown = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+        match recorded.get(table) {
+            Some(r) if r == value => outcome.passed.push(format!(
+                "newest {table}.{}: {}",
+                columns[table],
+                shown(value)
+            )),
+            Some(r) => outcome.problems.push(format!(
+                "newest {table}: {} restored, backup recorded {}",
+                shown(value),
+                shown(r)
+            )),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+async fn run_user_check(client: &Client, check: &UserCheck) -> Result<String, String> {
+    let value = match client.query_one(&check.sql, &[]).await {
+        Ok(row) => number(&row)
+            .ok_or_else(|| format!("check {}: the query must return one number", check.name))?,
+        Err(e) => return Err(format!("check {} could not run: {e}", check.name)),
+    };
+    let ok = expectation_holds(&check.expect, value)
+        .map_err(|e| format!("check {}: {e}", check.name))?;
+    let shown = format!("check {}: {value} {}", check.name, check.expect);
+    if ok {
+        Ok(format!("{shown} ok"))
+    } else {
+        Err(format!("{shown} failed"))
+    }
 }
 
 fn number(row: &tokio_postgres::Row) -> Option<f64> {

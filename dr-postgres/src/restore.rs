@@ -9,7 +9,9 @@ use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Resul
 use tokio_postgres::Client;
 
 use crate::backup::DUMP_ARTIFACT;
-use crate::checks::{CheckOutcome, NewestValues, TimestampColumns, check_restored_with};
+use crate::checks::{
+    CheckOutcome, Expectations, NewestValues, TimestampColumns, check_restored_with,
+};
 use crate::child;
 use crate::conn::{PgConnection, quote_ident};
 
@@ -19,6 +21,7 @@ use crate::conn::{PgConnection, quote_ident};
 pub struct PostgresTarget {
     conn: PgConnection,
     user_checks: Vec<UserCheck>,
+    in_place: bool,
 }
 
 impl PostgresTarget {
@@ -27,7 +30,17 @@ impl PostgresTarget {
         PostgresTarget {
             conn,
             user_checks: Vec::new(),
+            in_place: false,
         }
+    }
+
+    /// Restores into the existing database itself: `pg_restore --clean --if-exists
+    /// --single-transaction`, so a failure midway rolls back and leaves it as it was. Take a
+    /// safety backup first (`dr restore --in-place` does): once committed, the previous
+    /// content is only in that backup.
+    pub fn with_in_place(mut self, in_place: bool) -> Self {
+        self.in_place = in_place;
+        self
     }
 
     /// Checks that must pass on the restored database before it counts (and before a swap).
@@ -66,12 +79,27 @@ impl PostgresTarget {
 
     async fn fill_and_check(&self, backup: &BackupReader, name: &str) -> Result<CheckOutcome> {
         let target = self.conn.with_database(name);
-        run_pg_restore(&target, backup).await?;
+        run_pg_restore(&target, backup, &[]).await?;
+        self.check(&target, backup, name).await
+    }
+
+    async fn check(
+        &self,
+        target: &PgConnection,
+        backup: &BackupReader,
+        name: &str,
+    ) -> Result<CheckOutcome> {
         let client = target.connect().await?;
         let expected = recorded_counts(backup);
         let (columns, newest) = recorded_newest(backup);
         let newest = columns.as_ref().zip(newest.as_ref());
-        let outcome = check_restored_with(&client, expected.as_ref(), newest, &self.user_checks)
+        let expectations = Expectations {
+            row_counts: expected.as_ref(),
+            newest,
+            user_checks: &self.user_checks,
+            extra_tables_ok: self.in_place,
+        };
+        let outcome = check_restored_with(&client, &expectations)
             .await
             .map_err(|e| target.explain("checking", &e))?;
         if !outcome.problems.is_empty() {
@@ -88,6 +116,9 @@ impl PostgresTarget {
 impl Restore for PostgresTarget {
     async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport> {
         let started = Instant::now();
+        if self.in_place {
+            return self.restore_in_place(backup, started).await;
+        }
         let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
         let original = self.conn.database().to_owned();
         let name = match &opts.target {
@@ -108,6 +139,33 @@ impl Restore for PostgresTarget {
             report.previous_kept_at = swap(&admin, &self.conn, &original, &name, &stamp).await?;
             report.target = format!("{}", self.conn);
         }
+        report.restored_bytes = backup
+            .manifest()
+            .artifact(DUMP_ARTIFACT)
+            .map(|a| a.plain_size)
+            .unwrap_or(0);
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+}
+
+impl PostgresTarget {
+    async fn restore_in_place(
+        &self,
+        backup: &BackupReader,
+        started: Instant,
+    ) -> Result<RestoreReport> {
+        let name = self.conn.database().to_owned();
+        run_pg_restore(
+            &self.conn,
+            backup,
+            &["--clean", "--if-exists", "--single-transaction"],
+        )
+        .await?;
+        self.check(&self.conn, backup, &name).await?;
+        let mut report = RestoreReport::default();
+        report.backup_id = backup.id().to_owned();
+        report.target = self.conn.to_string();
         report.restored_bytes = backup
             .manifest()
             .artifact(DUMP_ARTIFACT)
@@ -150,7 +208,11 @@ async fn prepare_database(
 }
 
 /// Streams the dump into `pg_restore --exit-on-error` on stdin.
-async fn run_pg_restore(target: &PgConnection, backup: &BackupReader) -> Result<()> {
+async fn run_pg_restore(
+    target: &PgConnection,
+    backup: &BackupReader,
+    extra: &[&str],
+) -> Result<()> {
     let mut command = target.command("pg_restore");
     command
         .args([
@@ -159,6 +221,7 @@ async fn run_pg_restore(target: &PgConnection, backup: &BackupReader) -> Result<
             "--dbname",
             target.database(),
         ])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::null());
     let mut running = child::spawn(command, "pg_restore")?;

@@ -321,3 +321,62 @@ async fn a_restore_failing_midway_drops_the_new_database_and_keeps_the_original(
     assert_eq!(fx.databases(), databases, "half-restored database dropped");
     assert_eq!(fx.fingerprint("shop"), before, "original untouched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_restore_is_one_transaction() {
+    let fx = fixture().await;
+    let manifest = fx
+        .repo
+        .backup(
+            "shop",
+            &PostgresSource::new(fx.conn("shop")),
+            &BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    let before = fx.fingerprint("shop");
+    fx.server.psql(
+        "shop",
+        "DELETE FROM order_items WHERE qty = 2; CREATE TABLE scratch_notes (t text)",
+    );
+    let changed = fx.fingerprint("shop");
+    assert_ne!(changed, before);
+
+    // A failure midway (a damaged part) rolls everything back.
+    let dump = manifest.artifact("dump").unwrap();
+    let key = ObjectPath::from(format!(
+        "backups/shop/{}/{}",
+        manifest.id,
+        dump.parts[dump.parts.len() - 1].object
+    ));
+    let original = fx.store.get(&key).await.unwrap().bytes().await.unwrap();
+    let mut damaged = original.to_vec();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 1;
+    fx.store.put(&key, PutPayload::from(damaged)).await.unwrap();
+    let target = PostgresTarget::new(fx.conn("shop")).with_in_place(true);
+    let err = target
+        .restore(
+            &fx.repo.reader(manifest.clone()),
+            &RestoreOptions::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::CorruptPart { .. }), "{err}");
+    assert_eq!(
+        fx.fingerprint("shop"),
+        changed,
+        "rolled back: the database is as it was"
+    );
+
+    fx.store
+        .put(&key, PutPayload::from(original))
+        .await
+        .unwrap();
+    let report = target
+        .restore(&fx.repo.reader(manifest), &RestoreOptions::default())
+        .await
+        .unwrap();
+    assert!(report.target.ends_with("/shop"), "{}", report.target);
+    assert_eq!(fx.fingerprint("shop"), before, "restored in place");
+}
