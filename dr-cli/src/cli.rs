@@ -131,4 +131,8 @@ pub struct RestoreArgs {
     /// original is kept as <db>_pre_restore_<time>).
     #[arg(long)]
     pub swap: bool,
+    /// PostgreSQL: restore into the existing database itself (pg_restore --clean in one
+    /// transaction), after taking a safety backup of it labelled `pre-restore`.
+    #[arg(long, conflicts_with_all = ["swap", "to"])]
+    pub in_place: bool,
 }

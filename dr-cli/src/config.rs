@@ -170,12 +170,20 @@ impl SourceConfig {
         })
     }
 
+    /// Whether restores replace the data in place only after a safety backup (PostgreSQL
+    /// `--in-place`); SQLite keeps the previous file anyway.
+    pub fn supports_in_place(&self) -> bool {
+        matches!(self.kind, SourceKind::Postgres { .. })
+    }
+
     /// The restore side, to the original location unless the options say otherwise.
-    pub fn restorer(&self) -> CliResult<Box<dyn Restore>> {
+    pub fn restorer(&self, in_place: bool) -> CliResult<Box<dyn Restore>> {
         Ok(match &self.kind {
-            SourceKind::Postgres { .. } => {
-                Box::new(PostgresTarget::new(self.postgres()?).with_checks(self.checks.clone()))
-            }
+            SourceKind::Postgres { .. } => Box::new(
+                PostgresTarget::new(self.postgres()?)
+                    .with_checks(self.checks.clone())
+                    .with_in_place(in_place),
+            ),
             SourceKind::Sqlite {
                 path,
                 restore_integrity,

@@ -64,4 +64,15 @@ fn postgres_source_end_to_end() {
         "{out}"
     );
     assert_eq!(server.psql("shop", "SELECT count(*) FROM orders"), "1000");
+
+    server.psql("shop", "DELETE FROM orders WHERE id > 10");
+    let (code, out, err) = dr(dir.path(), &["restore", "shop", "--in-place"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("safety backup") && out.contains("label pre-restore"),
+        "{out}"
+    );
+    assert_eq!(server.psql("shop", "SELECT count(*) FROM orders"), "1000");
+    let (_, listed, _) = dr(dir.path(), &["list"]);
+    assert!(listed.contains("pre-restore"), "{listed}");
 }

@@ -1,6 +1,6 @@
 //! `dr restore`.
 
-use dr_core::{BackupSelector, RestoreOptions};
+use dr_core::{BackupOptions, BackupSelector, RestoreOptions};
 
 use crate::app::App;
 use crate::cli::RestoreArgs;
@@ -9,7 +9,13 @@ use crate::output;
 
 /// `dr restore SOURCE [ID|latest] [--at T] [--to PATH] [--force]`.
 pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
-    let restorer = app.config.source(&args.source)?.restorer()?;
+    let source = app.config.source(&args.source)?;
+    if args.in_place && !source.supports_in_place() {
+        return Err(CliError::usage(
+            "--in-place is for PostgreSQL sources (SQLite restores keep the previous file anyway)",
+        ));
+    }
+    let restorer = source.restorer(args.in_place)?;
     let selector: BackupSelector = match &args.at {
         Some(at) => {
             let time = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
@@ -32,6 +38,26 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         .open_backup(&args.source, &selector)
         .await
         .doing(|| format!("finding the backup of {} to restore", args.source))?;
+    if args.in_place {
+        let mut options = BackupOptions::default();
+        options.labels = vec!["pre-restore".into()];
+        let safety = repo
+            .backup(&args.source, source.backup()?.as_ref(), &options)
+            .await
+            .doing(|| {
+                format!(
+                    "taking a safety backup of {} before restoring in place",
+                    args.source
+                )
+            })?;
+        bar.finish();
+        if !app.global.json {
+            println!(
+                "safety backup {} of the current {} taken (label pre-restore)",
+                safety.id, args.source
+            );
+        }
+    }
     let mut options = RestoreOptions::default()
         .with_force(args.force)
         .with_swap(args.swap);
