@@ -76,3 +76,77 @@ fn postgres_source_end_to_end() {
     let (_, listed, _) = dr(dir.path(), &["list"]);
     assert!(listed.contains("pre-restore"), "{listed}");
 }
+
+/// `dr restore` killed with SIGKILL while pg_restore runs: the original is untouched, and the
+/// next restore drops the abandoned database and succeeds.
+#[test]
+fn a_killed_restore_leaves_the_original_and_is_cleaned_up_next_time() {
+    let server = PgServer::start();
+    server.psql("postgres", "CREATE DATABASE shop");
+    server.psql(
+        "shop",
+        "CREATE TABLE events (id bigserial PRIMARY KEY, body text);
+         INSERT INTO events (body) SELECT repeat(md5(i::text), 20) FROM generate_series(1, 300000) i;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/shop", server.port());
+    let config = format!(
+        "repository = \"./repo\"\nidentity = \"./key.txt\"\n\n[sources.shop]\nkind = \"postgres\"\nurl = \"{url}\"\n\
+         password_env = \"SHOP_DB_PASSWORD\"\nglobals = false\n"
+    );
+    std::fs::write(dir.path().join("dr.toml"), config).unwrap();
+    for args in [&["keygen"][..], &["init"], &["backup", "shop"]] {
+        assert_eq!(dr(dir.path(), args).0, 0, "dr {args:?}");
+    }
+    let before = server.psql(
+        "shop",
+        "SELECT count(*) || md5(string_agg(body, '' ORDER BY id)) FROM events",
+    );
+    let mut restore = Command::new(env!("CARGO_BIN_EXE_dr"))
+        .args(["restore", "shop"])
+        .current_dir(dir.path())
+        .env("SHOP_DB_PASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let incomplete = "SELECT count(*) FROM pg_database d JOIN pg_stat_activity a ON a.datid = d.oid \
+                      WHERE shobj_description(d.oid, 'pg_database') LIKE 'dr: incomplete restore%' \
+                      AND a.application_name = 'pg_restore'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.psql("postgres", incomplete) == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_restore never started"
+        );
+        assert!(
+            restore.try_wait().unwrap().is_none(),
+            "the restore finished before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    restore.kill().unwrap(); // SIGKILL: no cleanup code runs
+    restore.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let leftovers = "SELECT count(*) FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE 'dr: incomplete restore%'";
+    assert_eq!(
+        server.psql("postgres", leftovers),
+        "1",
+        "the killed restore left its database"
+    );
+    assert_eq!(
+        server.psql(
+            "shop",
+            "SELECT count(*) || md5(string_agg(body, '' ORDER BY id)) FROM events"
+        ),
+        before
+    );
+
+    let (code, out, err) = dr(dir.path(), &["restore", "shop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        server.psql("postgres", leftovers),
+        "0",
+        "abandoned restore dropped"
+    );
+}

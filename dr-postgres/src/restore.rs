@@ -61,8 +61,27 @@ impl PostgresTarget {
         force: bool,
     ) -> Result<CheckOutcome> {
         let admin = self.conn.with_database("postgres").connect().await?;
+        drop_abandoned_restores(&admin, &self.conn).await?;
         prepare_database(&admin, &self.conn, name, force).await?;
+        // A session held on the new database while it is being filled tells concurrent
+        // restores that it is not abandoned.
+        let _in_use = self.conn.with_database(name).connect().await?;
+        mark(
+            &admin,
+            &self.conn,
+            name,
+            &format!("{INCOMPLETE} of backup {}", backup.id()),
+        )
+        .await?;
         let outcome = self.fill_and_check(backup, name).await;
+        if outcome.is_ok() {
+            let done = format!(
+                "dr: restored from backup {} at {}",
+                backup.id(),
+                chrono::Utc::now().to_rfc3339()
+            );
+            mark(&admin, &self.conn, name, &done).await?;
+        }
         if outcome.is_err() {
             let dropped = admin
                 .batch_execute(&format!(
@@ -174,6 +193,45 @@ impl PostgresTarget {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
+}
+
+/// The comment a database carries while dr restores into it.
+const INCOMPLETE: &str = "dr: incomplete restore";
+
+async fn mark(admin: &Client, conn: &PgConnection, name: &str, comment: &str) -> Result<()> {
+    let literal = comment.replace('\'', "''");
+    admin
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {} IS '{literal}'",
+            quote_ident(name)
+        ))
+        .await
+        .map_err(|e| conn.explain(&format!("marking database {name} on"), &e))
+}
+
+/// Drops databases left by a restore that was killed before it could clean up: they carry
+/// the incomplete-restore comment and nobody is connected to them (a restore still running
+/// has its pg_restore session open).
+async fn drop_abandoned_restores(admin: &Client, conn: &PgConnection) -> Result<()> {
+    let pattern = format!("{INCOMPLETE}%");
+    let abandoned = admin
+        .query(
+            "SELECT d.datname::text FROM pg_database d \
+             WHERE shobj_description(d.oid, 'pg_database') LIKE $1 \
+             AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datid = d.oid)",
+            &[&pattern],
+        )
+        .await
+        .map_err(|e| conn.explain("looking for abandoned restores on", &e))?;
+    for row in abandoned {
+        let name: String = row.get(0);
+        tracing::warn!(database = %name, "dropping the database of an interrupted restore");
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote_ident(&name)))
+            .await
+            .map_err(|e| conn.explain(&format!("dropping {name} on"), &e))?;
+    }
+    Ok(())
 }
 
 /// Creates the empty target database; an existing one is an error unless `force` (then it
