@@ -135,4 +135,8 @@ pub struct RestoreArgs {
     /// transaction), after taking a safety backup of it labelled `pre-restore`.
     #[arg(long, conflicts_with_all = ["swap", "to"])]
     pub in_place: bool,
+    /// PostgreSQL: restore on another server (postgres://user:password@host:port), into a new
+    /// database named like the source's (or --to NAME).
+    #[arg(long, conflicts_with_all = ["swap", "in_place"])]
+    pub server: Option<String>,
 }

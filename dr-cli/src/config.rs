@@ -141,6 +141,17 @@ impl SourceConfig {
         }
     }
 
+    /// The source's connection, or the same database name on another server.
+    fn postgres_on(&self, server: Option<&str>) -> CliResult<PgConnection> {
+        let own = self.postgres()?;
+        match server {
+            None => Ok(own),
+            Some(url) => Ok(PgConnection::from_url(url)
+                .map_err(CliError::from)?
+                .with_database(own.database())),
+        }
+    }
+
     /// The backup side.
     pub fn backup(&self) -> CliResult<Box<dyn Backup>> {
         Ok(match &self.kind {
@@ -177,10 +188,10 @@ impl SourceConfig {
     }
 
     /// The restore side, to the original location unless the options say otherwise.
-    pub fn restorer(&self, in_place: bool) -> CliResult<Box<dyn Restore>> {
+    pub fn restorer(&self, in_place: bool, server: Option<&str>) -> CliResult<Box<dyn Restore>> {
         Ok(match &self.kind {
             SourceKind::Postgres { .. } => Box::new(
-                PostgresTarget::new(self.postgres()?)
+                PostgresTarget::new(self.postgres_on(server)?)
                     .with_checks(self.checks.clone())
                     .with_in_place(in_place),
             ),

@@ -75,6 +75,32 @@ fn postgres_source_end_to_end() {
     assert_eq!(server.psql("shop", "SELECT count(*) FROM orders"), "1000");
     let (_, listed, _) = dr(dir.path(), &["list"]);
     assert!(listed.contains("pre-restore"), "{listed}");
+
+    // Into another server: a new database there, named like the source.
+    let other = PgServer::start();
+    let other_url = other
+        .url("postgres")
+        .trim_end_matches("/postgres")
+        .to_owned();
+    // The newest backup is now the safety backup (10 orders): take the one before it.
+    let (_, listed, _) = dr(dir.path(), &["list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let full = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["labels"].as_array().unwrap().is_empty())
+        .unwrap();
+    let id = full["id"].as_str().unwrap();
+    let (code, out, err) = dr(
+        dir.path(),
+        &[
+            "restore", "shop", id, "--server", &other_url, "--to", "shop",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains(PASSWORD), "{out}");
+    assert_eq!(other.psql("shop", "SELECT count(*) FROM orders"), "1000");
 }
 
 /// `dr restore` killed with SIGKILL while pg_restore runs: the original is untouched, and the

@@ -144,9 +144,12 @@ impl Restore for PostgresTarget {
             Some(t) => t.to_string_lossy().into_owned(),
             None => format!("{original}_restored_{stamp}"),
         };
-        if name == original {
+        // Restoring under the original's own name is fine where it does not exist (a lost
+        // database, another server); replacing it by force would drop it before the new data
+        // is checked, so that is refused: restore beside it and swap, or restore in place.
+        if name == original && opts.force {
             return Err(Error::Usage(format!(
-                "refusing to restore over {original} directly: restore into a new database and swap (--swap)"
+                "refusing to drop {original} to restore over it: restore into a new database and swap (--swap), or --in-place"
             )));
         }
         self.restore_into_new(backup, &name, opts.force).await?;

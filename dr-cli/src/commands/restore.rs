@@ -15,7 +15,10 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
             "--in-place is for PostgreSQL sources (SQLite restores keep the previous file anyway)",
         ));
     }
-    let restorer = source.restorer(args.in_place)?;
+    if args.server.is_some() && !source.supports_in_place() {
+        return Err(CliError::usage("--server is for PostgreSQL sources"));
+    }
+    let restorer = source.restorer(args.in_place, args.server.as_deref())?;
     let selector: BackupSelector = match &args.at {
         Some(at) => {
             let time = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
