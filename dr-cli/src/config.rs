@@ -311,6 +311,17 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_sample_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + readme[start..].find("```").unwrap();
+        let config: Config = toml::from_str(&readme[start..end]).unwrap();
+        assert_eq!(config.sources.len(), 2);
+        assert_eq!(config.retention_for("app").keep_last, 48);
+        assert_eq!(config.retention_for("shop").keep_daily, 30);
+    }
+
+    #[test]
     fn typos_are_refused() {
         let err = toml::from_str::<Config>("[retention]\nkeep_dayly = 3\n").unwrap_err();
         assert!(err.to_string().contains("keep_dayly"), "{err}");
