@@ -98,6 +98,28 @@ pub enum Command {
     },
     /// Restore a backup of a source (latest by default).
     Restore(RestoreArgs),
+    /// archive_command: archive one WAL file (`dr wal-push %p`), run in the data directory.
+    WalPush {
+        /// The WAL file (%p).
+        path: PathBuf,
+        /// The postgres source (default: the only postgres source in the configuration).
+        #[arg(long)]
+        source: Option<String>,
+        /// The data directory (default: the current directory, where archive_command runs).
+        #[arg(long, default_value = ".")]
+        pgdata: PathBuf,
+    },
+    /// restore_command: restore one archived WAL file (`dr wal-fetch %f %p`); exit 1 when the
+    /// archive does not have it, which tells PostgreSQL the archive ends there.
+    WalFetch {
+        /// The WAL file name (%f).
+        name: String,
+        /// Where PostgreSQL wants it (%p).
+        dest: PathBuf,
+        /// The postgres source (default: the only postgres source in the configuration).
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Apply the retention policies: delete the backups no rule keeps, and stale orphans.
     Prune {
         /// Only print the plan with its reasons.

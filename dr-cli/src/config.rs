@@ -254,6 +254,29 @@ impl Config {
         })
     }
 
+    /// The named postgres source, or the only one configured.
+    pub fn postgres_source(&self, name: Option<&str>) -> CliResult<String> {
+        if let Some(name) = name {
+            self.source(name)?;
+            return Ok(name.to_owned());
+        }
+        let postgres: Vec<&String> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| matches!(s.kind, SourceKind::Postgres { .. }))
+            .map(|(name, _)| name)
+            .collect();
+        match postgres.as_slice() {
+            [only] => Ok((*only).clone()),
+            [] => Err(CliError::usage(
+                "no postgres source in the configuration: pass --source NAME",
+            )),
+            _ => Err(CliError::usage(
+                "several postgres sources: pass --source NAME",
+            )),
+        }
+    }
+
     /// The retention policy of a source.
     pub fn retention_for(&self, name: &str) -> &RetentionPolicy {
         self.sources

@@ -50,6 +50,14 @@ async fn run(cli: Cli) -> CliResult<()> {
             commands::verify(&app, target.as_deref(), &level).await
         }
         Command::Restore(args) => commands::restore(&app, &args).await,
+        Command::WalPush {
+            path,
+            source,
+            pgdata,
+        } => commands::wal_push(&app, &path, source.as_deref(), &pgdata).await,
+        Command::WalFetch { name, dest, source } => {
+            commands::wal_fetch(&app, &name, &dest, source.as_deref()).await
+        }
         Command::Prune {
             dry_run,
             orphan_grace,

@@ -175,6 +175,16 @@ impl Repository {
         &self.store
     }
 
+    /// The identities loaded for reading (may be empty).
+    pub fn identities(&self) -> &Identities {
+        &self.identities
+    }
+
+    /// The pipeline settings (zstd level, part size, threads).
+    pub fn pipeline(&self) -> &PipelineOptions {
+        &self.pipeline
+    }
+
     /// The recipients of new backups.
     ///
     /// # Errors

@@ -29,6 +29,7 @@ mod child;
 mod conn;
 mod restore;
 mod verify;
+pub mod wal;
 
 pub use backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT, KIND, PostgresSource};
 pub use checks::{
@@ -37,3 +38,4 @@ pub use checks::{
 pub use conn::{PgConnection, quote_ident};
 pub use restore::PostgresTarget;
 pub use verify::PostgresVerifier;
+pub use wal::{PushOutcome, WalArchive, system_identifier};

@@ -22,6 +22,11 @@ pub struct PgServer {
 impl PgServer {
     /// initdb + start. Panics with the package to install when PostgreSQL is missing.
     pub fn start() -> PgServer {
+        Self::start_with(&[])
+    }
+
+    /// As [`PgServer::start`], with extra `-c name=value` server settings (e.g. archiving).
+    pub fn start_with(settings: &[(&str, &str)]) -> PgServer {
         let initdb = Path::new(BIN).join("initdb");
         assert!(
             initdb.is_file(),
@@ -91,6 +96,11 @@ impl PgServer {
                 "-c",
                 "shared_buffers=64MB",
             ])
+            .args(
+                settings
+                    .iter()
+                    .flat_map(|(k, v)| ["-c".to_owned(), format!("{k}={v}")]),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -111,6 +121,16 @@ impl PgServer {
             "postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
             self.port
         )
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// The port.
@@ -211,6 +231,14 @@ fn as_owner(mut command: Command, owner: Option<(u32, u32)>) -> Command {
         command.uid(uid).gid(gid);
     }
     command
+}
+
+/// Hands `path` (recursively) to the `postgres` user when running as root, so that commands
+/// the server runs (archive_command) can use it; does nothing otherwise.
+pub fn give_to_postgres(path: &Path) {
+    if let Some((uid, gid)) = postgres_owner() {
+        chown_recursive(path, uid, gid);
+    }
 }
 
 fn chown_recursive(path: &Path, uid: u32, gid: u32) {

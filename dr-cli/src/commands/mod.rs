@@ -4,11 +4,13 @@ mod backup;
 mod prune;
 mod restore;
 mod verify;
+mod wal;
 
 pub use backup::{backup, init, keygen};
 pub use prune::prune;
 pub use restore::restore;
 pub use verify::verify;
+pub use wal::{wal_fetch, wal_push};
 
 use dr_core::{Manifest, Repository};
 use serde::Serialize;

@@ -1,0 +1,229 @@
+//! The WAL archive: `archive_command` pushes each WAL file (segments, history and backup
+//! label files) as one zstd frame in one age file, `restore_command` fetches them back.
+//!
+//! Layout under the repository: `wal/<source>/archive.json` (the cluster's system identifier,
+//! written by the first push), `wal/<source>/<timeline>/<file>.zst.age` and, written after
+//! it as its commit point, `wal/<source>/<timeline>/<file>.json` with its hashes.
+
+use std::path::Path;
+
+use dr_core::object_store::path::Path as ObjectPath;
+use dr_core::object_store::{
+    Error as StoreError, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
+};
+use dr_core::store::{create_object, get_object};
+use dr_core::{
+    Error, ExpectedPart, Repository, Result, check_name, decode_part, encode_part, sha256_hex,
+};
+use serde::{Deserialize, Serialize};
+
+const ARCHIVE_FORMAT_VERSION: u32 = 1;
+
+/// What `archive.json` holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct ArchiveInfo {
+    format_version: u32,
+    system_identifier: String,
+}
+
+/// What each file's `.json` commit record holds.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct WalRecord {
+    plain_size: u64,
+    plain_sha256: String,
+    stored_size: u64,
+    stored_sha256: String,
+}
+
+/// The outcome of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Stored now.
+    Stored,
+    /// The identical file was already archived (PostgreSQL may retry a push).
+    AlreadyArchived,
+}
+
+/// The WAL archive of one source in a repository.
+pub struct WalArchive<'a> {
+    repo: &'a Repository,
+    source: String,
+}
+
+impl<'a> WalArchive<'a> {
+    /// The archive of `source`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`].
+    pub fn new(repo: &'a Repository, source: &str) -> Result<Self> {
+        check_name("source name", source)?;
+        Ok(WalArchive {
+            repo,
+            source: source.to_owned(),
+        })
+    }
+
+    /// Archives the WAL file at `path` from the cluster with `system_identifier`.
+    ///
+    /// # Errors
+    /// Refuses a cluster whose system identifier differs from the archive's, and a file whose
+    /// name is already archived with different content; store and key errors.
+    pub async fn push(&self, path: &Path, system_identifier: u64) -> Result<PushOutcome> {
+        let name = wal_name(path)?;
+        self.check_cluster(system_identifier).await?;
+        let plain = tokio::fs::read(path)
+            .await
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let plain_sha256 = sha256_hex(&plain);
+        if let Some(existing) = self.record(&name).await? {
+            if existing.plain_sha256 == plain_sha256 {
+                return Ok(PushOutcome::AlreadyArchived);
+            }
+            return Err(Error::Usage(format!(
+                "a different {name} is already archived for {}: refusing to overwrite it (is another cluster using this source name?)",
+                self.source
+            )));
+        }
+        let recipients = self.repo.recipients()?;
+        let level = self.repo.pipeline().zstd_level;
+        let plain_size = plain.len() as u64;
+        let encoded = tokio::task::spawn_blocking(move || encode_part(&plain, &recipients, level))
+            .await
+            .map_err(|e| Error::Usage(format!("encoder task failed: {e}")))??;
+        let record = WalRecord {
+            plain_size,
+            plain_sha256,
+            stored_size: encoded.stored.len() as u64,
+            stored_sha256: encoded.stored_sha256,
+        };
+        // Data first (replacing leftovers of an interrupted push), the record last.
+        self.store()
+            .put(
+                &self.key(&name, "zst.age"),
+                PutPayload::from(encoded.stored),
+            )
+            .await
+            .map_err(|e| Error::store(format!("archiving {name}"), e))?;
+        let json = serde_json::to_vec_pretty(&record).map_err(|e| Error::Usage(e.to_string()))?;
+        create_object(self.store().as_ref(), &self.key(&name, "json"), json).await?;
+        Ok(PushOutcome::Stored)
+    }
+
+    /// Restores the archived file `name` to `dest`; `Ok(false)` when it is not archived
+    /// (recovery then knows it reached the end of the archive).
+    ///
+    /// # Errors
+    /// A damaged file, a wrong or missing key, store errors.
+    pub async fn fetch(&self, name: &str, dest: &Path) -> Result<bool> {
+        check_name("WAL file name", name)?;
+        let Some(record) = self.record(name).await? else {
+            return Ok(false);
+        };
+        let key = self.key(name, "zst.age");
+        let stored = get_object(self.store().as_ref(), &key).await?;
+        let identities = self.repo.identities().clone();
+        let recipients = self.repo.config().recipients.clone();
+        let key_text = key.to_string();
+        let plain = tokio::task::spawn_blocking(move || {
+            let expected = ExpectedPart {
+                key: &key_text,
+                plain_size: record.plain_size,
+                plain_sha256: &record.plain_sha256,
+                stored_sha256: &record.stored_sha256,
+                recipients: &recipients,
+            };
+            decode_part(&stored, &identities, expected)
+        })
+        .await
+        .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
+        let partial = dest.with_extension("dr-partial");
+        tokio::fs::write(&partial, &plain)
+            .await
+            .and(tokio::fs::rename(&partial, dest).await)
+            .map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+        Ok(true)
+    }
+
+    async fn check_cluster(&self, system_identifier: u64) -> Result<()> {
+        let key = ObjectPath::from(format!("wal/{}/archive.json", self.source));
+        let ours = system_identifier.to_string();
+        let info = ArchiveInfo {
+            format_version: ARCHIVE_FORMAT_VERSION,
+            system_identifier: ours.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&info).map_err(|e| Error::Usage(e.to_string()))?;
+        let created = self
+            .store()
+            .put_opts(&key, PutPayload::from(json), PutMode::Create.into())
+            .await;
+        match created {
+            Ok(_) => return Ok(()),
+            Err(StoreError::AlreadyExists { .. } | StoreError::Precondition { .. }) => {}
+            Err(e) => return Err(Error::store("creating the WAL archive", e)),
+        }
+        let bytes = get_object(self.store().as_ref(), &key).await?;
+        let existing: ArchiveInfo =
+            serde_json::from_slice(&bytes).map_err(|e| Error::BadManifest {
+                key: key.to_string(),
+                detail: e.to_string(),
+            })?;
+        if existing.system_identifier != ours {
+            return Err(Error::Usage(format!(
+                "refusing to archive WAL of cluster {ours} into the archive of cluster {} (source {}): two clusters must never share one archive; give this cluster its own source name",
+                existing.system_identifier, self.source
+            )));
+        }
+        Ok(())
+    }
+
+    async fn record(&self, name: &str) -> Result<Option<WalRecord>> {
+        match get_object(self.store().as_ref(), &self.key(name, "json")).await {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::BadManifest {
+                    key: self.key(name, "json").to_string(),
+                    detail: e.to_string(),
+                }),
+            Err(Error::MissingObject { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn key(&self, name: &str, suffix: &str) -> ObjectPath {
+        let timeline = &name[..8.min(name.len())];
+        ObjectPath::from(format!("wal/{}/{timeline}/{name}.{suffix}", self.source))
+    }
+
+    fn store(&self) -> &std::sync::Arc<dyn ObjectStore> {
+        self.repo.store()
+    }
+}
+
+/// The file name of a WAL file PostgreSQL hands to `archive_command`.
+fn wal_name(path: &Path) -> Result<String> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Usage(format!("{} is not a WAL file path", path.display())))?;
+    check_name("WAL file name", name)?;
+    if name.len() < 8 || !name[..8].chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::Usage(format!("{name} is not a WAL file name")));
+    }
+    Ok(name.to_owned())
+}
+
+/// Reads the system identifier from `global/pg_control` of a data directory (its first
+/// 8 bytes, in the machine's byte order, as PostgreSQL writes it).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read.
+pub fn system_identifier(data_dir: &Path) -> Result<u64> {
+    let path = data_dir.join("global/pg_control");
+    let bytes =
+        std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let first: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Source(format!("{} is too short", path.display())))?;
+    Ok(u64::from_ne_bytes(first))
+}
