@@ -6,6 +6,7 @@
 //! | 1 | operational error: the store, a source, a key, a file failed |
 //! | 2 | usage error: bad flags, configuration or arguments |
 //! | 3 | verification failed: a backup is damaged or a check did not pass |
+//! | 255 | `wal-fetch` could not tell whether the file exists (store unreachable, damaged file): above 125, so PostgreSQL aborts recovery instead of ending it early |
 
 use std::process::ExitCode;
 
@@ -18,6 +19,9 @@ pub enum Failure {
     Usage,
     /// Exit code 3.
     Verification,
+    /// Exit code 255: stop PostgreSQL's recovery (restore_command failures that are not
+    /// "the file is not archived").
+    AbortRecovery,
 }
 
 /// An error with its exit code and an optional "while ..." context.
@@ -61,6 +65,7 @@ impl CliError {
             Failure::Operational => 1,
             Failure::Usage => 2,
             Failure::Verification => 3,
+            Failure::AbortRecovery => 255,
         })
     }
 }

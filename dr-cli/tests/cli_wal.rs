@@ -135,4 +135,10 @@ fn archive_command_pushes_and_fetch_restores() {
     );
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not in the WAL archive"), "{out}");
+
+    // A repository it cannot read: 255, so PostgreSQL aborts recovery instead of ending it.
+    let broken = work.path().join("broken.toml");
+    std::fs::write(&broken, "repository = \"/nonexistent/dr-repo\"\n[sources.shop]\nkind = \"postgres\"\nurl = \"postgres://x@127.0.0.1/shop\"\n").unwrap();
+    let (code, out) = dr(&broken, &["wal-fetch", &segment, fetched.to_str().unwrap()]);
+    assert_eq!(code, 255, "{out}");
 }

@@ -31,8 +31,29 @@ pub async fn wal_push(
     Ok(())
 }
 
-/// `dr wal-fetch %f %p`: exit 1 when the archive does not have the file.
+/// `dr wal-fetch %f %p`: exit 1 when the archive does not have the file; 255 (recovery
+/// aborts) when it cannot tell, so that recovery never ends early because of a bad network.
 pub async fn wal_fetch(app: &App, name: &str, dest: &Path, source: Option<&str>) -> CliResult<()> {
+    match fetch(app, name, dest, source).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(CliError {
+            failure: Failure::Operational,
+            message: format!("{name} is not in the WAL archive"),
+        }),
+        Err(mut e) => {
+            e.failure = Failure::AbortRecovery;
+            Err(e)
+        }
+    }
+}
+
+/// The source the file came from, or `None` when the archive does not have it.
+async fn fetch(
+    app: &App,
+    name: &str,
+    dest: &Path,
+    source: Option<&str>,
+) -> CliResult<Option<String>> {
     let source = app.config.postgres_source(source)?;
     let repo = app.repository(None).await?;
     let archive = WalArchive::new(&repo, &source).map_err(CliError::from)?;
@@ -40,11 +61,5 @@ pub async fn wal_fetch(app: &App, name: &str, dest: &Path, source: Option<&str>)
         .fetch(name, dest)
         .await
         .doing(|| format!("restoring WAL file {name} of {source}"))?;
-    if found {
-        return Ok(());
-    }
-    Err(CliError {
-        failure: Failure::Operational,
-        message: format!("{name} is not in the WAL archive of {source}"),
-    })
+    Ok(found.then_some(source))
 }
