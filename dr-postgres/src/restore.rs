@@ -153,21 +153,17 @@ impl Restore for PostgresTarget {
             )));
         }
         self.restore_into_new(backup, &name, opts.force).await?;
-        let mut report = RestoreReport::default();
-        report.backup_id = backup.id().to_owned();
-        report.target = format!("{}", self.conn.with_database(&name));
-        if opts.swap {
-            let admin = self.conn.with_database("postgres").connect().await?;
-            report.previous_kept_at = swap(&admin, &self.conn, &original, &name, &stamp).await?;
-            report.target = format!("{}", self.conn);
+        if !opts.swap {
+            return Ok(report(
+                backup,
+                self.conn.with_database(&name),
+                None,
+                started,
+            ));
         }
-        report.restored_bytes = backup
-            .manifest()
-            .artifact(DUMP_ARTIFACT)
-            .map(|a| a.plain_size)
-            .unwrap_or(0);
-        report.elapsed_ms = started.elapsed().as_millis() as u64;
-        Ok(report)
+        let admin = self.conn.with_database("postgres").connect().await?;
+        let kept = swap(&admin, &self.conn, &original, &name, &stamp).await?;
+        Ok(report(backup, self.conn.clone(), kept, started))
     }
 }
 
@@ -185,17 +181,26 @@ impl PostgresTarget {
         )
         .await?;
         self.check(&self.conn, backup, &name).await?;
-        let mut report = RestoreReport::default();
-        report.backup_id = backup.id().to_owned();
-        report.target = self.conn.to_string();
-        report.restored_bytes = backup
-            .manifest()
-            .artifact(DUMP_ARTIFACT)
-            .map(|a| a.plain_size)
-            .unwrap_or(0);
-        report.elapsed_ms = started.elapsed().as_millis() as u64;
-        Ok(report)
+        Ok(report(backup, self.conn.clone(), None, started))
     }
+}
+
+fn report(
+    backup: &BackupReader,
+    target: PgConnection,
+    kept: Option<String>,
+    started: Instant,
+) -> RestoreReport {
+    let mut report = RestoreReport::default();
+    report.backup_id = backup.id().to_owned();
+    report.target = target.to_string();
+    report.previous_kept_at = kept;
+    report.restored_bytes = backup
+        .manifest()
+        .artifact(DUMP_ARTIFACT)
+        .map_or(0, |a| a.plain_size);
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report
 }
 
 /// The comment a database carries while dr restores into it.

@@ -80,6 +80,36 @@ impl Fixture {
         out
     }
 
+    async fn backup(&self) -> dr_core::Manifest {
+        let source = PostgresSource::new(self.conn("shop"));
+        self.repo
+            .backup("shop", &source, &BackupOptions::default())
+            .await
+            .unwrap()
+    }
+
+    /// Flips one byte of a part of the dump; returns its key and original bytes.
+    async fn damage_dump_part(
+        &self,
+        manifest: &dr_core::Manifest,
+        part: usize,
+    ) -> (ObjectPath, bytes::Bytes) {
+        let dump = manifest.artifact("dump").unwrap();
+        let key = ObjectPath::from(format!(
+            "backups/shop/{}/{}",
+            manifest.id, dump.parts[part].object
+        ));
+        let original = self.store.get(&key).await.unwrap().bytes().await.unwrap();
+        let mut damaged = original.to_vec();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 1;
+        self.store
+            .put(&key, PutPayload::from(damaged))
+            .await
+            .unwrap();
+        (key, original)
+    }
+
     fn databases(&self) -> String {
         self.server.psql(
             "postgres",
@@ -92,15 +122,7 @@ impl Fixture {
 async fn round_trip_into_a_new_database_and_swap() {
     let fx = fixture().await;
     let before = fx.fingerprint("shop");
-    let manifest = fx
-        .repo
-        .backup(
-            "shop",
-            &PostgresSource::new(fx.conn("shop")),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let manifest = fx.backup().await;
     let info = &manifest.source_info;
     assert!(
         info["server_version"].as_str().unwrap().starts_with("15"),
@@ -157,15 +179,7 @@ async fn round_trip_into_a_new_database_and_swap() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_restores_into_a_scratch_database_and_drops_it() {
     let fx = fixture().await;
-    let manifest = fx
-        .repo
-        .backup(
-            "shop",
-            &PostgresSource::new(fx.conn("shop")),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let manifest = fx.backup().await;
     let databases = fx.databases();
     let checks = vec![dr_core::checks::UserCheck {
         name: "orders".into(),
@@ -280,36 +294,13 @@ async fn wrong_password_and_unreachable_server_are_clear() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_failing_midway_drops_the_new_database_and_keeps_the_original() {
     let fx = fixture().await;
-    let manifest = fx
-        .repo
-        .backup(
-            "shop",
-            &PostgresSource::new(fx.conn("shop")),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let manifest = fx.backup().await;
     let before = fx.fingerprint("shop");
     let databases = fx.databases();
     // Damage a part in the middle of the dump: pg_restore gets half an archive.
-    let dump = manifest.artifact("dump").unwrap();
-    assert!(dump.parts.len() >= 3, "several parts");
-    let key = ObjectPath::from(format!(
-        "backups/shop/{}/{}",
-        manifest.id,
-        dump.parts[dump.parts.len() / 2].object
-    ));
-    let mut bytes = fx
-        .store
-        .get(&key)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    bytes[100] ^= 1;
-    fx.store.put(&key, PutPayload::from(bytes)).await.unwrap();
+    let parts = manifest.artifact("dump").unwrap().parts.len();
+    assert!(parts >= 3, "several parts");
+    fx.damage_dump_part(&manifest, parts / 2).await;
     let err = PostgresTarget::new(fx.conn("shop"))
         .restore(
             &fx.repo.reader(manifest),
@@ -325,15 +316,7 @@ async fn a_restore_failing_midway_drops_the_new_database_and_keeps_the_original(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_place_restore_is_one_transaction() {
     let fx = fixture().await;
-    let manifest = fx
-        .repo
-        .backup(
-            "shop",
-            &PostgresSource::new(fx.conn("shop")),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let manifest = fx.backup().await;
     let before = fx.fingerprint("shop");
     fx.server.psql(
         "shop",
@@ -343,17 +326,8 @@ async fn in_place_restore_is_one_transaction() {
     assert_ne!(changed, before);
 
     // A failure midway (a damaged part) rolls everything back.
-    let dump = manifest.artifact("dump").unwrap();
-    let key = ObjectPath::from(format!(
-        "backups/shop/{}/{}",
-        manifest.id,
-        dump.parts[dump.parts.len() - 1].object
-    ));
-    let original = fx.store.get(&key).await.unwrap().bytes().await.unwrap();
-    let mut damaged = original.to_vec();
-    let at = damaged.len() / 2;
-    damaged[at] ^= 1;
-    fx.store.put(&key, PutPayload::from(damaged)).await.unwrap();
+    let last = manifest.artifact("dump").unwrap().parts.len() - 1;
+    let (key, original) = fx.damage_dump_part(&manifest, last).await;
     let target = PostgresTarget::new(fx.conn("shop")).with_in_place(true);
     let err = target
         .restore(
