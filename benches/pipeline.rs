@@ -96,15 +96,11 @@ fn main() {
         for &part in &parts {
             let repo = work.join(format!("repo-{part}-{level}"));
             let tuning = [part.to_string(), level.to_string(), threads.to_string()];
-            let m = measure(&[
-                "write",
-                path(&input),
-                path(&repo),
-                path(&key),
-                &tuning[0],
-                &tuning[1],
-                &tuning[2],
-            ]);
+            let run_dr = |mode: &str| {
+                let (input, repo, key) = (path(&input), path(&repo), path(&key));
+                measure(&[mode, input, repo, key, &tuning[0], &tuning[1], &tuning[2]])
+            };
+            let m = run_dr("write");
             let ratio = dir_size(&repo) as f64 / bytes as f64;
             row(
                 "dr backup (file -> repository)",
@@ -114,15 +110,7 @@ fn main() {
                 m,
                 ratio,
             );
-            let m = measure(&[
-                "read",
-                path(&input),
-                path(&repo),
-                path(&key),
-                &tuning[0],
-                &tuning[1],
-                &tuning[2],
-            ]);
+            let m = run_dr("read");
             row(
                 "dr restore (repository -> sink, checked)",
                 &tuning[0],

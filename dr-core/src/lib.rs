@@ -46,6 +46,7 @@ mod keys;
 mod manifest;
 mod pipeline;
 mod progress;
+mod redact;
 mod repository;
 pub mod retention;
 mod selector;
@@ -63,6 +64,7 @@ pub use pipeline::{
     ExpectedPart, PipelineOptions, decode_part, encode_part, sha256_hex,
 };
 pub use progress::{NoProgress, Progress};
+pub use redact::redact_url;
 pub use repository::{
     BackupOptions, Orphan, REPOSITORY_FORMAT_VERSION, Repository, RepositoryConfig,
 };

@@ -84,12 +84,8 @@ impl Running {
     pub async fn abort(mut self, error: Error) -> Error {
         let _ = self.child.kill().await;
         let stderr = self.stderr.await.unwrap_or_default();
-        if stderr.is_empty() {
-            error
-        } else {
-            tracing::debug!(program = %self.program, %stderr, "child stopped after a failure");
-            error
-        }
+        tracing::debug!(program = %self.program, %stderr, "child stopped after a failure");
+        error
     }
 }
 

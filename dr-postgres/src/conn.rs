@@ -23,7 +23,7 @@ impl PgConnection {
     /// [`Error::InvalidLocation`] for anything else, with the password redacted.
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = |detail: &str| Error::InvalidLocation {
-            location: redact(url),
+            location: dr_core::redact_url(url),
             detail: detail.to_owned(),
         };
         let parsed = url::Url::parse(url).map_err(|e| invalid(&format!("not a URL ({e})")))?;
@@ -181,16 +181,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Quotes an identifier for SQL (`"name"`, doubling inner quotes).

@@ -88,6 +88,15 @@ impl Fixture {
             .unwrap()
     }
 
+    /// A backup from `url` that must fail; returns its error.
+    async fn failing_backup(&self, url: &str) -> Error {
+        let source = PostgresSource::new(PgConnection::from_url(url).unwrap());
+        self.repo
+            .backup("shop", &source, &BackupOptions::default())
+            .await
+            .unwrap_err()
+    }
+
     /// Flips one byte of a part of the dump; returns its key and original bytes.
     async fn damage_dump_part(
         &self,
@@ -259,15 +268,7 @@ async fn a_failing_pg_dump_commits_nothing() {
 async fn wrong_password_and_unreachable_server_are_clear() {
     let fx = fixture().await;
     let url = fx.server.url("shop").replace("dr-test-secret", "wrong");
-    let err = fx
-        .repo
-        .backup(
-            "shop",
-            &PostgresSource::new(PgConnection::from_url(&url).unwrap()),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = fx.failing_backup(&url).await;
     assert!(
         err.to_string().contains("wrong password for user postgres"),
         "{err}"
@@ -275,15 +276,7 @@ async fn wrong_password_and_unreachable_server_are_clear() {
     assert!(!err.to_string().contains("wrong@"), "{err}");
     let port = dr_testing::s3::free_port();
     let url = format!("postgres://postgres:x@127.0.0.1:{port}/shop");
-    let err = fx
-        .repo
-        .backup(
-            "shop",
-            &PostgresSource::new(PgConnection::from_url(&url).unwrap()),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap_err();
+    let err = fx.failing_backup(&url).await;
     assert!(
         err.to_string()
             .contains("cannot reach PostgreSQL at 127.0.0.1"),

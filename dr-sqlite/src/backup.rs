@@ -9,7 +9,7 @@ use rusqlite::backup::StepResult;
 use rusqlite::{Connection, OpenFlags};
 use tokio::io::AsyncReadExt;
 
-use crate::{DB_ARTIFACT, KIND, sqlite_error};
+use crate::{DB_ARTIFACT, KIND, sibling, sqlite_error};
 
 /// How to snapshot.
 #[derive(Debug, Clone)]
@@ -288,12 +288,6 @@ fn file_is_the_snapshot(path: &Path, info: &SourceInfo) -> bool {
 fn page_bytes(info: &SourceInfo) -> u64 {
     let get = |k: &str| info.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     get("page_size") * get("page_count")
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 /// Copies the snapshot of the open read transaction into a temporary file.

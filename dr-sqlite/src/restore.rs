@@ -7,7 +7,7 @@ use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Resul
 use rusqlite::Connection;
 
 use crate::check::{Integrity, UserCheck, check_database, recorded_rows, require_clean};
-use crate::{DB_ARTIFACT, sqlite_error};
+use crate::{DB_ARTIFACT, sibling, sqlite_error};
 
 /// Where to restore a SQLite backup (the target may not exist yet).
 #[derive(Debug, Clone)]
@@ -202,10 +202,6 @@ fn process_holding(files: &[PathBuf]) -> Option<u32> {
         }
     }
     None
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    path.with_file_name(format!("{}{suffix}", file_name(path)))
 }
 
 fn file_name(path: &Path) -> String {

@@ -23,8 +23,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod redact;
 mod url_store;
 
-pub use redact::redact_url;
+pub use dr_core::redact_url;
 pub use url_store::{StoreLocation, init_repository, open_repository, open_store};

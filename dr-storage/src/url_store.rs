@@ -9,7 +9,7 @@ use dr_core::object_store::memory::InMemory;
 use dr_core::object_store::prefix::PrefixStore;
 use dr_core::{Error, Recipients, Repository, Result};
 
-use crate::redact::redact_url;
+use dr_core::redact_url;
 
 /// An object store opened from a URL, with the URL as it may be shown (no credentials).
 #[derive(Clone)]

@@ -16,7 +16,6 @@ pub struct PgServer {
     child: Child,
     dir: tempfile::TempDir,
     port: u16,
-    owner: Option<(u32, u32)>,
 }
 
 impl PgServer {
@@ -105,12 +104,7 @@ impl PgServer {
             .stderr(log)
             .spawn()
             .expect("start postgres");
-        let server = PgServer {
-            child,
-            dir,
-            port,
-            owner,
-        };
+        let server = PgServer { child, dir, port };
         server.wait_until_ready();
         server
     }
@@ -203,7 +197,6 @@ impl Drop for PgServer {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = self.owner;
     }
 }
 
