@@ -140,11 +140,28 @@ pub struct RestoreArgs {
     #[arg(default_value = "latest")]
     pub backup: String,
     /// The newest backup at or before this time (RFC 3339, e.g. 2026-11-23T12:30:00Z).
+    /// Physical PostgreSQL: the recovery target: a time, `latest` (default), or a WAL
+    /// position like 0/5000028.
     #[arg(long, conflicts_with = "backup")]
     pub at: Option<String>,
-    /// Restore here instead of the source's own location (PostgreSQL: the new database's name).
+    /// Restore here instead of the source's own location (PostgreSQL: the new database's
+    /// name; physical PostgreSQL: the new data directory, which must not exist or be empty).
     #[arg(long)]
     pub to: Option<PathBuf>,
+    /// Physical PostgreSQL: print the plan (base backup, WAL range, bytes to download) only.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Physical PostgreSQL: start the restored server on 127.0.0.1 and wait until recovery
+    /// has finished and it has promoted (run dr as the postgres user).
+    #[arg(long, requires = "port")]
+    pub start: bool,
+    /// Physical PostgreSQL: the port for --start.
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Physical PostgreSQL: keep the backup's archive settings, so the restored server
+    /// archives its new timeline (default: archive_mode is turned off in the copy).
+    #[arg(long)]
+    pub keep_archiving: bool,
     /// Replace the target even if another process has it open (the previous data is kept);
     /// PostgreSQL: replace an existing target database.
     #[arg(long)]

@@ -119,7 +119,9 @@ async fn dump(conn: &PgConnection, snapshot: &str, out: &mut BackupWriter) -> Re
         .arg(format!("--snapshot={snapshot}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    stream_child(command, "pg_dump", DUMP_ARTIFACT, out).await
+    stream_child(command, "pg_dump", DUMP_ARTIFACT, out)
+        .await
+        .map(drop)
 }
 
 async fn globals(conn: &PgConnection, out: &mut BackupWriter) -> Result<()> {
@@ -130,17 +132,19 @@ async fn globals(conn: &PgConnection, out: &mut BackupWriter) -> Result<()> {
         .env("PGDATABASE", "postgres")
         .stdin(Stdio::null())
         .stdout(Stdio::piped());
-    stream_child(command, "pg_dumpall", GLOBALS_ARTIFACT, out).await
+    stream_child(command, "pg_dumpall", GLOBALS_ARTIFACT, out)
+        .await
+        .map(drop)
 }
 
 /// Streams a child's stdout into an artifact; the child's exit status decides: a failed
-/// child fails the backup even if its output looked complete.
-async fn stream_child(
+/// child fails the backup even if its output looked complete. Returns the child's stderr.
+pub(crate) async fn stream_child(
     command: tokio::process::Command,
     program: &str,
     artifact: &str,
     out: &mut BackupWriter,
-) -> Result<()> {
+) -> Result<String> {
     let mut running = child::spawn(command, program)?;
     let Some(mut stdout) = running.child.stdout.take() else {
         return Err(running
@@ -148,7 +152,7 @@ async fn stream_child(
             .await);
     };
     match out.put_artifact(artifact, &mut stdout).await {
-        Ok(_) => running.finish().await.map(|_| ()),
+        Ok(_) => running.finish().await,
         // Reading never fails because the child failed (that is an early EOF, caught by the
         // exit status): this is the pipeline or the store.
         Err(e) => Err(running.abort(e).await),

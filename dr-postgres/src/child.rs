@@ -112,3 +112,28 @@ pub async fn major_version(program: &str) -> Result<(u32, String)> {
         .ok_or_else(|| Error::Source(format!("cannot read the version of {program}: {text:?}")))?;
     Ok((major, text))
 }
+
+/// Whether this process runs as root (PostgreSQL's server refuses to).
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+/// A server-side program (`pg_ctl`, `postgres`) of the given server version: Debian keeps
+/// them in `/usr/lib/postgresql/<major>/bin`, off the PATH.
+pub fn server_binary(program: &str, version_num: i64) -> std::path::PathBuf {
+    let debian = std::path::PathBuf::from(format!(
+        "/usr/lib/postgresql/{}/bin/{program}",
+        version_num / 10000
+    ));
+    if debian.is_file() {
+        debian
+    } else {
+        std::path::PathBuf::from(program)
+    }
+}

@@ -1,4 +1,5 @@
-//! PostgreSQL backend for dr: logical backups.
+//! PostgreSQL backend for dr: logical backups, and physical base backups with a WAL archive
+//! for point-in-time recovery.
 //!
 //! - [`PostgresSource`]: `pg_dump --format=custom --compress=0` streamed from its stdout into
 //!   the pipeline (zstd does the compressing), from a snapshot exported in a repeatable-read
@@ -11,6 +12,10 @@
 //!   and on request swaps it in (`<db>` kept as `<db>_pre_restore_<time>`).
 //! - [`PostgresVerifier`]: checksums, `pg_restore --list`, and at `Restore` level a test restore
 //!   into a scratch database that is dropped afterwards, with the time it took.
+//! - [`PostgresBaseSource`]: `pg_basebackup` as a tar streamed into the pipeline, recording WAL
+//!   positions, timeline and system identifier; [`WalArchive`] behind `dr wal-push`/`wal-fetch`;
+//!   [`pitr::plan`] and [`restore_pitr`]: point-in-time recovery into a new data directory,
+//!   refusing targets the archive does not reach (a gap, WAL not archived yet).
 //!
 //! ```no_run
 //! # async fn demo(repo: dr_core::Repository) -> dr_core::Result<()> {
@@ -24,18 +29,28 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod backup;
+mod base;
+mod base_verify;
 mod checks;
 mod child;
 mod conn;
+pub mod lsn;
+pub mod pitr;
+mod recover;
 mod restore;
 mod verify;
 pub mod wal;
 
 pub use backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT, KIND, PostgresSource};
+pub use base::{BASE_ARTIFACT, BASE_KIND, BaseBackupFacts, PostgresBaseSource};
+pub use base_verify::BaseVerifier;
 pub use checks::{
     CheckOutcome, check_restored, check_restored_with, newest_timestamps, row_counts,
 };
 pub use conn::{PgConnection, quote_ident};
+pub use lsn::Lsn;
+pub use pitr::{ArchiveCheck, PitrPlan, RecoveryTarget, WalRun, check_archive, unneeded_wal};
+pub use recover::{LOG_FILE, PitrOptions, PitrReport, restore_pitr};
 pub use restore::PostgresTarget;
 pub use verify::PostgresVerifier;
-pub use wal::{PushOutcome, WalArchive, system_identifier};
+pub use wal::{ArchiveContents, ArchivedFile, PushOutcome, WalArchive, system_identifier};

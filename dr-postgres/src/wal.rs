@@ -5,17 +5,52 @@
 //! written by the first push), `wal/<source>/<timeline>/<file>.zst.age` and, written after
 //! it as its commit point, `wal/<source>/<timeline>/<file>.json` with its hashes.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+
+use chrono::{DateTime, Utc};
 
 use dr_core::object_store::path::Path as ObjectPath;
 use dr_core::object_store::{
     Error as StoreError, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
 };
-use dr_core::store::{create_object, get_object};
+use dr_core::store::{create_object, delete_object, get_object, list_objects};
 use dr_core::{
     Error, ExpectedPart, Repository, Result, check_name, decode_part, encode_part, sha256_hex,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::lsn::{TimelineSwitch, history_file_name, parse_history};
+
+/// One committed file of the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedFile {
+    /// The WAL file name.
+    pub name: String,
+    /// Bytes stored (compressed and encrypted).
+    pub stored_size: u64,
+    /// When its record was written: every change in a segment happened before this.
+    pub archived_at: DateTime<Utc>,
+}
+
+/// What the archive of one source holds.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveContents {
+    /// Committed files by name.
+    pub files: BTreeMap<String, ArchivedFile>,
+}
+
+impl ArchiveContents {
+    /// The highest timeline with an archived history file (1 when there is none).
+    pub fn newest_timeline(&self) -> u32 {
+        self.files
+            .keys()
+            .filter_map(|n| n.strip_suffix(".history"))
+            .filter_map(|t| u32::from_str_radix(t, 16).ok())
+            .max()
+            .unwrap_or(1)
+    }
+}
 
 const ARCHIVE_FORMAT_VERSION: u32 = 1;
 
@@ -115,9 +150,25 @@ impl<'a> WalArchive<'a> {
     /// # Errors
     /// A damaged file, a wrong or missing key, store errors.
     pub async fn fetch(&self, name: &str, dest: &Path) -> Result<bool> {
+        let Some(plain) = self.fetch_bytes(name).await? else {
+            return Ok(false);
+        };
+        let partial = dest.with_extension("dr-partial");
+        tokio::fs::write(&partial, &plain)
+            .await
+            .and(tokio::fs::rename(&partial, dest).await)
+            .map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+        Ok(true)
+    }
+
+    /// The archived file `name`, decoded and checked; `None` when it is not archived.
+    ///
+    /// # Errors
+    /// A damaged file, a wrong or missing key, store errors.
+    pub async fn fetch_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
         check_name("WAL file name", name)?;
         let Some(record) = self.record(name).await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let key = self.key(name, "zst.age");
         let stored = get_object(self.store().as_ref(), &key).await?;
@@ -136,12 +187,75 @@ impl<'a> WalArchive<'a> {
         })
         .await
         .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
-        let partial = dest.with_extension("dr-partial");
-        tokio::fs::write(&partial, &plain)
-            .await
-            .and(tokio::fs::rename(&partial, dest).await)
-            .map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
-        Ok(true)
+        Ok(Some(plain))
+    }
+
+    /// Every committed file of the archive (those whose record exists), by name.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn contents(&self) -> Result<ArchiveContents> {
+        let prefix = ObjectPath::from(format!("wal/{}", self.source));
+        let objects = list_objects(self.store().as_ref(), &prefix).await?;
+        let mut stored_sizes = BTreeMap::new();
+        let mut committed = BTreeMap::new();
+        for object in objects {
+            let Some(file) = object.location.filename() else {
+                continue;
+            };
+            if let Some(name) = file.strip_suffix(".zst.age") {
+                stored_sizes.insert(name.to_owned(), object.size);
+            } else if let Some(name) = file.strip_suffix(".json") {
+                committed.insert(name.to_owned(), object.last_modified);
+            }
+        }
+        let files = committed
+            .into_iter()
+            .filter_map(|(name, archived_at)| {
+                let stored_size = *stored_sizes.get(&name)?;
+                Some((
+                    name.clone(),
+                    ArchivedFile {
+                        name,
+                        stored_size,
+                        archived_at,
+                    },
+                ))
+            })
+            .collect();
+        Ok(ArchiveContents { files })
+    }
+
+    /// The timeline history of `timeline` (empty for timeline 1 or when not archived).
+    ///
+    /// # Errors
+    /// A damaged history file, key and store errors.
+    pub async fn history(&self, timeline: u32) -> Result<Vec<TimelineSwitch>> {
+        if timeline <= 1 {
+            return Ok(Vec::new());
+        }
+        match self.fetch_bytes(&history_file_name(timeline)).await? {
+            Some(bytes) => parse_history(&String::from_utf8_lossy(&bytes)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Deletes the archived files named in `names` (record first, so a file is never listed
+    /// without its data).
+    ///
+    /// # Errors
+    /// Store errors; files deleted before the error stay deleted.
+    pub async fn delete(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            delete_object(self.store().as_ref(), &self.key(name, "json")).await?;
+            delete_object(self.store().as_ref(), &self.key(name, "zst.age")).await?;
+        }
+        Ok(())
+    }
+
+    /// The source name.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     async fn check_cluster(&self, system_identifier: u64) -> Result<()> {

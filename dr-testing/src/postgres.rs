@@ -201,7 +201,7 @@ impl Drop for PgServer {
 }
 
 /// The `postgres` user's uid and gid when running as root (else run as ourselves).
-fn postgres_owner() -> Option<(u32, u32)> {
+pub fn postgres_owner() -> Option<(u32, u32)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let uid_line = status.lines().find(|l| l.starts_with("Uid:"))?;
     if uid_line.split_whitespace().nth(1)? != "0" {
@@ -251,4 +251,21 @@ fn path(p: &Path) -> &str {
 /// Where the PostgreSQL binaries are.
 pub fn bin_dir() -> PathBuf {
     PathBuf::from(BIN)
+}
+
+/// Stops the server whose data directory is `data_dir` (fast shutdown, by the PID in its
+/// `postmaster.pid`) and waits until it is gone; for servers the tests did not start
+/// themselves (a restored cluster started by `dr restore --start`).
+pub fn stop_cluster(data_dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text.lines().next().map(str::trim) else {
+        return;
+    };
+    let _ = Command::new("kill").args(["-INT", pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

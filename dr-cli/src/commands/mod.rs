@@ -1,6 +1,7 @@
 //! One function per command: parse nothing, call the library, print, return.
 
 mod backup;
+mod pitr;
 mod prune;
 mod restore;
 mod verify;
@@ -72,7 +73,25 @@ pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
         ],
         &table,
     );
+    let physical = pitr_sources(&manifests);
+    match pitr::archive_checks(&repo, &physical).await {
+        Ok(checks) => pitr::print_windows(&checks),
+        Err(e) => println!("(recoverable windows not shown: {})", e.message),
+    }
     Ok(())
+}
+
+/// The sources with base backups among `manifests`.
+fn pitr_sources(manifests: &[Manifest]) -> Vec<&str> {
+    let mut sources: Vec<&str> = manifests
+        .iter()
+        .filter(|m| m.kind == dr_postgres::BASE_KIND)
+        .map(|m| m.source.as_str())
+        .collect();
+    sources.dedup();
+    sources.sort_unstable();
+    sources.dedup();
+    sources
 }
 
 fn listed(m: &Manifest) -> Listed<'_> {

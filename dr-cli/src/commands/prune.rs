@@ -3,10 +3,12 @@
 use std::collections::BTreeMap;
 
 use dr_core::retention::{Decision, RetentionItem, plan};
+use dr_core::{Manifest, Repository};
+use dr_postgres::{BaseBackupFacts, WalArchive, unneeded_wal};
 use serde_json::json;
 
 use crate::app::App;
-use crate::exit::{CliResult, Context};
+use crate::exit::{CliError, CliResult, Context};
 use crate::output;
 
 /// `dr prune [--dry-run]`: plans per source with its policy, prints every decision with its
@@ -47,10 +49,11 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
             .await
             .doing(|| "removing orphans".into())?;
     }
+    let wal = prune_wal(&repo, &manifests, &decisions, dry_run).await?;
     if app.global.json {
         return output::json(
             &json!({ "dry_run": dry_run, "decisions": decisions, "deleted": deleted,
-            "orphans_removed": orphans }),
+            "orphans_removed": orphans, "wal": wal }),
         );
     }
     let rows: Vec<Vec<String>> = decisions
@@ -85,5 +88,48 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
         },
         orphans.len()
     );
+    for (source, names) in &wal {
+        println!(
+            "{source}: {} archived WAL files older than the oldest kept base backup {}",
+            names.len(),
+            if dry_run {
+                "would be deleted"
+            } else {
+                "deleted"
+            }
+        );
+    }
     Ok(())
+}
+
+/// Deletes the archived WAL no kept base backup needs, per source with base backups.
+async fn prune_wal(
+    repo: &Repository,
+    manifests: &[Manifest],
+    decisions: &[Decision],
+    dry_run: bool,
+) -> CliResult<BTreeMap<String, Vec<String>>> {
+    let mut pruned = BTreeMap::new();
+    for source in super::pitr_sources(manifests) {
+        let kept: Vec<BaseBackupFacts> = manifests
+            .iter()
+            .filter(|m| m.source == source && m.kind == dr_postgres::BASE_KIND)
+            .filter(|m| decisions.iter().any(|d| d.keep && d.id == m.id))
+            .filter_map(|m| BaseBackupFacts::from_info(&m.source_info, &m.id).ok())
+            .collect();
+        let archive = WalArchive::new(repo, source).map_err(CliError::from)?;
+        let contents = archive
+            .contents()
+            .await
+            .doing(|| format!("listing the WAL archive of {source}"))?;
+        let names = unneeded_wal(&contents, &kept);
+        if !dry_run {
+            archive
+                .delete(&names)
+                .await
+                .doing(|| format!("deleting old WAL of {source}"))?;
+        }
+        pruned.insert(source.to_owned(), names);
+    }
+    Ok(pruned)
 }

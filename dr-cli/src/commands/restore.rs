@@ -10,6 +10,14 @@ use crate::output;
 /// `dr restore SOURCE [ID|latest] [--at T] [--to PATH] [--force]`.
 pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     let source = app.config.source(&args.source)?;
+    if source.is_physical() {
+        return super::pitr::restore(app, args).await;
+    }
+    if args.dry_run || args.start || args.keep_archiving {
+        return Err(CliError::usage(
+            "--dry-run, --start and --keep-archiving are for physical PostgreSQL sources (method = \"physical\")",
+        ));
+    }
     if args.in_place && !source.supports_in_place() {
         return Err(CliError::usage(
             "--in-place is for PostgreSQL sources (SQLite restores keep the previous file anyway)",

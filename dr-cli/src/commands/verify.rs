@@ -15,6 +15,8 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     let bar = app.bar();
     let repo = app.repository(Some(bar.clone())).await?;
     let chosen = choose(&repo, target).await?;
+    let physical = super::pitr_sources(&chosen);
+    let archives = super::pitr::archive_checks(&repo, &physical).await?;
     let mut reports = Vec::new();
     for manifest in chosen {
         let reader = repo.reader(manifest);
@@ -23,7 +25,13 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
             .await
             .doing(|| format!("verifying backup {}", reader.id()));
         bar.finish();
-        let report = report?;
+        let mut report = report?;
+        if let Some(check) = archives
+            .iter()
+            .find(|c| c.source == reader.manifest().source)
+        {
+            add_archive_check(&mut report, check, reader.id());
+        }
         if !app.global.json {
             print_report(&reader, &report);
         }
@@ -113,5 +121,24 @@ fn print_report(reader: &BackupReader, report: &VerifyReport) {
         println!(
             "  note    no identity loaded: stored checksums only (pass --identity to decrypt and check every part)"
         );
+    }
+}
+
+/// WAL continuity from this base backup to the newest archived segment.
+fn add_archive_check(report: &mut VerifyReport, check: &dr_postgres::ArchiveCheck, id: &str) {
+    report.problems.extend(check.problems.iter().cloned());
+    let Some((_, run)) = check.runs.iter().find(|(base, _)| base == id) else {
+        return;
+    };
+    if run.gap.is_none() {
+        let last = run.files.last().map_or("none", |f| f.name.as_str());
+        let until = run
+            .recoverable_until
+            .map_or_else(|| "its end".into(), |t| t.to_rfc3339());
+        report.passed.push(format!(
+            "WAL archive continuous from this base backup through {last} ({} files, timeline {}): recoverable until {until}",
+            run.files.len(),
+            run.timeline
+        ));
     }
 }

@@ -1,0 +1,199 @@
+//! `dr restore` of a physical PostgreSQL source: point-in-time recovery into a new data
+//! directory, and the recoverable windows `dr list` and `dr verify` show.
+
+use std::path::Path;
+
+use dr_core::Repository;
+use dr_postgres::pitr::{self, ArchiveCheck, PitrPlan, RecoveryTarget};
+use dr_postgres::{PitrOptions, restore_pitr};
+
+use crate::app::App;
+use crate::cli::RestoreArgs;
+use crate::exit::{CliError, CliResult, Context};
+use crate::output;
+
+/// `dr restore SOURCE --at TARGET --to DIR [--dry-run] [--start --port N]`.
+pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
+    if args.backup != "latest" || args.in_place || args.swap || args.server.is_some() {
+        return Err(CliError::usage(
+            "a physical PostgreSQL source restores by point in time: use --at TIME|latest|LSN and --to NEW_DATA_DIR",
+        ));
+    }
+    let target: RecoveryTarget = args
+        .at
+        .as_deref()
+        .unwrap_or("latest")
+        .parse()
+        .map_err(CliError::from)?;
+    let repo = app.repository(None).await?;
+    let plan = pitr::plan(&repo, &args.source, target)
+        .await
+        .doing(|| format!("planning the recovery of {} to {target}", args.source))?;
+    if args.dry_run {
+        return print_plan(app, &plan);
+    }
+    let Some(data_dir) = &args.to else {
+        return Err(CliError::usage(
+            "--to NEW_DATA_DIR is required: a point-in-time restore never touches the current data directory",
+        ));
+    };
+    if app.identity_path().is_none() {
+        return Err(CliError::usage(
+            "restoring needs the secret key: pass --identity FILE or set `identity` in dr.toml",
+        ));
+    }
+    let options = PitrOptions {
+        data_dir: absolute(data_dir)?,
+        restore_command: restore_command(app, &args.source)?,
+        keep_archiving: args.keep_archiving,
+        start_on_port: if args.start { args.port } else { None },
+    };
+    if !app.global.json {
+        print_plan(app, &plan)?;
+    }
+    let report = restore_pitr(&repo, plan, &options)
+        .await
+        .doing(|| format!("restoring {} to {target}", args.source))?;
+    if app.global.json {
+        return output::json(&report);
+    }
+    println!(
+        "restored base backup {} ({}) into {} in {:.1} s",
+        report.plan.base_backup,
+        output::size(report.restored_bytes),
+        report.data_dir.display(),
+        report.elapsed_ms as f64 / 1000.0
+    );
+    match (&report.recovery_stopped, report.promoted) {
+        (Some(summary), true) => println!("recovered and promoted: {summary}"),
+        (None, true) => println!("recovered and promoted"),
+        _ => println!(
+            "recovery is configured (recovery.signal, restore_command): start PostgreSQL on {} to replay the WAL",
+            report.data_dir.display()
+        ),
+    }
+    Ok(())
+}
+
+fn print_plan(app: &App, plan: &PitrPlan) -> CliResult<()> {
+    if app.global.json {
+        return output::json(plan);
+    }
+    println!("recover {} to {}", plan.source, plan.target);
+    println!(
+        "  base backup {} (ended {} at WAL {} on timeline {}), {} stored",
+        plan.base_backup,
+        plan.base.stop_time.format("%Y-%m-%d %H:%M:%S"),
+        plan.base.stop_lsn,
+        plan.base.timeline,
+        output::size(plan.base_stored_bytes)
+    );
+    match (plan.wal.first(), plan.wal.last()) {
+        (Some(first), Some(last)) => println!(
+            "  WAL {} .. {} ({} files, {} stored), ending on timeline {}",
+            first.name,
+            last.name,
+            plan.wal.len(),
+            output::size(plan.wal.iter().map(|f| f.stored_size).sum()),
+            plan.timeline
+        ),
+        _ => println!("  WAL: only what the base backup holds"),
+    }
+    if !plan.history_files.is_empty() {
+        println!("  timeline history {}", plan.history_files.join(", "));
+    }
+    println!("  download {}", output::size(plan.download_bytes));
+    if let Some(until) = plan.recoverable_until {
+        println!("  the archive reaches {}", until.to_rfc3339());
+    }
+    Ok(())
+}
+
+/// The `restore_command` recovery runs: this very binary with this configuration.
+fn restore_command(app: &App, source: &str) -> CliResult<String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::usage(format!("cannot find the dr binary: {e}")))?;
+    let mut words = vec![
+        shell_quote(&exe.display().to_string()),
+        "--config".into(),
+        shell_quote(&absolute(&app.global.config)?.display().to_string()),
+    ];
+    if let Some(repository) = &app.global.repository {
+        words.extend(["--repository".into(), shell_quote(repository)]);
+    }
+    if let Some(identity) = &app.global.identity {
+        words.extend([
+            "--identity".into(),
+            shell_quote(&absolute(identity)?.display().to_string()),
+        ]);
+    }
+    words.extend([
+        "wal-fetch".into(),
+        "--source".into(),
+        shell_quote(source),
+        "%f".into(),
+        "%p".into(),
+    ]);
+    Ok(words.join(" "))
+}
+
+fn shell_quote(word: &str) -> String {
+    if word
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-:@=+,".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+fn absolute(path: &Path) -> CliResult<std::path::PathBuf> {
+    std::path::absolute(path)
+        .map_err(|e| CliError::usage(format!("cannot resolve {}: {e}", path.display())))
+}
+
+/// The archive checks of every source with base backups (for `dr list` and `dr verify`).
+pub async fn archive_checks(repo: &Repository, sources: &[&str]) -> CliResult<Vec<ArchiveCheck>> {
+    let mut checks = Vec::new();
+    for source in sources {
+        let check = pitr::check_archive(repo, source)
+            .await
+            .doing(|| format!("checking the WAL archive of {source}"))?;
+        if !check.runs.is_empty() || !check.problems.is_empty() {
+            checks.push(check);
+        }
+    }
+    Ok(checks)
+}
+
+/// One line per source: the window one can recover to.
+pub fn print_windows(checks: &[ArchiveCheck]) {
+    for check in checks {
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        };
+        println!(
+            "{}: recoverable from {} to {} UTC (newest WAL {})",
+            check.source,
+            time(check.earliest),
+            time(check.latest),
+            check.newest_segment.as_deref().unwrap_or("none")
+        );
+        for problem in &check.problems {
+            println!("  PROBLEM {problem}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quoting_survives_spaces_and_quotes() {
+        assert_eq!(shell_quote("/usr/bin/dr"), "/usr/bin/dr");
+        assert_eq!(shell_quote("/srv/my dr/dr.toml"), "'/srv/my dr/dr.toml'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}

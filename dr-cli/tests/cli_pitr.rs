@@ -1,0 +1,359 @@
+//! Point-in-time recovery against real clusters: base backups with `dr backup`, WAL through
+//! a real `archive_command`, `dr restore --at` into new data directories started by dr, a
+//! second recovery on the new timeline, gaps reported and refused, WAL pruned with its bases.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dr_testing::PgServer;
+use dr_testing::postgres::{PASSWORD, give_to_postgres, postgres_owner, stop_cluster};
+use dr_testing::s3::free_port;
+
+/// A work directory with a repository, a key and a configuration for source `db`.
+struct Work {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Work {
+    fn new(retention: &str) -> Work {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("dr.toml");
+        give_to_postgres(dir.path());
+        let work = Work { dir, config };
+        work.write_config(1, retention);
+        work.ok(&["keygen"]);
+        work.ok(&["init"]);
+        work
+    }
+
+    fn write_config(&self, port: u16, retention: &str) {
+        std::fs::write(
+            &self.config,
+            format!(
+                "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n{retention}\n[sources.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres\"\n",
+                self.dir.path().display()
+            ),
+        )
+        .unwrap();
+        give_to_postgres(&self.config);
+    }
+
+    /// Runs dr as the postgres user (when root), as an operator restoring a cluster would.
+    fn dr(&self, args: &[&str]) -> (i32, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dr"));
+        command.arg("--config").arg(&self.config).args(args);
+        if let Some((uid, gid)) = postgres_owner() {
+            command.uid(uid).gid(gid);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (code, out) = self.dr(args);
+        assert_eq!(code, 0, "dr {args:?}: {out}");
+        out
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn archive_command(&self) -> String {
+        format!(
+            "{} --config {} wal-push --source db %p",
+            env!("CARGO_BIN_EXE_dr"),
+            self.config.display()
+        )
+    }
+
+    /// Starts a cluster that archives into this repository, with the archive settings also
+    /// in postgresql.auto.conf so that base backups carry them.
+    fn archiving_server(&self, retention: &str) -> PgServer {
+        let command = self.archive_command();
+        let server = PgServer::start_with(&[
+            ("archive_mode", "on"),
+            ("archive_command", &command),
+            ("wal_level", "replica"),
+        ]);
+        server.psql(
+            "postgres",
+            &format!("ALTER SYSTEM SET archive_command = '{command}'"),
+        );
+        server.psql("postgres", "ALTER SYSTEM SET archive_mode = on");
+        self.write_config(server.port(), retention);
+        server
+    }
+}
+
+/// A cluster `dr restore --start` started; stopped by its PID when dropped.
+struct Restored {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Restored {
+    fn psql(&self, sql: &str) -> String {
+        psql(self.port, sql)
+    }
+}
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        stop_cluster(&self.dir);
+    }
+}
+
+fn psql(port: u16, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+        .arg(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+        .args(["-c", sql])
+        .env("PGPASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Switches to a new WAL segment and waits until the finished one is archived.
+fn archive_now(port: u16) {
+    let segment = psql(port, "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    psql(port, "SELECT pg_switch_wal()");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while psql(
+        port,
+        "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+    )[8..]
+        < segment[8..]
+    {
+        assert!(Instant::now() < deadline, "{segment} not archived");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Notes the server's time between two commits, a second apart from each.
+fn note_time(port: u16) -> String {
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = psql(
+        port,
+        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    t
+}
+
+fn restore(work: &Work, name: &str, at: &str, extra: &[&str]) -> Restored {
+    let restored = Restored {
+        dir: work.path(name),
+        port: free_port(),
+    };
+    let dir = restored.dir.to_str().unwrap().to_owned();
+    let port_text = restored.port.to_string();
+    let mut args = vec![
+        "restore", "db", "--at", at, "--to", &dir, "--start", "--port", &port_text,
+    ];
+    args.extend_from_slice(extra);
+    let out = work.ok(&args);
+    assert!(out.contains("recovered and promoted"), "{out}");
+    restored
+}
+
+#[test]
+fn recovers_to_a_time_to_latest_and_again_on_the_new_timeline() {
+    let work = Work::new("");
+    let server = work.archiving_server("");
+    let port = server.port();
+    psql(
+        port,
+        "CREATE TABLE events (id serial PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp()); \
+         CREATE TABLE customers AS SELECT i AS id, 'customer ' || i AS name FROM generate_series(1, 500) i; \
+         INSERT INTO events (note) SELECT 'before backup' FROM generate_series(1, 100)",
+    );
+    let out = work.ok(&["backup", "db"]);
+    assert!(out.contains("backed up db"), "{out}");
+    psql(
+        port,
+        "INSERT INTO events (note) SELECT 'after backup' FROM generate_series(1, 50)",
+    );
+    let t = note_time(port);
+    psql(
+        port,
+        "INSERT INTO events (note) SELECT 'after T' FROM generate_series(1, 30)",
+    );
+    psql(port, "DROP TABLE customers");
+    archive_now(port);
+
+    // The plan names the base backup and the WAL, and downloads nothing.
+    let plan = work.ok(&["restore", "db", "--at", &t, "--dry-run"]);
+    assert!(
+        plan.contains("base backup") && plan.contains("WAL 0000000100"),
+        "{plan}"
+    );
+    let listed = work.ok(&["list"]);
+    assert!(listed.contains("db: recoverable from"), "{listed}");
+    let verified = work.ok(&["verify", "db"]);
+    assert!(verified.contains("WAL archive continuous"), "{verified}");
+
+    // To T: exactly the rows committed before T, and the table dropped later still there.
+    let at_t = restore(&work, "at-t", &t, &[]);
+    assert_eq!(at_t.psql("SELECT count(*) FROM events"), "150");
+    assert_eq!(
+        at_t.psql("SELECT count(*) FROM events WHERE note = 'after T'"),
+        "0"
+    );
+    assert_eq!(at_t.psql("SELECT count(*) FROM customers"), "500");
+    assert_eq!(at_t.psql("SELECT pg_is_in_recovery()"), "f");
+    drop(at_t);
+
+    // To the latest: everything, the drop included; the original cluster untouched.
+    let latest = restore(&work, "latest", "latest", &[]);
+    assert_eq!(latest.psql("SELECT count(*) FROM events"), "180");
+    assert_eq!(
+        latest.psql("SELECT count(*) FROM pg_tables WHERE tablename = 'customers'"),
+        "0"
+    );
+    drop(latest);
+    assert_eq!(
+        server.psql("postgres", "SELECT count(*) FROM events"),
+        "180"
+    );
+
+    // Recover to T again, this time as the new primary archiving timeline 2 ...
+    let primary = restore(&work, "new-primary", &t, &["--keep-archiving"]);
+    let timeline = primary.psql("SELECT timeline_id FROM pg_control_checkpoint()");
+    primary.psql("CHECKPOINT");
+    assert_ne!(
+        primary.psql("SELECT timeline_id FROM pg_control_checkpoint()"),
+        "1",
+        "was {timeline}"
+    );
+    primary.psql("INSERT INTO events (note) SELECT 'timeline 2' FROM generate_series(1, 7)");
+    let t2 = note_time(primary.port);
+    primary.psql("DELETE FROM events WHERE note = 'before backup'");
+    archive_now(primary.port);
+
+    // ... and recover that one to T2: the old base backup, timeline 1 then timeline 2.
+    let plan = work.ok(&["restore", "db", "--at", &t2, "--dry-run"]);
+    assert!(plan.contains("00000002.history"), "{plan}");
+    let second = restore(&work, "second", &t2, &[]);
+    assert_eq!(second.psql("SELECT count(*) FROM events"), "157");
+    assert_eq!(
+        second.psql("SELECT count(*) FROM events WHERE note = 'before backup'"),
+        "100"
+    );
+}
+
+#[test]
+fn gaps_are_reported_and_refused_and_prune_keeps_what_bases_need() {
+    let retention = "[retention]\nkeep_last = 1\n";
+    let work = Work::new(retention);
+    let server = work.archiving_server(retention);
+    let port = server.port();
+    psql(
+        port,
+        "CREATE TABLE t AS SELECT i FROM generate_series(1, 1000) i",
+    );
+    work.ok(&["backup", "db"]);
+    for _ in 0..3 {
+        psql(
+            port,
+            "INSERT INTO t SELECT i FROM generate_series(1, 1000) i",
+        );
+        archive_now(port);
+    }
+    work.ok(&["backup", "db"]);
+    let second_start = second_base_start(&work);
+    psql(
+        port,
+        "INSERT INTO t SELECT i FROM generate_series(1, 1000) i",
+    );
+    archive_now(port);
+    let before = archived_segments(&work);
+    assert!(
+        before.iter().any(|s| s[8..] < second_start[8..]),
+        "{before:?}"
+    );
+
+    // Prune: the first base backup goes, and with it the WAL only it needed.
+    let out = work.ok(&["prune"]);
+    assert!(out.contains("archived WAL files older than"), "{out}");
+    let after = archived_segments(&work);
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|s| s[8..] >= second_start[8..]),
+        "{after:?}"
+    );
+    work.ok(&["verify", "db"]);
+
+    // A segment goes missing: verify says where, a recovery past it is refused.
+    psql(
+        port,
+        "INSERT INTO t SELECT i FROM generate_series(1, 1000) i",
+    );
+    archive_now(port);
+    let all = archived_segments(&work);
+    let missing = all.iter().rev().nth(1).unwrap().clone();
+    for suffix in ["json", "zst.age"] {
+        std::fs::remove_file(
+            work.path(&format!("repo/wal/db/{}/{missing}.{suffix}", &missing[..8])),
+        )
+        .unwrap();
+    }
+    let (code, out) = work.dr(&["verify", "db"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("gap") && out.contains(&missing), "{out}");
+    let target = work.path("refused");
+    let (code, out) = work.dr(&[
+        "restore",
+        "db",
+        "--at",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(out.contains("gap") && out.contains(&missing), "{out}");
+    assert!(
+        !target.exists(),
+        "nothing is created for a refused recovery"
+    );
+}
+
+fn archived_segments(work: &Work) -> Vec<String> {
+    let dir = work.path("repo/wal/db/00000001");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+        .filter(|n| n.len() == 24)
+        .collect();
+    names.sort();
+    names
+}
+
+fn second_base_start(work: &Work) -> String {
+    let listed: serde_json::Value =
+        serde_json::from_str(&work.ok(&["list", "--json", "db"])).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let shown: serde_json::Value =
+        serde_json::from_str(&work.ok(&["show", "--json", &id])).unwrap();
+    shown["source_info"]["start_wal_file"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
