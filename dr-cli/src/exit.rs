@@ -19,6 +19,9 @@ pub enum Failure {
     Usage,
     /// Exit code 3.
     Verification,
+    /// Exit code 1 without the word "error": `wal-fetch` was asked for a file the archive
+    /// does not have, which is how every recovery learns where the archive ends.
+    NotArchived,
     /// Exit code 255: stop PostgreSQL's recovery (restore_command failures that are not
     /// "the file is not archived").
     AbortRecovery,
@@ -59,10 +62,18 @@ impl CliError {
         self
     }
 
+    /// How the message is introduced on stderr.
+    pub fn prefix(&self) -> &'static str {
+        match self.failure {
+            Failure::NotArchived => "dr: ",
+            _ => "error: ",
+        }
+    }
+
     /// The process exit code.
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self.failure {
-            Failure::Operational => 1,
+            Failure::Operational | Failure::NotArchived => 1,
             Failure::Usage => 2,
             Failure::Verification => 3,
             Failure::AbortRecovery => 255,

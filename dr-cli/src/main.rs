@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            eprintln!("{}{}", e.prefix(), e.message);
             e.exit_code()
         }
     }

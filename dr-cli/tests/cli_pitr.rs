@@ -190,6 +190,7 @@ fn recovers_to_a_time_to_latest_and_again_on_the_new_timeline() {
         port,
         "INSERT INTO events (note) SELECT 'after backup' FROM generate_series(1, 50)",
     );
+    let lsn = psql(port, "SELECT pg_current_wal_insert_lsn()");
     let t = note_time(port);
     psql(
         port,
@@ -219,6 +220,16 @@ fn recovers_to_a_time_to_latest_and_again_on_the_new_timeline() {
     assert_eq!(at_t.psql("SELECT count(*) FROM customers"), "500");
     assert_eq!(at_t.psql("SELECT pg_is_in_recovery()"), "f");
     drop(at_t);
+
+    // To a WAL position: the same rows.
+    let at_lsn = restore(&work, "at-lsn", &lsn, &[]);
+    assert_eq!(
+        at_lsn.psql("SELECT count(*) FROM events"),
+        "150",
+        "{}",
+        std::fs::read_to_string(at_lsn.dir.join("dr-recovery.log")).unwrap_or_default()
+    );
+    drop(at_lsn);
 
     // To the latest: everything, the drop included; the original cluster untouched.
     let latest = restore(&work, "latest", "latest", &[]);
@@ -298,7 +309,8 @@ fn gaps_are_reported_and_refused_and_prune_keeps_what_bases_need() {
         after.iter().all(|s| s[8..] >= second_start[8..]),
         "{after:?}"
     );
-    work.ok(&["verify", "db"]);
+    let verified = work.ok(&["verify", "db", "--level", "restore"]);
+    assert!(verified.contains("pg_verifybackup"), "{verified}");
 
     // A segment goes missing: verify says where, a recovery past it is refused.
     psql(

@@ -72,6 +72,12 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
             report.data_dir.display()
         ),
     }
+    if owned_by_root(&report.data_dir) {
+        println!(
+            "note: {0} belongs to root and PostgreSQL refuses to run as root: `chown -R postgres: {0}` before starting it (and let postgres read dr.toml and the key, which restore_command uses)",
+            report.data_dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -196,4 +202,9 @@ mod tests {
         assert_eq!(shell_quote("/srv/my dr/dr.toml"), "'/srv/my dr/dr.toml'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
+}
+
+fn owned_by_root(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == 0)
 }

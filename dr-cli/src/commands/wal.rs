@@ -37,8 +37,10 @@ pub async fn wal_fetch(app: &App, name: &str, dest: &Path, source: Option<&str>)
     match fetch(app, name, dest, source).await {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(CliError {
-            failure: Failure::Operational,
-            message: format!("{name} is not in the WAL archive"),
+            failure: Failure::NotArchived,
+            message: format!(
+                "{name} is not in the WAL archive (normal: recovery asks until the archive ends)"
+            ),
         }),
         Err(mut e) => {
             e.failure = Failure::AbortRecovery;
