@@ -394,6 +394,32 @@ mod tests {
     }
 
     #[test]
+    fn every_readme_toml_sample_parses() {
+        let readme = include_str!("../../README.md");
+        let samples: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .collect();
+        assert!(samples.len() >= 2);
+        for sample in samples {
+            let config: Config = toml::from_str(sample).unwrap_or_else(|e| panic!("{e}\n{sample}"));
+            assert!(!config.sources.is_empty());
+        }
+        let pitr: Config = toml::from_str(
+            readme
+                .split("```toml\n")
+                .nth(2)
+                .unwrap()
+                .split("```")
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(pitr.source("shop-pitr").unwrap().is_physical());
+    }
+
+    #[test]
     fn typos_are_refused() {
         let err = toml::from_str::<Config>("[retention]\nkeep_dayly = 3\n").unwrap_err();
         assert!(err.to_string().contains("keep_dayly"), "{err}");

@@ -58,9 +58,16 @@ pub async fn restore_pitr(
     let started = Instant::now();
     let dir = &options.data_dir;
     let created = prepare_target(dir).await?;
+    let marker = dir.join(IN_PROGRESS);
     let unpacked = async {
+        tokio::fs::write(&marker, "a dr restore is writing this directory\n")
+            .await
+            .map_err(|e| Error::io(format!("writing {}", marker.display()), e))?;
         let bytes = unpack_base(repo, &plan.source, &plan.base_backup, dir).await?;
         write_recovery_config(dir, &plan.target, options)?;
+        tokio::fs::remove_file(&marker)
+            .await
+            .map_err(|e| Error::io(format!("removing {}", marker.display()), e))?;
         Ok::<_, Error>(bytes)
     }
     .await;
@@ -94,12 +101,22 @@ pub async fn restore_pitr(
     Ok(report)
 }
 
+/// Present in a data directory while dr writes it: a restore killed midway leaves it behind,
+/// so the half-written copy is recognised (`recovery.signal` is written only at the end).
+const IN_PROGRESS: &str = ".dr-restore-in-progress";
+
 /// Creates the target (mode 0700); `true` when it did not exist.
 async fn prepare_target(dir: &Path) -> Result<bool> {
     use std::os::unix::fs::PermissionsExt;
     let io = |e| Error::io(format!("preparing {}", dir.display()), e);
     let created = match tokio::fs::read_dir(dir).await {
         Ok(mut entries) => {
+            if dir.join(IN_PROGRESS).exists() {
+                return Err(Error::Usage(format!(
+                    "{} holds an interrupted restore (it has {IN_PROGRESS}): it is incomplete and must not be started; delete the directory and run the restore again",
+                    dir.display()
+                )));
+            }
             if entries.next_entry().await.map_err(io)?.is_some() {
                 return Err(Error::Usage(format!(
                     "{} is not empty: a point-in-time restore goes into a new data directory (the current one is never touched)",
@@ -377,5 +394,8 @@ mod tests {
         assert!(dir.path().join("PG_VERSION").exists());
         let fresh = dir.path().join("new");
         assert!(prepare_target(&fresh).await.unwrap());
+        std::fs::write(fresh.join(IN_PROGRESS), "").unwrap();
+        let err = prepare_target(&fresh).await.unwrap_err();
+        assert!(err.to_string().contains("interrupted restore"), "{err}");
     }
 }
