@@ -329,6 +329,9 @@ fn gaps_are_reported_and_refused_and_prune_keeps_what_bases_need() {
     let (code, out) = work.dr(&["verify", "db"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("gap") && out.contains(&missing), "{out}");
+    let (code, out) = work.dr(&["restore", "db", "--at", "2000-01-01T00:00:00Z", "--dry-run"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no base backup finished before it"), "{out}");
     let target = work.path("refused");
     let (code, out) = work.dr(&[
         "restore",

@@ -319,6 +319,8 @@ pub struct ArchiveCheck {
     pub newest_segment: Option<String>,
     /// Problems found (gaps, base backups on abandoned timelines), in words.
     pub problems: Vec<String>,
+    /// What could not be checked, in words.
+    pub notes: Vec<String>,
 }
 
 /// Checks WAL continuity from each base backup of `source` to the newest archived segment.
@@ -328,7 +330,19 @@ pub struct ArchiveCheck {
 pub async fn check_archive(repo: &Repository, source: &str) -> Result<ArchiveCheck> {
     let archive = WalArchive::new(repo, source)?;
     let contents = archive.contents().await?;
-    let (timeline, history) = newest_history(&archive, &contents).await?;
+    let mut notes = Vec::new();
+    let (timeline, history) = match newest_history(&archive, &contents).await {
+        Ok(found) => found,
+        // Without the key, history files cannot be read: check the oldest timeline's WAL.
+        Err(Error::NoIdentity) => {
+            notes.push(format!(
+                "timeline history (timeline {}) not read without the identity: WAL checked on timeline 1 only",
+                contents.newest_timeline()
+            ));
+            (1, Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
     let bases = base_backups(repo, source).await?;
     let mut check = ArchiveCheck {
         source: source.to_owned(),
@@ -337,6 +351,7 @@ pub async fn check_archive(repo: &Repository, source: &str) -> Result<ArchiveChe
         latest: None,
         newest_segment: None,
         problems: Vec::new(),
+        notes,
     };
     for (manifest, facts) in &bases {
         if !on_the_way(facts, timeline, &history) {

@@ -170,9 +170,12 @@ impl<'a> WalArchive<'a> {
         let Some(record) = self.record(name).await? else {
             return Ok(None);
         };
+        let identities = self.repo.identities().clone();
+        if identities.is_empty() {
+            return Err(Error::NoIdentity);
+        }
         let key = self.key(name, "zst.age");
         let stored = get_object(self.store().as_ref(), &key).await?;
-        let identities = self.repo.identities().clone();
         let recipients = self.repo.config().recipients.clone();
         let key_text = key.to_string();
         let plain = tokio::task::spawn_blocking(move || {

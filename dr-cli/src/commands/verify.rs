@@ -127,6 +127,9 @@ fn print_report(reader: &BackupReader, report: &VerifyReport) {
 /// WAL continuity from this base backup to the newest archived segment.
 fn add_archive_check(report: &mut VerifyReport, check: &dr_postgres::ArchiveCheck, id: &str) {
     report.problems.extend(check.problems.iter().cloned());
+    report
+        .passed
+        .extend(check.notes.iter().map(|n| format!("note: {n}")));
     let Some((_, run)) = check.runs.iter().find(|(base, _)| base == id) else {
         return;
     };
