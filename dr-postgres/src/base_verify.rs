@@ -131,14 +131,8 @@ impl BaseVerifier {
         }
         .map_err(|e| Error::io("creating a scratch directory", e))?;
         let started = Instant::now();
-        let dir = scratch.path().to_owned();
-        let bytes = read_base_tar(backup, move |mut entry| {
-            entry
-                .unpack_in(&dir)
-                .map(drop)
-                .map_err(|e| Error::io("unpacking the base backup", e))
-        })
-        .await?;
+        let mut unpacker = crate::untar::Unpacker::new(scratch.path());
+        let bytes = read_base_tar(backup, move |mut entry| unpacker.unpack(&mut entry)).await?;
         let unpacked = started.elapsed().as_secs_f64();
         let program = child::server_binary("pg_verifybackup", facts.server_version_num);
         let mut command = tokio::process::Command::new(&program);

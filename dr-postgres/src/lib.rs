@@ -38,6 +38,7 @@ pub mod lsn;
 pub mod pitr;
 mod recover;
 mod restore;
+mod untar;
 mod verify;
 pub mod wal;
 

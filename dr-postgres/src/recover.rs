@@ -153,18 +153,8 @@ async fn empty_dir(dir: &Path) -> std::io::Result<()> {
 async fn unpack_base(repo: &Repository, source: &str, backup_id: &str, dir: &Path) -> Result<u64> {
     let selector = dr_core::BackupSelector::Id(backup_id.to_owned());
     let reader = repo.open_backup(source, &selector).await?;
-    let dir = dir.to_owned();
-    read_base_tar(&reader, move |mut entry| {
-        let name = entry.path().map_err(unpack_error)?.display().to_string();
-        if entry.unpack_in(&dir).map_err(unpack_error)? {
-            Ok(())
-        } else {
-            Err(Error::Source(format!(
-                "the base backup holds an entry outside the data directory ({name}): refusing it"
-            )))
-        }
-    })
-    .await
+    let mut unpacker = crate::untar::Unpacker::new(dir);
+    read_base_tar(&reader, move |mut entry| unpacker.unpack(&mut entry)).await
 }
 
 /// Reads the base backup's tar entry by entry on a blocking thread, then drains the stream
