@@ -192,6 +192,11 @@ pub fn print_windows(checks: &[ArchiveCheck]) {
     }
 }
 
+fn owned_by_root(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,9 +207,4 @@ mod tests {
         assert_eq!(shell_quote("/srv/my dr/dr.toml"), "'/srv/my dr/dr.toml'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
-}
-
-fn owned_by_root(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).is_ok_and(|m| m.uid() == 0)
 }
