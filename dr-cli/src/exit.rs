@@ -92,6 +92,7 @@ impl From<dr_core::Error> for CliError {
             E::InvalidName { .. }
             | E::InvalidLocation { .. }
             | E::BackupNotFound { .. }
+            | E::Refused(_)
             | E::NoSuchArtifact { .. } => Failure::Usage,
             _ => Failure::Operational,
         };

@@ -189,6 +189,14 @@ pub enum Error {
         detail: String,
     },
 
+    /// A restore could not complete (the target, or the server recovering it, failed).
+    #[error("Restore failed: {0}")]
+    Restore(String),
+
+    /// A request that cannot be carried out as asked; the message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
+
     /// An operation was used wrongly by the calling code (a bug in the caller).
     #[error("Invalid use: {0}")]
     Usage(String),

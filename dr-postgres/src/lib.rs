@@ -34,6 +34,7 @@ mod base_verify;
 mod checks;
 mod child;
 mod conn;
+pub mod continuity;
 pub mod lsn;
 pub mod pitr;
 mod recover;
@@ -49,8 +50,9 @@ pub use checks::{
     CheckOutcome, check_restored, check_restored_with, newest_timestamps, row_counts,
 };
 pub use conn::{PgConnection, quote_ident};
+pub use continuity::{ArchiveCheck, WalRun, check_archive, unneeded_wal};
 pub use lsn::Lsn;
-pub use pitr::{ArchiveCheck, PitrPlan, RecoveryTarget, WalRun, check_archive, unneeded_wal};
+pub use pitr::{PitrPlan, RecoveryTarget};
 pub use recover::{LOG_FILE, PitrOptions, PitrReport, restore_pitr};
 pub use restore::PostgresTarget;
 pub use verify::PostgresVerifier;

@@ -13,7 +13,7 @@ pub struct Lsn(pub u64);
 impl FromStr for Lsn {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::Usage(format!("{s:?} is not a WAL position (like 0/3000028)"));
+        let bad = || Error::Refused(format!("{s:?} is not a WAL position (like 0/3000028)"));
         let (high, low) = s.trim().split_once('/').ok_or_else(bad)?;
         let high = u64::from_str_radix(high, 16).map_err(|_| bad())?;
         let low = u64::from_str_radix(low, 16).map_err(|_| bad())?;

@@ -112,13 +112,13 @@ async fn prepare_target(dir: &Path) -> Result<bool> {
     let created = match tokio::fs::read_dir(dir).await {
         Ok(mut entries) => {
             if dir.join(IN_PROGRESS).exists() {
-                return Err(Error::Usage(format!(
+                return Err(Error::Refused(format!(
                     "{} holds an interrupted restore (it has {IN_PROGRESS}): it is incomplete and must not be started; delete the directory and run the restore again",
                     dir.display()
                 )));
             }
             if entries.next_entry().await.map_err(io)?.is_some() {
-                return Err(Error::Usage(format!(
+                return Err(Error::Refused(format!(
                     "{} is not empty: a point-in-time restore goes into a new data directory (the current one is never touched)",
                     dir.display()
                 )));
@@ -250,7 +250,7 @@ pub const LOG_FILE: &str = "dr-recovery.log";
 /// server promoted (`recovery.signal` removed); returns the log.
 async fn start_and_wait(dir: &Path, port: u16, version_num: i64) -> Result<String> {
     if crate::child::running_as_root() {
-        return Err(Error::Usage(
+        return Err(Error::Refused(
             "PostgreSQL refuses to run as root: run this restore as the postgres user (sudo -u postgres dr restore ...), or leave out --start and start the server yourself".into(),
         ));
     }
@@ -280,16 +280,32 @@ async fn start_and_wait(dir: &Path, port: u16, version_num: i64) -> Result<Strin
         // Give the postmaster a moment to write its pid file before judging it gone.
         let gone = !pid_file.exists() && started.elapsed() > Duration::from_secs(5);
         if gone || text.contains("FATAL:") && text.contains("database system is shut down") {
-            return Err(Error::Source(format!(
-                "recovery failed; the server stopped. Its log ({}) ends with:\n{}",
-                log.display(),
-                tail(&text, 15)
-            )));
+            return Err(recovery_failed(dir, &log, &text));
         }
         if !signal.exists() && text.contains("database system is ready to accept connections") {
             return Ok(text);
         }
     }
+}
+
+/// Why recovery failed, in words, with the end of the server log.
+fn recovery_failed(dir: &Path, log: &Path, text: &str) -> Error {
+    let advice = if text.contains("recovery ended before configured recovery target was reached") {
+        format!(
+            "the archived WAL holds no transaction after the target, so PostgreSQL cannot tell it reached it: everything archived is older than the target. Remove {} and restore with --at latest (the same data), or wait until newer WAL is archived. ",
+            dir.display()
+        )
+    } else {
+        format!(
+            "the server stopped. The restored files and the recovery settings are in {}: fix the cause shown below and start PostgreSQL on it yourself, or remove it and restore again. ",
+            dir.display()
+        )
+    };
+    Error::Restore(format!(
+        "recovery stopped with an error: {advice}The server log ({}) ends with:\n{}",
+        log.display(),
+        tail(text, 12)
+    ))
 }
 
 /// The log lines saying where recovery stopped.
@@ -373,6 +389,32 @@ mod tests {
         assert!(
             !latest.contains("recovery_target_time =") && !latest.contains("recovery_target_lsn")
         );
+    }
+
+    #[test]
+    fn a_recovery_short_of_its_target_says_what_to_do() {
+        let log = "LOG:  redo done at 0/3D00F500\nFATAL:  recovery ended before configured recovery target was reached\nLOG:  database system is shut down\n";
+        let err = recovery_failed(
+            Path::new("/srv/new"),
+            Path::new("/srv/new/dr-recovery.log"),
+            log,
+        )
+        .to_string();
+        assert!(
+            err.contains("--at latest") && err.contains("Remove /srv/new"),
+            "{err}"
+        );
+        assert!(
+            err.contains("recovery ended before configured recovery target"),
+            "{err}"
+        );
+        let other = recovery_failed(
+            Path::new("/srv/new"),
+            Path::new("/l"),
+            "FATAL:  could not create any TCP/IP sockets",
+        )
+        .to_string();
+        assert!(other.contains("start PostgreSQL on it yourself"), "{other}");
     }
 
     #[tokio::test]

@@ -114,7 +114,7 @@ impl<'a> WalArchive<'a> {
             if existing.plain_sha256 == plain_sha256 {
                 return Ok(PushOutcome::AlreadyArchived);
             }
-            return Err(Error::Usage(format!(
+            return Err(Error::Refused(format!(
                 "a different {name} is already archived for {}: refusing to overwrite it (is another cluster using this source name?)",
                 self.source
             )));
@@ -285,7 +285,7 @@ impl<'a> WalArchive<'a> {
                 detail: e.to_string(),
             })?;
         if existing.system_identifier != ours {
-            return Err(Error::Usage(format!(
+            return Err(Error::Refused(format!(
                 "refusing to archive WAL of cluster {ours} into the archive of cluster {} (source {}): two clusters must never share one archive; give this cluster its own source name",
                 existing.system_identifier, self.source
             )));
@@ -321,10 +321,10 @@ fn wal_name(path: &Path) -> Result<String> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Usage(format!("{} is not a WAL file path", path.display())))?;
+        .ok_or_else(|| Error::Refused(format!("{} is not a WAL file path", path.display())))?;
     check_name("WAL file name", name)?;
     if name.len() < 8 || !name[..8].chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::Usage(format!("{name} is not a WAL file name")));
+        return Err(Error::Refused(format!("{name} is not a WAL file name")));
     }
     Ok(name.to_owned())
 }

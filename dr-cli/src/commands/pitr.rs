@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use dr_core::Repository;
-use dr_postgres::pitr::{self, ArchiveCheck, PitrPlan, RecoveryTarget};
+use dr_postgres::pitr::{self, PitrPlan, RecoveryTarget};
+use dr_postgres::{ArchiveCheck, check_archive};
 use dr_postgres::{PitrOptions, restore_pitr};
 
 use crate::app::App;
@@ -163,7 +164,7 @@ fn absolute(path: &Path) -> CliResult<std::path::PathBuf> {
 pub async fn archive_checks(repo: &Repository, sources: &[&str]) -> CliResult<Vec<ArchiveCheck>> {
     let mut checks = Vec::new();
     for source in sources {
-        let check = pitr::check_archive(repo, source)
+        let check = check_archive(repo, source)
             .await
             .doing(|| format!("checking the WAL archive of {source}"))?;
         if !check.runs.is_empty() || !check.problems.is_empty() {
