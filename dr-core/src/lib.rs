@@ -64,7 +64,7 @@ pub use pipeline::{
     ExpectedPart, PipelineOptions, decode_part, encode_part, sha256_hex,
 };
 pub use progress::{NoProgress, Progress};
-pub use redact::redact_url;
+pub use redact::{percent_decode, redact_url};
 pub use repository::{
     BackupOptions, Orphan, REPOSITORY_FORMAT_VERSION, Repository, RepositoryConfig,
 };

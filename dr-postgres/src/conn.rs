@@ -30,7 +30,7 @@ impl PgConnection {
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
             return Err(invalid("use postgres://user:password@host:port/dbname"));
         }
-        let decode = percent_decode;
+        let decode = dr_core::percent_decode;
         let dbname = parsed.path().trim_start_matches('/');
         Ok(PgConnection {
             host: parsed.host_str().unwrap_or("localhost").to_owned(),
@@ -158,29 +158,6 @@ impl std::fmt::Debug for PgConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PgConnection({self})")
     }
-}
-
-/// `%XX` sequences decoded (user names, passwords and database names in URLs).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Quotes an identifier for SQL (`"name"`, doubling inner quotes).

@@ -7,12 +7,14 @@ pub mod conformance;
 pub mod data;
 pub mod faulty;
 pub mod postgres;
+pub mod redis;
 pub mod s3;
 pub mod sources;
 
 pub use data::MixedData;
 pub use faulty::FaultyStore;
 pub use postgres::PgServer;
+pub use redis::RedisServer;
 pub use s3::S3Server;
 pub use sources::{FailingSource, StreamSource};
 

@@ -1,0 +1,39 @@
+//! Redis backend for dr.
+//!
+//! - [`RedisSource`]: in [`RedisMode::Rdb`], the RDB the server sends a replica (`PSYNC ? -1`
+//!   with `REPLCONF rdb-only 1`, disk-based `$<length>` or diskless `$EOF:<mark>`), streamed
+//!   into the pipeline at the speed the server sends and checked on the way (every opcode,
+//!   CRC64) while the per-database key counts are taken; in [`RedisMode::Logical`], for
+//!   managed servers that refuse SYNC, `SCAN` + pipelined `DUMP`/`PTTL` into a documented
+//!   record stream ([`logical`]: each key is consistent, the whole is not one point in time).
+//! - [`RedisFileTarget`]: the RDB written beside the target file, checked, the previous file
+//!   kept as `<name>.pre-restore-<time>`, with optional stop/start commands around the swap.
+//! - [`RedisReplayTarget`]: keys replayed into a running server with pipelined
+//!   `RESTORE ... REPLACE` (TTLs kept), from logical backups and from RDB backups (each RDB
+//!   entry becomes a DUMP payload); a failure says how many keys were restored.
+//! - [`RedisVerifier`]: checksums, a full parse with key counts compared to the recorded
+//!   ones, and at `Restore` level a scratch redis-server loading the backup.
+//!
+//! ```no_run
+//! # async fn demo(repo: dr_core::Repository) -> dr_core::Result<()> {
+//! use dr_redis::{RedisConnection, RedisReplayTarget, RedisSource};
+//! let conn = RedisConnection::from_url("redis://:secret@127.0.0.1:6379")?;
+//! let manifest = repo.backup("cache", &RedisSource::new(conn.clone()), &Default::default()).await?;
+//! let target = RedisReplayTarget::new(RedisConnection::from_url("redis://127.0.0.1:6380")?);
+//! dr_core::Restore::restore(&target, &repo.reader(manifest), &Default::default()).await?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod backup;
+pub mod logical;
+pub mod rdb;
+mod resp;
+mod restore;
+mod stream;
+mod verify;
+
+pub use backup::{LOGICAL_KIND, RDB_ARTIFACT, RDB_KIND, RedisMode, RedisSource};
+pub use resp::{RedisConnection, Reply, RespClient};
+pub use restore::{RedisFileTarget, RedisReplayTarget, check_file};
+pub use verify::RedisVerifier;

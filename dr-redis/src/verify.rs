@@ -1,0 +1,218 @@
+//! Verification: checksums; the RDB (or key records) parsed to the end with the key counts
+//! compared with those recorded at backup time; at `Restore` level, a scratch redis-server
+//! loading the backup, its key counts compared too.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use dr_core::{
+    BackupReader, Error, Restore, RestoreOptions, Result, Verify, VerifyLevel, VerifyReport,
+    async_trait,
+};
+
+use crate::backup::{LOGICAL_KIND, RDB_ARTIFACT, keyspace};
+use crate::logical::{KEYS_ARTIFACT, KeyReader};
+use crate::rdb::{DbCounts, read_rdb};
+use crate::resp::RedisConnection;
+use crate::restore::{RedisReplayTarget, check_file};
+
+/// Verifies Redis backups.
+#[derive(Debug, Clone, Default)]
+pub struct RedisVerifier;
+
+impl RedisVerifier {
+    /// A verifier (`Restore` level needs `redis-server` on the PATH).
+    pub fn new() -> Self {
+        RedisVerifier
+    }
+}
+
+#[async_trait]
+impl Verify for RedisVerifier {
+    async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
+        let started = Instant::now();
+        let mut report = backup
+            .verify_objects(level.min(VerifyLevel::Checksums))
+            .await?;
+        let recorded = recorded_counts(backup);
+        if level == VerifyLevel::Checksums && backup.can_decrypt() && report.is_ok() {
+            match parsed_counts(backup).await {
+                Ok(counts) => compare(&mut report, "the backup", &recorded, &counts, false),
+                Err(e) => report.problems.push(e.to_string()),
+            }
+        }
+        if level == VerifyLevel::Restore && report.is_ok() {
+            match scratch_counts(backup).await {
+                Ok(counts) => compare(
+                    &mut report,
+                    "a scratch redis-server",
+                    &recorded,
+                    &counts,
+                    true,
+                ),
+                Err(e) => report.problems.push(format!("test restore failed: {e}")),
+            }
+        }
+        report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(report)
+    }
+}
+
+/// The per-database counts recorded at backup time.
+fn recorded_counts(backup: &BackupReader) -> BTreeMap<u32, DbCounts> {
+    let info = &backup.manifest().source_info;
+    let value = info
+        .get("rdb")
+        .and_then(|rdb| rdb.get("databases"))
+        .or_else(|| info.get("databases"));
+    value
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+async fn parsed_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>> {
+    if backup.manifest().kind == LOGICAL_KIND {
+        let mut reader = KeyReader::new(backup.artifact(KEYS_ARTIFACT)?).await?;
+        let mut counts: BTreeMap<u32, DbCounts> = BTreeMap::new();
+        while let Some(record) = reader.next().await? {
+            let entry = counts.entry(record.db).or_default();
+            entry.keys += 1;
+            entry.expires += u64::from(record.pttl_ms.is_some());
+        }
+        return Ok(counts);
+    }
+    let artifact = backup.artifact(RDB_ARTIFACT)?;
+    let handle = tokio::runtime::Handle::current();
+    let summary = tokio::task::spawn_blocking(move || {
+        let bridge = tokio_util::io::SyncIoBridge::new_with_handle(artifact, handle);
+        read_rdb(std::io::BufReader::with_capacity(1 << 20, bridge), None)
+    })
+    .await
+    .map_err(|e| Error::Source(format!("RDB check failed: {e}")))??;
+    Ok(summary.databases)
+}
+
+/// Key counts per database must match; on a loaded server, keys whose TTL passed since the
+/// backup may be missing (at most the recorded expiring keys).
+fn compare(
+    report: &mut VerifyReport,
+    what: &str,
+    recorded: &BTreeMap<u32, DbCounts>,
+    actual: &BTreeMap<u32, DbCounts>,
+    ttl_may_pass: bool,
+) {
+    let mut ok = true;
+    for db in recorded
+        .keys()
+        .chain(actual.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let want = recorded.get(db).copied().unwrap_or_default();
+        let got = actual.get(db).copied().unwrap_or_default();
+        let lowest = if ttl_may_pass {
+            want.keys - want.expires
+        } else {
+            want.keys
+        };
+        if got.keys > want.keys || got.keys < lowest {
+            ok = false;
+            report.problems.push(format!(
+                "db{db}: {what} holds {} keys, the backup recorded {}",
+                got.keys, want.keys
+            ));
+        }
+    }
+    if ok {
+        let total: u64 = actual.values().map(|c| c.keys).sum();
+        report.passed.push(format!(
+            "{what} holds the recorded keys ({total} in {} databases)",
+            actual.len()
+        ));
+    }
+}
+
+/// Loads the backup into a scratch redis-server and reads its keyspace.
+async fn scratch_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>> {
+    let dir = tempfile::Builder::new()
+        .prefix("dr-verify-redis-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a scratch directory", e))?;
+    let logical = backup.manifest().kind == LOGICAL_KIND;
+    if !logical {
+        let rdb = dir.path().join("dump.rdb");
+        let mut file = tokio::fs::File::create(&rdb)
+            .await
+            .map_err(|e| Error::io("creating the scratch RDB", e))?;
+        backup.copy_artifact(RDB_ARTIFACT, &mut file).await?;
+        check_file(&rdb).await?;
+    }
+    let server = ScratchServer::start(dir.path()).await?;
+    let conn = RedisConnection::from_url(&format!("redis://127.0.0.1:{}", server.port))?;
+    if logical {
+        RedisReplayTarget::new(conn.clone())
+            .restore(backup, &RestoreOptions::default())
+            .await?;
+    }
+    let mut client = conn.connect().await?;
+    let counts = keyspace(&client.info("keyspace").await?)
+        .into_iter()
+        .map(|(db, (keys, expires))| (db, DbCounts { keys, expires }))
+        .collect();
+    Ok(counts)
+}
+
+/// A redis-server on a scratch directory, killed when dropped.
+struct ScratchServer {
+    child: tokio::process::Child,
+    port: u16,
+}
+
+impl ScratchServer {
+    async fn start(dir: &Path) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| Error::io("finding a free port", e))?
+            .port();
+        let log = dir.join("redis.log");
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
+            .args(["--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no"])
+            .arg("--logfile")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                Error::Source(format!(
+                    "cannot start redis-server for the test restore ({e}): apt-get install -y redis-server"
+                ))
+            })?;
+        let server = ScratchServer { child, port };
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let text = tokio::fs::read_to_string(&log).await.unwrap_or_default();
+            if text.contains("Ready to accept connections") {
+                return Ok(server);
+            }
+            if text.contains("# ") && (text.contains("Fatal") || text.contains("Bad file format"))
+                || Instant::now() > deadline
+            {
+                return Err(Error::Source(format!(
+                    "the scratch redis-server did not load the backup: {text}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ScratchServer {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
