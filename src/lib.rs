@@ -4,7 +4,7 @@
 //!
 //! This facade re-exports the crates: [`core`] (traits, pipeline, repository, retention) and,
 //! with the default features, [`storage`] (repository destinations from URLs) and
-//! [`sqlite`] and [`postgres`] (the backends).
+//! [`sqlite`], [`postgres`] and [`redis`] (the backends).
 //!
 //! ```
 //! # #[tokio::main] async fn main() -> dr::Result<()> {
@@ -25,3 +25,6 @@ pub use dr_sqlite as sqlite;
 
 #[cfg(feature = "postgres")]
 pub use dr_postgres as postgres;
+
+#[cfg(feature = "redis")]
+pub use dr_redis as redis;

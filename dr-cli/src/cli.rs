@@ -175,7 +175,8 @@ pub struct RestoreArgs {
     #[arg(long, conflicts_with_all = ["swap", "to"])]
     pub in_place: bool,
     /// PostgreSQL: restore on another server (postgres://user:password@host:port), into a new
-    /// database named like the source's (or --to NAME).
+    /// database named like the source's (or --to NAME). Redis: replay the keys into this
+    /// server (redis://...) with RESTORE.
     #[arg(long, conflicts_with_all = ["swap", "in_place"])]
     pub server: Option<String>,
 }

@@ -8,6 +8,9 @@ use dr_postgres::{
     BaseVerifier, PgConnection, PostgresBaseSource, PostgresSource, PostgresTarget,
     PostgresVerifier,
 };
+use dr_redis::{
+    RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget, RedisSource, RedisVerifier,
+};
 use dr_sqlite::{Integrity, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
 use serde::Deserialize;
 
@@ -119,6 +122,35 @@ pub enum SourceKind {
         #[serde(default = "yes")]
         fast_checkpoint: bool,
     },
+    /// A Redis server (every database).
+    Redis {
+        /// `redis://[:password@]host:port` (`password_env` is better than a password here).
+        url: String,
+        /// Name of an environment variable holding the password.
+        password_env: Option<String>,
+        /// `rdb` (the server's snapshot over the replication protocol, default) or `logical`
+        /// (SCAN + DUMP, for managed servers that refuse SYNC).
+        #[serde(default)]
+        mode: RedisModeConfig,
+        /// Restore RDB backups as this file (the server's `dump.rdb`); without it, restores
+        /// replay the keys into the server at `url` with RESTORE.
+        rdb_path: Option<PathBuf>,
+        /// Run before the restored file is swapped in (e.g. `systemctl stop redis-server`).
+        stop_command: Option<String>,
+        /// Run after it (e.g. `systemctl start redis-server`).
+        start_command: Option<String>,
+    },
+}
+
+/// `mode` of a Redis source.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisModeConfig {
+    /// RDB over the replication protocol.
+    #[default]
+    Rdb,
+    /// SCAN + DUMP + PTTL.
+    Logical,
 }
 
 /// How a PostgreSQL source is backed up.
@@ -150,6 +182,27 @@ impl SourceConfig {
             return Err(CliError::usage("not a postgres source"));
         };
         let conn = PgConnection::from_url(url).map_err(CliError::from)?;
+        match password_env {
+            Some(var) => std::env::var(var)
+                .map(|password| conn.with_password(password))
+                .map_err(|_| {
+                    CliError::usage(format!(
+                        "the environment variable {var} (password_env) is not set"
+                    ))
+                }),
+            None => Ok(conn),
+        }
+    }
+
+    /// The Redis connection of a `redis` source.
+    fn redis(&self) -> CliResult<RedisConnection> {
+        let SourceKind::Redis {
+            url, password_env, ..
+        } = &self.kind
+        else {
+            return Err(CliError::usage("not a redis source"));
+        };
+        let conn = RedisConnection::from_url(url).map_err(CliError::from)?;
         match password_env {
             Some(var) => std::env::var(var)
                 .map(|password| conn.with_password(password))
@@ -194,6 +247,12 @@ impl SourceConfig {
                     .with_globals(*globals)
                     .with_timestamp_columns(timestamp_columns.clone()),
             ),
+            SourceKind::Redis { mode, .. } => {
+                Box::new(RedisSource::new(self.redis()?).with_mode(match mode {
+                    RedisModeConfig::Rdb => RedisMode::Rdb,
+                    RedisModeConfig::Logical => RedisMode::Logical,
+                }))
+            }
             SourceKind::Sqlite {
                 path,
                 count_rows,
@@ -221,6 +280,11 @@ impl SourceConfig {
         )
     }
 
+    /// Whether `dr restore --server URL` applies (PostgreSQL logical, Redis).
+    pub fn accepts_server(&self) -> bool {
+        self.supports_in_place() || matches!(self.kind, SourceKind::Redis { .. })
+    }
+
     /// Whether this is a physical PostgreSQL source (restored by point-in-time recovery).
     pub fn is_physical(&self) -> bool {
         matches!(
@@ -233,8 +297,32 @@ impl SourceConfig {
     }
 
     /// The restore side, to the original location unless the options say otherwise.
-    pub fn restorer(&self, in_place: bool, server: Option<&str>) -> CliResult<Box<dyn Restore>> {
+    pub fn restorer(
+        &self,
+        in_place: bool,
+        server: Option<&str>,
+        to: Option<&Path>,
+    ) -> CliResult<Box<dyn Restore>> {
         Ok(match &self.kind {
+            SourceKind::Redis {
+                rdb_path,
+                stop_command,
+                start_command,
+                ..
+            } if server.is_none() && (to.is_some() || rdb_path.is_some()) => {
+                let path = to.or(rdb_path.as_deref()).unwrap_or(Path::new("dump.rdb"));
+                Box::new(
+                    RedisFileTarget::new(path)
+                        .with_commands(stop_command.clone(), start_command.clone()),
+                )
+            }
+            SourceKind::Redis { .. } => {
+                let conn = match server {
+                    Some(url) => RedisConnection::from_url(url).map_err(CliError::from)?,
+                    None => self.redis()?,
+                };
+                Box::new(RedisReplayTarget::new(conn))
+            }
             SourceKind::Postgres { .. } => Box::new(
                 PostgresTarget::new(self.postgres_on(server)?)
                     .with_checks(self.checks.clone())
@@ -265,6 +353,7 @@ impl SourceConfig {
             SourceKind::Sqlite { .. } => {
                 Box::new(SqliteVerifier::new().with_checks(self.checks.clone()))
             }
+            SourceKind::Redis { .. } => Box::new(RedisVerifier::new()),
         })
     }
 }

@@ -23,10 +23,12 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
             "--in-place is for PostgreSQL sources (SQLite restores keep the previous file anyway)",
         ));
     }
-    if args.server.is_some() && !source.supports_in_place() {
-        return Err(CliError::usage("--server is for PostgreSQL sources"));
+    if args.server.is_some() && !source.accepts_server() {
+        return Err(CliError::usage(
+            "--server is for PostgreSQL (logical) and Redis sources",
+        ));
     }
-    let restorer = source.restorer(args.in_place, args.server.as_deref())?;
+    let restorer = source.restorer(args.in_place, args.server.as_deref(), args.to.as_deref())?;
     let selector: BackupSelector = match &args.at {
         Some(at) => {
             let time = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
