@@ -53,7 +53,10 @@ fn redis_sources_back_up_verify_and_restore() {
     assert!(out.contains("backed up cache"), "{out}");
     assert!(ok(&["list"]).contains("redis.rdb"));
     let out = ok(&["verify", "cache", "--level", "restore"]);
-    assert!(out.contains("scratch redis-server holds the recorded keys (5 in 2"), "{out}");
+    assert!(
+        out.contains("scratch redis-server holds the recorded keys (5 in 2"),
+        "{out}"
+    );
 
     let digest = |server: &RedisServer| server.cli(&["DEBUG", "DIGEST"]);
     let empty = RedisServer::start();
