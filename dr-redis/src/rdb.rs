@@ -75,6 +75,7 @@ pub fn read_rdb<R: Read>(
         offset: 0,
         digest: CRC64.digest(),
         capture: None,
+        scratch: Vec::new(),
     };
     let mut summary = RdbSummary::default();
     let magic = r.bytes(9)?;
@@ -239,12 +240,16 @@ fn skip_stream<R: Read>(r: &mut Tracked<R>, value_type: u8) -> Result<()> {
     })
 }
 
+/// Bytes skipped at a time (the buffer is allocated once and reused).
+const SCRATCH: usize = 64 * 1024;
+
 /// The input with its offset, running CRC64 and optional capture of the bytes read.
 struct Tracked<R> {
     input: R,
     offset: u64,
     digest: Digest<'static, u64, Table<16>>,
     capture: Option<Vec<u8>>,
+    scratch: Vec<u8>,
 }
 
 impl<R: Read> Tracked<R> {
@@ -279,13 +284,16 @@ impl<R: Read> Tracked<R> {
     }
 
     fn skip(&mut self, mut n: u64) -> Result<()> {
-        let mut scratch = [0u8; 64 * 1024];
-        while n > 0 {
-            let chunk = n.min(scratch.len() as u64) as usize;
-            self.fill(&mut scratch[..chunk])?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(SCRATCH, 0);
+        let mut result = Ok(());
+        while n > 0 && result.is_ok() {
+            let chunk = n.min(SCRATCH as u64) as usize;
+            result = self.fill(&mut scratch[..chunk]);
             n -= chunk as u64;
         }
-        Ok(())
+        self.scratch = scratch;
+        result
     }
 
     /// A length; special encodings (integers, LZF) are `Err(kind)` inside `Ok`.
