@@ -79,6 +79,8 @@ fn verifier(app: &App, reader: &BackupReader) -> CliResult<Box<dyn Verify>> {
     }
     Ok(match manifest.kind.as_str() {
         dr_sqlite::KIND => Box::new(SqliteVerifier::new()),
+        dr_redis::RDB_KIND | dr_redis::LOGICAL_KIND => Box::new(dr_redis::RedisVerifier::new()),
+        dr_postgres::BASE_KIND => Box::new(dr_postgres::BaseVerifier::new()),
         // Without a configured server there is nowhere to test-restore: checksums only.
         _ => Box::new(GenericVerifier),
     })
