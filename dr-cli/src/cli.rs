@@ -77,6 +77,9 @@ pub enum Command {
         /// Label recorded with the backup (repeatable); retention can keep by label.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Directory sources: store every file, not only those changed since the last backup.
+        #[arg(long)]
+        full: bool,
     },
     /// List committed backups, newest first.
     List {
@@ -148,6 +151,10 @@ pub struct RestoreArgs {
     /// name; physical PostgreSQL: the new data directory, which must not exist or be empty).
     #[arg(long)]
     pub to: Option<PathBuf>,
+    /// Directory sources: restore only these paths or globs (repeatable; a directory
+    /// selects everything under it).
+    #[arg(long)]
+    pub only: Vec<String>,
     /// Physical PostgreSQL: print the plan (base backup, WAL range, bytes to download) only.
     #[arg(long)]
     pub dry_run: bool,

@@ -12,6 +12,7 @@ use dr_redis::{
     RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget, RedisSource, RedisVerifier,
 };
 use dr_sqlite::{Integrity, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
+use dr_storage::files::{DirectorySource, TreeFilter};
 use serde::Deserialize;
 
 use crate::exit::{CliError, CliResult};
@@ -122,6 +123,20 @@ pub enum SourceKind {
         #[serde(default = "yes")]
         fast_checkpoint: bool,
     },
+    /// A directory tree (uploads, configuration), backed up incrementally.
+    Directory {
+        /// The root of the tree.
+        path: PathBuf,
+        /// Only files matching one of these globs (relative paths; `*`, `?`, `**`).
+        #[serde(default)]
+        include: Vec<String>,
+        /// Leave out paths matching one of these globs (e.g. `"cache"`, `"*.tmp"`).
+        #[serde(default)]
+        exclude: Vec<String>,
+        /// Also descend into other filesystems mounted below `path`.
+        #[serde(default)]
+        cross_filesystems: bool,
+    },
     /// A Redis server (every database).
     Redis {
         /// `redis://[:password@]host:port` (`password_env` is better than a password here).
@@ -162,6 +177,22 @@ pub enum PgMethod {
     Logical,
     /// pg_basebackup of the cluster plus the WAL archive.
     Physical,
+}
+
+/// Checksums and decoding of every part (kinds without a deeper check).
+struct ChecksumVerifier;
+
+#[dr_core::async_trait]
+impl Verify for ChecksumVerifier {
+    async fn verify(
+        &self,
+        backup: &dr_core::BackupReader,
+        level: dr_core::VerifyLevel,
+    ) -> dr_core::Result<dr_core::VerifyReport> {
+        backup
+            .verify_objects(level.min(dr_core::VerifyLevel::Checksums))
+            .await
+    }
 }
 
 fn yes() -> bool {
@@ -247,6 +278,9 @@ impl SourceConfig {
                     .with_globals(*globals)
                     .with_timestamp_columns(timestamp_columns.clone()),
             ),
+            SourceKind::Directory { path, .. } => {
+                Box::new(DirectorySource::new(path).with_filter(self.tree_filter()))
+            }
             SourceKind::Redis { mode, .. } => {
                 Box::new(RedisSource::new(self.redis()?).with_mode(match mode {
                     RedisModeConfig::Rdb => RedisMode::Rdb,
@@ -278,6 +312,31 @@ impl SourceConfig {
                 ..
             }
         )
+    }
+
+    /// The filter of a directory source.
+    pub fn tree_filter(&self) -> TreeFilter {
+        match &self.kind {
+            SourceKind::Directory {
+                include,
+                exclude,
+                cross_filesystems,
+                ..
+            } => TreeFilter {
+                include: include.clone(),
+                exclude: exclude.clone(),
+                cross_filesystems: *cross_filesystems,
+            },
+            _ => TreeFilter::default(),
+        }
+    }
+
+    /// The root of a directory source.
+    pub fn directory(&self) -> Option<&Path> {
+        match &self.kind {
+            SourceKind::Directory { path, .. } => Some(path),
+            _ => None,
+        }
     }
 
     /// Whether `dr restore --server URL` applies (PostgreSQL logical, Redis).
@@ -315,6 +374,11 @@ impl SourceConfig {
                     RedisFileTarget::new(path)
                         .with_commands(stop_command.clone(), start_command.clone()),
                 )
+            }
+            SourceKind::Directory { .. } => {
+                return Err(CliError::usage(
+                    "directory sources restore through the repository",
+                ));
             }
             SourceKind::Redis { .. } => {
                 let conn = match server {
@@ -354,6 +418,7 @@ impl SourceConfig {
                 Box::new(SqliteVerifier::new().with_checks(self.checks.clone()))
             }
             SourceKind::Redis { .. } => Box::new(RedisVerifier::new()),
+            SourceKind::Directory { .. } => Box::new(ChecksumVerifier),
         })
     }
 }

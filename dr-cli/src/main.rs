@@ -43,7 +43,8 @@ async fn run(cli: Cli) -> CliResult<()> {
             source,
             all,
             labels,
-        } => commands::backup(&app, source.as_deref(), all, labels).await,
+            full,
+        } => commands::backup(&app, source.as_deref(), all, labels, full).await,
         Command::List { source } => commands::list(&app, source.as_deref()).await,
         Command::Show { id } => commands::show(&app, &id).await,
         Command::Verify { target, level } => {

@@ -52,6 +52,7 @@ pub mod retention;
 mod selector;
 pub mod store;
 mod traits;
+pub mod untar;
 mod verify;
 
 pub use error::{Error, Result};

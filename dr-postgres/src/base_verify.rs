@@ -131,7 +131,7 @@ impl BaseVerifier {
         }
         .map_err(|e| Error::io("creating a scratch directory", e))?;
         let started = Instant::now();
-        let mut unpacker = crate::untar::Unpacker::new(scratch.path());
+        let mut unpacker = dr_core::untar::Unpacker::new(scratch.path());
         let bytes = read_base_tar(backup, move |mut entry| unpacker.unpack(&mut entry)).await?;
         let unpacked = started.elapsed().as_secs_f64();
         let program = child::server_binary("pg_verifybackup", facts.server_version_num);

@@ -39,7 +39,6 @@ pub mod lsn;
 pub mod pitr;
 mod recover;
 mod restore;
-mod untar;
 mod verify;
 pub mod wal;
 

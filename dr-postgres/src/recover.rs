@@ -153,7 +153,7 @@ async fn empty_dir(dir: &Path) -> std::io::Result<()> {
 async fn unpack_base(repo: &Repository, source: &str, backup_id: &str, dir: &Path) -> Result<u64> {
     let selector = dr_core::BackupSelector::Id(backup_id.to_owned());
     let reader = repo.open_backup(source, &selector).await?;
-    let mut unpacker = crate::untar::Unpacker::new(dir);
+    let mut unpacker = dr_core::untar::Unpacker::new(dir);
     read_base_tar(&reader, move |mut entry| unpacker.unpack(&mut entry)).await
 }
 

@@ -1,4 +1,4 @@
-//! Repository destinations for dr, opened from a URL.
+//! Repository destinations for dr, opened from a URL; and file trees as a source ([`files`]).
 //!
 //! | URL | store |
 //! |---|---|
@@ -23,6 +23,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod files;
 mod url_store;
 
 pub use dr_core::redact_url;

@@ -62,6 +62,7 @@ pub async fn backup(
     source: Option<&str>,
     all: bool,
     labels: Vec<String>,
+    full: bool,
 ) -> CliResult<()> {
     let names: Vec<String> = match (source, all) {
         (Some(name), _) => vec![name.to_owned()],
@@ -79,7 +80,9 @@ pub async fn backup(
     options.labels = labels;
     let mut done = Vec::new();
     for name in &names {
-        let source = app.config.source(name)?.backup()?;
+        let (source, depends_on) =
+            super::files::source(&repo, name, app.config.source(name)?, full).await?;
+        options.depends_on = depends_on;
         let started = std::time::Instant::now();
         let manifest = repo
             .backup(name, source.as_ref(), &options)

@@ -1,6 +1,7 @@
 //! One function per command: parse nothing, call the library, print, return.
 
 mod backup;
+mod files;
 mod pitr;
 mod prune;
 mod restore;

@@ -13,6 +13,12 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     if source.is_physical() {
         return super::pitr::restore(app, args).await;
     }
+    if let Some(root) = source.directory() {
+        return super::files::restore(app, args, root).await;
+    }
+    if !args.only.is_empty() {
+        return Err(CliError::usage("--only is for directory sources"));
+    }
     if args.dry_run || args.start || args.keep_archiving {
         return Err(CliError::usage(
             "--dry-run, --start and --keep-archiving are for physical PostgreSQL sources (method = \"physical\")",

@@ -1,4 +1,4 @@
-//! Unpacking a base backup's tar: regular files written with large buffers (the bulk of the
+//! Unpacking tar streams safely (base backups, file trees): regular files written with large buffers (the bulk of the
 //! bytes), everything else through the `tar` crate; no entry may land outside the target,
 //! through `..`, an absolute path or a symbolic link planted by an earlier entry.
 
@@ -7,12 +7,12 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use dr_core::{Error, Result};
+use crate::error::{Error, Result};
 
 const BUFFER: usize = 1 << 20;
 
 /// Unpacks entries into one directory.
-pub(crate) struct Unpacker {
+pub struct Unpacker {
     dir: PathBuf,
     safe_dirs: HashSet<PathBuf>,
     buffer: Vec<u8>,
@@ -20,7 +20,7 @@ pub(crate) struct Unpacker {
 
 impl Unpacker {
     /// Unpacks into `dir`, which must exist.
-    pub(crate) fn new(dir: &Path) -> Self {
+    pub fn new(dir: &Path) -> Self {
         Unpacker {
             dir: dir.to_owned(),
             safe_dirs: HashSet::from([dir.to_owned()]),
@@ -32,7 +32,7 @@ impl Unpacker {
     ///
     /// # Errors
     /// [`Error::Source`] for an entry that would land outside the directory; I/O errors.
-    pub(crate) fn unpack<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+    pub fn unpack<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let path = entry.path().map_err(|e| io("reading an entry name", e))?;
         let relative = inside(&path)?;
         if !entry.header().entry_type().is_file() {
@@ -56,7 +56,7 @@ impl Unpacker {
         loop {
             let n = entry
                 .read(&mut self.buffer)
-                .map_err(|e| Error::from_io("reading the base backup", e))?;
+                .map_err(|e| Error::from_io("reading the archive", e))?;
             if n == 0 {
                 return Ok(());
             }
@@ -67,7 +67,7 @@ impl Unpacker {
 
     /// Creates `parent` and checks that none of its components under the target is a
     /// symbolic link (an earlier entry could have planted one to redirect this file).
-    fn ensure_dir(&mut self, parent: &Path, entry: &Path) -> Result<()> {
+    pub fn ensure_dir(&mut self, parent: &Path, entry: &Path) -> Result<()> {
         if self.safe_dirs.contains(parent) {
             return Ok(());
         }
@@ -92,7 +92,7 @@ impl Unpacker {
 }
 
 /// The entry's path made relative, refusing absolute paths and `..`.
-fn inside(path: &Path) -> Result<PathBuf> {
+pub fn inside(path: &Path) -> Result<PathBuf> {
     let mut relative = PathBuf::new();
     for component in path.components() {
         match component {
@@ -106,7 +106,7 @@ fn inside(path: &Path) -> Result<PathBuf> {
 
 fn outside(path: &Path) -> Error {
     Error::Source(format!(
-        "the base backup holds an entry that would land outside the data directory ({}): refusing it",
+        "the archive holds an entry that would land outside the target directory ({}): refusing it",
         path.display()
     ))
 }
@@ -173,7 +173,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         let dotdot = tar_of(|b| file(b, "../escaped", b"x"));
         let err = unpack_all(&dotdot, &dir).unwrap_err().to_string();
-        assert!(err.contains("outside the data directory"), "{err}");
+        assert!(err.contains("outside the target directory"), "{err}");
         let absolute = tar_of(|b| file(b, "/tmp/escaped", b"x"));
         assert!(unpack_all(&absolute, &dir).is_err());
         let planted = tar_of(|b| {
@@ -184,7 +184,7 @@ mod tests {
             file(b, "pg_wal/escaped", b"x");
         });
         let err = unpack_all(&planted, &dir).unwrap_err().to_string();
-        assert!(err.contains("outside the data directory"), "{err}");
+        assert!(err.contains("outside the target directory"), "{err}");
         assert!(!outer.path().join("escaped").exists());
     }
 }

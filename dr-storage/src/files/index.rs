@@ -1,0 +1,153 @@
+//! The per-file index of a directory backup: path, kind, size, mtime, mode, SHA-256, and
+//! which backup holds the bytes (itself, or an earlier one for unchanged files).
+
+use std::collections::BTreeMap;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// What a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// One path of the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative path, UTF-8 (`path_hex` holds other names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Relative path as hex bytes, for names that are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// File, directory or symlink.
+    pub kind: EntryKind,
+    /// Bytes (files).
+    #[serde(default)]
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
+    /// Permission bits.
+    pub mode: u32,
+    /// Inode number when backed up (unchanged-file detection).
+    #[serde(default)]
+    pub inode: u64,
+    /// SHA-256 of the content (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Link target (symlinks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The backup whose `files.tar` holds the bytes (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_in: Option<String>,
+    /// The file changed while it was read: its bytes may be torn.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub changed_during_backup: bool,
+}
+
+impl FileEntry {
+    /// The relative path.
+    pub fn relative_path(&self) -> PathBuf {
+        match (&self.path, &self.path_hex) {
+            (Some(p), _) => PathBuf::from(p),
+            (None, Some(h)) => PathBuf::from(std::ffi::OsStr::from_bytes(
+                &hex::decode(h).unwrap_or_default(),
+            )),
+            (None, None) => PathBuf::new(),
+        }
+    }
+
+    /// Sets the path, as UTF-8 when it is.
+    pub fn set_path(&mut self, path: &Path) {
+        match path.to_str() {
+            Some(p) => {
+                self.path = Some(p.to_owned());
+                self.path_hex = None;
+            }
+            None => {
+                self.path = None;
+                self.path_hex = Some(hex::encode(path.as_os_str().as_bytes()));
+            }
+        }
+    }
+
+    /// Whether the file looks unchanged since `earlier` (size, mtime and inode).
+    pub fn unchanged_since(&self, earlier: &FileEntry) -> bool {
+        self.kind == EntryKind::File
+            && earlier.kind == EntryKind::File
+            && self.size == earlier.size
+            && self.mtime_ns == earlier.mtime_ns
+            && self.inode == earlier.inode
+            && earlier.sha256.is_some()
+            && earlier.stored_in.is_some()
+            && !earlier.changed_during_backup
+    }
+}
+
+/// The index of one backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileIndex {
+    /// Format version (1).
+    pub version: u32,
+    /// Entries in path order.
+    pub entries: Vec<FileEntry>,
+}
+
+impl FileIndex {
+    /// Entries by relative path.
+    pub fn by_path(&self) -> BTreeMap<PathBuf, &FileEntry> {
+        self.entries
+            .iter()
+            .map(|e| (e.relative_path(), e))
+            .collect()
+    }
+
+    /// The backups holding the bytes of this index's files.
+    pub fn holders(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .entries
+            .iter()
+            .filter_map(|e| e.stored_in.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_utf8_names_round_trip() {
+        let name = Path::new(std::ffi::OsStr::from_bytes(b"caf\xe9/menu.txt"));
+        let mut entry = FileEntry {
+            path: None,
+            path_hex: None,
+            kind: EntryKind::File,
+            size: 1,
+            mtime_ns: 0,
+            mode: 0o644,
+            inode: 1,
+            sha256: None,
+            target: None,
+            stored_in: None,
+            changed_during_backup: false,
+        };
+        entry.set_path(name);
+        assert!(entry.path.is_none());
+        let json = serde_json::to_string(&entry).unwrap();
+        let back: FileEntry = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.relative_path(), name);
+    }
+}

@@ -1,0 +1,13 @@
+//! File trees: a directory source streaming a tar plus a per-file index (incremental over a
+//! parent backup), and a restore of the whole tree or selected paths, every file checked
+//! against its SHA-256 and nothing written outside the target.
+
+mod backup;
+mod index;
+mod restore;
+mod walk;
+
+pub use backup::{DirectorySource, FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
+pub use index::{EntryKind, FileEntry, FileIndex};
+pub use restore::{DirectoryTarget, TreeReport, read_index};
+pub use walk::{TreeFilter, glob_match, walk};
