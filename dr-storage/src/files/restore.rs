@@ -118,8 +118,13 @@ impl DirectoryTarget {
         let mut report = RestoreReport::default();
         if occupied {
             let kept = sibling(&target, &format!(".pre-restore-{stamp}"));
-            std::fs::rename(&target, &kept)
-                .map_err(|e| Error::io(format!("keeping {}", target.display()), e))?;
+            std::fs::rename(&target, &kept).map_err(|e| {
+                Error::Restore(format!(
+                    "the restored tree is complete and checked in {}, but {} could not be moved aside ({e}; a mount point?): swap them yourself",
+                    staging.display(),
+                    target.display()
+                ))
+            })?;
             std::fs::rename(&staging, &target).map_err(|e| {
                 Error::io(
                     format!("moving the restored tree to {}", target.display()),
