@@ -46,6 +46,9 @@ pub struct FileEntry {
     /// Link target (symlinks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// The object's ETag (bucket backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
     /// The backup whose `files.tar` holds the bytes (files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_in: Option<String>,
@@ -141,6 +144,7 @@ mod tests {
             inode: 1,
             sha256: None,
             target: None,
+            etag: None,
             stored_in: None,
             changed_during_backup: false,
         };

@@ -3,11 +3,14 @@
 //! against its SHA-256 and nothing written outside the target.
 
 mod backup;
+mod bucket;
 mod index;
 mod restore;
+mod tar_stream;
 mod walk;
 
 pub use backup::{DirectorySource, FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
+pub use bucket::{BucketSource, BucketTarget};
 pub use index::{EntryKind, FileEntry, FileIndex};
 pub use restore::{DirectoryTarget, TreeReport, read_index};
 pub use walk::{TreeFilter, glob_match, walk};

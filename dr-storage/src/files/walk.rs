@@ -121,6 +121,7 @@ pub(crate) fn entry_from(meta: &std::fs::Metadata, kind: EntryKind) -> FileEntry
         inode: meta.ino(),
         sha256: None,
         target: None,
+        etag: None,
         stored_in: None,
         changed_during_backup: false,
     }
