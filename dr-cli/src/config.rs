@@ -12,7 +12,7 @@ use dr_redis::{
     RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget, RedisSource, RedisVerifier,
 };
 use dr_sqlite::{Integrity, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
-use dr_storage::files::{DirectorySource, TreeFilter};
+use dr_storage::files::{BucketSource, DirectorySource, TreeFilter};
 use serde::Deserialize;
 
 use crate::exit::{CliError, CliResult};
@@ -136,6 +136,15 @@ pub enum SourceKind {
         /// Also descend into other filesystems mounted below `path`.
         #[serde(default)]
         cross_filesystems: bool,
+    },
+    /// A bucket or prefix of an object store (`s3://bucket/media`, `gs://...`, `az://...`,
+    /// a local directory), backed up incrementally by ETag.
+    Bucket {
+        /// Where the objects are.
+        url: String,
+        /// object_store options (endpoint, region...); credentials come from the environment.
+        #[serde(default)]
+        options: BTreeMap<String, String>,
     },
     /// A Redis server (every database).
     Redis {
@@ -281,6 +290,9 @@ impl SourceConfig {
             SourceKind::Directory { path, .. } => {
                 Box::new(DirectorySource::new(path).with_filter(self.tree_filter()))
             }
+            SourceKind::Bucket { url, .. } => {
+                Box::new(BucketSource::new(self.bucket_store(url)?, None))
+            }
             SourceKind::Redis { mode, .. } => {
                 Box::new(RedisSource::new(self.redis()?).with_mode(match mode {
                     RedisModeConfig::Rdb => RedisMode::Rdb,
@@ -331,6 +343,31 @@ impl SourceConfig {
         }
     }
 
+    /// The store of a bucket source, or of `url` with the source's options.
+    pub fn bucket_store(
+        &self,
+        url: &str,
+    ) -> CliResult<std::sync::Arc<dyn dr_core::object_store::ObjectStore>> {
+        let options: Vec<(&str, &str)> = match &self.kind {
+            SourceKind::Bucket { options, .. } => options
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Ok(dr_storage::open_store(url, &options, false)
+            .map_err(CliError::from)?
+            .store())
+    }
+
+    /// The URL of a bucket source.
+    pub fn bucket(&self) -> Option<&str> {
+        match &self.kind {
+            SourceKind::Bucket { url, .. } => Some(url),
+            _ => None,
+        }
+    }
+
     /// The root of a directory source.
     pub fn directory(&self) -> Option<&Path> {
         match &self.kind {
@@ -375,9 +412,9 @@ impl SourceConfig {
                         .with_commands(stop_command.clone(), start_command.clone()),
                 )
             }
-            SourceKind::Directory { .. } => {
+            SourceKind::Directory { .. } | SourceKind::Bucket { .. } => {
                 return Err(CliError::usage(
-                    "directory sources restore through the repository",
+                    "directory and bucket sources restore through the repository",
                 ));
             }
             SourceKind::Redis { .. } => {
@@ -418,7 +455,7 @@ impl SourceConfig {
                 Box::new(SqliteVerifier::new().with_checks(self.checks.clone()))
             }
             SourceKind::Redis { .. } => Box::new(RedisVerifier::new()),
-            SourceKind::Directory { .. } => Box::new(ChecksumVerifier),
+            SourceKind::Directory { .. } | SourceKind::Bucket { .. } => Box::new(ChecksumVerifier),
         })
     }
 }

@@ -90,3 +90,60 @@ fn directory_sources_back_up_incrementally_and_restore() {
     assert!(out.contains("10 files"), "{out}");
     assert!(!some.join("uploads/2").exists());
 }
+
+#[test]
+fn bucket_sources_back_up_and_restore_into_another_bucket() {
+    let work = tempfile::tempdir().unwrap();
+    let bucket = work.path().join("bucket");
+    for i in 0..10 {
+        std::fs::create_dir_all(bucket.join("media")).unwrap();
+        std::fs::write(
+            bucket.join(format!("media/clip{i}.mp4")),
+            vec![i as u8; 5000],
+        )
+        .unwrap();
+    }
+    let config = work.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n[sources.media]\nkind = \"bucket\"\nurl = \"{1}\"\n",
+            work.path().display(),
+            bucket.display()
+        ),
+    )
+    .unwrap();
+    let ok = |args: &[&str]| {
+        let (code, out) = dr(&config, args);
+        assert_eq!(code, 0, "dr {args:?}: {out}");
+        out
+    };
+    ok(&["keygen"]);
+    ok(&["init"]);
+    ok(&["backup", "media"]);
+    std::fs::write(bucket.join("media/clip3.mp4"), b"re-encoded").unwrap();
+    ok(&["backup", "media"]);
+    let copy = work.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    let out = ok(&["restore", "media", "--to", copy.to_str().unwrap()]);
+    assert!(out.contains("restored 10 objects"), "{out}");
+    assert_eq!(
+        std::fs::read(copy.join("media/clip3.mp4")).unwrap(),
+        b"re-encoded"
+    );
+    assert_eq!(
+        std::fs::read(copy.join("media/clip7.mp4")).unwrap(),
+        vec![7u8; 5000]
+    );
+    let one = work.path().join("one");
+    std::fs::create_dir_all(&one).unwrap();
+    let out = ok(&[
+        "restore",
+        "media",
+        "--to",
+        one.to_str().unwrap(),
+        "--only",
+        "media/clip1.mp4",
+    ]);
+    assert!(out.contains("restored 1 objects"), "{out}");
+}

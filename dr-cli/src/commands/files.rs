@@ -1,8 +1,8 @@
-//! Directory sources: incremental backups over the newest backup of the source, restores of
-//! the whole tree or selected paths.
+//! Directory and bucket sources: incremental backups over the newest backup of the source,
+//! restores of the whole tree, selected paths, or objects into a bucket.
 
 use dr_core::{Backup, BackupSelector, Repository, RestoreOptions};
-use dr_storage::files::{DirectorySource, DirectoryTarget, read_index};
+use dr_storage::files::{BucketSource, BucketTarget, DirectorySource, DirectoryTarget, read_index};
 
 use crate::app::App;
 use crate::cli::RestoreArgs;
@@ -18,13 +18,12 @@ pub async fn source(
     config: &SourceConfig,
     full: bool,
 ) -> CliResult<(Box<dyn Backup>, Vec<String>)> {
-    let Some(root) = config.directory() else {
+    if config.directory().is_none() && config.bucket().is_none() {
         return Ok((config.backup()?, Vec::new()));
-    };
-    let source = DirectorySource::new(root).with_filter(config.tree_filter());
+    }
     let parent = match repo.find(name, &BackupSelector::Latest).await {
         Ok(parent) if !full => parent,
-        _ => return Ok((Box::new(source), Vec::new())),
+        _ => return Ok((config.backup()?, Vec::new())),
     };
     let index = read_index(&repo.reader(parent.clone())).await.doing(|| {
         format!(
@@ -35,7 +34,55 @@ pub async fn source(
     let mut depends_on = index.holders();
     depends_on.retain(|id| *id != parent.id);
     depends_on.push(parent.id.clone());
-    Ok((Box::new(source.with_parent(&parent.id, index)), depends_on))
+    let source: Box<dyn Backup> = match (config.directory(), config.bucket()) {
+        (Some(root), _) => Box::new(
+            DirectorySource::new(root)
+                .with_filter(config.tree_filter())
+                .with_parent(&parent.id, index),
+        ),
+        (None, Some(url)) => Box::new(
+            BucketSource::new(config.bucket_store(url)?, None).with_parent(&parent.id, index),
+        ),
+        (None, None) => config.backup()?,
+    };
+    Ok((source, depends_on))
+}
+
+/// `dr restore SOURCE [ID] [--to URL] [--only KEY...]` for a bucket source.
+pub async fn restore_bucket(
+    app: &App,
+    args: &RestoreArgs,
+    config: &SourceConfig,
+    url: &str,
+) -> CliResult<()> {
+    let repo = app.repository(None).await?;
+    let selector: BackupSelector = args.backup.parse().map_err(CliError::from)?;
+    let reader = repo
+        .open_backup(&args.source, &selector)
+        .await
+        .doing(|| format!("finding the backup of {} to restore", args.source))?;
+    let target_url = args
+        .to
+        .as_ref()
+        .map_or_else(|| url.to_owned(), |t| t.display().to_string());
+    let store = config.bucket_store(&target_url)?;
+    let (objects, bytes) = BucketTarget::new(store, None, repo.clone())
+        .restore_objects(&reader, &args.only)
+        .await
+        .doing(|| format!("restoring backup {} of {}", reader.id(), args.source))?;
+    let shown = dr_core::redact_url(&target_url);
+    if app.global.json {
+        return output::json(&serde_json::json!({
+            "backup": reader.id(), "target": shown, "objects": objects, "bytes": bytes
+        }));
+    }
+    println!(
+        "restored {objects} objects ({}) of {} {} into {shown}; every object matched its SHA-256",
+        output::size(bytes),
+        args.source,
+        reader.id(),
+    );
+    Ok(())
 }
 
 /// `dr restore SOURCE [ID] [--to DIR] [--only PATH...]` for a directory source.

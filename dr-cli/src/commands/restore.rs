@@ -16,6 +16,9 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     if let Some(root) = source.directory() {
         return super::files::restore(app, args, root).await;
     }
+    if let Some(url) = source.bucket() {
+        return super::files::restore_bucket(app, args, source, url).await;
+    }
     if !args.only.is_empty() {
         return Err(CliError::usage("--only is for directory sources"));
     }
