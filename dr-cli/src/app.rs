@@ -89,6 +89,40 @@ impl App {
         Ok(repo)
     }
 
+    /// Opens the repository for reading: when it cannot be opened (unreachable store,
+    /// missing repository), the copies named in `copies` are tried in order.
+    pub async fn read_repository(&self, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
+        let primary = match self.repository(bar.clone()).await {
+            Ok(repo) => return Ok(repo),
+            Err(e) if self.config.copies.is_empty() || e.failure == crate::exit::Failure::Usage => {
+                return Err(e);
+            }
+            Err(e) => e,
+        };
+        for url in &self.config.copies {
+            match dr_storage::open_repository(url, &[]).await {
+                Ok(repo) => {
+                    eprintln!(
+                        "warning: {}; reading from the copy at {}",
+                        primary.message,
+                        dr_core::redact_url(url)
+                    );
+                    let mut repo = repo
+                        .with_identities(self.identities()?)
+                        .with_pipeline(self.config.pipeline.options());
+                    if let Some(bar) = bar {
+                        repo = repo.with_progress(bar);
+                    }
+                    return Ok(repo);
+                }
+                Err(e) => {
+                    tracing::warn!(copy = %dr_core::redact_url(url), error = %e, "copy unavailable too")
+                }
+            }
+        }
+        Err(primary)
+    }
+
     /// A progress bar unless `--json`.
     pub fn bar(&self) -> Arc<Bar> {
         Arc::new(Bar::new(!self.global.json))

@@ -80,6 +80,16 @@ pub enum Command {
         /// Directory sources: store every file, not only those changed since the last backup.
         #[arg(long)]
         full: bool,
+        /// Then copy the new backups to every repository in `copies`.
+        #[arg(long)]
+        copy: bool,
+    },
+    /// Copy committed backups (and WAL archives) to another repository: --to URL, or every
+    /// repository in `copies`. Idempotent; every object checked.
+    Copy {
+        /// Destination repository URL (default: the configured `copies`).
+        #[arg(long)]
+        to: Option<String>,
     },
     /// List committed backups, newest first.
     List {

@@ -29,6 +29,10 @@ pub struct Config {
     pub recipients: Vec<String>,
     /// Identity file for reading backups.
     pub identity: Option<PathBuf>,
+    /// Other repositories holding copies of the backups (`dr copy`, `dr backup --copy`);
+    /// restores and `wal-fetch` fall back to them in order when the repository is unreachable.
+    #[serde(default)]
+    pub copies: Vec<String>,
     /// Pipeline tuning.
     #[serde(default)]
     pub pipeline: PipelineConfig,

@@ -44,7 +44,9 @@ async fn run(cli: Cli) -> CliResult<()> {
             all,
             labels,
             full,
-        } => commands::backup(&app, source.as_deref(), all, labels, full).await,
+            copy,
+        } => commands::backup(&app, source.as_deref(), all, labels, full, copy).await,
+        Command::Copy { to } => commands::copy(&app, to.as_deref()).await,
         Command::List { source } => commands::list(&app, source.as_deref()).await,
         Command::Show { id } => commands::show(&app, &id).await,
         Command::Verify { target, level } => {

@@ -41,6 +41,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod checks;
+pub mod copy;
 mod error;
 mod keys;
 mod manifest;

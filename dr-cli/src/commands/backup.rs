@@ -63,6 +63,7 @@ pub async fn backup(
     all: bool,
     labels: Vec<String>,
     full: bool,
+    copy: bool,
 ) -> CliResult<()> {
     let names: Vec<String> = match (source, all) {
         (Some(name), _) => vec![name.to_owned()],
@@ -79,6 +80,7 @@ pub async fn backup(
     let mut options = BackupOptions::default();
     options.labels = labels;
     let mut done = Vec::new();
+    let mut made = Vec::new();
     for name in &names {
         let (source, depends_on) =
             super::files::source(&repo, name, app.config.source(name)?, full).await?;
@@ -90,6 +92,7 @@ pub async fn backup(
             .doing(|| format!("backing up source {name}"));
         bar.finish();
         let manifest = manifest?;
+        made.push(manifest.clone());
         let secs = started.elapsed().as_secs_f64();
         if !app.global.json {
             println!(
@@ -103,6 +106,9 @@ pub async fn backup(
             json!({ "source": name, "id": manifest.id, "plain_bytes": manifest.plain_size(),
             "stored_bytes": manifest.stored_size(), "elapsed_ms": (secs * 1000.0) as u64 }),
         );
+    }
+    if copy {
+        super::copy::copy_to_all(app, &repo, &made, None).await?;
     }
     if app.global.json {
         output::json(&done)?;

@@ -55,7 +55,7 @@ pub async fn restore_bucket(
     config: &SourceConfig,
     url: &str,
 ) -> CliResult<()> {
-    let repo = app.repository(None).await?;
+    let repo = app.read_repository(None).await?;
     let selector: BackupSelector = args.backup.parse().map_err(CliError::from)?;
     let reader = repo
         .open_backup(&args.source, &selector)
@@ -88,7 +88,7 @@ pub async fn restore_bucket(
 /// `dr restore SOURCE [ID] [--to DIR] [--only PATH...]` for a directory source.
 pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> CliResult<()> {
     let bar = app.bar();
-    let repo = app.repository(Some(bar.clone())).await?;
+    let repo = app.read_repository(Some(bar.clone())).await?;
     let selector: BackupSelector = args.backup.parse().map_err(CliError::from)?;
     let reader = repo
         .open_backup(&args.source, &selector)

@@ -1,6 +1,7 @@
 //! One function per command: parse nothing, call the library, print, return.
 
 mod backup;
+mod copy;
 mod files;
 mod pitr;
 mod prune;
@@ -9,6 +10,7 @@ mod verify;
 mod wal;
 
 pub use backup::{backup, init, keygen};
+pub use copy::copy;
 pub use prune::prune;
 pub use restore::restore;
 pub use verify::verify;
@@ -35,7 +37,7 @@ struct Listed<'a> {
 
 /// `dr list [SOURCE]`.
 pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
-    let repo = app.repository(None).await?;
+    let repo = app.read_repository(None).await?;
     let manifests = repo.list(source).await.doing(|| "listing backups".into())?;
     let rows: Vec<Listed> = manifests.iter().map(listed).collect();
     if app.global.json {
@@ -109,7 +111,7 @@ fn listed(m: &Manifest) -> Listed<'_> {
 
 /// `dr show ID`.
 pub async fn show(app: &App, id: &str) -> CliResult<()> {
-    let repo = app.repository(None).await?;
+    let repo = app.read_repository(None).await?;
     let manifest = find_by_id(&repo, id).await?;
     if app.global.json {
         return output::json(&manifest);

@@ -26,7 +26,7 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         .unwrap_or("latest")
         .parse()
         .map_err(CliError::from)?;
-    let repo = app.repository(None).await?;
+    let repo = app.read_repository(None).await?;
     let plan = pitr::plan(&repo, &args.source, target)
         .await
         .doing(|| format!("planning the recovery of {} to {target}", args.source))?;

@@ -50,7 +50,7 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         None => args.backup.parse().map_err(CliError::from)?,
     };
     let bar = app.bar();
-    let repo = app.repository(Some(bar.clone())).await?;
+    let repo = app.read_repository(Some(bar.clone())).await?;
     if app.identity_path().is_none() {
         return Err(CliError::usage(
             "restoring needs the secret key: pass --identity FILE or set `identity` in dr.toml",

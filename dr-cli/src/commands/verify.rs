@@ -13,7 +13,7 @@ use crate::output;
 pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<()> {
     let level: VerifyLevel = level.parse().map_err(CliError::from)?;
     let bar = app.bar();
-    let repo = app.repository(Some(bar.clone())).await?;
+    let repo = app.read_repository(Some(bar.clone())).await?;
     let chosen = choose(&repo, target).await?;
     let physical = super::pitr_sources(&chosen);
     let archives = super::pitr::archive_checks(&repo, &physical).await?;

@@ -57,7 +57,7 @@ async fn fetch(
     source: Option<&str>,
 ) -> CliResult<Option<String>> {
     let source = app.config.postgres_source(source)?;
-    let repo = app.repository(None).await?;
+    let repo = app.read_repository(None).await?;
     let archive = WalArchive::new(&repo, &source).map_err(CliError::from)?;
     let found = archive
         .fetch(name, dest)

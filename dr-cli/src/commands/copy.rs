@@ -1,0 +1,77 @@
+//! `dr copy` and `dr backup --copy`: committed backups (and WAL archives) replicated to the
+//! repositories named in `copies`, idempotently and checked.
+
+use dr_core::copy::{CopyOutcome, copy_backup, copy_wal, open_or_init_like};
+use dr_core::{Manifest, Repository};
+use serde_json::json;
+
+use crate::app::App;
+use crate::exit::{CliError, CliResult, Context};
+use crate::output;
+
+/// `dr copy [--to URL]`: every committed backup to each destination.
+pub async fn copy(app: &App, to: Option<&str>) -> CliResult<()> {
+    let repo = app.repository(None).await?;
+    let mut manifests = repo.list(None).await.doing(|| "listing backups".into())?;
+    manifests.reverse();
+    let results = copy_to_all(app, &repo, &manifests, to).await?;
+    if app.global.json {
+        return output::json(&results);
+    }
+    Ok(())
+}
+
+/// Copies `manifests` to `to`, or to every configured copy; prints a line per destination.
+pub async fn copy_to_all(
+    app: &App,
+    repo: &Repository,
+    manifests: &[Manifest],
+    to: Option<&str>,
+) -> CliResult<Vec<serde_json::Value>> {
+    let destinations: Vec<String> = match to {
+        Some(url) => vec![url.to_owned()],
+        None => app.config.copies.clone(),
+    };
+    if destinations.is_empty() {
+        return Err(CliError::usage(
+            "no destination: pass --to URL or list them in `copies` in dr.toml",
+        ));
+    }
+    let mut results = Vec::new();
+    for url in destinations {
+        let shown = dr_core::redact_url(&url);
+        let location = dr_storage::open_store(&url, &[], true).map_err(CliError::from)?;
+        let target = open_or_init_like(repo, location.store(), &location.to_string())
+            .await
+            .doing(|| format!("opening the copy at {shown}"))?;
+        let (mut copied, mut present, mut bytes) = (0u64, 0u64, 0u64);
+        for manifest in manifests {
+            match copy_backup(repo, &target, manifest).await.doing(|| {
+                format!(
+                    "copying backup {} of {} to {shown}",
+                    manifest.id, manifest.source
+                )
+            })? {
+                CopyOutcome::AlreadyThere => present += 1,
+                CopyOutcome::Copied { bytes: b, .. } => {
+                    copied += 1;
+                    bytes += b;
+                }
+            }
+        }
+        let wal = copy_wal(repo, &target)
+            .await
+            .doing(|| format!("copying the WAL archive to {shown}"))?;
+        if !app.global.json {
+            println!(
+                "{shown}: {copied} backups copied ({}), {present} already there, {wal} WAL objects copied",
+                output::size(bytes)
+            );
+        }
+        results.push(
+            json!({ "destination": shown, "copied": copied, "already_there": present,
+            "bytes": bytes, "wal_objects": wal }),
+        );
+    }
+    Ok(results)
+}
