@@ -9,7 +9,10 @@ use dr_testing::S3Server;
 
 fn dr(dir: &Path, s3: &S3Server, args: &[&str]) -> (i32, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_dr"));
-    command.args(args).current_dir(dir).env_remove("DR_REPOSITORY");
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("DR_REPOSITORY");
     for (name, value) in s3.options() {
         command.env(name.to_uppercase(), value);
     }
@@ -52,18 +55,29 @@ fn backups_are_copied_and_restores_fall_back_to_the_copies() {
     let out = ok(&["copy"]);
     assert_eq!(out.matches("0 backups copied").count(), 2, "{out}");
     assert!(out.contains("1 already there"), "{out}");
+    let listed = ok(&["list"]);
+    assert!(
+        listed.contains("COPIES") && listed.contains("2/2"),
+        "{listed}"
+    );
 
     // The repository is lost: the restore reads from the first copy.
     std::fs::remove_dir_all(dir.join("repo")).unwrap();
     let (code, out) = dr(dir, &s3, &["restore", "site", "--to", "restored"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("reading from the copy at"), "{out}");
-    assert_eq!(std::fs::read(dir.join("restored/index.html")).unwrap(), b"<h1>hello</h1>");
+    assert_eq!(
+        std::fs::read(dir.join("restored/index.html")).unwrap(),
+        b"<h1>hello</h1>"
+    );
 
     // And the first copy too: the S3 one.
     std::fs::remove_dir_all(dir.join("copy")).unwrap();
     let (code, out) = dr(dir, &s3, &["restore", "site", "--to", "again"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("s3://dr-test/dr-copy"), "{out}");
-    assert_eq!(std::fs::read(dir.join("again/index.html")).unwrap(), b"<h1>hello</h1>");
+    assert_eq!(
+        std::fs::read(dir.join("again/index.html")).unwrap(),
+        b"<h1>hello</h1>"
+    );
 }

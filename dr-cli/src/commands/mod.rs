@@ -33,13 +33,27 @@ struct Listed<'a> {
     plain_bytes: u64,
     stored_bytes: u64,
     labels: &'a [String],
+    /// Configured copies holding this backup (`null` when a copy could not be read).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    copies: Vec<Option<bool>>,
 }
 
 /// `dr list [SOURCE]`.
 pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
     let repo = app.read_repository(None).await?;
     let manifests = repo.list(source).await.doing(|| "listing backups".into())?;
-    let rows: Vec<Listed> = manifests.iter().map(listed).collect();
+    let copies = copy_ids(app, source).await;
+    let rows: Vec<Listed> = manifests
+        .iter()
+        .map(|m| {
+            let mut row = listed(m);
+            row.copies = copies
+                .iter()
+                .map(|ids| ids.as_ref().map(|ids| ids.contains(&m.id)))
+                .collect();
+            row
+        })
+        .collect();
     if app.global.json {
         return output::json(&rows);
     }
@@ -61,6 +75,7 @@ pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
                 output::size(r.plain_bytes),
                 output::size(r.stored_bytes),
                 r.labels.join(","),
+                copies_cell(&r.copies),
             ]
         })
         .collect();
@@ -73,6 +88,7 @@ pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
             "SIZE",
             "STORED",
             "LABELS",
+            "COPIES",
         ],
         &table,
     );
@@ -97,6 +113,37 @@ fn pitr_sources(manifests: &[Manifest]) -> Vec<&str> {
     sources
 }
 
+/// The backup ids in each configured copy (`None`: unreadable).
+async fn copy_ids(app: &App, source: Option<&str>) -> Vec<Option<Vec<String>>> {
+    let mut all = Vec::new();
+    for url in &app.config.copies {
+        let ids = match dr_storage::open_repository(url, &[]).await {
+            Ok(copy) => copy
+                .list(source)
+                .await
+                .ok()
+                .map(|ms| ms.into_iter().map(|m| m.id).collect()),
+            Err(_) => None,
+        };
+        all.push(ids);
+    }
+    all
+}
+
+/// `2/2`, `1/2`, `?` when a copy could not be read; empty without copies.
+fn copies_cell(copies: &[Option<bool>]) -> String {
+    if copies.is_empty() {
+        return String::new();
+    }
+    let held = copies.iter().filter(|c| **c == Some(true)).count();
+    let unknown = if copies.iter().any(Option::is_none) {
+        " ?"
+    } else {
+        ""
+    };
+    format!("{held}/{}{unknown}", copies.len())
+}
+
 fn listed(m: &Manifest) -> Listed<'_> {
     Listed {
         source: &m.source,
@@ -106,6 +153,7 @@ fn listed(m: &Manifest) -> Listed<'_> {
         plain_bytes: m.plain_size(),
         stored_bytes: m.stored_size(),
         labels: &m.labels,
+        copies: Vec::new(),
     }
 }
 
