@@ -55,7 +55,8 @@ fn main() {
     };
     let t = path(&tree);
     let out = dir.join("restore");
-    let clean = format!("rm -rf {0} && mkdir -p {0}", path(&out));
+    // Restores start from an empty target with no dirty pages left by the previous run.
+    let clean = format!("rm -rf {0} && mkdir -p {0} && sync", path(&out));
     let change = format!(
         "{} --child change {t}",
         path(&std::env::current_exe().unwrap())
@@ -211,6 +212,7 @@ fn prepare(args: &[String]) {
         "incremental" => change_one_percent(Path::new(&args[1])),
         "restore" => {
             let _ = std::fs::remove_dir_all(&args[4]);
+            let _ = std::process::Command::new("sync").status();
         }
         _ => {}
     }

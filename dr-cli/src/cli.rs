@@ -161,6 +161,9 @@ pub struct RestoreArgs {
     /// name; physical PostgreSQL: the new data directory, which must not exist or be empty).
     #[arg(long)]
     pub to: Option<PathBuf>,
+    /// Directory sources: give every path its recorded owner and group (needs root).
+    #[arg(long)]
+    pub owners: bool,
     /// Directory sources: restore only these paths or globs (repeatable; a directory
     /// selects everything under it).
     #[arg(long)]

@@ -128,6 +128,9 @@ async fn trees_round_trip_and_increments_store_only_what_changed() {
         std::fs::write(&path, vec![0xAB; 2000]).unwrap();
     }
     std::fs::write(root.join("uploads/new.txt"), b"new").unwrap();
+    // As root (CI), give a file another owner: the index records it, --owners restores it.
+    let as_root =
+        std::os::unix::fs::lchown(root.join("config/.env"), Some(12345), Some(23456)).is_ok();
     let index = read_index(&repo.reader(full.clone())).await.unwrap();
     let mut options = BackupOptions::default();
     options.depends_on = vec![full.id.clone()];
@@ -173,6 +176,26 @@ async fn trees_round_trip_and_increments_store_only_what_changed() {
     assert_eq!(tree.files, 3);
     assert!(some.join("config/.env").exists() && some.join("bin/run.sh").exists());
     assert!(!some.join("uploads").exists());
+
+    // Owners restored when asked (the tests run as root in CI; elsewhere lchown fails).
+    let owned = work.path().join("owned");
+    let restored_owners = DirectoryTarget::new(&root, repo.clone())
+        .with_owners(true)
+        .with_selection(vec!["config".into()])
+        .restore_tree(
+            &repo.reader(increment.clone()),
+            &RestoreOptions::default().with_target(&owned),
+        )
+        .await;
+    if as_root {
+        use std::os::unix::fs::MetadataExt;
+        restored_owners.unwrap();
+        let got = std::fs::metadata(owned.join("config/.env")).unwrap();
+        assert_eq!((got.uid(), got.gid()), (12345, 23456));
+    } else {
+        let err = restored_owners.unwrap_err().to_string();
+        assert!(err.contains("needs root"), "{err}");
+    }
 
     // Over the original: staged, swapped in, the previous tree kept.
     std::fs::write(root.join("config/.env"), b"BROKEN").unwrap();

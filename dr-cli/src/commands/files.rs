@@ -100,6 +100,7 @@ pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> C
     }
     let restored = DirectoryTarget::new(root, repo.clone())
         .with_selection(args.only.clone())
+        .with_owners(args.owners)
         .restore_tree(&reader, &options)
         .await;
     bar.finish();

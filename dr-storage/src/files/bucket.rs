@@ -174,6 +174,8 @@ fn object_entry(meta: &ObjectMeta, relative: &str) -> FileEntry {
         mtime_ns: i128::from(meta.last_modified.timestamp()) * 1_000_000_000
             + i128::from(meta.last_modified.timestamp_subsec_nanos()),
         mode: 0o644,
+        uid: None,
+        gid: None,
         inode: 0,
         sha256: None,
         target: None,

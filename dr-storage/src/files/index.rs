@@ -37,6 +37,12 @@ pub struct FileEntry {
     pub mtime_ns: i128,
     /// Permission bits.
     pub mode: u32,
+    /// Owner user id, when known (restored with `--owners`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// Owner group id, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
     /// Inode number when backed up (unchanged-file detection).
     #[serde(default)]
     pub inode: u64,
@@ -141,6 +147,8 @@ mod tests {
             size: 1,
             mtime_ns: 0,
             mode: 0o644,
+            uid: None,
+            gid: None,
             inode: 1,
             sha256: None,
             target: None,

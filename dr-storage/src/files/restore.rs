@@ -46,6 +46,7 @@ pub struct DirectoryTarget {
     root: PathBuf,
     repo: Repository,
     select: Vec<String>,
+    owners: bool,
 }
 
 impl DirectoryTarget {
@@ -56,7 +57,14 @@ impl DirectoryTarget {
             root: root.into(),
             repo,
             select: Vec::new(),
+            owners: false,
         }
+    }
+
+    /// Also give every path its recorded owner and group (needs root).
+    pub fn with_owners(mut self, owners: bool) -> Self {
+        self.owners = owners;
+        self
     }
 
     /// Only these paths or globs (a directory selects everything under it).
@@ -218,6 +226,17 @@ impl DirectoryTarget {
         for entry in entries.iter().filter(|e| e.kind == EntryKind::Dir).rev() {
             let path = dir.join(inside(&entry.relative_path())?);
             set_metadata(&path, entry)?;
+        }
+        if self.owners {
+            for entry in entries {
+                let path = dir.join(inside(&entry.relative_path())?);
+                std::os::unix::fs::lchown(&path, entry.uid, entry.gid).map_err(|e| {
+                    Error::io(
+                        format!("giving {} its owner (this needs root)", path.display()),
+                        e,
+                    )
+                })?;
+            }
         }
         Ok(tree)
     }

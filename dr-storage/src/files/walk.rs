@@ -118,6 +118,8 @@ pub(crate) fn entry_from(meta: &std::fs::Metadata, kind: EntryKind) -> FileEntry
         },
         mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
         mode: meta.mode() & 0o7777,
+        uid: Some(meta.uid()),
+        gid: Some(meta.gid()),
         inode: meta.ino(),
         sha256: None,
         target: None,
