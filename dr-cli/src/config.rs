@@ -216,6 +216,18 @@ fn quick() -> Integrity {
     Integrity::Quick
 }
 
+/// The password held by the environment variable named in `password_env`, if one is named.
+fn password_from_env(var: Option<&str>) -> CliResult<Option<String>> {
+    var.map(|var| {
+        std::env::var(var).map_err(|_| {
+            CliError::usage(format!(
+                "the environment variable {var} (password_env) is not set"
+            ))
+        })
+    })
+    .transpose()
+}
+
 impl SourceConfig {
     /// The PostgreSQL connection of a `postgres` source.
     fn postgres(&self) -> CliResult<PgConnection> {
@@ -226,16 +238,10 @@ impl SourceConfig {
             return Err(CliError::usage("not a postgres source"));
         };
         let conn = PgConnection::from_url(url).map_err(CliError::from)?;
-        match password_env {
-            Some(var) => std::env::var(var)
-                .map(|password| conn.with_password(password))
-                .map_err(|_| {
-                    CliError::usage(format!(
-                        "the environment variable {var} (password_env) is not set"
-                    ))
-                }),
-            None => Ok(conn),
-        }
+        Ok(match password_from_env(password_env.as_deref())? {
+            Some(password) => conn.with_password(password),
+            None => conn,
+        })
     }
 
     /// The Redis connection of a `redis` source.
@@ -247,16 +253,10 @@ impl SourceConfig {
             return Err(CliError::usage("not a redis source"));
         };
         let conn = RedisConnection::from_url(url).map_err(CliError::from)?;
-        match password_env {
-            Some(var) => std::env::var(var)
-                .map(|password| conn.with_password(password))
-                .map_err(|_| {
-                    CliError::usage(format!(
-                        "the environment variable {var} (password_env) is not set"
-                    ))
-                }),
-            None => Ok(conn),
-        }
+        Ok(match password_from_env(password_env.as_deref())? {
+            Some(password) => conn.with_password(password),
+            None => conn,
+        })
     }
 
     /// The source's connection, or the same database name on another server.

@@ -1,25 +1,9 @@
 //! `kind = "directory"` from the command line: a full then an incremental backup, prune
 //! keeping what the increment references, restores of the tree and of selected paths.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn dr(config: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dr"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use common::ok as run;
 
 #[test]
 fn directory_sources_back_up_incrementally_and_restore() {
@@ -42,11 +26,7 @@ fn directory_sources_back_up_incrementally_and_restore() {
         ),
     )
     .unwrap();
-    let ok = |args: &[&str]| {
-        let (code, out) = dr(&config, args);
-        assert_eq!(code, 0, "dr {args:?}: {out}");
-        out
-    };
+    let ok = |args: &[&str]| run(&config, args);
     ok(&["keygen"]);
     ok(&["init"]);
     ok(&["backup", "storage"]);
@@ -113,11 +93,7 @@ fn bucket_sources_back_up_and_restore_into_another_bucket() {
         ),
     )
     .unwrap();
-    let ok = |args: &[&str]| {
-        let (code, out) = dr(&config, args);
-        assert_eq!(code, 0, "dr {args:?}: {out}");
-        out
-    };
+    let ok = |args: &[&str]| run(&config, args);
     ok(&["keygen"]);
     ok(&["init"]);
     ok(&["backup", "media"]);

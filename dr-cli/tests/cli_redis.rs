@@ -2,26 +2,13 @@
 //! verify with a scratch server, restore by RESTORE into another server and as a file.
 
 use std::path::Path;
-use std::process::Command;
+
+mod common;
 
 use dr_testing::RedisServer;
 
 fn dr(config: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dr"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .env("CACHE_PASSWORD", "pa55")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::dr_with(config, args, &[("CACHE_PASSWORD", "pa55")])
 }
 
 #[test]

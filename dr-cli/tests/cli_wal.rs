@@ -2,28 +2,13 @@
 //! back byte-identical, idempotent pushes, refusals, and the missing-file exit status.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::dr;
 use dr_testing::PgServer;
 use dr_testing::postgres::give_to_postgres;
-
-fn dr(config: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dr"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
 
 #[test]
 fn archive_command_pushes_and_fetch_restores() {

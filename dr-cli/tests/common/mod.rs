@@ -1,0 +1,37 @@
+//! Running the `dr` binary from the integration tests.
+#![allow(dead_code)] // each test binary uses its part
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `dr --config CONFIG ARGS` with extra environment variables; returns the exit code
+/// and stdout followed by stderr.
+pub fn dr_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dr"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs `dr --config CONFIG ARGS`.
+pub fn dr(config: &Path, args: &[&str]) -> (i32, String) {
+    dr_with(config, args, &[])
+}
+
+/// Runs `dr --config CONFIG ARGS` and asserts it succeeded; returns its output.
+pub fn ok(config: &Path, args: &[&str]) -> String {
+    let (code, out) = dr(config, args);
+    assert_eq!(code, 0, "dr {args:?}: {out}");
+    out
+}
