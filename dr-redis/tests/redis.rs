@@ -250,3 +250,31 @@ async fn a_wrong_password_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_replay_that_fails_midway_says_how_far_it_got() {
+    let source = RedisServer::start();
+    let mut c = client(&source).await;
+    let value = vec![b'v'; 10_000];
+    for i in 0..500 {
+        run(&mut c, &[b"SET", format!("key:{i:04}").as_bytes(), &value]).await;
+    }
+    let repo = repository().await;
+    let conn = RedisConnection::from_url(&source.url()).unwrap();
+    let manifest = repo
+        .backup("cache", &RedisSource::new(conn), &BackupOptions::default())
+        .await
+        .unwrap();
+    // 2 MB of room for 5 MB of values: the server refuses writes part of the way through.
+    let small = RedisServer::start_with(
+        None,
+        &[("maxmemory", "2mb"), ("maxmemory-policy", "noeviction")],
+    );
+    let err = RedisReplayTarget::new(RedisConnection::from_url(&small.url()).unwrap())
+        .restore(&repo.reader(manifest), &RestoreOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("keys restored, then RESTORE of key"), "{err}");
+    assert!(err.contains("OOM") || err.contains("maxmemory"), "{err}");
+}
