@@ -56,13 +56,8 @@ impl Restore for RedisFileTarget {
             )));
         }
         let target = opts.target.clone().unwrap_or_else(|| self.rdb_path.clone());
-        let staged = sibling(&target, ".dr-partial");
-        let written = stage(backup, &staged).await;
-        let summary = match written {
-            Ok(_) => check_file(&staged).await,
-            Err(e) => Err(e),
-        };
-        let summary = match summary {
+        let staged = dr_core::sibling_path(&target, ".dr-partial");
+        let summary = match stage(backup, &staged).await {
             Ok(summary) => summary,
             Err(e) => {
                 let _ = tokio::fs::remove_file(&staged).await;
@@ -70,7 +65,7 @@ impl Restore for RedisFileTarget {
             }
         };
         run_hook(self.stop_command.as_deref(), "stop_command").await?;
-        let kept = sibling(
+        let kept = dr_core::sibling_path(
             &target,
             &format!(
                 ".pre-restore-{}",
@@ -99,16 +94,35 @@ impl Restore for RedisFileTarget {
     }
 }
 
-async fn stage(backup: &BackupReader, staged: &Path) -> Result<u64> {
-    let mut file = tokio::fs::File::create(staged)
+/// Writes the RDB to `staged` while the RDB reader checks the same bytes (one pass, no
+/// second read of the file); fsyncs it.
+async fn stage(backup: &BackupReader, staged: &Path) -> Result<crate::rdb::RdbSummary> {
+    let io = |e| Error::io(format!("writing {}", staged.display()), e);
+    let mut file = tokio::fs::File::create(staged).await.map_err(io)?;
+    let mut artifact = backup.artifact(RDB_ARTIFACT)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+    let checker = tokio::task::spawn_blocking(move || {
+        read_rdb(
+            std::io::BufReader::new(crate::stream::ChannelReader::new(rx)),
+            None,
+        )
+    });
+    let copied = async {
+        while let Some(chunk) = artifact.next_chunk().await? {
+            file.write_all(&chunk).await.map_err(io)?;
+            if tx.send(chunk).is_err() {
+                break; // The checker found damage; it says where.
+            }
+        }
+        drop(tx);
+        file.flush().await.and(file.sync_all().await).map_err(io)
+    }
+    .await;
+    let summary = checker
         .await
-        .map_err(|e| Error::io(format!("creating {}", staged.display()), e))?;
-    let bytes = backup.copy_artifact(RDB_ARTIFACT, &mut file).await?;
-    file.flush()
-        .await
-        .and(file.sync_all().await)
-        .map_err(|e| Error::io(format!("writing {}", staged.display()), e))?;
-    Ok(bytes)
+        .map_err(|e| Error::Restore(format!("RDB check failed: {e}")))?;
+    copied?;
+    summary
 }
 
 /// Parses a whole RDB file: magic, every opcode, CRC64.
@@ -336,12 +350,6 @@ async fn replay_rdb(backup: &BackupReader, replay: &mut Replay<'_>) -> Result<u6
         .map_err(|e| Error::Restore(format!("RDB reader failed: {e}")))??;
     replay.flush().await?;
     Ok(summary.bytes)
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 fn elapsed_ms(started: Instant) -> u64 {

@@ -172,12 +172,16 @@ async fn rdb_backups_round_trip_every_type_by_file_and_by_restore() {
         let loaded = RedisServer::start_on(dir, None);
         assert_eq!(digest(&loaded).await, original);
 
-        let verified = dr_redis::RedisVerifier::new()
-            .verify(&repo.reader(manifest), VerifyLevel::Restore)
-            .await
-            .unwrap();
-        assert!(verified.is_ok(), "{:?}", verified.problems);
+        verifies_by_test_restore(&repo, manifest).await;
     }
+}
+
+async fn verifies_by_test_restore(repo: &Repository, manifest: dr_core::Manifest) {
+    let verified = dr_redis::RedisVerifier::new()
+        .verify(&repo.reader(manifest), VerifyLevel::Restore)
+        .await
+        .unwrap();
+    assert!(verified.is_ok(), "{:?}", verified.problems);
 }
 
 #[tokio::test]
@@ -203,11 +207,7 @@ async fn logical_backups_round_trip_every_type() {
     let (want, got) = (contents(&source).await, contents(&replayed).await);
     assert_eq!(want.len(), 17);
     assert_eq!(want, got);
-    let verified = dr_redis::RedisVerifier::new()
-        .verify(&repo.reader(manifest), VerifyLevel::Restore)
-        .await
-        .unwrap();
-    assert!(verified.is_ok(), "{:?}", verified.problems);
+    verifies_by_test_restore(&repo, manifest).await;
 }
 
 #[tokio::test]

@@ -38,11 +38,7 @@ pub const DB_ARTIFACT: &str = "db";
 pub const KIND: &str = "sqlite";
 
 /// `<path><suffix>`, e.g. the `-wal` and `-shm` files beside a database.
-fn sibling(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    std::path::PathBuf::from(name)
-}
+use dr_core::sibling_path as sibling;
 
 fn sqlite_error(what: &str, e: rusqlite::Error) -> dr_core::Error {
     dr_core::Error::Source(format!("SQLite {what}: {e}"))

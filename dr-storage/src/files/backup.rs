@@ -93,19 +93,27 @@ impl Backup for DirectorySource {
         .await
         .map_err(|e| Error::Source(format!("the tar writer failed: {e}")))??;
         writer.finish().await?;
-        let index = FileIndex {
-            version: 1,
-            entries: index,
-        };
-        let json = serde_json::to_vec(&index).map_err(|e| Error::Usage(e.to_string()))?;
-        let mut index_writer = out.artifact(INDEX_ARTIFACT)?;
-        index_writer
-            .write_all(&json)
-            .await
-            .map_err(|e| Error::from_io("writing the index", e))?;
-        index_writer.finish().await?;
+        write_index(
+            out,
+            &FileIndex {
+                version: 1,
+                entries: index,
+            },
+        )
+        .await?;
         Ok(stats.into_info(&self.root, self.parent.as_ref().map(|(id, _)| id.as_str())))
     }
+}
+
+/// Writes `index` as the backup's `index.json` artifact.
+pub(crate) async fn write_index(out: &mut BackupWriter, index: &FileIndex) -> Result<()> {
+    let json = serde_json::to_vec(index).map_err(|e| Error::Usage(e.to_string()))?;
+    let mut writer = out.artifact(INDEX_ARTIFACT)?;
+    writer
+        .write_all(&json)
+        .await
+        .map_err(|e| Error::from_io("writing the index", e))?;
+    writer.finish().await.map(drop)
 }
 
 #[derive(Default)]

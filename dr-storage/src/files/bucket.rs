@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::backup::{FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
+use super::backup::{FILES_KIND, TAR_ARTIFACT, write_index};
 use super::index::{EntryKind, FileEntry, FileIndex};
 use super::tar_stream::TarStream;
 
@@ -139,13 +139,7 @@ impl Backup for BucketSource {
             version: 1,
             entries,
         };
-        let json = serde_json::to_vec(&index).map_err(|e| Error::Usage(e.to_string()))?;
-        let mut index_writer = out.artifact(INDEX_ARTIFACT)?;
-        index_writer
-            .write_all(&json)
-            .await
-            .map_err(|e| Error::from_io("writing the index", e))?;
-        index_writer.finish().await?;
+        write_index(out, &index).await?;
         let mut info = SourceInfo::new();
         info.insert("objects".into(), (index.entries.len() as u64).into());
         info.insert("files".into(), (index.entries.len() as u64).into());

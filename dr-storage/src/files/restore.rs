@@ -105,7 +105,7 @@ impl DirectoryTarget {
             .unwrap_or(false);
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
         let staging = if occupied {
-            sibling(&target, &format!(".dr-staging-{stamp}"))
+            dr_core::sibling_path(&target, &format!(".dr-staging-{stamp}"))
         } else {
             target.clone()
         };
@@ -125,7 +125,7 @@ impl DirectoryTarget {
         };
         let mut report = RestoreReport::default();
         if occupied {
-            let kept = sibling(&target, &format!(".pre-restore-{stamp}"));
+            let kept = dr_core::sibling_path(&target, &format!(".pre-restore-{stamp}"));
             std::fs::rename(&target, &kept).map_err(|e| {
                 Error::Restore(format!(
                     "the restored tree is complete and checked in {}, but {} could not be moved aside ({e}; a mount point?): swap them yourself",
@@ -362,12 +362,6 @@ fn set_metadata(path: &Path, entry: &FileEntry) -> Result<()> {
         .and_then(|file| file.set_modified(mtime))
         .map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(entry.mode)).map_err(io)
-}
-
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
 }
 
 fn empty(dir: &Path) -> std::io::Result<()> {
