@@ -58,7 +58,7 @@ pub mod untar;
 mod verify;
 
 pub use error::{Error, Result};
-pub use fs::sibling_path;
+pub use fs::{SparseFile, sibling_path};
 pub use keys::{Identities, Recipients, generate_identity_file};
 pub use manifest::{
     ArtifactRecord, Encoding, MANIFEST_FORMAT_VERSION, Manifest, PartRecord, SourceInfo, check_name,

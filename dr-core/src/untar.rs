@@ -3,11 +3,12 @@
 //! through `..`, an absolute path or a symbolic link planted by an earlier entry.
 
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::fs::SparseFile;
 
 const BUFFER: usize = 1 << 20;
 
@@ -47,21 +48,22 @@ impl Unpacker {
             self.ensure_dir(parent, &relative)?;
         }
         let mode = entry.header().mode().unwrap_or(0o600) & 0o7777;
-        let mut file = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&target)
             .map_err(|e| io(&format!("creating {}", target.display()), e))?;
+        let mut file = SparseFile::new(file);
+        let writing = |e| io(&format!("writing {}", target.display()), e);
         loop {
             let n = entry
                 .read(&mut self.buffer)
                 .map_err(|e| Error::from_io("reading the archive", e))?;
             if n == 0 {
-                return Ok(());
+                return file.finish().map(drop).map_err(writing);
             }
-            file.write_all(&self.buffer[..n])
-                .map_err(|e| io(&format!("writing {}", target.display()), e))?;
+            file.write(&self.buffer[..n]).map_err(writing)?;
         }
     }
 

@@ -4,7 +4,7 @@
 //! tar's own names are only used to find the index entry.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -12,7 +12,7 @@ use std::time::Instant;
 use dr_core::untar::{Unpacker, inside};
 use dr_core::{
     BackupReader, BackupSelector, Error, Repository, Restore, RestoreOptions, RestoreReport,
-    Result, async_trait,
+    Result, SparseFile, async_trait,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -321,11 +321,12 @@ fn write_checked(
     buffer: &mut [u8],
 ) -> Result<()> {
     let io = |e| Error::io(format!("writing {}", path.display()), e);
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .map_err(io)?;
+    let mut file = SparseFile::new(file);
     let mut hasher = Sha256::new();
     loop {
         let n = input
@@ -335,8 +336,9 @@ fn write_checked(
             break;
         }
         hasher.update(&buffer[..n]);
-        file.write_all(&buffer[..n]).map_err(io)?;
+        file.write(&buffer[..n]).map_err(io)?;
     }
+    file.finish().map_err(io)?;
     let actual = hex::encode(hasher.finalize());
     if entry.sha256.as_deref() != Some(actual.as_str()) {
         return Err(Error::Restore(format!(
