@@ -42,13 +42,16 @@
 
 pub mod checks;
 pub mod copy;
+pub mod drill;
 mod error;
 mod fs;
 mod keys;
 mod manifest;
 mod pipeline;
+mod points;
 mod progress;
 mod redact;
+pub mod report;
 mod repository;
 pub mod retention;
 mod selector;
@@ -67,6 +70,7 @@ pub use pipeline::{
     ArtifactReader, ArtifactWriter, BackupReader, BackupWriter, DEFAULT_PART_SIZE, EncodedPart,
     ExpectedPart, PipelineOptions, decode_part, encode_part, sha256_hex,
 };
+pub use points::{FailedMember, PointMember, PointSelector, RecoveryPoint};
 pub use progress::{NoProgress, Progress};
 pub use redact::{percent_decode, redact_url};
 pub use repository::{

@@ -12,6 +12,7 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
+use crate::drill::BackupFailure;
 use crate::error::{Error, Result};
 use crate::keys::{Identities, Recipients};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
@@ -226,7 +227,7 @@ impl Repository {
             outcome.and_then(|info| writer.into_artifacts().map(|artifacts| (info, artifacts)));
         let (source_info, artifacts) = match outcome {
             Ok(done) => done,
-            Err(e) => return Err(self.abandon(&dir, e).await),
+            Err(e) => return Err(self.fail(&dir, source, &id, started_at, e).await),
         };
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
@@ -250,7 +251,7 @@ impl Repository {
         };
         match self.commit(&dir, &manifest).await {
             Ok(()) => Ok(manifest),
-            Err(e) => Err(self.abandon(&dir, e).await),
+            Err(e) => Err(self.fail(&dir, source, &manifest.id, started_at, e).await),
         }
     }
 
@@ -267,12 +268,27 @@ impl Repository {
         Ok(())
     }
 
-    /// Best-effort removal of an uncommitted backup's objects; returns `error` unchanged.
-    async fn abandon(&self, dir: &Path, error: Error) -> Error {
+    /// Best-effort removal of an uncommitted backup's objects and a record of the failure
+    /// (for the backup success rate of reports); returns `error` unchanged.
+    async fn fail(
+        &self,
+        dir: &Path,
+        source: &str,
+        id: &str,
+        started_at: DateTime<Utc>,
+        error: Error,
+    ) -> Error {
         tracing::warn!(%dir, %error, "backup failed; removing its parts");
         if let Err(cleanup) = self.delete_prefix(dir).await {
             tracing::warn!(%dir, %cleanup, "could not remove all parts; `dr prune` removes these orphans later");
         }
+        let failure = BackupFailure {
+            source: source.to_owned(),
+            id: id.to_owned(),
+            started_at,
+            error: error.to_string(),
+        };
+        self.record_failure(&failure).await;
         error
     }
 
@@ -465,7 +481,7 @@ pub(crate) fn backup_dir(source: &str, id: &str) -> Path {
 }
 
 /// A new backup id: `YYYYMMDDTHHMMSSZ-xxxx`, sorting by time, with 16 random bits.
-fn new_backup_id(at: DateTime<Utc>) -> String {
+pub(crate) fn new_backup_id(at: DateTime<Utc>) -> String {
     format!(
         "{}-{:04x}",
         at.format("%Y%m%dT%H%M%SZ"),

@@ -306,6 +306,56 @@ fn keep_dependencies(items: &[&RetentionItem], reasons: &mut [Vec<String>]) {
     }
 }
 
+/// Treats each recovery point as one unit: when any of its backups is kept, all of them are
+/// ("member of kept recovery point P"), and so, transitively, is what those depend on.
+/// `points` pairs a point id with its member backup ids; `items` are every source's
+/// backups (the `depends_on` links). Run it on the union of the per-source plans.
+pub fn keep_recovery_points(
+    plan: &mut Plan,
+    items: &[RetentionItem],
+    points: &[(String, Vec<String>)],
+) {
+    let depends: HashMap<&str, &[String]> = items
+        .iter()
+        .map(|it| (it.id.as_str(), it.depends_on.as_slice()))
+        .collect();
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for (point, members) in points {
+            let kept = members
+                .iter()
+                .any(|id| plan.decisions.iter().any(|d| d.keep && &d.id == id));
+            if !kept {
+                continue;
+            }
+            let reason = format!("member of kept recovery point {point}");
+            for id in members {
+                changed |= keep_with(plan, id, &reason, &depends);
+            }
+        }
+    }
+}
+
+/// Keeps `id` for `reason`, then what it depends on; true when a decision changed to keep.
+fn keep_with(plan: &mut Plan, id: &str, reason: &str, depends: &HashMap<&str, &[String]>) -> bool {
+    let Some(decision) = plan.decisions.iter_mut().find(|d| d.id == id) else {
+        return false;
+    };
+    let newly = !decision.keep;
+    if !decision.reasons.iter().any(|r| r == reason) {
+        decision.reasons.push(reason.to_owned());
+    }
+    decision.keep = true;
+    if newly {
+        let base_reason = format!("base of kept backup {id}");
+        for dep in depends.get(id).copied().unwrap_or_default() {
+            keep_with(plan, dep, &base_reason, depends);
+        }
+    }
+    newly
+}
+
 fn chrono_span(span: Duration) -> chrono::TimeDelta {
     chrono::TimeDelta::from_std(span).unwrap_or(chrono::TimeDelta::MAX)
 }
@@ -371,7 +421,7 @@ impl Period {
 }
 
 /// Serde for optional spans written as humantime strings (`30d`, `12h`).
-mod span {
+pub(crate) mod span {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};

@@ -1,0 +1,263 @@
+//! Restore drills: a test restore of a backup into a scratch target with the kind's and the
+//! user's checks, timed (the measured RTO), with the age of the newest recoverable point
+//! (the measured RPO), compared with the objectives, and recorded in the repository under
+//! `verifications/<source>/<backup id>/<time>.json` so that reports can show the history.
+//!
+//! Failed backups are recorded too (`failures/<source>/<id>.json`, by
+//! [`Repository::backup`]), so that a report can give the backup success rate.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use object_store::path::Path;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::manifest::check_name;
+use crate::pipeline::BackupReader;
+use crate::repository::Repository;
+use crate::retention::span;
+use crate::store::{create_object, get_object, list_objects};
+use crate::traits::{Verify, VerifyLevel};
+
+const DRILLS_DIR: &str = "verifications";
+const FAILURES_DIR: &str = "failures";
+
+/// Recovery objectives of a source: how long a recovery may take, how much may be lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objectives {
+    /// Recovery time objective (`15m`, `1h`).
+    #[serde(default, with = "span", skip_serializing_if = "Option::is_none")]
+    pub rto: Option<Duration>,
+    /// Recovery point objective (`5m`, `24h`).
+    #[serde(default, with = "span", skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<Duration>,
+}
+
+/// One drill's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillRecord {
+    /// Source name.
+    pub source: String,
+    /// The backup's kind.
+    pub kind: String,
+    /// The backup restored.
+    pub backup_id: String,
+    /// The recovery point the backup belongs to, when the drill restored a point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_id: Option<String>,
+    /// When the drill started.
+    pub started_at: DateTime<Utc>,
+    /// Whether the restore and every check succeeded.
+    pub ok: bool,
+    /// Measured time to recover: fetch, decode, restore and checks, in milliseconds.
+    pub rto_ms: u64,
+    /// The newest moment one could recover to when the drill started (the backup's end,
+    /// or for PostgreSQL with a WAL archive, the newest archived WAL).
+    pub recoverable_until: DateTime<Utc>,
+    /// Measured data loss had the disaster struck when the drill started: its start minus
+    /// `recoverable_until`, in seconds.
+    pub rpo_s: f64,
+    /// The objectives in force.
+    pub objectives: Objectives,
+    /// Checks that passed.
+    pub passed: Vec<String>,
+    /// What failed (empty when `ok`).
+    pub problems: Vec<String>,
+}
+
+impl DrillRecord {
+    /// Whether the measured RTO is within the objective (`None`: no objective).
+    pub fn rto_met(&self) -> Option<bool> {
+        self.objectives
+            .rto
+            .map(|rto| u128::from(self.rto_ms) <= rto.as_millis())
+    }
+
+    /// Whether the measured RPO is within the objective (`None`: no objective).
+    pub fn rpo_met(&self) -> Option<bool> {
+        self.objectives
+            .rpo
+            .map(|rpo| self.rpo_s <= rpo.as_secs_f64())
+    }
+
+    /// Succeeded and met every objective it has.
+    pub fn passed(&self) -> bool {
+        self.ok && self.rto_met() != Some(false) && self.rpo_met() != Some(false)
+    }
+}
+
+/// A backup that failed, as recorded by [`Repository::backup`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupFailure {
+    /// Source name.
+    pub source: String,
+    /// The id the backup would have had.
+    pub id: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// What a drill is given besides the backup.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DrillOptions {
+    /// The objectives to compare with.
+    pub objectives: Objectives,
+    /// The newest recoverable moment when it is later than the backup's end (a WAL
+    /// archive); the backup's `finished_at` otherwise.
+    pub recoverable_until: Option<DateTime<Utc>>,
+    /// The recovery point being drilled.
+    pub point_id: Option<String>,
+}
+
+impl DrillOptions {
+    /// Options comparing with `objectives`.
+    pub fn new(objectives: Objectives) -> Self {
+        DrillOptions {
+            objectives,
+            ..DrillOptions::default()
+        }
+    }
+
+    /// The newest recoverable moment (for a WAL archive reaching past the backup).
+    pub fn with_recoverable_until(mut self, until: Option<DateTime<Utc>>) -> Self {
+        self.recoverable_until = until;
+        self
+    }
+
+    /// The recovery point being drilled.
+    pub fn with_point(mut self, point_id: Option<String>) -> Self {
+        self.point_id = point_id;
+        self
+    }
+}
+
+/// Runs one drill: `verifier` test-restores `backup` into a scratch target (the
+/// [`VerifyLevel::Restore`] contract: nothing of the live data is touched, nothing is left
+/// behind), timed; then records the result in the repository.
+///
+/// A failed restore or check is a drill that did not pass, not an error.
+///
+/// # Errors
+/// [`Error::Store`] when the record cannot be written.
+pub async fn run_drill(
+    repo: &Repository,
+    backup: &BackupReader,
+    verifier: &dyn Verify,
+    options: &DrillOptions,
+) -> Result<DrillRecord> {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let outcome = verifier.verify(backup, VerifyLevel::Restore).await;
+    let rto_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let manifest = backup.manifest();
+    let (passed, problems) = match outcome {
+        Ok(report) => (report.passed, report.problems),
+        Err(e) => (Vec::new(), vec![format!("the test restore failed: {e}")]),
+    };
+    let recoverable_until = options
+        .recoverable_until
+        .unwrap_or(manifest.finished_at)
+        .max(manifest.finished_at);
+    let record = DrillRecord {
+        source: manifest.source.clone(),
+        kind: manifest.kind.clone(),
+        backup_id: manifest.id.clone(),
+        point_id: options.point_id.clone(),
+        started_at,
+        ok: problems.is_empty(),
+        rto_ms,
+        recoverable_until,
+        rpo_s: (started_at - recoverable_until).num_milliseconds().max(0) as f64 / 1000.0,
+        objectives: options.objectives,
+        passed,
+        problems,
+    };
+    repo.record_drill(&record).await?;
+    Ok(record)
+}
+
+impl Repository {
+    /// Writes a drill's record.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn record_drill(&self, record: &DrillRecord) -> Result<()> {
+        check_name("source name", &record.source)?;
+        check_name("backup id", &record.backup_id)?;
+        let key = Path::from(DRILLS_DIR)
+            .join(record.source.as_str())
+            .join(record.backup_id.as_str())
+            .join(format!(
+                "{}-{:04x}.json",
+                record.started_at.format("%Y%m%dT%H%M%S%.3fZ"),
+                rand::random::<u16>()
+            ));
+        create_object(self.store().as_ref(), &key, to_json(record)?).await
+    }
+
+    /// Every recorded drill (of one source, or all), oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn drills(&self, source: Option<&str>) -> Result<Vec<DrillRecord>> {
+        let mut drills: Vec<DrillRecord> = self.read_records(DRILLS_DIR, source).await?;
+        drills.sort_by_key(|d| d.started_at);
+        Ok(drills)
+    }
+
+    /// Records a failed backup (best effort: the store may be what failed).
+    pub(crate) async fn record_failure(&self, failure: &BackupFailure) {
+        let key = Path::from(FAILURES_DIR)
+            .join(failure.source.as_str())
+            .join(format!("{}.json", failure.id));
+        let written = match to_json(failure) {
+            Ok(json) => create_object(self.store().as_ref(), &key, json).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::warn!(source = %failure.source, error = %e, "could not record the failed backup");
+        }
+    }
+
+    /// Every recorded backup failure (of one source, or all), oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn backup_failures(&self, source: Option<&str>) -> Result<Vec<BackupFailure>> {
+        let mut failures: Vec<BackupFailure> = self.read_records(FAILURES_DIR, source).await?;
+        failures.sort_by_key(|f| f.started_at);
+        Ok(failures)
+    }
+
+    async fn read_records<T: serde::de::DeserializeOwned>(
+        &self,
+        dir: &str,
+        source: Option<&str>,
+    ) -> Result<Vec<T>> {
+        let prefix = match source {
+            Some(s) => Path::from(dir).join(s),
+            None => Path::from(dir),
+        };
+        let store = self.store().as_ref();
+        let mut records = Vec::new();
+        for meta in list_objects(store, &prefix).await? {
+            let bytes = get_object(store, &meta.location).await?;
+            match serde_json::from_slice(&bytes) {
+                Ok(record) => records.push(record),
+                Err(e) => {
+                    tracing::warn!(key = %meta.location, error = %e, "skipping unreadable record")
+                }
+            }
+        }
+        Ok(records)
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| Error::Usage(e.to_string()))
+}
