@@ -67,13 +67,17 @@ pub enum Command {
         #[arg(long)]
         passphrase: bool,
     },
-    /// Back up one source, or every configured source with --all.
+    /// Back up one source, or every configured source (--all) or a group (--group) as one
+    /// recovery point.
     Backup {
         /// Source name from the configuration.
         source: Option<String>,
-        /// Back up every configured source.
+        /// Back up every configured source and record them as one recovery point.
         #[arg(long, conflicts_with = "source")]
         all: bool,
+        /// Back up the sources of [groups.NAME] and record them as one recovery point.
+        #[arg(long, conflicts_with_all = ["source", "all"])]
+        group: Option<String>,
         /// Label recorded with the backup (repeatable); retention can keep by label.
         #[arg(long = "label")]
         labels: Vec<String>,
@@ -91,10 +95,13 @@ pub enum Command {
         #[arg(long)]
         to: Option<String>,
     },
-    /// List committed backups, newest first.
+    /// List committed backups, newest first (--points: the recovery points).
     List {
         /// Only this source.
         source: Option<String>,
+        /// List the recovery points instead, with their member backups.
+        #[arg(long, conflicts_with = "source")]
+        points: bool,
     },
     /// Show one backup's manifest.
     Show {
@@ -133,6 +140,32 @@ pub enum Command {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Restore drill: test-restore the newest backup of each source (or of a recovery point)
+    /// into a scratch target, run the checks, measure RTO and RPO against the objectives,
+    /// record the result in the repository; exit 3 when a drill fails or misses an objective.
+    Drill {
+        /// A source name (default: every configured source).
+        source: Option<String>,
+        /// Drill the backups of this recovery point (an id or `latest`).
+        #[arg(long, conflicts_with = "source")]
+        point: Option<String>,
+        /// Also write the recovery report here (Markdown) and beside it as .json.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// The report covers drills and backups since this long ago.
+        #[arg(long, default_value = "90d")]
+        since: humantime::Duration,
+    },
+    /// The recovery report from the recorded drills and backups: RTO and RPO actual against
+    /// the objectives, drill and backup success rates, drills per month, trend.
+    Report {
+        /// Write it here (Markdown) and beside it as .json, instead of printing it.
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Cover drills and backups since this long ago.
+        #[arg(long, default_value = "90d")]
+        since: humantime::Duration,
+    },
     /// Apply the retention policies: delete the backups no rule keeps, and stale orphans.
     Prune {
         /// Only print the plan with its reasons.
@@ -148,7 +181,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Source name from the configuration.
-    pub source: String,
+    #[arg(required_unless_present = "point")]
+    pub source: Option<String>,
+    /// Restore every backup of a recovery point (an id or `latest`), in restore order,
+    /// each into its source's own place.
+    #[arg(long, conflicts_with_all = ["source", "at", "to", "only", "server", "in_place", "swap"])]
+    pub point: Option<String>,
     /// Backup id or `latest`.
     #[arg(default_value = "latest")]
     pub backup: String,
@@ -199,4 +237,33 @@ pub struct RestoreArgs {
     /// server (redis://...) with RESTORE.
     #[arg(long, conflicts_with_all = ["swap", "in_place"])]
     pub server: Option<String>,
+}
+
+impl RestoreArgs {
+    /// The source named (empty for `--point`, which names none).
+    pub fn source_name(&self) -> &str {
+        self.source.as_deref().unwrap_or_default()
+    }
+
+    /// The arguments of restoring one member backup of a recovery point: the backup by id,
+    /// into the source's own place, with this run's `--force`.
+    pub fn for_member(&self, source: &str, backup_id: &str) -> RestoreArgs {
+        RestoreArgs {
+            source: Some(source.to_owned()),
+            point: None,
+            backup: backup_id.to_owned(),
+            at: None,
+            to: None,
+            owners: self.owners,
+            only: Vec::new(),
+            dry_run: false,
+            start: false,
+            port: None,
+            keep_archiving: false,
+            force: self.force,
+            swap: false,
+            in_place: false,
+            server: None,
+        }
+    }
 }

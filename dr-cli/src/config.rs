@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use dr_core::{Backup, PipelineOptions, Restore, RetentionPolicy, Verify};
+use dr_core::drill::Objectives;
+use dr_core::{Backup, PipelineOptions, Repository, Restore, RetentionPolicy, Verify};
 use dr_postgres::{
     BaseVerifier, PgConnection, PostgresBaseSource, PostgresSource, PostgresTarget,
     PostgresVerifier,
@@ -12,7 +13,7 @@ use dr_redis::{
     RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget, RedisSource, RedisVerifier,
 };
 use dr_sqlite::{Integrity, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
-use dr_storage::files::{BucketSource, DirectorySource, TreeFilter};
+use dr_storage::files::{BucketSource, DirectorySource, TreeFilter, TreeVerifier};
 use serde::Deserialize;
 
 use crate::exit::{CliError, CliResult};
@@ -39,9 +40,24 @@ pub struct Config {
     /// Default retention for every source.
     #[serde(default)]
     pub retention: RetentionPolicy,
+    /// Default recovery objectives of every source (`[objectives]`, compared by drills).
+    #[serde(default)]
+    pub objectives: Objectives,
+    /// Named groups of sources backed up together as one recovery point and restored in
+    /// the order listed (`[groups.system] sources = ["db", "cache", "files"]`).
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupConfig>,
     /// The sources, by name.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+}
+
+/// `[groups.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Source names, in restore order.
+    pub sources: Vec<String>,
 }
 
 /// `[pipeline]`.
@@ -84,6 +100,8 @@ pub struct SourceConfig {
     /// Checks run on a restored copy (verify --level restore, restore).
     #[serde(default)]
     pub checks: Vec<UserCheck>,
+    /// Recovery objectives of this source (replace the default ones).
+    pub objectives: Option<Objectives>,
 }
 
 /// The kinds of sources and their settings.
@@ -190,22 +208,6 @@ pub enum PgMethod {
     Logical,
     /// pg_basebackup of the cluster plus the WAL archive.
     Physical,
-}
-
-/// Checksums and decoding of every part (kinds without a deeper check).
-struct ChecksumVerifier;
-
-#[dr_core::async_trait]
-impl Verify for ChecksumVerifier {
-    async fn verify(
-        &self,
-        backup: &dr_core::BackupReader,
-        level: dr_core::VerifyLevel,
-    ) -> dr_core::Result<dr_core::VerifyReport> {
-        backup
-            .verify_objects(level.min(dr_core::VerifyLevel::Checksums))
-            .await
-    }
 }
 
 fn yes() -> bool {
@@ -445,8 +447,18 @@ impl SourceConfig {
         })
     }
 
-    /// The kind-specific verifier.
-    pub fn verifier(&self) -> CliResult<Box<dyn Verify>> {
+    /// Where the source comes in a whole-system restore: databases first, then caches,
+    /// then files and buckets (the seeds' order).
+    pub fn restore_rank(&self) -> u8 {
+        match self.kind {
+            SourceKind::Postgres { .. } | SourceKind::Sqlite { .. } => 0,
+            SourceKind::Redis { .. } => 1,
+            SourceKind::Directory { .. } | SourceKind::Bucket { .. } => 2,
+        }
+    }
+
+    /// The kind-specific verifier (tree backups read their parents from `repo`).
+    pub fn verifier(&self, repo: &Repository) -> CliResult<Box<dyn Verify>> {
         Ok(match &self.kind {
             SourceKind::Postgres {
                 method: PgMethod::Physical,
@@ -459,7 +471,9 @@ impl SourceConfig {
                 Box::new(SqliteVerifier::new().with_checks(self.checks.clone()))
             }
             SourceKind::Redis { .. } => Box::new(RedisVerifier::new()),
-            SourceKind::Directory { .. } | SourceKind::Bucket { .. } => Box::new(ChecksumVerifier),
+            SourceKind::Directory { .. } | SourceKind::Bucket { .. } => {
+                Box::new(TreeVerifier::new(repo.clone()))
+            }
         })
     }
 }
@@ -527,6 +541,33 @@ impl Config {
             .get(name)
             .and_then(|s| s.retention.as_ref())
             .unwrap_or(&self.retention)
+    }
+
+    /// The objectives of source `name`: its own, else the default ones.
+    pub fn objectives_for(&self, name: &str) -> Objectives {
+        self.sources
+            .get(name)
+            .and_then(|s| s.objectives)
+            .unwrap_or(self.objectives)
+    }
+
+    /// The sources of a recovery point in restore order: a named group as listed, or
+    /// every source (`all`) databases first, then caches, then files.
+    pub fn group_sources(&self, group: &str) -> CliResult<Vec<String>> {
+        if group == "all" {
+            let mut names: Vec<&String> = self.sources.keys().collect();
+            names.sort_by_key(|n| self.sources[*n].restore_rank());
+            return Ok(names.into_iter().cloned().collect());
+        }
+        let listed = self.groups.get(group).ok_or_else(|| {
+            CliError::usage(format!(
+                "no group named {group:?}: add [groups.{group}] sources = [...] to dr.toml"
+            ))
+        })?;
+        for name in &listed.sources {
+            self.source(name)?;
+        }
+        Ok(listed.sources.clone())
     }
 }
 

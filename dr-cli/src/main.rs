@@ -42,12 +42,24 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::Backup {
             source,
             all,
+            group,
             labels,
             full,
             copy,
-        } => commands::backup(&app, source.as_deref(), all, labels, full, copy).await,
+        } => {
+            let run = commands::BackupRun {
+                source: source.as_deref(),
+                all,
+                group: group.as_deref(),
+                labels,
+                full,
+                copy,
+            };
+            commands::backup(&app, run).await
+        }
         Command::Copy { to } => commands::copy(&app, to.as_deref()).await,
-        Command::List { source } => commands::list(&app, source.as_deref()).await,
+        Command::List { points: true, .. } => commands::list_points(&app).await,
+        Command::List { source, .. } => commands::list(&app, source.as_deref()).await,
         Command::Show { id } => commands::show(&app, &id).await,
         Command::Verify { target, level } => {
             commands::verify(&app, target.as_deref(), &level).await
@@ -61,6 +73,22 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::WalFetch { name, dest, source } => {
             commands::wal_fetch(&app, &name, &dest, source.as_deref()).await
         }
+        Command::Drill {
+            source,
+            point,
+            report,
+            since,
+        } => {
+            commands::drill(
+                &app,
+                source.as_deref(),
+                point.as_deref(),
+                report.as_deref(),
+                since.into(),
+            )
+            .await
+        }
+        Command::Report { to, since } => commands::report(&app, to.as_deref(), since.into()).await,
         Command::Prune {
             dry_run,
             orphan_grace,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use dr_core::BackupOptions;
+use dr_core::{BackupOptions, FailedMember, Manifest, RecoveryPoint, Repository};
 use serde_json::json;
 
 use crate::app::App;
@@ -56,19 +56,34 @@ pub fn keygen(app: &App, path: Option<PathBuf>, passphrase: bool) -> CliResult<(
     Ok(())
 }
 
-/// `dr backup [SOURCE|--all]`.
-pub async fn backup(
-    app: &App,
-    source: Option<&str>,
-    all: bool,
-    labels: Vec<String>,
-    full: bool,
-    copy: bool,
-) -> CliResult<()> {
-    let names: Vec<String> = match (source, all) {
-        (Some(name), _) => vec![name.to_owned()],
-        (None, true) => app.config.sources.keys().cloned().collect(),
-        (None, false) => return Err(CliError::usage("name a source to back up, or pass --all")),
+/// What `dr backup` backs up: one source, or a group recorded as one recovery point.
+pub struct BackupRun<'a> {
+    /// One source by name.
+    pub source: Option<&'a str>,
+    /// Every configured source (the group `all`).
+    pub all: bool,
+    /// A group named in the configuration.
+    pub group: Option<&'a str>,
+    /// Labels recorded with every backup (and the point).
+    pub labels: Vec<String>,
+    /// Directory sources: store every file.
+    pub full: bool,
+    /// Copy the new backups to the configured copies.
+    pub copy: bool,
+}
+
+/// `dr backup [SOURCE|--all|--group G]`: with a group, every source is backed up even when
+/// one fails, and one recovery point records the backups (and the failures).
+pub async fn backup(app: &App, run: BackupRun<'_>) -> CliResult<()> {
+    let (names, group) = match (run.source, run.all, run.group) {
+        (Some(name), _, _) => (vec![name.to_owned()], None),
+        (None, true, _) => (app.config.group_sources("all")?, Some("all")),
+        (None, false, Some(group)) => (app.config.group_sources(group)?, Some(group)),
+        (None, false, None) => {
+            return Err(CliError::usage(
+                "name a source to back up, or pass --all or --group NAME",
+            ));
+        }
     };
     if names.is_empty() {
         return Err(CliError::usage(
@@ -78,40 +93,101 @@ pub async fn backup(
     let bar = app.bar();
     let repo = app.repository(Some(bar.clone())).await?;
     let mut options = BackupOptions::default();
-    options.labels = labels;
+    options.labels = run.labels.clone();
     let mut done = Vec::new();
     let mut made = Vec::new();
+    let mut failed = Vec::new();
     for name in &names {
-        let (source, depends_on) =
-            super::files::source(&repo, name, app.config.source(name)?, full).await?;
-        options.depends_on = depends_on;
-        let started = std::time::Instant::now();
-        let manifest = repo
-            .backup(name, source.as_ref(), &options)
-            .await
-            .doing(|| format!("backing up source {name}"));
+        let outcome = backup_one(app, &repo, name, &mut options, run.full).await;
         bar.finish();
-        let manifest = manifest?;
-        made.push(manifest.clone());
-        let secs = started.elapsed().as_secs_f64();
-        if !app.global.json {
-            println!(
-                "backed up {name}: {} ({} stored) in {secs:.1} s as {}",
-                output::size(manifest.plain_size()),
-                output::size(manifest.stored_size()),
-                manifest.id
-            );
+        match outcome {
+            Ok((manifest, secs)) => {
+                if !app.global.json {
+                    println!(
+                        "backed up {name}: {} ({} stored) in {secs:.1} s as {}",
+                        output::size(manifest.plain_size()),
+                        output::size(manifest.stored_size()),
+                        manifest.id
+                    );
+                }
+                done.push(json!({ "source": name, "id": manifest.id,
+                    "plain_bytes": manifest.plain_size(), "stored_bytes": manifest.stored_size(),
+                    "elapsed_ms": (secs * 1000.0) as u64 }));
+                made.push(manifest);
+            }
+            Err(e) if group.is_some() => {
+                eprintln!("error: {}", e.message);
+                failed.push(FailedMember {
+                    source: name.clone(),
+                    error: e.message,
+                });
+            }
+            Err(e) => return Err(e),
         }
-        done.push(
-            json!({ "source": name, "id": manifest.id, "plain_bytes": manifest.plain_size(),
-            "stored_bytes": manifest.stored_size(), "elapsed_ms": (secs * 1000.0) as u64 }),
-        );
     }
-    if copy {
+    let point = match group {
+        Some(group) => Some(record_point(app, &repo, group, &made, &failed, run.labels).await?),
+        None => None,
+    };
+    if run.copy {
         super::copy::copy_to_all(app, &repo, &made, None).await?;
     }
     if app.global.json {
-        output::json(&done)?;
+        output::json(&json!({ "backups": done, "point": point, "failed": failed }))?;
     }
-    Ok(())
+    if failed.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = failed.iter().map(|f| f.source.as_str()).collect();
+    Err(CliError::from(dr_core::Error::Source(format!(
+        "{} of {} sources failed ({}): the recovery point is incomplete; fix them and run the backup again",
+        failed.len(),
+        names.len() + made.len(),
+        names.join(", ")
+    ))))
+}
+
+async fn backup_one(
+    app: &App,
+    repo: &Repository,
+    name: &str,
+    options: &mut BackupOptions,
+    full: bool,
+) -> CliResult<(Manifest, f64)> {
+    let (source, depends_on) =
+        super::files::source(repo, name, app.config.source(name)?, full).await?;
+    options.depends_on = depends_on;
+    let started = std::time::Instant::now();
+    let manifest = repo
+        .backup(name, source.as_ref(), options)
+        .await
+        .doing(|| format!("backing up source {name}"))?;
+    Ok((manifest, started.elapsed().as_secs_f64()))
+}
+
+async fn record_point(
+    app: &App,
+    repo: &Repository,
+    group: &str,
+    made: &[Manifest],
+    failed: &[FailedMember],
+    labels: Vec<String>,
+) -> CliResult<RecoveryPoint> {
+    let point = repo
+        .record_point(group, made, failed.to_vec(), labels)
+        .await
+        .doing(|| format!("recording the recovery point of group {group}"))?;
+    if !app.global.json {
+        let state = if point.is_complete() {
+            "complete"
+        } else {
+            "INCOMPLETE"
+        };
+        println!(
+            "recovery point {} ({group}, {} backups, {state})",
+            point.id,
+            point.members.len()
+        );
+    }
+    Ok(point)
 }

@@ -58,9 +58,9 @@ pub async fn restore_bucket(
     let repo = app.read_repository(None).await?;
     let selector: BackupSelector = args.backup.parse().map_err(CliError::from)?;
     let reader = repo
-        .open_backup(&args.source, &selector)
+        .open_backup(args.source_name(), &selector)
         .await
-        .doing(|| format!("finding the backup of {} to restore", args.source))?;
+        .doing(|| format!("finding the backup of {} to restore", args.source_name()))?;
     let target_url = args
         .to
         .as_ref()
@@ -69,7 +69,7 @@ pub async fn restore_bucket(
     let (objects, bytes) = BucketTarget::new(store, None, repo.clone())
         .restore_objects(&reader, &args.only)
         .await
-        .doing(|| format!("restoring backup {} of {}", reader.id(), args.source))?;
+        .doing(|| format!("restoring backup {} of {}", reader.id(), args.source_name()))?;
     let shown = dr_core::redact_url(&target_url);
     if app.global.json {
         return output::json(&serde_json::json!({
@@ -79,7 +79,7 @@ pub async fn restore_bucket(
     println!(
         "restored {objects} objects ({}) of {} {} into {shown}; every object matched its SHA-256",
         output::size(bytes),
-        args.source,
+        args.source_name(),
         reader.id(),
     );
     Ok(())
@@ -91,9 +91,9 @@ pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> C
     let repo = app.read_repository(Some(bar.clone())).await?;
     let selector: BackupSelector = args.backup.parse().map_err(CliError::from)?;
     let reader = repo
-        .open_backup(&args.source, &selector)
+        .open_backup(args.source_name(), &selector)
         .await
-        .doing(|| format!("finding the backup of {} to restore", args.source))?;
+        .doing(|| format!("finding the backup of {} to restore", args.source_name()))?;
     let mut options = RestoreOptions::default();
     if let Some(to) = &args.to {
         options = options.with_target(to);
@@ -105,13 +105,13 @@ pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> C
         .await;
     bar.finish();
     let (report, tree) =
-        restored.doing(|| format!("restoring backup {} of {}", reader.id(), args.source))?;
+        restored.doing(|| format!("restoring backup {} of {}", reader.id(), args.source_name()))?;
     if app.global.json {
         return output::json(&serde_json::json!({ "report": report, "tree": tree }));
     }
     println!(
         "restored {} {}: {} files ({}), {} directories, {} symlinks into {} in {:.1} s; every file matched its SHA-256",
-        args.source,
+        args.source_name(),
         report.backup_id,
         tree.files,
         output::size(tree.bytes),

@@ -2,15 +2,19 @@
 
 mod backup;
 mod copy;
+mod drill;
 mod files;
 mod pitr;
+mod points;
 mod prune;
 mod restore;
 mod verify;
 mod wal;
 
-pub use backup::{backup, init, keygen};
+pub use backup::{BackupRun, backup, init, keygen};
 pub use copy::copy;
+pub use drill::{drill, report};
+pub use points::list_points;
 pub use prune::prune;
 pub use restore::restore;
 pub use verify::verify;

@@ -27,9 +27,14 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         .parse()
         .map_err(CliError::from)?;
     let repo = app.read_repository(None).await?;
-    let plan = pitr::plan(&repo, &args.source, target)
+    let plan = pitr::plan(&repo, args.source_name(), target)
         .await
-        .doing(|| format!("planning the recovery of {} to {target}", args.source))?;
+        .doing(|| {
+            format!(
+                "planning the recovery of {} to {target}",
+                args.source_name()
+            )
+        })?;
     if args.dry_run {
         return print_plan(app, &plan);
     }
@@ -45,7 +50,7 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     }
     let options = PitrOptions {
         data_dir: absolute(data_dir)?,
-        restore_command: restore_command(app, &args.source)?,
+        restore_command: restore_command(app, args.source_name())?,
         keep_archiving: args.keep_archiving,
         start_on_port: if args.start { args.port } else { None },
     };
@@ -54,7 +59,7 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     }
     let report = restore_pitr(&repo, plan, &options)
         .await
-        .doing(|| format!("restoring {} to {target}", args.source))?;
+        .doing(|| format!("restoring {} to {target}", args.source_name()))?;
     if app.global.json {
         return output::json(&report);
     }

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use dr_core::retention::{Decision, RetentionItem, plan};
-use dr_core::{Manifest, Repository};
+use dr_core::retention::{Decision, RetentionItem, keep_recovery_points, plan};
+use dr_core::{Manifest, Plan, RecoveryPoint, Repository};
 use dr_postgres::{BaseBackupFacts, WalArchive, unneeded_wal};
 use serde_json::json;
 
@@ -28,6 +28,11 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
     for (source, items) in &by_source {
         decisions.extend(plan(items, app.config.retention_for(source), now).decisions);
     }
+    let points = repo
+        .points()
+        .await
+        .doing(|| "listing recovery points".into())?;
+    let decisions = keep_points_whole(decisions, &manifests, &points);
     let mut deleted = Vec::new();
     let mut orphans = Vec::new();
     if !dry_run {
@@ -48,6 +53,7 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
             .remove_orphans(now - grace)
             .await
             .doing(|| "removing orphans".into())?;
+        forget_empty_points(&repo, &points, &decisions).await?;
     }
     let wal = prune_wal(&repo, &manifests, &decisions, dry_run).await?;
     if app.global.json {
@@ -98,6 +104,41 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
                 "deleted"
             }
         );
+    }
+    Ok(())
+}
+
+/// Applies the recovery points to the per-source plans: a point is kept whole.
+fn keep_points_whole(
+    decisions: Vec<Decision>,
+    manifests: &[Manifest],
+    points: &[RecoveryPoint],
+) -> Vec<Decision> {
+    let items: Vec<RetentionItem> = manifests.iter().map(RetentionItem::from).collect();
+    let members: Vec<(String, Vec<String>)> = points
+        .iter()
+        .map(|p| (p.id.clone(), p.backup_ids().map(str::to_owned).collect()))
+        .collect();
+    let mut plan = Plan { decisions };
+    keep_recovery_points(&mut plan, &items, &members);
+    plan.decisions
+}
+
+/// Deletes the records of points none of whose backups is kept.
+async fn forget_empty_points(
+    repo: &Repository,
+    points: &[RecoveryPoint],
+    decisions: &[Decision],
+) -> CliResult<()> {
+    for point in points {
+        let kept = point
+            .backup_ids()
+            .any(|id| decisions.iter().any(|d| d.keep && d.id == id));
+        if !kept {
+            repo.delete_point(&point.id)
+                .await
+                .doing(|| format!("deleting recovery point {}", point.id))?;
+        }
     }
     Ok(())
 }

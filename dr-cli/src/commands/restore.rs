@@ -9,7 +9,10 @@ use crate::output;
 
 /// `dr restore SOURCE [ID|latest] [--at T] [--to PATH] [--force]`.
 pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
-    let source = app.config.source(&args.source)?;
+    if let Some(point) = &args.point {
+        return Box::pin(super::points::restore_point(app, args, point)).await;
+    }
+    let source = app.config.source(args.source_name())?;
     if source.is_physical() {
         return super::pitr::restore(app, args).await;
     }
@@ -57,26 +60,27 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         ));
     }
     let reader = repo
-        .open_backup(&args.source, &selector)
+        .open_backup(args.source_name(), &selector)
         .await
-        .doing(|| format!("finding the backup of {} to restore", args.source))?;
+        .doing(|| format!("finding the backup of {} to restore", args.source_name()))?;
     if args.in_place {
         let mut options = BackupOptions::default();
         options.labels = vec!["pre-restore".into()];
         let safety = repo
-            .backup(&args.source, source.backup()?.as_ref(), &options)
+            .backup(args.source_name(), source.backup()?.as_ref(), &options)
             .await
             .doing(|| {
                 format!(
                     "taking a safety backup of {} before restoring in place",
-                    args.source
+                    args.source_name()
                 )
             })?;
         bar.finish();
         if !app.global.json {
             println!(
                 "safety backup {} of the current {} taken (label pre-restore)",
-                safety.id, args.source
+                safety.id,
+                args.source_name()
             );
         }
     }
@@ -88,13 +92,14 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     }
     let report = restorer.restore(&reader, &options).await;
     bar.finish();
-    let report = report.doing(|| format!("restoring backup {} of {}", reader.id(), args.source))?;
+    let report =
+        report.doing(|| format!("restoring backup {} of {}", reader.id(), args.source_name()))?;
     if app.global.json {
         return output::json(&report);
     }
     println!(
         "restored {} {} ({}) into {} in {:.1} s",
-        args.source,
+        args.source_name(),
         report.backup_id,
         output::size(report.restored_bytes),
         report.target,

@@ -20,7 +20,7 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     let mut reports = Vec::new();
     for manifest in chosen {
         let reader = repo.reader(manifest);
-        let report = verifier(app, &reader)?
+        let report = verifier(app, &repo, &reader)?
             .verify(&reader, level)
             .await
             .doing(|| format!("verifying backup {}", reader.id()));
@@ -72,15 +72,22 @@ async fn choose(repo: &Repository, target: Option<&str>) -> CliResult<Vec<Manife
 }
 
 /// The configured source's verifier, or the kind's default one.
-fn verifier(app: &App, reader: &BackupReader) -> CliResult<Box<dyn Verify>> {
+pub(super) fn verifier(
+    app: &App,
+    repo: &Repository,
+    reader: &BackupReader,
+) -> CliResult<Box<dyn Verify>> {
     let manifest = reader.manifest();
     if let Some(source) = app.config.sources.get(&manifest.source) {
-        return source.verifier();
+        return source.verifier(repo);
     }
     Ok(match manifest.kind.as_str() {
         dr_sqlite::KIND => Box::new(SqliteVerifier::new()),
         dr_redis::RDB_KIND | dr_redis::LOGICAL_KIND => Box::new(dr_redis::RedisVerifier::new()),
         dr_postgres::BASE_KIND => Box::new(dr_postgres::BaseVerifier::new()),
+        dr_storage::files::FILES_KIND => {
+            Box::new(dr_storage::files::TreeVerifier::new(repo.clone()))
+        }
         // Without a configured server there is nowhere to test-restore: checksums only.
         _ => Box::new(GenericVerifier),
     })

@@ -7,10 +7,12 @@ mod bucket;
 mod index;
 mod restore;
 mod tar_stream;
+mod verify;
 mod walk;
 
 pub use backup::{DirectorySource, FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
 pub use bucket::{BucketSource, BucketTarget};
 pub use index::{EntryKind, FileEntry, FileIndex};
 pub use restore::{DirectoryTarget, TreeReport, read_index};
+pub use verify::TreeVerifier;
 pub use walk::{TreeFilter, glob_match, walk};

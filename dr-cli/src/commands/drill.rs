@@ -1,0 +1,223 @@
+//! `dr drill` and `dr report`.
+
+use std::path::Path;
+
+use dr_core::drill::{DrillOptions, DrillRecord, run_drill};
+use dr_core::report::RecoveryReport;
+use dr_core::{Manifest, PointSelector, Repository};
+
+use crate::app::App;
+use crate::exit::{CliError, CliResult, Context};
+use crate::output;
+
+/// `dr drill [SOURCE|--point ID] [--report FILE]`: one drill per backup chosen, recorded;
+/// exit 3 when any fails or misses an objective.
+pub async fn drill(
+    app: &App,
+    source: Option<&str>,
+    point: Option<&str>,
+    report_to: Option<&Path>,
+    since: std::time::Duration,
+) -> CliResult<()> {
+    if app.identity_path().is_none() {
+        return Err(CliError::usage(
+            "a drill restores, which needs the secret key: pass --identity FILE or set `identity` in dr.toml",
+        ));
+    }
+    let bar = app.bar();
+    let repo = app.read_repository(Some(bar.clone())).await?;
+    let (chosen, point_id) = choose(app, &repo, source, point).await?;
+    let mut records = Vec::new();
+    for manifest in chosen {
+        let record = drill_one(app, &repo, manifest, point_id.clone()).await;
+        bar.finish();
+        records.push(record?);
+    }
+    if app.global.json {
+        output::json(&records)?;
+    } else {
+        print_drills(&records);
+    }
+    if let Some(path) = report_to {
+        write_report(app, &repo, path, since).await?;
+    }
+    let failed: Vec<&str> = records
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.source.as_str())
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::verification(format!(
+        "{} of {} drills did not pass ({}): see the problems above, fix them and drill again",
+        failed.len(),
+        records.len(),
+        failed.join(", ")
+    )))
+}
+
+/// The backups to drill: a point's members, the newest of one source, or the newest of
+/// every configured source (a configured source without any backup is an error).
+async fn choose(
+    app: &App,
+    repo: &Repository,
+    source: Option<&str>,
+    point: Option<&str>,
+) -> CliResult<(Vec<Manifest>, Option<String>)> {
+    let all = repo.list(None).await.doing(|| "listing backups".into())?;
+    if let Some(point) = point {
+        let selector: PointSelector = point.parse().map_err(CliError::from)?;
+        let point = repo
+            .find_point(&selector)
+            .await
+            .doing(|| "finding the recovery point".into())?;
+        let members = point
+            .members
+            .iter()
+            .filter_map(|m| {
+                all.iter()
+                    .find(|b| b.id == m.backup_id && b.source == m.source)
+            })
+            .cloned()
+            .collect();
+        return Ok((members, Some(point.id)));
+    }
+    let names: Vec<String> = match source {
+        Some(name) => vec![name.to_owned()],
+        None => app.config.group_sources("all")?,
+    };
+    let mut chosen = Vec::new();
+    for name in &names {
+        let newest = all.iter().find(|m| &m.source == name).ok_or_else(|| {
+            CliError::verification(format!(
+                "source {name} has no backup to drill: run `dr backup {name}` first"
+            ))
+        })?;
+        chosen.push(newest.clone());
+    }
+    Ok((chosen, None))
+}
+
+async fn drill_one(
+    app: &App,
+    repo: &Repository,
+    manifest: Manifest,
+    point_id: Option<String>,
+) -> CliResult<DrillRecord> {
+    let source = manifest.source.clone();
+    let recoverable_until = if manifest.kind == dr_postgres::BASE_KIND {
+        let checks = super::pitr::archive_checks(repo, &[source.as_str()]).await?;
+        checks.first().and_then(|c| c.latest)
+    } else {
+        None
+    };
+    let options = DrillOptions::new(app.config.objectives_for(&source))
+        .with_recoverable_until(recoverable_until)
+        .with_point(point_id);
+    let reader = repo.reader(manifest);
+    let verifier = super::verify::verifier(app, repo, &reader)?;
+    run_drill(repo, &reader, verifier.as_ref(), &options)
+        .await
+        .doing(|| format!("recording the drill of {source}"))
+}
+
+fn print_drills(records: &[DrillRecord]) {
+    let objective = |d: Option<std::time::Duration>| {
+        d.map_or_else(|| "-".into(), |d| humantime::format_duration(d).to_string())
+    };
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let result = match (r.ok, r.passed()) {
+                (true, true) => "passed",
+                (true, false) => "OBJECTIVE MISSED",
+                (false, _) => "FAILED",
+            };
+            vec![
+                r.source.clone(),
+                r.backup_id.clone(),
+                result.into(),
+                format!("{:.1} s", r.rto_ms as f64 / 1000.0),
+                objective(r.objectives.rto),
+                format!("{:.0} s", r.rpo_s),
+                objective(r.objectives.rpo),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "SOURCE", "BACKUP", "RESULT", "RTO", "RTO GOAL", "RPO", "RPO GOAL",
+        ],
+        &rows,
+    );
+    for r in records {
+        for problem in &r.problems {
+            println!("  {} PROBLEM {problem}", r.source);
+        }
+    }
+}
+
+/// `dr report [--to FILE] [--since SPAN]`.
+pub async fn report(app: &App, to: Option<&Path>, since: std::time::Duration) -> CliResult<()> {
+    let repo = app.read_repository(None).await?;
+    match to {
+        Some(path) => write_report(app, &repo, path, since).await,
+        None => {
+            let report = build_report(&repo, since).await?;
+            if app.global.json {
+                return output::json(&report);
+            }
+            print!("{}", report.to_markdown());
+            Ok(())
+        }
+    }
+}
+
+async fn build_report(repo: &Repository, since: std::time::Duration) -> CliResult<RecoveryReport> {
+    let now = chrono::Utc::now();
+    let start = now - chrono::TimeDelta::from_std(since).unwrap_or(chrono::TimeDelta::days(90));
+    let drills = repo
+        .drills(None)
+        .await
+        .doing(|| "reading the drill history".into())?;
+    let backups = repo.list(None).await.doing(|| "listing backups".into())?;
+    let failures = repo
+        .backup_failures(None)
+        .await
+        .doing(|| "reading the failed backups".into())?;
+    Ok(RecoveryReport::build(
+        &drills, &backups, &failures, start, now,
+    ))
+}
+
+/// Writes the report as Markdown at `path` and as JSON beside it (`.json`).
+async fn write_report(
+    app: &App,
+    repo: &Repository,
+    path: &Path,
+    since: std::time::Duration,
+) -> CliResult<()> {
+    let report = build_report(repo, since).await?;
+    let json_path = path.with_extension("json");
+    let json = serde_json::to_vec_pretty(&report)
+        .map_err(|e| CliError::usage(format!("cannot encode the report: {e}")))?;
+    let write = |p: &Path, bytes: &[u8]| {
+        std::fs::write(p, bytes).map_err(|e| {
+            CliError::from(dr_core::Error::io(
+                format!("writing the report {}", p.display()),
+                e,
+            ))
+        })
+    };
+    write(path, report.to_markdown().as_bytes())?;
+    write(&json_path, &json)?;
+    if !app.global.json {
+        println!(
+            "recovery report written to {} and {}",
+            path.display(),
+            json_path.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Recovery points: `dr list --points` and `dr restore --point ID|latest`.
+
+use std::time::Instant;
+
+use dr_core::{PointSelector, RecoveryPoint};
+use serde_json::json;
+
+use crate::app::App;
+use crate::cli::RestoreArgs;
+use crate::exit::{CliError, CliResult, Context};
+use crate::output;
+
+/// `dr list --points`.
+pub async fn list_points(app: &App) -> CliResult<()> {
+    let repo = app.read_repository(None).await?;
+    let points = repo
+        .points()
+        .await
+        .doing(|| "listing recovery points".into())?;
+    if app.global.json {
+        return output::json(&points);
+    }
+    if points.is_empty() {
+        println!("no recovery points (dr backup --all or --group NAME records one)");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .map(|p| {
+            let members: Vec<String> = p
+                .members
+                .iter()
+                .map(|m| format!("{} {}", m.source, m.backup_id))
+                .chain(p.failed.iter().map(|f| format!("{} FAILED", f.source)))
+                .collect();
+            vec![
+                p.id.clone(),
+                p.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                p.group.clone(),
+                if p.is_complete() {
+                    "complete"
+                } else {
+                    "INCOMPLETE"
+                }
+                .into(),
+                members.join(", "),
+            ]
+        })
+        .collect();
+    output::table(
+        &["POINT", "CREATED (UTC)", "GROUP", "STATE", "BACKUPS"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `dr restore --point ID|latest`: every member backup, in the group's restore order, each
+/// into its source's own place (each kind's safe restore: staged, checked, swapped, the
+/// previous data kept), timed step by step. Stops at the first failure and says which
+/// sources were restored before it.
+pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliResult<()> {
+    let selector: PointSelector = point.parse().map_err(CliError::from)?;
+    let repo = app.read_repository(None).await?;
+    let point = repo
+        .find_point(&selector)
+        .await
+        .doing(|| "finding the recovery point".into())?;
+    if !point.is_complete() && !args.force {
+        return Err(CliError::usage(format!(
+            "recovery point {} is incomplete ({} failed): restore its sources one by one, or pass --force to restore what it holds",
+            point.id,
+            point
+                .failed
+                .iter()
+                .map(|f| f.source.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let order = restore_order(app, &point)?;
+    if !app.global.json {
+        println!(
+            "restoring recovery point {} ({}, taken {}): {}",
+            point.id,
+            point.group,
+            point.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            order.join(", ")
+        );
+    }
+    let started = Instant::now();
+    let mut steps = Vec::new();
+    for source in &order {
+        let Some(member) = point.member(source) else {
+            continue;
+        };
+        if app.config.source(source)?.is_physical() {
+            println!(
+                "skipped {source}: a physical PostgreSQL source recovers into a new data directory: dr restore {source} --at {} --to NEW_DIR --start --port N",
+                point.created_at.to_rfc3339()
+            );
+            continue;
+        }
+        let step = Instant::now();
+        super::restore(app, &args.for_member(source, &member.backup_id))
+            .await
+            .map_err(|e| {
+                let done: Vec<&str> = steps
+                    .iter()
+                    .map(|(s, _): &(String, u64)| s.as_str())
+                    .collect();
+                e.context(&format!(
+                    "restoring recovery point {} (already restored: {})",
+                    point.id,
+                    if done.is_empty() {
+                        "none".into()
+                    } else {
+                        done.join(", ")
+                    }
+                ))
+            })?;
+        steps.push((source.clone(), elapsed_ms(step)));
+    }
+    let total_ms = elapsed_ms(started);
+    if app.global.json {
+        let steps: Vec<_> = steps
+            .iter()
+            .map(|(source, ms)| json!({ "source": source, "elapsed_ms": ms }))
+            .collect();
+        return output::json(&json!({ "point": point.id, "steps": steps, "elapsed_ms": total_ms }));
+    }
+    for (source, ms) in &steps {
+        println!("  {source:<20} {:>8.1} s", *ms as f64 / 1000.0);
+    }
+    println!(
+        "recovery point {} restored in {:.1} s",
+        point.id,
+        total_ms as f64 / 1000.0
+    );
+    Ok(())
+}
+
+/// The point's sources in restore order: its group's order when the group is still
+/// configured, else databases, caches, then files; sources no longer configured refused.
+fn restore_order(app: &App, point: &RecoveryPoint) -> CliResult<Vec<String>> {
+    let mut order = app.config.group_sources(&point.group).unwrap_or_default();
+    order.retain(|s| point.member(s).is_some());
+    let mut rest: Vec<String> = point
+        .members
+        .iter()
+        .map(|m| m.source.clone())
+        .filter(|s| !order.contains(s))
+        .collect();
+    for source in &rest {
+        app.config.source(source)?;
+    }
+    rest.sort_by_key(|s| app.config.sources[s].restore_rank());
+    order.extend(rest);
+    Ok(order)
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
