@@ -206,7 +206,7 @@ fn history_markdown(md: &mut String, s: &SourceReport) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {:.1} s | {:.0} s | {result} |",
+            "| {} | {} | {:.2} s | {:.1} s | {result} |",
             d.started_at.format("%Y-%m-%d %H:%M:%S"),
             d.backup_id,
             d.rto_ms as f64 / 1000.0,
@@ -224,7 +224,7 @@ fn pct(value: Option<f64>) -> String {
 }
 
 fn secs(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".into(), |v| format!("{v:.1} s"))
+    value.map_or_else(|| "-".into(), |v| format!("{v:.2} s"))
 }
 
 fn objective(value: Option<std::time::Duration>) -> String {

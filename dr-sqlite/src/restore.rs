@@ -82,9 +82,12 @@ impl Restore for SqliteTarget {
 }
 
 /// A temporary file in the target's directory (same filesystem, so the rename is atomic);
-/// removed automatically unless it is renamed into place.
+/// removed automatically unless it is renamed into place. A missing directory is created
+/// (a whole-system recovery onto an empty machine).
 fn stage_beside(target: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating the directory {}", dir.display()), e))?;
     let name = file_name(target);
     tempfile::Builder::new()
         .prefix(&format!(".{name}.dr-restore-"))

@@ -138,9 +138,9 @@ fn print_drills(records: &[DrillRecord]) {
                 r.source.clone(),
                 r.backup_id.clone(),
                 result.into(),
-                format!("{:.1} s", r.rto_ms as f64 / 1000.0),
+                format!("{:.2} s", r.rto_ms as f64 / 1000.0),
                 objective(r.objectives.rto),
-                format!("{:.0} s", r.rpo_s),
+                format!("{:.1} s", r.rpo_s),
                 objective(r.objectives.rpo),
             ]
         })

@@ -129,10 +129,10 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
         return output::json(&json!({ "point": point.id, "steps": steps, "elapsed_ms": total_ms }));
     }
     for (source, ms) in &steps {
-        println!("  {source:<20} {:>8.1} s", *ms as f64 / 1000.0);
+        println!("  {source:<20} {:>8.2} s", *ms as f64 / 1000.0);
     }
     println!(
-        "recovery point {} restored in {:.1} s",
+        "recovery point {} restored in {:.2} s",
         point.id,
         total_ms as f64 / 1000.0
     );

@@ -1,0 +1,82 @@
+# Shared by the seed runbooks (examples/seeds/*/runbook.sh): rendering dr.toml, running
+# dr, timing recoveries, checking results and comparing with the seed's objectives.
+#
+# The runbooks expect, in the environment (dr-cli/tests/seeds.rs sets them after starting
+# real servers on 127.0.0.1):
+#   DR          the dr binary            WORK        an empty work directory
+#   SEED_DIR    the runbook's directory  PGPORT, PGPASSWORD, REDIS_PORT, S3_ENDPOINT as needed
+# shellcheck shell=bash
+
+set -euo pipefail
+
+MISSED=0
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf 'RUNBOOK FAILED: %s\n' "$*" >&2; exit 1; }
+
+# render: $SEED_DIR/dr.toml with @WORK@, @PGPORT@, @REDIS_PORT@, @S3_ENDPOINT@ filled in.
+render() {
+  sed -e "s|@WORK@|$WORK|g" \
+      -e "s|@PGPORT@|${PGPORT:-}|g" \
+      -e "s|@REDIS_PORT@|${REDIS_PORT:-}|g" \
+      -e "s|@S3_ENDPOINT@|${S3_ENDPOINT:-}|g" \
+      -e "s|@DR@|$DR|g" \
+      "$SEED_DIR/dr.toml" > "$WORK/dr.toml"
+}
+
+# dr ARGS: the dr binary on this runbook's configuration.
+dr() { "$DR" --config "$WORK/dr.toml" "$@"; }
+
+# timed VAR CMD...: runs CMD, prints its output, stores its wall time in seconds in VAR.
+timed() {
+  local var=$1; shift
+  local start end
+  start=$(date +%s.%N)
+  "$@"
+  end=$(date +%s.%N)
+  printf -v "$var" '%s' "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')"
+}
+
+# expect WHAT ACTUAL EXPECTED: the runbook's validation steps.
+expect() {
+  if [ "$2" != "$3" ]; then
+    die "$1: expected $3, found $2"
+  fi
+  printf '  ok  %s: %s\n' "$1" "$2"
+}
+
+# sql DB QUERY: one value from PostgreSQL (PGPORT, PGPASSWORD from the environment).
+sql() {
+  psql -X -A -t -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PGPORT/$1" -c "$2"
+}
+
+# sql_on PORT DB QUERY: the same on another server (a recovered cluster).
+sql_on() {
+  psql -X -A -t -q -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$1/$2" -c "$3"
+}
+
+# rcli ARGS: redis-cli on the seed's server.
+rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+
+# objective WHAT MEASURED_SECONDS OBJECTIVE_SECONDS: one line of the final table.
+objective() {
+  local verdict=met
+  if awk -v m="$2" -v o="$3" 'BEGIN { exit !(m > o) }'; then
+    verdict=MISSED
+    MISSED=1
+  fi
+  printf "  %-44s %10.2f s   objective %8d s   %s\n" "$1" "$2" "$3" "$verdict"
+}
+
+# figure SOURCE FIELD: a figure of the drill report written by `dr drill --report`.
+figure() {
+  jq -r --arg s "$1" ".sources[] | select(.source == \$s) | .$2" "$WORK/drill-report.json"
+}
+
+# finish: the verdict over every objective line.
+finish() {
+  if [ "$MISSED" -ne 0 ]; then
+    die "an objective was missed (see above)"
+  fi
+  printf '\nall objectives met\n'
+}
