@@ -246,8 +246,8 @@ impl RestoreArgs {
     }
 
     /// The arguments of restoring one member backup of a recovery point: the backup by id,
-    /// into the source's own place, with this run's `--force`.
-    pub fn for_member(&self, source: &str, backup_id: &str) -> RestoreArgs {
+    /// into the source's own place (by `swap` for PostgreSQL), with this run's `--force`.
+    pub fn for_member(&self, source: &str, backup_id: &str, swap: bool) -> RestoreArgs {
         RestoreArgs {
             source: Some(source.to_owned()),
             point: None,
@@ -261,7 +261,7 @@ impl RestoreArgs {
             port: None,
             keep_archiving: false,
             force: self.force,
-            swap: false,
+            swap,
             in_place: false,
             server: None,
         }

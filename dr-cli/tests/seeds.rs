@@ -104,3 +104,15 @@ fn run_seed(name: &str, needs: Needs) {
 fn rendiff() {
     run_seed("rendiff", Needs::default());
 }
+
+#[test]
+fn content_crew() {
+    run_seed(
+        "content-crew",
+        Needs {
+            postgres: true,
+            redis: true,
+            ..Needs::default()
+        },
+    );
+}

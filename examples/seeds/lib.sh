@@ -65,7 +65,7 @@ objective() {
     verdict=MISSED
     MISSED=1
   fi
-  printf "  %-44s %10.2f s   objective %8d s   %s\n" "$1" "$2" "$3" "$verdict"
+  printf "  %-48s %10.2f s   objective %8d s   %s\n" "$1" "$2" "$3" "$verdict"
 }
 
 # figure SOURCE FIELD: a figure of the drill report written by `dr drill --report`.

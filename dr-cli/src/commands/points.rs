@@ -93,7 +93,8 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
         let Some(member) = point.member(source) else {
             continue;
         };
-        if app.config.source(source)?.is_physical() {
+        let config = app.config.source(source)?;
+        if config.is_physical() {
             println!(
                 "skipped {source}: a physical PostgreSQL source recovers into a new data directory: dr restore {source} --at {} --to NEW_DIR --start --port N",
                 point.created_at.to_rfc3339()
@@ -101,7 +102,10 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
             continue;
         }
         let step = Instant::now();
-        super::restore(app, &args.for_member(source, &member.backup_id))
+        // A logical PostgreSQL database goes the safe way: into a new database, checked,
+        // swapped in by rename (the current one, if any, kept).
+        let member_args = args.for_member(source, &member.backup_id, config.supports_in_place());
+        super::restore(app, &member_args)
             .await
             .map_err(|e| {
                 let done: Vec<&str> = steps
