@@ -116,3 +116,16 @@ fn content_crew() {
         },
     );
 }
+
+#[test]
+fn transcode() {
+    run_seed(
+        "transcode",
+        Needs {
+            postgres: true,
+            redis: true,
+            s3: true,
+            ..Needs::default()
+        },
+    );
+}

@@ -80,3 +80,16 @@ finish() {
   fi
   printf '\nall objectives met\n'
 }
+
+# s3 METHOD KEY [CURL ARGS]: a signed request to the S3-compatible server for the bucket
+# `dr-test` (S3_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+s3() {
+  local method=$1 key=$2; shift 2
+  curl -sf --aws-sigv4 "aws:amz:${AWS_REGION:-us-east-1}:s3" \
+       --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -X "$method" "$@" "$S3_ENDPOINT/dr-test/$key"
+}
+
+# s3_count PREFIX: how many objects the bucket holds under PREFIX.
+s3_count() {
+  s3 GET "?list-type=2&prefix=$1" | grep -o '<Key>' | wc -l
+}
