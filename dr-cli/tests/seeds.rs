@@ -129,3 +129,16 @@ fn transcode() {
         },
     );
 }
+
+#[test]
+fn soundhash() {
+    run_seed(
+        "soundhash",
+        Needs {
+            postgres: true,
+            archiving: true,
+            s3: true,
+            ..Needs::default()
+        },
+    );
+}

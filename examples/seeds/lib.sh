@@ -93,3 +93,29 @@ s3() {
 s3_count() {
   s3 GET "?list-type=2&prefix=$1" | grep -o '<Key>' | wc -l
 }
+
+# archive_now: switches PostgreSQL to a new WAL segment and waits until the finished one is
+# archived (by archive_command = dr wal-push).
+archive_now() {
+  local segment last
+  segment=$(sql postgres "SELECT pg_walfile_name(pg_current_wal_lsn())")
+  sql postgres "SELECT pg_switch_wal()" > /dev/null
+  for _ in $(seq 1 600); do
+    last=$(sql postgres "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+    if [ -n "$last" ] && [[ ! "${last:8}" < "${segment:8}" ]]; then return 0; fi
+    sleep 0.1
+  done
+  die "WAL segment $segment was not archived within a minute"
+}
+
+# now_utc: the server's clock, a second away from the commits around it (a PITR target).
+now_utc() {
+  sleep 1.1
+  sql postgres "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+  sleep 1.1
+}
+
+# stop_cluster DIR: stops a cluster `dr restore --start` started (fast shutdown).
+stop_cluster() {
+  "$PG_BIN/pg_ctl" -D "$1" -m fast -w stop > /dev/null 2>&1 || true
+}
