@@ -142,3 +142,16 @@ fn soundhash() {
         },
     );
 }
+
+#[test]
+fn sav3() {
+    run_seed(
+        "sav3",
+        Needs {
+            postgres: true,
+            archiving: true,
+            redis: true,
+            s3: true,
+        },
+    );
+}
