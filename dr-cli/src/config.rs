@@ -232,7 +232,7 @@ fn password_from_env(var: Option<&str>) -> CliResult<Option<String>> {
 
 impl SourceConfig {
     /// The PostgreSQL connection of a `postgres` source.
-    fn postgres(&self) -> CliResult<PgConnection> {
+    pub fn postgres(&self) -> CliResult<PgConnection> {
         let SourceKind::Postgres {
             url, password_env, ..
         } = &self.kind

@@ -347,6 +347,64 @@ fn gaps_are_reported_and_refused_and_prune_keeps_what_bases_need() {
         !target.exists(),
         "nothing is created for a refused recovery"
     );
+    // A drill recovers on a scratch server: the gap fails it (exit 3), and the report says so.
+    let (code, out) = work.dr(&["drill", "db"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("recovery drill failed") && out.contains(&missing),
+        "{out}"
+    );
+    let report = work.ok(&["report"]);
+    assert!(
+        report.contains("| db |") && report.contains("FAILED"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_drill_recovers_on_a_scratch_server_and_measures_the_rpo_from_the_archive() {
+    let work = Work::new("[objectives]\nrto = \"10m\"\nrpo = \"5m\"\n");
+    let server = work.archiving_server("[objectives]\nrto = \"10m\"\nrpo = \"5m\"\n");
+    let port = server.port();
+    psql(
+        port,
+        "CREATE TABLE t AS SELECT i FROM generate_series(1, 1000) i",
+    );
+    work.ok(&["backup", "db"]);
+    std::thread::sleep(Duration::from_secs(2));
+    psql(port, "INSERT INTO t SELECT i FROM generate_series(1, 10) i");
+    archive_now(port);
+    let drilled: serde_json::Value =
+        serde_json::from_str(&work.ok(&["drill", "db", "--json"])).unwrap();
+    let record = &drilled[0];
+    assert_eq!(record["ok"], true, "{record}");
+    let passed = record["passed"].to_string();
+    // dr runs as the postgres user here (Work::dr), so the drill really recovers.
+    assert!(passed.contains("promoted a scratch server"), "{passed}");
+    // The WAL archive reaches past the base backup: the RPO counts from the newest WAL.
+    let listed: serde_json::Value =
+        serde_json::from_str(&work.ok(&["list", "--json", "db"])).unwrap();
+    let id = listed[0]["id"].as_str().unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&work.ok(&["show", "--json", id])).unwrap();
+    let finished = chrono_secs(shown["finished_at"].as_str().unwrap());
+    let until = chrono_secs(record["recoverable_until"].as_str().unwrap());
+    assert!(until > finished + 1.5, "{until} vs {finished}");
+    assert!(record["rpo_s"].as_f64().unwrap() < 60.0, "{record}");
+    // Nothing is left running or on disk: the scratch server is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("dr-drill-pg-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn chrono_secs(rfc3339: &str) -> f64 {
+    let out = Command::new("date")
+        .args(["-d", rfc3339, "+%s.%N"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 fn archived_segments(work: &Work) -> Vec<String> {

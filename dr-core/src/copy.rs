@@ -132,9 +132,23 @@ fn check(key: &Path, data: &[u8], expected: &str) -> Result<()> {
 /// # Errors
 /// Store errors.
 pub async fn copy_wal(from: &Repository, to: &Repository) -> Result<u64> {
-    let objects = list_objects(from.store().as_ref(), &Path::from("wal")).await?;
+    copy_missing(from, to, "wal").await
+}
+
+/// Copies the recovery points the destination lacks (run after their backups, so that a
+/// point is never copied before what it names); returns how many were copied.
+///
+/// # Errors
+/// Store errors.
+pub async fn copy_points(from: &Repository, to: &Repository) -> Result<u64> {
+    copy_missing(from, to, "points").await
+}
+
+/// Copies the objects under `prefix` that the destination lacks, `.json` records last.
+async fn copy_missing(from: &Repository, to: &Repository, prefix: &str) -> Result<u64> {
+    let objects = list_objects(from.store().as_ref(), &Path::from(prefix)).await?;
     let present: std::collections::BTreeSet<Path> =
-        list_objects(to.store().as_ref(), &Path::from("wal"))
+        list_objects(to.store().as_ref(), &Path::from(prefix))
             .await?
             .into_iter()
             .map(|o| o.location)

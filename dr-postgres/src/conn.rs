@@ -55,6 +55,15 @@ impl PgConnection {
         self
     }
 
+    /// The same user, password and database on another server (a scratch or recovered one).
+    pub fn on(&self, host: &str, port: u16) -> Self {
+        PgConnection {
+            host: host.to_owned(),
+            port,
+            ..self.clone()
+        }
+    }
+
     /// The same server, another database.
     pub fn with_database(&self, dbname: &str) -> Self {
         PgConnection {

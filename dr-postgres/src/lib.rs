@@ -35,6 +35,7 @@ mod checks;
 mod child;
 mod conn;
 pub mod continuity;
+mod drill;
 pub mod lsn;
 pub mod pitr;
 mod recover;
@@ -50,6 +51,7 @@ pub use checks::{
 };
 pub use conn::{PgConnection, quote_ident};
 pub use continuity::{ArchiveCheck, WalRun, check_archive, unneeded_wal};
+pub use drill::RecoveryDrill;
 pub use lsn::Lsn;
 pub use pitr::{PitrPlan, RecoveryTarget};
 pub use recover::{LOG_FILE, PitrOptions, PitrReport, restore_pitr};

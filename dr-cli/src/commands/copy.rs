@@ -1,7 +1,7 @@
 //! `dr copy` and `dr backup --copy`: committed backups (and WAL archives) replicated to the
 //! repositories named in `copies`, idempotently and checked.
 
-use dr_core::copy::{CopyOutcome, copy_backup, copy_wal, open_or_init_like};
+use dr_core::copy::{CopyOutcome, copy_backup, copy_points, copy_wal, open_or_init_like};
 use dr_core::{Manifest, Repository};
 use serde_json::json;
 
@@ -62,15 +62,18 @@ pub async fn copy_to_all(
         let wal = copy_wal(repo, &target)
             .await
             .doing(|| format!("copying the WAL archive to {shown}"))?;
+        let points = copy_points(repo, &target)
+            .await
+            .doing(|| format!("copying the recovery points to {shown}"))?;
         if !app.global.json {
             println!(
-                "{shown}: {copied} backups copied ({}), {present} already there, {wal} WAL objects copied",
+                "{shown}: {copied} backups copied ({}), {present} already there, {wal} WAL objects and {points} recovery points copied",
                 output::size(bytes)
             );
         }
         results.push(
             json!({ "destination": shown, "copied": copied, "already_there": present,
-            "bytes": bytes, "wal_objects": wal }),
+            "bytes": bytes, "wal_objects": wal, "points": points }),
         );
     }
     Ok(results)

@@ -5,6 +5,7 @@ use std::path::Path;
 use dr_core::drill::{DrillOptions, DrillRecord, run_drill};
 use dr_core::report::RecoveryReport;
 use dr_core::{Manifest, PointSelector, Repository};
+use dr_postgres::RecoveryDrill;
 
 use crate::app::App;
 use crate::exit::{CliError, CliResult, Context};
@@ -116,10 +117,32 @@ async fn drill_one(
         .with_recoverable_until(recoverable_until)
         .with_point(point_id);
     let reader = repo.reader(manifest);
-    let verifier = super::verify::verifier(app, repo, &reader)?;
+    let verifier = drill_verifier(app, repo, &reader)?;
     run_drill(repo, &reader, verifier.as_ref(), &options)
         .await
         .doing(|| format!("recording the drill of {source}"))
+}
+
+/// The verifier of a drill: for a configured physical PostgreSQL source a real recovery
+/// through the WAL archive on a scratch server, else the source's own test restore.
+fn drill_verifier(
+    app: &App,
+    repo: &Repository,
+    reader: &dr_core::BackupReader,
+) -> CliResult<Box<dyn dr_core::Verify>> {
+    let name = &reader.manifest().source;
+    match app.config.sources.get(name) {
+        Some(source) if source.is_physical() => Ok(Box::new(
+            RecoveryDrill::new(
+                repo.clone(),
+                name,
+                source.postgres()?,
+                super::pitr::restore_command(app, name)?,
+            )
+            .with_checks(source.checks.clone()),
+        )),
+        _ => super::verify::verifier(app, repo, reader),
+    }
 }
 
 fn print_drills(records: &[DrillRecord]) {
@@ -152,6 +175,9 @@ fn print_drills(records: &[DrillRecord]) {
         &rows,
     );
     for r in records {
+        for line in &r.passed {
+            println!("  {} ok      {line}", r.source);
+        }
         for problem in &r.problems {
             println!("  {} PROBLEM {problem}", r.source);
         }

@@ -122,7 +122,7 @@ fn print_plan(app: &App, plan: &PitrPlan) -> CliResult<()> {
 }
 
 /// The `restore_command` recovery runs: this very binary with this configuration.
-fn restore_command(app: &App, source: &str) -> CliResult<String> {
+pub(super) fn restore_command(app: &App, source: &str) -> CliResult<String> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::usage(format!("cannot find the dr binary: {e}")))?;
     let mut words = vec![

@@ -105,23 +105,21 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
         // A logical PostgreSQL database goes the safe way: into a new database, checked,
         // swapped in by rename (the current one, if any, kept).
         let member_args = args.for_member(source, &member.backup_id, config.supports_in_place());
-        super::restore(app, &member_args)
-            .await
-            .map_err(|e| {
-                let done: Vec<&str> = steps
-                    .iter()
-                    .map(|(s, _): &(String, u64)| s.as_str())
-                    .collect();
-                e.context(&format!(
-                    "restoring recovery point {} (already restored: {})",
-                    point.id,
-                    if done.is_empty() {
-                        "none".into()
-                    } else {
-                        done.join(", ")
-                    }
-                ))
-            })?;
+        super::restore(app, &member_args).await.map_err(|e| {
+            let done: Vec<&str> = steps
+                .iter()
+                .map(|(s, _): &(String, u64)| s.as_str())
+                .collect();
+            e.context(&format!(
+                "restoring recovery point {} (already restored: {})",
+                point.id,
+                if done.is_empty() {
+                    "none".into()
+                } else {
+                    done.join(", ")
+                }
+            ))
+        })?;
         steps.push((source.clone(), elapsed_ms(step)));
     }
     let total_ms = elapsed_ms(started);

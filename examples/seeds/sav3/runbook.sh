@@ -83,6 +83,7 @@ objective "RTO: database failure (PITR latest)" "$T_DB" 900
 objective "RTO: media storage failure" "$T_MEDIA" 1800
 objective "RTO: Redis (API services)" "$T_CACHE" 600
 objective "RTO: complete infrastructure failure" "$T_INFRA" 900
+objective "RTO: weekly drill (recovery on a scratch server)" "$(figure db rto_actual_s)" 900
 objective "RPO: database (WAL archive at the drill)" "$(figure db rpo_actual_s)" 300
 objective "RPO: media" "$(figure media rpo_actual_s)" 3600
 finish

@@ -80,5 +80,6 @@ objective "RTO: database corruption (full restore)" "$T_FULL" 3600
 objective "RTO: accidental deletion (PITR to T)" "$T_PITR" 3600
 objective "RTO: complete server failure (PITR latest)" "$T_LATEST" 3600
 objective "RTO: region failure (from the copy)" "$T_REGION" 3600
+objective "RTO: monthly drill (recovery on a scratch server)" "$(figure db rto_actual_s)" 3600
 objective "RPO: WAL archive at the drill" "$(figure db rpo_actual_s)" 900
 finish
