@@ -146,6 +146,9 @@ pub enum Command {
     Drill {
         /// A source name (default: every configured source).
         source: Option<String>,
+        /// Every configured source (the default when no source is named).
+        #[arg(long, conflicts_with_all = ["source", "point"])]
+        all: bool,
         /// Drill the backups of this recovery point (an id or `latest`).
         #[arg(long, conflicts_with = "source")]
         point: Option<String>,
@@ -165,6 +168,18 @@ pub enum Command {
         /// Cover drills and backups since this long ago.
         #[arg(long, default_value = "90d")]
         since: humantime::Duration,
+    },
+    /// Is every source protected as its objectives say? Backup age against the RPO, drills
+    /// (`drill_every`), size anomalies, overdue retention, WAL gaps, stale copies; exit 3 when
+    /// anything is wrong.
+    Status {
+        /// Print the Prometheus text exposition format instead of the table.
+        #[arg(long)]
+        prometheus: bool,
+        /// Also write the Prometheus format to this file, atomically (node_exporter's
+        /// textfile collector: `--textfile /var/lib/node_exporter/textfile/dr.prom`).
+        #[arg(long)]
+        textfile: Option<PathBuf>,
     },
     /// Apply the retention policies: delete the backups no rule keeps, and stale orphans.
     Prune {

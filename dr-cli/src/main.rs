@@ -76,6 +76,7 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::Drill {
             source,
             point,
+            all: _,
             report,
             since,
         } => {
@@ -89,6 +90,17 @@ async fn run(cli: Cli) -> CliResult<()> {
             .await
         }
         Command::Report { to, since } => commands::report(&app, to.as_deref(), since.into()).await,
+        Command::Status {
+            prometheus,
+            textfile,
+        } => {
+            let format = if prometheus {
+                commands::StatusFormat::Prometheus
+            } else {
+                commands::StatusFormat::Table
+            };
+            commands::status(&app, format, textfile.as_deref()).await
+        }
         Command::Prune {
             dry_run,
             orphan_grace,

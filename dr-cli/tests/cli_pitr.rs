@@ -359,6 +359,13 @@ fn gaps_are_reported_and_refused_and_prune_keeps_what_bases_need() {
         report.contains("| db |") && report.contains("FAILED"),
         "{report}"
     );
+    // Monitoring says so too.
+    let (code, out) = work.dr(&["status"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("WAL archive:") && out.contains(&missing),
+        "{out}"
+    );
 }
 
 #[test]

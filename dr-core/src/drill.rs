@@ -33,6 +33,10 @@ pub struct Objectives {
     /// Recovery point objective (`5m`, `24h`).
     #[serde(default, with = "span", skip_serializing_if = "Option::is_none")]
     pub rpo: Option<Duration>,
+    /// How often a drill must run (`30d` for the seeds' monthly test); `dr status` reports
+    /// a source whose newest drill is older, or failed.
+    #[serde(default, with = "span", skip_serializing_if = "Option::is_none")]
+    pub drill_every: Option<Duration>,
 }
 
 /// One drill's result.

@@ -55,6 +55,7 @@ pub mod report;
 mod repository;
 pub mod retention;
 mod selector;
+pub mod status;
 pub mod store;
 mod traits;
 pub mod untar;

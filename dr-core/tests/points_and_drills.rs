@@ -162,6 +162,7 @@ async fn drills_are_timed_recorded_and_reported() {
     let objectives = Objectives {
         rto: Some(Duration::from_secs(3600)),
         rpo: Some(Duration::from_secs(86400)),
+        drill_every: None,
     };
     let options = DrillOptions::new(objectives);
     let reader = repo.reader(db.clone());
@@ -217,6 +218,7 @@ fn a_missed_objective_fails_the_drill_and_the_trend_follows_the_rto() {
         objectives: Objectives {
             rto: Some(Duration::from_secs(60)),
             rpo: Some(Duration::from_secs(3600)),
+            drill_every: None,
         },
         passed: vec![],
         problems: vec![],

@@ -8,6 +8,7 @@ mod pitr;
 mod points;
 mod prune;
 mod restore;
+mod status;
 mod verify;
 mod wal;
 
@@ -17,6 +18,7 @@ pub use drill::{drill, report};
 pub use points::list_points;
 pub use prune::prune;
 pub use restore::restore;
+pub use status::{StatusFormat, status};
 pub use verify::verify;
 pub use wal::{wal_fetch, wal_push};
 
@@ -105,7 +107,7 @@ pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
 }
 
 /// The sources with base backups among `manifests`.
-fn pitr_sources(manifests: &[Manifest]) -> Vec<&str> {
+pub(super) fn pitr_sources(manifests: &[Manifest]) -> Vec<&str> {
     let mut sources: Vec<&str> = manifests
         .iter()
         .filter(|m| m.kind == dr_postgres::BASE_KIND)
@@ -118,7 +120,7 @@ fn pitr_sources(manifests: &[Manifest]) -> Vec<&str> {
 }
 
 /// The backup ids in each configured copy (`None`: unreadable).
-async fn copy_ids(app: &App, source: Option<&str>) -> Vec<Option<Vec<String>>> {
+pub(super) async fn copy_ids(app: &App, source: Option<&str>) -> Vec<Option<Vec<String>>> {
     let mut all = Vec::new();
     for url in &app.config.copies {
         let ids = match dr_storage::open_repository(url, &[]).await {

@@ -17,22 +17,7 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
     let repo = app.repository(None).await?;
     let manifests = repo.list(None).await.doing(|| "listing backups".into())?;
     let now = chrono::Utc::now();
-    let mut by_source: BTreeMap<&str, Vec<RetentionItem>> = BTreeMap::new();
-    for m in &manifests {
-        by_source
-            .entry(m.source.as_str())
-            .or_default()
-            .push(RetentionItem::from(m));
-    }
-    let mut decisions: Vec<Decision> = Vec::new();
-    for (source, items) in &by_source {
-        decisions.extend(plan(items, app.config.retention_for(source), now).decisions);
-    }
-    let points = repo
-        .points()
-        .await
-        .doing(|| "listing recovery points".into())?;
-    let decisions = keep_points_whole(decisions, &manifests, &points);
+    let (decisions, points) = retention_plan(app, &repo, &manifests, now).await?;
     let mut deleted = Vec::new();
     let mut orphans = Vec::new();
     if !dry_run {
@@ -106,6 +91,31 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
         );
     }
     Ok(())
+}
+
+/// Every backup's retention decision: each source's policy, then recovery points kept whole.
+pub(super) async fn retention_plan(
+    app: &App,
+    repo: &Repository,
+    manifests: &[Manifest],
+    now: chrono::DateTime<chrono::Utc>,
+) -> CliResult<(Vec<Decision>, Vec<RecoveryPoint>)> {
+    let mut by_source: BTreeMap<&str, Vec<RetentionItem>> = BTreeMap::new();
+    for m in manifests {
+        by_source
+            .entry(m.source.as_str())
+            .or_default()
+            .push(RetentionItem::from(m));
+    }
+    let mut decisions: Vec<Decision> = Vec::new();
+    for (source, items) in &by_source {
+        decisions.extend(plan(items, app.config.retention_for(source), now).decisions);
+    }
+    let points = repo
+        .points()
+        .await
+        .doing(|| "listing recovery points".into())?;
+    Ok((keep_points_whole(decisions, manifests, &points), points))
 }
 
 /// Applies the recovery points to the per-source plans: a point is kept whole.

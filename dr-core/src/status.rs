@@ -1,0 +1,383 @@
+//! Status for monitoring: per source, the newest backup and drill against the objectives,
+//! size anomalies, overdue retention, WAL archive problems and stale copies, each problem in
+//! words; and the same figures in the Prometheus text exposition format (for
+//! node_exporter's textfile collector or a scrape endpoint). A pure function of the facts
+//! gathered by the caller.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::drill::{DrillRecord, Objectives};
+use crate::manifest::Manifest;
+
+/// How many earlier backups the newest one's size is compared with.
+const SIZE_WINDOW: usize = 7;
+/// The fewest earlier backups needed before sizes are compared.
+const SIZE_MIN_HISTORY: usize = 3;
+
+/// What is known about one source when its status is evaluated.
+#[derive(Debug, Clone, Default)]
+pub struct SourceFacts {
+    /// Source name.
+    pub source: String,
+    /// Its objectives (RPO for backup age, `drill_every` for drills).
+    pub objectives: Objectives,
+    /// Its committed backups, newest first.
+    pub backups: Vec<Manifest>,
+    /// Its drills, oldest first.
+    pub drills: Vec<DrillRecord>,
+    /// Backups the retention policy no longer keeps (prune has not removed them).
+    pub forgotten: usize,
+    /// For a PITR source: the newest moment the WAL archive reaches.
+    pub wal_newest: Option<DateTime<Utc>>,
+    /// For a PITR source: gaps and timeline problems of the WAL archive.
+    pub wal_problems: Vec<String>,
+    /// The configured copies.
+    pub copies: Vec<CopyFacts>,
+}
+
+/// One copy of the repository, as seen for one source.
+#[derive(Debug, Clone, Default)]
+pub struct CopyFacts {
+    /// The copy's URL (credentials redacted).
+    pub destination: String,
+    /// `None` when the copy could not be read; else the ids it holds of this source.
+    pub backup_ids: Option<Vec<String>>,
+}
+
+/// A source's status.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceStatus {
+    /// Source name.
+    pub source: String,
+    /// The newest backup's id.
+    pub last_backup_id: Option<String>,
+    /// When it finished.
+    pub last_backup_at: Option<DateTime<Utc>>,
+    /// Its plain size.
+    pub last_backup_bytes: Option<u64>,
+    /// Its stored size.
+    pub last_backup_stored_bytes: Option<u64>,
+    /// How long it took, seconds.
+    pub last_backup_duration_s: Option<f64>,
+    /// The newest recoverable moment (the backup's end, or the newest archived WAL).
+    pub recoverable_until: Option<DateTime<Utc>>,
+    /// Data that would be lost now: now minus `recoverable_until`, seconds.
+    pub rpo_now_s: Option<f64>,
+    /// The newest drill's start.
+    pub last_drill_at: Option<DateTime<Utc>>,
+    /// Whether it passed.
+    pub last_drill_passed: Option<bool>,
+    /// Its measured RTO, seconds.
+    pub last_drill_rto_s: Option<f64>,
+    /// Its measured RPO, seconds.
+    pub last_drill_rpo_s: Option<f64>,
+    /// The objectives.
+    pub objectives: Objectives,
+    /// Per copy: whether it holds the newest backup (`None`: unreadable).
+    pub copies: Vec<(String, Option<bool>)>,
+    /// What is wrong, in words; empty when all is well.
+    pub problems: Vec<String>,
+}
+
+impl SourceStatus {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Evaluates one source at `now`.
+pub fn evaluate(facts: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
+    let newest = facts.backups.first();
+    let recoverable_until = match (newest.map(|m| m.finished_at), facts.wal_newest) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let last_drill = facts.drills.last();
+    let mut status = SourceStatus {
+        source: facts.source.clone(),
+        last_backup_id: newest.map(|m| m.id.clone()),
+        last_backup_at: newest.map(|m| m.finished_at),
+        last_backup_bytes: newest.map(Manifest::plain_size),
+        last_backup_stored_bytes: newest.map(Manifest::stored_size),
+        last_backup_duration_s: newest.map(|m| seconds(m.finished_at - m.started_at)),
+        recoverable_until,
+        rpo_now_s: recoverable_until.map(|t| seconds(now - t)),
+        last_drill_at: last_drill.map(|d| d.started_at),
+        last_drill_passed: last_drill.map(DrillRecord::passed),
+        last_drill_rto_s: last_drill.map(|d| d.rto_ms as f64 / 1000.0),
+        last_drill_rpo_s: last_drill.map(|d| d.rpo_s),
+        objectives: facts.objectives,
+        copies: Vec::new(),
+        problems: Vec::new(),
+    };
+    check_backup_age(facts, &mut status);
+    check_drills(facts, now, &mut status);
+    check_size(facts, &mut status);
+    if facts.forgotten > 0 {
+        status.problems.push(format!(
+            "retention is overdue: {} backups the policy no longer keeps are still stored (run `dr prune`)",
+            facts.forgotten
+        ));
+    }
+    status.problems.extend(
+        facts
+            .wal_problems
+            .iter()
+            .map(|p| format!("WAL archive: {p}")),
+    );
+    check_copies(facts, &mut status);
+    status
+}
+
+fn check_backup_age(facts: &SourceFacts, status: &mut SourceStatus) {
+    let Some(age) = status.rpo_now_s else {
+        status
+            .problems
+            .push(format!("no backup yet: run `dr backup {}`", facts.source));
+        return;
+    };
+    if let Some(rpo) = facts.objectives.rpo
+        && age > rpo.as_secs_f64()
+    {
+        status.problems.push(format!(
+            "the newest recoverable point is {} old, more than the RPO objective of {}",
+            span(age),
+            humantime::format_duration(rpo)
+        ));
+    }
+}
+
+fn check_drills(facts: &SourceFacts, now: DateTime<Utc>, status: &mut SourceStatus) {
+    let Some(every) = facts.objectives.drill_every else {
+        return;
+    };
+    match facts.drills.last() {
+        None => status.problems.push(format!(
+            "never drilled (drill_every = {}): run `dr drill {}`",
+            humantime::format_duration(every),
+            facts.source
+        )),
+        Some(d) if !d.passed() => status.problems.push(format!(
+            "the newest drill ({}) failed: {}",
+            d.started_at.format("%Y-%m-%d %H:%M UTC"),
+            if d.problems.is_empty() {
+                "an objective was missed".to_owned()
+            } else {
+                d.problems.join("; ")
+            }
+        )),
+        Some(d) if seconds(now - d.started_at) > every.as_secs_f64() => {
+            status.problems.push(format!(
+                "the newest drill is {} old, more than drill_every = {}",
+                span(seconds(now - d.started_at)),
+                humantime::format_duration(every)
+            ))
+        }
+        Some(_) => {}
+    }
+}
+
+/// The newest backup's size against the median of the ones before it: more than twice
+/// or less than half is reported (a dump that suddenly shrank is the classic silent failure).
+fn check_size(facts: &SourceFacts, status: &mut SourceStatus) {
+    let Some((newest, earlier)) = facts.backups.split_first() else {
+        return;
+    };
+    let mut sizes: Vec<u64> = earlier
+        .iter()
+        .take(SIZE_WINDOW)
+        .map(Manifest::plain_size)
+        .collect();
+    if sizes.len() < SIZE_MIN_HISTORY {
+        return;
+    }
+    sizes.sort_unstable();
+    let median = sizes[sizes.len() / 2] as f64;
+    let size = newest.plain_size() as f64;
+    if median > 0.0 && (size > 2.0 * median || size < 0.5 * median) {
+        status.problems.push(format!(
+            "the newest backup is {} bytes, {:.0} % of the median of the {} before it ({} bytes)",
+            newest.plain_size(),
+            100.0 * size / median,
+            sizes.len(),
+            median as u64
+        ));
+    }
+}
+
+fn check_copies(facts: &SourceFacts, status: &mut SourceStatus) {
+    let Some(newest) = facts.backups.first() else {
+        return;
+    };
+    for copy in &facts.copies {
+        let holds = copy.backup_ids.as_ref().map(|ids| ids.contains(&newest.id));
+        match holds {
+            None => status
+                .problems
+                .push(format!("the copy at {} cannot be read", copy.destination)),
+            Some(false) => status.problems.push(format!(
+                "the copy at {} lacks the newest backup {} (run `dr copy`)",
+                copy.destination, newest.id
+            )),
+            Some(true) => {}
+        }
+        status.copies.push((copy.destination.clone(), holds));
+    }
+}
+
+/// One gauge: name, help text, and its value for a source (none: not exported).
+type Gauge = (&'static str, &'static str, fn(&SourceStatus) -> Option<f64>);
+
+/// Every per-source gauge `dr status --prometheus` exports.
+const GAUGES: [Gauge; 11] = [
+    (
+        "dr_backup_last_success_timestamp_seconds",
+        "When the newest backup finished (Unix time).",
+        |s| unix(s.last_backup_at),
+    ),
+    (
+        "dr_recoverable_until_timestamp_seconds",
+        "The newest moment one can recover to (Unix time).",
+        |s| unix(s.recoverable_until),
+    ),
+    (
+        "dr_backup_last_bytes",
+        "Plain size of the newest backup.",
+        |s| s.last_backup_bytes.map(|b| b as f64),
+    ),
+    (
+        "dr_backup_last_stored_bytes",
+        "Stored (compressed, encrypted) size of the newest backup.",
+        |s| s.last_backup_stored_bytes.map(|b| b as f64),
+    ),
+    (
+        "dr_backup_last_duration_seconds",
+        "How long the newest backup took.",
+        |s| s.last_backup_duration_s,
+    ),
+    (
+        "dr_rpo_seconds",
+        "Data that would be lost now: seconds since the newest recoverable point.",
+        |s| s.rpo_now_s,
+    ),
+    (
+        "dr_drill_last_timestamp_seconds",
+        "When the newest drill started (Unix time).",
+        |s| unix(s.last_drill_at),
+    ),
+    (
+        "dr_drill_last_success",
+        "1 when the newest drill passed, 0 when it failed.",
+        |s| s.last_drill_passed.map(|p| f64::from(u8::from(p))),
+    ),
+    (
+        "dr_drill_last_rto_seconds",
+        "Measured RTO of the newest drill.",
+        |s| s.last_drill_rto_s,
+    ),
+    (
+        "dr_drill_last_rpo_seconds",
+        "Measured RPO of the newest drill.",
+        |s| s.last_drill_rpo_s,
+    ),
+    (
+        "dr_status_problems",
+        "Problems dr status reports (0: all is well).",
+        |s| Some(s.problems.len() as f64),
+    ),
+];
+
+/// The statuses as Prometheus text exposition format (version 0.0.4).
+pub fn prometheus(statuses: &[SourceStatus], now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    for (name, help, value) in GAUGES {
+        gauge(&mut out, name, help, statuses, value);
+    }
+    gauge(
+        &mut out,
+        "dr_rpo_objective_seconds",
+        "The RPO objective.",
+        statuses,
+        |s| s.objectives.rpo.map(|d| d.as_secs_f64()),
+    );
+    gauge(
+        &mut out,
+        "dr_rto_objective_seconds",
+        "The RTO objective.",
+        statuses,
+        |s| s.objectives.rto.map(|d| d.as_secs_f64()),
+    );
+    copy_gauge(&mut out, statuses);
+    let _ = writeln!(
+        out,
+        "# HELP dr_status_timestamp_seconds When this status was computed (Unix time)."
+    );
+    let _ = writeln!(out, "# TYPE dr_status_timestamp_seconds gauge");
+    let _ = writeln!(
+        out,
+        "dr_status_timestamp_seconds {}",
+        unix(Some(now)).unwrap_or_default()
+    );
+    out
+}
+
+fn unix(t: Option<DateTime<Utc>>) -> Option<f64> {
+    t.map(|t| t.timestamp_millis() as f64 / 1000.0)
+}
+
+fn gauge(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    statuses: &[SourceStatus],
+    value: impl Fn(&SourceStatus) -> Option<f64>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for s in statuses {
+        if let Some(v) = value(s) {
+            let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", escape(&s.source));
+        }
+    }
+}
+
+fn copy_gauge(out: &mut String, statuses: &[SourceStatus]) {
+    let name = "dr_copy_has_newest_backup";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 when the copy holds the source's newest backup, 0 when not or unreadable."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for s in statuses {
+        for (destination, holds) in &s.copies {
+            let _ = writeln!(
+                out,
+                "{name}{{source=\"{}\",destination=\"{}\"}} {}",
+                escape(&s.source),
+                escape(destination),
+                u8::from(*holds == Some(true))
+            );
+        }
+    }
+}
+
+/// Label values: backslash, double quote and newline escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', r"\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn seconds(delta: chrono::TimeDelta) -> f64 {
+    delta.num_milliseconds() as f64 / 1000.0
+}
+
+fn span(secs: f64) -> String {
+    humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
+}
