@@ -181,6 +181,9 @@ pub enum Command {
         #[arg(long)]
         textfile: Option<PathBuf>,
     },
+    /// Run the [[schedules]] of the configuration (cron, UTC): backup, verify, prune; stops
+    /// cleanly on SIGTERM. Logs go to stderr (info level unless -v/RUST_LOG say otherwise).
+    Daemon,
     /// Apply the retention policies: delete the backups no rule keeps, and stale orphans.
     Prune {
         /// Only print the plan with its reasons.

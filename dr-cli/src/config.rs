@@ -50,6 +50,12 @@ pub struct Config {
     /// The sources, by name.
     #[serde(default)]
     pub sources: BTreeMap<String, SourceConfig>,
+    /// What `dr daemon` runs when (`[[schedules]]`).
+    #[serde(default)]
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
+    /// `dr daemon` settings.
+    #[serde(default)]
+    pub daemon: crate::schedule::DaemonConfig,
 }
 
 /// `[groups.NAME]`.

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod exit;
 mod output;
+mod schedule;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,13 @@ use crate::exit::CliResult;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    // The daemon's log is its output: info by default.
+    let daemon = matches!(cli.command, Command::Daemon);
+    init_logging(if daemon {
+        cli.global.verbose.max(1)
+    } else {
+        cli.global.verbose
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -101,6 +108,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             };
             commands::status(&app, format, textfile.as_deref()).await
         }
+        Command::Daemon => commands::daemon(app).await,
         Command::Prune {
             dry_run,
             orphan_grace,
@@ -120,5 +128,6 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

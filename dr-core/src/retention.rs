@@ -295,7 +295,7 @@ fn keep_dependencies(items: &[&RetentionItem], reasons: &mut [Vec<String>]) {
             let Some(&d) = index.get(dep.as_str()) else {
                 continue;
             };
-            let reason = format!("base of kept backup {}", items[i].id);
+            let reason = format!("{BASE_OF} {}", items[i].id);
             if reasons[d].is_empty() {
                 queue.push(d);
             }
@@ -306,8 +306,25 @@ fn keep_dependencies(items: &[&RetentionItem], reasons: &mut [Vec<String>]) {
     }
 }
 
-/// Treats each recovery point as one unit: when any of its backups is kept, all of them are
-/// ("member of kept recovery point P"), and so, transitively, is what those depend on.
+/// The reason given to a backup kept because a kept backup depends on it.
+const BASE_OF: &str = "base of kept backup";
+/// The reason given to a backup kept because its recovery point is kept.
+const MEMBER_OF: &str = "member of kept recovery point";
+
+/// Whether a rule of the policy keeps the backup itself (not only as a dependency or a
+/// point member).
+fn kept_by_rule(decision: &Decision) -> bool {
+    decision
+        .reasons
+        .iter()
+        .any(|r| !r.starts_with(BASE_OF) && !r.starts_with(MEMBER_OF))
+}
+
+/// Treats each recovery point as one unit: when a rule of the policy keeps any of its
+/// backups, all of them are kept ("member of kept recovery point P"), and so, transitively,
+/// is what those depend on. A backup kept only as the base of another (an incremental
+/// chain) does not keep its point: otherwise a chain of increments, each in a point, would
+/// keep every point forever.
 /// `points` pairs a point id with its member backup ids; `items` are every source's
 /// backups (the `depends_on` links). Run it on the union of the per-source plans.
 pub fn keep_recovery_points(
@@ -319,28 +336,30 @@ pub fn keep_recovery_points(
         .iter()
         .map(|it| (it.id.as_str(), it.depends_on.as_slice()))
         .collect();
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for (point, members) in points {
-            let kept = members
-                .iter()
-                .any(|id| plan.decisions.iter().any(|d| d.keep && &d.id == id));
-            if !kept {
-                continue;
-            }
-            let reason = format!("member of kept recovery point {point}");
-            for id in members {
-                changed |= keep_with(plan, id, &reason, &depends);
-            }
+    // Which points are kept is decided before any member is marked: a member kept for its
+    // point is not kept by a rule, so marking cannot cascade from point to point.
+    let kept_points: Vec<&(String, Vec<String>)> = points
+        .iter()
+        .filter(|(_, members)| {
+            members.iter().any(|id| {
+                plan.decisions
+                    .iter()
+                    .any(|d| &d.id == id && kept_by_rule(d))
+            })
+        })
+        .collect();
+    for (point, members) in kept_points {
+        let reason = format!("{MEMBER_OF} {point}");
+        for id in members {
+            keep_with(plan, id, &reason, &depends);
         }
     }
 }
 
-/// Keeps `id` for `reason`, then what it depends on; true when a decision changed to keep.
-fn keep_with(plan: &mut Plan, id: &str, reason: &str, depends: &HashMap<&str, &[String]>) -> bool {
+/// Keeps `id` for `reason`, then what it depends on.
+fn keep_with(plan: &mut Plan, id: &str, reason: &str, depends: &HashMap<&str, &[String]>) {
     let Some(decision) = plan.decisions.iter_mut().find(|d| d.id == id) else {
-        return false;
+        return;
     };
     let newly = !decision.keep;
     if !decision.reasons.iter().any(|r| r == reason) {
@@ -348,12 +367,11 @@ fn keep_with(plan: &mut Plan, id: &str, reason: &str, depends: &HashMap<&str, &[
     }
     decision.keep = true;
     if newly {
-        let base_reason = format!("base of kept backup {id}");
+        let base_reason = format!("{BASE_OF} {id}");
         for dep in depends.get(id).copied().unwrap_or_default() {
             keep_with(plan, dep, &base_reason, depends);
         }
     }
-    newly
 }
 
 fn chrono_span(span: Duration) -> chrono::TimeDelta {

@@ -153,6 +153,56 @@ fn retention_keeps_a_point_whole_and_what_its_members_depend_on() {
     assert_eq!(plan, again, "applying the points twice changes nothing");
 }
 
+#[test]
+fn an_incremental_chain_does_not_keep_every_point_of_it() {
+    let day = |d: i64| Utc.with_ymd_and_hms(2026, 11, 1, 2, 0, 0).unwrap() + TimeDelta::days(d);
+    // Nightly points of a database and an incremental tree: tree n depends on tree 0.
+    let mut items = Vec::new();
+    let mut points = Vec::new();
+    for n in 0..5 {
+        let deps = if n == 0 {
+            vec![]
+        } else {
+            vec!["t0".to_string()]
+        };
+        items.push(RetentionItem {
+            id: format!("d{n}"),
+            source: "db".into(),
+            time: day(n),
+            depends_on: vec![],
+            labels: vec![],
+        });
+        items.push(RetentionItem {
+            id: format!("t{n}"),
+            source: "tree".into(),
+            time: day(n),
+            depends_on: deps,
+            labels: vec![],
+        });
+        points.push((format!("P{n}"), vec![format!("d{n}"), format!("t{n}")]));
+    }
+    let policy = RetentionPolicy {
+        keep_last: 2,
+        ..RetentionPolicy::default()
+    };
+    let db: Vec<RetentionItem> = items.iter().filter(|i| i.source == "db").cloned().collect();
+    let tree: Vec<RetentionItem> = items
+        .iter()
+        .filter(|i| i.source == "tree")
+        .cloned()
+        .collect();
+    let mut decisions = plan(&db, &policy, day(6)).decisions;
+    decisions.extend(plan(&tree, &policy, day(6)).decisions);
+    let mut plan = dr_core::Plan { decisions };
+    keep_recovery_points(&mut plan, &items, &points);
+    let kept: Vec<&str> = plan.kept().map(|d| d.id.as_str()).collect();
+    // t0 is kept as the base of t3 and t4, but that does not keep d0 (nor points 0-2).
+    assert_eq!(kept.len(), 5, "{kept:?}");
+    for id in ["d3", "d4", "t0", "t3", "t4"] {
+        assert!(kept.contains(&id), "{id}: {kept:?}");
+    }
+}
+
 #[tokio::test]
 async fn drills_are_timed_recorded_and_reported() {
     let repo = repository().await;

@@ -2,6 +2,7 @@
 
 mod backup;
 mod copy;
+mod daemon;
 mod drill;
 mod files;
 mod pitr;
@@ -14,6 +15,7 @@ mod wal;
 
 pub use backup::{BackupRun, backup, init, keygen};
 pub use copy::copy;
+pub use daemon::daemon;
 pub use drill::{drill, report};
 pub use points::list_points;
 pub use prune::prune;

@@ -1,0 +1,247 @@
+//! `dr daemon`: runs the `[[schedules]]` of dr.toml. Each run is a backup, then a verify of
+//! what it backed up, then a prune; never two runs of one source at once; SIGTERM or SIGINT
+//! stops scheduling, waits for running runs (up to `stop_timeout`), then abandons them (an
+//! abandoned backup never commits: its parts are orphans that prune removes). Optionally
+//! serves `dr status --prometheus` on an HTTP address.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::task::JoinSet;
+
+use crate::app::App;
+use crate::exit::{CliError, CliResult};
+use crate::schedule::{Schedule, ScheduleConfig};
+
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Orphans younger than this are left to the backup that may still be writing them.
+const ORPHAN_GRACE: Duration = Duration::from_secs(3600);
+
+type Busy = Arc<Mutex<HashSet<String>>>;
+
+/// `dr daemon`.
+pub async fn daemon(app: App) -> CliResult<()> {
+    let app = Arc::new(app);
+    let schedules = parse_schedules(&app)?;
+    if let Some(address) = app.config.daemon.metrics.clone() {
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|e| CliError::usage(format!("cannot listen on {address} for metrics: {e}")))?;
+        tracing::info!("serving metrics at http://{address}/metrics");
+        tokio::spawn(serve_metrics(app.clone(), listener));
+    }
+    let signals = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    let (Ok(mut term), Ok(mut int)) = signals else {
+        return Err(CliError::usage("cannot install the signal handlers"));
+    };
+    let busy: Busy = Arc::default();
+    let mut tasks = JoinSet::new();
+    let mut next: Vec<DateTime<Utc>> = schedules
+        .iter()
+        .map(|s| s.next_after(Utc::now()))
+        .collect::<CliResult<_>>()?;
+    for (s, at) in schedules.iter().zip(&next) {
+        tracing::info!(schedule = %s.config.name, cron = %s.config.cron, "next run at {at}");
+    }
+    let reason = loop {
+        let (i, at) = earliest(&next);
+        let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {
+                tasks.spawn(run(app.clone(), schedules[i].clone(), busy.clone()));
+                next[i] = schedules[i].next_after(at.max(Utc::now()))?;
+                tracing::info!(schedule = %schedules[i].config.name, "next run at {}", next[i]);
+            }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!("a run ended abnormally: {e}");
+                }
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+        }
+    };
+    stop(&app, tasks, reason).await;
+    Ok(())
+}
+
+fn parse_schedules(app: &App) -> CliResult<Vec<Arc<Schedule>>> {
+    if app.config.schedules.is_empty() {
+        return Err(CliError::usage(
+            "no schedules: add [[schedules]] with name and cron to dr.toml",
+        ));
+    }
+    app.config
+        .schedules
+        .iter()
+        .map(|config| {
+            sources_of(app, config)?;
+            Schedule::parse(config.clone()).map(Arc::new)
+        })
+        .collect()
+}
+
+fn earliest(next: &[DateTime<Utc>]) -> (usize, DateTime<Utc>) {
+    next.iter()
+        .copied()
+        .enumerate()
+        .min_by_key(|(_, at)| *at)
+        .unwrap_or((0, Utc::now()))
+}
+
+/// The sources a schedule backs up.
+fn sources_of(app: &App, config: &ScheduleConfig) -> CliResult<Vec<String>> {
+    match (&config.source, &config.group) {
+        (Some(source), _) => app.config.source(source).map(|_| vec![source.clone()]),
+        (None, Some(group)) => app.config.group_sources(group),
+        (None, None) => app.config.group_sources("all"),
+    }
+}
+
+/// Marks sources busy for the life of a run (also when the run is abandoned).
+struct Claim {
+    busy: Busy,
+    sources: Vec<String>,
+}
+
+impl Claim {
+    /// Claims `sources`, or names the one already running.
+    fn take(busy: &Busy, sources: Vec<String>) -> Result<Claim, String> {
+        let mut held = busy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(taken) = sources.iter().find(|s| held.contains(*s)) {
+            return Err(taken.clone());
+        }
+        held.extend(sources.iter().cloned());
+        Ok(Claim {
+            busy: busy.clone(),
+            sources,
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        for s in &self.sources {
+            held.remove(s);
+        }
+    }
+}
+
+async fn run(app: Arc<App>, schedule: Arc<Schedule>, busy: Busy) {
+    let name = &schedule.config.name;
+    let sources = match sources_of(&app, &schedule.config) {
+        Ok(sources) => sources,
+        Err(e) => return tracing::error!(schedule = %name, "{}", e.message),
+    };
+    let _claim = match Claim::take(&busy, sources.clone()) {
+        Ok(claim) => claim,
+        Err(source) => {
+            return tracing::warn!(schedule = %name, "skipped: the previous run of {source} is still going");
+        }
+    };
+    tracing::info!(schedule = %name, "run started: {}", sources.join(", "));
+    let started = Instant::now();
+    match steps(&app, &schedule.config, &sources).await {
+        Ok(()) => tracing::info!(
+            schedule = %name,
+            "run finished in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => tracing::error!(schedule = %name, "run failed: {}", e.message),
+    }
+}
+
+/// Backup, verify, prune: the first failure ends the run.
+async fn steps(app: &App, config: &ScheduleConfig, sources: &[String]) -> CliResult<()> {
+    let run = super::BackupRun {
+        source: config.source.as_deref(),
+        all: config.source.is_none() && config.group.is_none(),
+        group: config.group.as_deref(),
+        labels: config.labels.clone(),
+        full: false,
+        copy: config.copy,
+    };
+    super::backup(app, run).await?;
+    if config.verify != "none" {
+        for source in sources {
+            super::verify(app, Some(source), &config.verify).await?;
+        }
+    }
+    if config.prune {
+        super::prune(app, false, ORPHAN_GRACE).await?;
+    }
+    Ok(())
+}
+
+async fn stop(app: &App, mut tasks: JoinSet<()>, reason: &str) {
+    let timeout = app
+        .config
+        .daemon
+        .stop_timeout
+        .unwrap_or(DEFAULT_STOP_TIMEOUT);
+    tracing::info!(
+        "{reason}: no new runs; waiting up to {} for {} running",
+        humantime::format_duration(timeout),
+        tasks.len()
+    );
+    let drained = tokio::time::timeout(timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        let abandoned = tasks.len();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        tracing::warn!(
+            "abandoned {abandoned} runs: their backups were not committed (nothing half-written is listed); `dr prune` removes their parts"
+        );
+    }
+    tracing::info!("dr daemon stopped");
+}
+
+/// Answers every HTTP request on `listener`: `GET /metrics` with the status in the
+/// Prometheus text format, anything else with 404.
+async fn serve_metrics(app: Arc<App>, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let mut head = vec![0u8; 4096];
+            let n = socket.read(&mut head).await.unwrap_or(0);
+            let request = String::from_utf8_lossy(&head[..n]);
+            let response = if request.starts_with("GET /metrics") {
+                match metrics_text(&app).await {
+                    Ok(body) => http(200, "OK", &body),
+                    Err(e) => http(500, "Internal Server Error", &format!("{}\n", e.message)),
+                }
+            } else {
+                http(404, "Not Found", "GET /metrics\n")
+            };
+            let _ = socket.write_all(response.as_bytes()).await;
+            let _ = socket.shutdown().await;
+        });
+    }
+}
+
+async fn metrics_text(app: &App) -> CliResult<String> {
+    let repo = app.read_repository(None).await?;
+    let statuses = super::status::gather(app, &repo).await?;
+    Ok(dr_core::status::prometheus(&statuses, Utc::now()))
+}
+
+fn http(code: u16, reason: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
