@@ -184,6 +184,23 @@ pub enum Command {
     /// Run the [[schedules]] of the configuration (cron, UTC): backup, verify, prune; stops
     /// cleanly on SIGTERM. Logs go to stderr (info level unless -v/RUST_LOG say otherwise).
     Daemon,
+    /// Measure on this machine and repository: the pipeline for each zstd level and
+    /// parallelism, the restore of a backup (null sink and scratch target), and the projected
+    /// time to restore the largest backup of each source.
+    Bench {
+        /// MiB of generated data per pipeline run (written to a scratch prefix, removed after).
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// zstd levels to try, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        levels: Vec<i32>,
+        /// Parts processed at once, comma-separated (default: the configured value).
+        #[arg(long, value_delimiter = ',')]
+        threads: Vec<usize>,
+        /// The backup whose restore is timed: an id or a source (default: the largest).
+        #[arg(long)]
+        backup: Option<String>,
+    },
     /// Apply the retention policies: delete the backups no rule keeps, and stale orphans.
     Prune {
         /// Only print the plan with its reasons.

@@ -646,7 +646,14 @@ mod tests {
         assert!(samples.len() >= 2);
         for sample in samples {
             let config: Config = toml::from_str(sample).unwrap_or_else(|e| panic!("{e}\n{sample}"));
-            assert!(!config.sources.is_empty() || !config.copies.is_empty());
+            assert!(
+                !config.sources.is_empty()
+                    || !config.copies.is_empty()
+                    || !config.schedules.is_empty()
+            );
+            for schedule in &config.schedules {
+                crate::schedule::Schedule::parse(schedule.clone()).unwrap();
+            }
         }
         let pitr: Config = toml::from_str(
             readme

@@ -109,6 +109,25 @@ async fn run(cli: Cli) -> CliResult<()> {
             commands::status(&app, format, textfile.as_deref()).await
         }
         Command::Daemon => commands::daemon(app).await,
+        Command::Bench {
+            size_mib,
+            levels,
+            threads,
+            backup,
+        } => {
+            let threads = if threads.is_empty() {
+                vec![app.config.pipeline.options().threads]
+            } else {
+                threads
+            };
+            let args = commands::BenchArgs {
+                size_mib,
+                levels,
+                threads,
+                backup,
+            };
+            commands::bench(&app, &args).await
+        }
         Command::Prune {
             dry_run,
             orphan_grace,

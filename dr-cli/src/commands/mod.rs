@@ -1,6 +1,7 @@
 //! One function per command: parse nothing, call the library, print, return.
 
 mod backup;
+mod bench;
 mod copy;
 mod daemon;
 mod drill;
@@ -14,6 +15,7 @@ mod verify;
 mod wal;
 
 pub use backup::{BackupRun, backup, init, keygen};
+pub use bench::{BenchArgs, bench};
 pub use copy::copy;
 pub use daemon::daemon;
 pub use drill::{drill, report};
