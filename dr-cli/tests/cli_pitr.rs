@@ -135,12 +135,13 @@ fn archive_now(port: u16) {
     let segment = psql(port, "SELECT pg_walfile_name(pg_current_wal_lsn())");
     psql(port, "SELECT pg_switch_wal()");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while psql(
+    // The last archived file may be a `.backup` or `.history` file named after an older
+    // segment: only a plain segment name at or past ours says ours is archived.
+    let archived = |last: &str| last.len() == 24 && last[8..] >= segment[8..];
+    while !archived(&psql(
         port,
         "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
-    )[8..]
-        < segment[8..]
-    {
+    )) {
         assert!(Instant::now() < deadline, "{segment} not archived");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -102,7 +102,8 @@ archive_now() {
   sql postgres "SELECT pg_switch_wal()" > /dev/null
   for _ in $(seq 1 600); do
     last=$(sql postgres "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-    if [ -n "$last" ] && [[ ! "${last:8}" < "${segment:8}" ]]; then return 0; fi
+    # Only a plain segment name (not a .backup or .history file) at or past ours counts.
+    if [ "${#last}" -eq 24 ] && [[ ! "${last:8}" < "${segment:8}" ]]; then return 0; fi
     sleep 0.1
   done
   die "WAL segment $segment was not archived within a minute"
