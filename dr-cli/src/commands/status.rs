@@ -43,7 +43,8 @@ pub async fn status(app: &App, format: StatusFormat, textfile: Option<&Path>) ->
         .map(|s| s.source.as_str())
         .collect();
     Err(CliError::verification(format!(
-        "{problems} problems in {} ({}): see above",
+        "{problems} {} in {} ({}): see above",
+        if problems == 1 { "problem" } else { "problems" },
         if sources.len() == 1 {
             "1 source"
         } else {
@@ -139,7 +140,7 @@ fn print_table(statuses: &[SourceStatus]) {
                 if s.is_ok() {
                     "ok".into()
                 } else {
-                    format!("{} PROBLEMS", s.problems.len())
+                    format!("{} PROBLEM(S)", s.problems.len())
                 },
             ]
         })
