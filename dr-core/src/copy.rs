@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::repository::{Repository, backup_dir};
-use crate::store::{create_object, get_object, list_objects};
+use crate::store::{create_object, get_object, list_objects, with_retries};
 
 /// What copying one backup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -105,11 +105,17 @@ async fn put_checked(to: &Repository, key: &Path, data: Bytes, sha256: &str) -> 
         Ok(_) | Err(Error::MissingObject { .. }) => {}
         Err(e) => return Err(e),
     }
-    to.store()
-        .put(key, data.into())
-        .await
-        .map(drop)
-        .map_err(|e| Error::store(format!("copying {key}"), e))
+    overwrite(to, key, data).await
+}
+
+/// Writes `data` at `key` (replacing what is there), retrying transient failures.
+async fn overwrite(to: &Repository, key: &Path, data: Bytes) -> Result<()> {
+    with_retries(&format!("copying {key}"), |_| {
+        to.store().put(key, data.clone().into())
+    })
+    .await
+    .map(drop)
+    .map_err(|e| Error::store(format!("copying {key}"), e))
 }
 
 fn check(key: &Path, data: &[u8], expected: &str) -> Result<()> {
@@ -162,10 +168,7 @@ async fn copy_missing(from: &Repository, to: &Repository, prefix: &str) -> Resul
     keys.sort_by_key(|k| (k.as_ref().ends_with(".json"), k.to_string()));
     for key in &keys {
         let data = get_object(from.store().as_ref(), key).await?;
-        to.store()
-            .put(key, data.into())
-            .await
-            .map_err(|e| Error::store(format!("copying {key}"), e))?;
+        overwrite(to, key, data).await?;
     }
     Ok(keys.len() as u64)
 }

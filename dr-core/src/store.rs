@@ -1,4 +1,12 @@
-//! Small helpers over `object_store` that turn its errors into dr's.
+//! Small helpers over `object_store` that turn its errors into dr's, and retry what may be
+//! transient: every call is tried up to [`ATTEMPTS`] times with exponential backoff and
+//! jitter when the store fails with anything but a definite answer (not found, already
+//! exists, precondition, not supported, invalid path). HTTP stores retry inside
+//! `object_store` too; this layer also covers the local filesystem and failures between
+//! requests (a body cut off midway).
+
+use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -7,31 +15,104 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutPayload}
 
 use crate::error::{Error, Result};
 
+/// How many times a store call is tried before its error is returned.
+pub const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Stores whose client already retries transient failures with backoff (object_store's
+/// `RetryConfig`): retrying their errors again would only multiply the wait.
+const RETRYING_CLIENTS: [&str; 4] = ["S3", "GCS", "MicrosoftAzure", "HTTP"];
+
+/// Whether an `object_store` error may go away when the call is repeated here.
+pub fn is_transient(e: &object_store::Error) -> bool {
+    if let object_store::Error::Generic { store, .. } = e
+        && RETRYING_CLIENTS.contains(store)
+    {
+        return false;
+    }
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+    )
+}
+
+/// Runs `call` (attempt numbers from 1) until it succeeds, fails for good, or has been tried
+/// [`ATTEMPTS`] times; sleeps 50 ms, 100 ms, 200 ms... (at most 2 s, +-50 % jitter) between.
+///
+/// # Errors
+/// The last error.
+pub async fn with_retries<T, F, Fut>(what: &str, mut call: F) -> object_store::Result<T>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: Future<Output = object_store::Result<T>>,
+{
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1.. {
+        match call(attempt).await {
+            Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
+                tracing::warn!(attempt, error = %e, "{what} failed; retrying");
+                tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>())).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            done => return done,
+        }
+    }
+    unreachable!("the loop returns")
+}
+
 /// Reads a whole object; a missing object is [`Error::MissingObject`].
 ///
 /// # Errors
 /// [`Error::MissingObject`] or [`Error::Store`].
 pub async fn get_object(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
-    let result = store
-        .get(path)
-        .await
-        .map_err(|e| not_found_or(e, path, "reading"))?;
-    result
-        .bytes()
-        .await
-        .map_err(|e| not_found_or(e, path, "reading"))
+    with_retries(&format!("reading {path}"), |_| async {
+        store.get(path).await?.bytes().await
+    })
+    .await
+    .map_err(|e| not_found_or(e, path, "reading"))
 }
 
-/// Writes an object that must not exist yet (every dr object is immutable).
+/// Writes an object that must not exist yet (every dr object is immutable). When a retry
+/// finds the key taken, the object is read back: if it holds exactly these bytes, the
+/// earlier attempt did succeed (its answer was lost) and so does this call.
 ///
 /// # Errors
-/// [`Error::Store`] (`AlreadyExists` when the key is taken).
-pub async fn create_object(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>) -> Result<()> {
-    store
-        .put_opts(path, PutPayload::from(bytes), PutMode::Create.into())
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::store(format!("writing {path}"), e))
+/// [`Error::Store`] (`AlreadyExists` when the key is taken by other bytes).
+pub async fn create_object(
+    store: &dyn ObjectStore,
+    path: &Path,
+    bytes: impl Into<Bytes>,
+) -> Result<()> {
+    let bytes: Bytes = bytes.into();
+    let outcome = with_retries(&format!("writing {path}"), |attempt| {
+        let bytes = bytes.clone();
+        async move {
+            let payload = PutPayload::from(bytes.clone());
+            match store.put_opts(path, payload, PutMode::Create.into()).await {
+                Err(object_store::Error::AlreadyExists { .. }) if attempt > 1 => {
+                    let there = store.get(path).await?.bytes().await?;
+                    if there == bytes {
+                        return Ok(());
+                    }
+                    Err(object_store::Error::AlreadyExists {
+                        path: path.to_string(),
+                        source: "another object was written under this key".into(),
+                    })
+                }
+                other => other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    outcome.map_err(|e| Error::store(format!("writing {path}"), e))
 }
 
 /// Deletes an object; one that is already gone is not an error (stores differ on this).
@@ -39,7 +120,7 @@ pub async fn create_object(store: &dyn ObjectStore, path: &Path, bytes: Vec<u8>)
 /// # Errors
 /// [`Error::Store`].
 pub async fn delete_object(store: &dyn ObjectStore, path: &Path) -> Result<()> {
-    match store.delete(path).await {
+    match with_retries(&format!("deleting {path}"), |_| store.delete(path)).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(Error::store(format!("deleting {path}"), e)),
     }
@@ -50,11 +131,11 @@ pub async fn delete_object(store: &dyn ObjectStore, path: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::Store`].
 pub async fn list_objects(store: &dyn ObjectStore, prefix: &Path) -> Result<Vec<ObjectMeta>> {
-    store
-        .list(Some(prefix))
-        .try_collect()
-        .await
-        .map_err(|e| Error::store(format!("listing {prefix}"), e))
+    with_retries(&format!("listing {prefix}"), |_| {
+        store.list(Some(prefix)).try_collect()
+    })
+    .await
+    .map_err(|e| Error::store(format!("listing {prefix}"), e))
 }
 
 fn not_found_or(e: object_store::Error, path: &Path, operation: &str) -> Error {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
@@ -16,14 +17,19 @@ use object_store::{
 };
 
 /// Fails every `put` from the `fail_put_from`-th on (counting from 1), and every `get` from
-/// the `fail_get_from`-th on; everything else passes through.
+/// the `fail_get_from`-th on (permanent faults); fails every `n`-th put, get, list or delete
+/// once (transient faults: the repeated call passes); delays every call by `delay` (a slow
+/// store); everything else passes through.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
     puts: AtomicUsize,
     gets: AtomicUsize,
+    others: AtomicUsize,
     fail_put_from: usize,
     fail_get_from: usize,
+    every_nth: usize,
+    delay: std::time::Duration,
 }
 
 impl FaultyStore {
@@ -32,9 +38,37 @@ impl FaultyStore {
             inner,
             puts: AtomicUsize::new(0),
             gets: AtomicUsize::new(0),
+            others: AtomicUsize::new(0),
             fail_put_from: usize::MAX,
             fail_get_from: usize::MAX,
+            every_nth: usize::MAX,
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// Fails every `n`-th put, get, list and delete (each counted on its own) once.
+    pub fn fail_every_nth(mut self, n: usize) -> Self {
+        self.every_nth = n.max(2);
+        self
+    }
+
+    /// Delays every call.
+    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Counts a call on `counter`: `Err` when it is to fail (permanently from `from`, or
+    /// transiently every n-th).
+    async fn call(&self, counter: &AtomicUsize, from: usize, op: &str) -> Result<()> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= from || n.is_multiple_of(self.every_nth) {
+            return Err(Self::injected(op));
+        }
+        Ok(())
     }
 
     pub fn fail_put_from(mut self, n: usize) -> Self {
@@ -73,9 +107,7 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_put_from {
-            return Err(Self::injected("put"));
-        }
+        self.call(&self.puts, self.fail_put_from, "put").await?;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -88,9 +120,7 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        if self.gets.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_get_from {
-            return Err(Self::injected("get"));
-        }
+        self.call(&self.gets, self.fail_get_from, "get").await?;
         self.inner.get_opts(location, options).await
     }
 
@@ -102,10 +132,18 @@ impl ObjectStore for FaultyStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
+        let n = self.others.fetch_add(1, Ordering::SeqCst) + 1;
+        if n.is_multiple_of(self.every_nth) {
+            return futures::stream::once(async { Err(Self::injected("delete")) }).boxed();
+        }
         self.inner.delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let n = self.others.fetch_add(1, Ordering::SeqCst) + 1;
+        if n.is_multiple_of(self.every_nth) {
+            return futures::stream::once(async { Err(Self::injected("list")) }).boxed();
+        }
         self.inner.list(prefix)
     }
 

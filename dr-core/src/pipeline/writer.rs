@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::BufMut;
+use object_store::ObjectStore;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutPayload};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
@@ -387,14 +387,7 @@ async fn encode_and_upload(
     let object = format!("{name}.{index:06}.zst.age");
     let path = ctx.dir.clone().join(object.as_str());
     let stored_size = encoded.stored.len() as u64;
-    ctx.store
-        .put_opts(
-            &path,
-            PutPayload::from(encoded.stored),
-            PutMode::Create.into(),
-        )
-        .await
-        .map_err(|e| Error::store(format!("uploading {path}"), e))?;
+    crate::store::create_object(ctx.store.as_ref(), &path, encoded.stored).await?;
     ctx.progress.advance(plain_size);
     Ok(PartRecord {
         index,
