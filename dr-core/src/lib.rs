@@ -46,6 +46,7 @@ pub mod drill;
 mod error;
 mod fs;
 mod keys;
+pub mod lease;
 mod manifest;
 mod pipeline;
 mod points;

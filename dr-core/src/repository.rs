@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::drill::BackupFailure;
 use crate::error::{Error, Result};
 use crate::keys::{Identities, Recipients};
+use crate::lease::{HeldLease, leases};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
 use crate::pipeline::{BackupReader, BackupWriter, PipelineOptions, WriteContext};
 use crate::progress::{NoProgress, Progress};
@@ -220,18 +221,36 @@ impl Repository {
             self.pipeline.clone(),
             self.progress.clone(),
         ));
-        let mut writer = BackupWriter::new(ctx, id.clone(), source.to_owned());
+        let lease = HeldLease::take(self.store.clone(), source, &id).await?;
+        let committed = self
+            .write_and_commit(source, backup, opts, &id, started_at, ctx)
+            .await;
+        lease.release().await;
+        committed
+    }
+
+    async fn write_and_commit(
+        &self,
+        source: &str,
+        backup: &dyn Backup,
+        opts: &BackupOptions,
+        id: &str,
+        started_at: DateTime<Utc>,
+        ctx: Arc<WriteContext>,
+    ) -> Result<Manifest> {
+        let dir = backup_dir(source, id);
+        let mut writer = BackupWriter::new(ctx, id.to_owned(), source.to_owned());
         let outcome = backup.backup(&mut writer).await;
         writer.settle().await;
         let outcome =
             outcome.and_then(|info| writer.into_artifacts().map(|artifacts| (info, artifacts)));
         let (source_info, artifacts) = match outcome {
             Ok(done) => done,
-            Err(e) => return Err(self.fail(&dir, source, &id, started_at, e).await),
+            Err(e) => return Err(self.fail(&dir, source, id, started_at, e).await),
         };
         let manifest = Manifest {
             format_version: MANIFEST_FORMAT_VERSION,
-            id,
+            id: id.to_owned(),
             source: source.to_owned(),
             kind: backup.kind().to_owned(),
             started_at,
@@ -414,6 +433,16 @@ impl Repository {
     /// # Errors
     /// [`Error::Store`].
     pub async fn orphans(&self) -> Result<Vec<Orphan>> {
+        // In this order: a backup takes its lease before it writes a part and commits its
+        // manifest before it releases the lease, so every part listed first is either
+        // under a live lease, referenced by a manifest, or truly orphaned.
+        let all = list_objects(self.store.as_ref(), &Path::from("backups")).await?;
+        let writing: Vec<Path> = leases(self.store.as_ref(), Utc::now())
+            .await?
+            .0
+            .into_iter()
+            .map(|(source, id)| backup_dir(&source, &id))
+            .collect();
         let committed = self.list(None).await?;
         let mut referenced = std::collections::HashSet::new();
         for m in &committed {
@@ -422,10 +451,10 @@ impl Repository {
             referenced.insert(dir.clone().join(SUMS_NAME));
             referenced.extend(m.parts().map(|p| dir.clone().join(p.object.as_str())));
         }
-        let all = list_objects(self.store.as_ref(), &Path::from("backups")).await?;
         let mut orphans: Vec<Orphan> = all
             .into_iter()
             .filter(|meta| !referenced.contains(&meta.location))
+            .filter(|meta| !writing.iter().any(|dir| meta.location.prefix_matches(dir)))
             .map(|meta| Orphan {
                 key: meta.location.to_string(),
                 size: meta.size,
@@ -450,6 +479,10 @@ impl Repository {
             .collect();
         for orphan in &stale {
             delete_object(self.store.as_ref(), &Path::from(orphan.key.as_str())).await?;
+        }
+        // Leases of backups that died: their parts are orphans now, the lease is litter.
+        for key in leases(self.store.as_ref(), Utc::now()).await?.1 {
+            delete_object(self.store.as_ref(), &key).await?;
         }
         Ok(stale)
     }

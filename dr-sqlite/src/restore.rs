@@ -89,10 +89,37 @@ fn stage_beside(target: &Path) -> Result<tempfile::NamedTempFile> {
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::io(format!("creating the directory {}", dir.display()), e))?;
     let name = file_name(target);
+    let prefix = format!(".{name}.dr-restore-");
+    remove_abandoned(dir, &prefix);
     tempfile::Builder::new()
-        .prefix(&format!(".{name}.dr-restore-"))
+        .prefix(&format!("{prefix}{}-", std::process::id()))
         .tempfile_in(dir)
         .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))
+}
+
+/// Removes staged files of restores whose process is gone (killed before it could clean
+/// up): their names carry the PID of the restore that wrote them.
+fn remove_abandoned(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed the staged file of an interrupted restore")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove the staged file of an interrupted restore")
+                }
+            }
+        }
+    }
 }
 
 async fn write_artifact(backup: &BackupReader, staged: &Path) -> Result<u64> {
@@ -115,7 +142,7 @@ fn swap_into_place(
     target: &Path,
     stamp: &str,
 ) -> Result<Option<PathBuf>> {
-    let kept = target.with_file_name(format!("{}.pre-restore-{stamp}", file_name(target)));
+    let kept = unused_name(target, stamp);
     for suffix in ["-wal", "-shm"] {
         let side = sibling(target, suffix);
         if side.exists() {
@@ -137,6 +164,19 @@ fn swap_into_place(
     })?;
     sync_dir(target)?;
     Ok(previous)
+}
+
+/// `<name>.pre-restore-<stamp>`, or with `-2`, `-3`... when a restore in the same second
+/// already kept one.
+fn unused_name(target: &Path, stamp: &str) -> PathBuf {
+    let base = format!("{}.pre-restore-{stamp}", file_name(target));
+    (1..)
+        .map(|n| match n {
+            1 => target.with_file_name(&base),
+            n => target.with_file_name(format!("{base}-{n}")),
+        })
+        .find(|p| !p.exists() && !sibling(p, "-wal").exists())
+        .unwrap_or_else(|| target.with_file_name(base))
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {

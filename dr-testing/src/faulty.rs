@@ -18,8 +18,8 @@ use object_store::{
 
 /// Fails every `put` from the `fail_put_from`-th on (counting from 1), and every `get` from
 /// the `fail_get_from`-th on (permanent faults); fails every `n`-th put, get, list or delete
-/// once (transient faults: the repeated call passes); delays every call by `delay` (a slow
-/// store); everything else passes through.
+/// once (transient faults: the repeated call passes); delays every put by `put_delay` (a slow
+/// upload); everything else passes through.
 #[derive(Debug)]
 pub struct FaultyStore {
     inner: Arc<dyn ObjectStore>,
@@ -29,7 +29,7 @@ pub struct FaultyStore {
     fail_put_from: usize,
     fail_get_from: usize,
     every_nth: usize,
-    delay: std::time::Duration,
+    put_delay: std::time::Duration,
 }
 
 impl FaultyStore {
@@ -42,7 +42,7 @@ impl FaultyStore {
             fail_put_from: usize::MAX,
             fail_get_from: usize::MAX,
             every_nth: usize::MAX,
-            delay: std::time::Duration::ZERO,
+            put_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -52,18 +52,15 @@ impl FaultyStore {
         self
     }
 
-    /// Delays every call.
-    pub fn with_delay(mut self, delay: std::time::Duration) -> Self {
-        self.delay = delay;
+    /// Delays every put (a slow upload).
+    pub fn with_put_delay(mut self, delay: std::time::Duration) -> Self {
+        self.put_delay = delay;
         self
     }
 
     /// Counts a call on `counter`: `Err` when it is to fail (permanently from `from`, or
     /// transiently every n-th).
     async fn call(&self, counter: &AtomicUsize, from: usize, op: &str) -> Result<()> {
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
-        }
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= from || n.is_multiple_of(self.every_nth) {
             return Err(Self::injected(op));
@@ -108,7 +105,9 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.call(&self.puts, self.fail_put_from, "put").await?;
-        self.inner.put_opts(location, payload, opts).await
+        let written = self.inner.put_opts(location, payload, opts).await;
+        tokio::time::sleep(self.put_delay).await;
+        written
     }
 
     async fn put_multipart_opts(
