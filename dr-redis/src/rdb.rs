@@ -278,8 +278,15 @@ impl<R: Read> Tracked<R> {
         if len > 1 << 30 {
             return Err(self.damaged_at(self.offset, &format!("implausible length {n}")));
         }
-        let mut buf = vec![0u8; len];
-        self.fill(&mut buf)?;
+        // Grow as the bytes arrive: a damaged length must not allocate what the input does
+        // not hold (found by fuzzing: 40 bytes asked for 4 GiB).
+        const CHUNK: usize = 1 << 16;
+        let mut buf = Vec::with_capacity(len.min(CHUNK));
+        while buf.len() < len {
+            let start = buf.len();
+            buf.resize(start + (len - start).min(CHUNK), 0);
+            self.fill(&mut buf[start..])?;
+        }
         Ok(buf)
     }
 
@@ -376,13 +383,21 @@ impl<R: Read> Tracked<R> {
 
 /// LZF (liblzf) decompression of a string Redis compressed.
 fn lzf_decompress(input: &[u8], expected: u64) -> Option<Vec<u8>> {
-    let mut out: Vec<u8> = Vec::with_capacity(usize::try_from(expected).ok()?);
+    let expected_len = usize::try_from(expected).ok()?;
+    // One input byte expands to at most 132 output bytes (a 3-byte back reference copies 264).
+    if expected_len > input.len().saturating_mul(132) {
+        return None;
+    }
+    let mut out: Vec<u8> = Vec::with_capacity(expected_len);
     let mut i = 0;
     while i < input.len() {
         let ctrl = usize::from(input[i]);
         i += 1;
         if ctrl < 32 {
             let literal = input.get(i..i + ctrl + 1)?;
+            if out.len() + literal.len() > expected_len {
+                return None;
+            }
             out.extend_from_slice(literal);
             i += ctrl + 1;
         } else {
@@ -394,6 +409,9 @@ fn lzf_decompress(input: &[u8], expected: u64) -> Option<Vec<u8>> {
             let back = ((ctrl & 0x1F) << 8) + usize::from(*input.get(i)?) + 1;
             i += 1;
             let start = out.len().checked_sub(back)?;
+            if out.len() + len + 2 > expected_len {
+                return None;
+            }
             for k in 0..len + 2 {
                 let byte = out[start + k];
                 out.push(byte);
@@ -416,6 +434,21 @@ pub fn dump_payload(serialized: &[u8], rdb_version: u16) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_length_is_refused_without_allocating_it() {
+        // Found by fuzzing: an LZF string claiming 4 GiB, then a 4 GiB plain string, in 36 bytes.
+        // (fuzz/seeds/rdb/regression-lzf-4gib.rdb)
+        let input: [u8; 36] = [
+            0x52, 0x45, 0x44, 0x49, 0x53, 0x30, 0x30, 0x30, 0x31, 0xfa, 0x0d, 0xae, 0x65, 0x64,
+            0x40, 0x73, 0x2d, 0x76, 0x65, 0x72, 0x06, 0x37, 0x2e, 0x30, 0xc3, 0x01, 0x80, 0xff,
+            0xff, 0xff, 0x00, 0x45, 0x52, 0x00, 0x00, 0x00,
+        ];
+        let err = read_rdb(&input[..], None).unwrap_err().to_string();
+        assert!(err.contains("damaged at byte"), "{err}");
+        assert_eq!(lzf_decompress(&[0, b'a'], 1 << 40), None);
+        assert_eq!(lzf_decompress(&[0, b'a'], 1), Some(b"a".to_vec()));
+    }
 
     #[test]
     fn crc64_is_the_redis_one() {
