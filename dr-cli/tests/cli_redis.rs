@@ -60,3 +60,31 @@ fn redis_sources_back_up_verify_and_restore() {
     let loaded = RedisServer::start_on(dir, None);
     assert_eq!(digest(&loaded), digest(&source));
 }
+
+/// Every object of an RDB backup damaged in turn: verify names it, restore refuses it.
+#[test]
+fn every_damaged_object_of_an_rdb_backup_is_reported_and_refused() {
+    let server = RedisServer::start();
+    for i in 0..2000 {
+        server.cli(&["SET", &format!("key:{i}"), &"v".repeat(200)]);
+    }
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{1}\"\n",
+            work.path().display(),
+            server.port()
+        ),
+    )
+    .unwrap();
+    common::ok(&config, &["keygen"]);
+    common::ok(&config, &["init"]);
+    common::ok(&config, &["backup", "cache"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&common::ok(&config, &["list", "--json"])).unwrap();
+    let id = listed[0]["id"].as_str().unwrap();
+    let cases = common::sweep::sweep(work.path(), &config, "cache", id);
+    assert!(cases >= 6, "{cases}");
+}

@@ -1,6 +1,8 @@
 //! Running the `dr` binary from the integration tests.
 #![allow(dead_code)] // each test binary uses its part
 
+pub mod sweep;
+
 use std::path::Path;
 use std::process::Command;
 
