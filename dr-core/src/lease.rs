@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::store::{delete_object, get_object, list_objects, with_retries};
+use crate::store::{create_object, delete_object, get_object, list_objects, with_retries};
 
 const LOCKS_DIR: &str = "locks";
 /// How long a lease lasts unless renewed.
@@ -44,12 +44,13 @@ pub(crate) struct HeldLease {
 }
 
 impl HeldLease {
-    /// Takes the lease of backup `id` of `source` and renews it every third of its TTL.
+    /// Takes the lease of backup `id` of `source` (created only if absent: `None` when
+    /// another backup holds that id) and renews it every third of its TTL.
     pub(crate) async fn take(
         store: Arc<dyn ObjectStore>,
         source: &str,
         id: &str,
-    ) -> Result<HeldLease> {
+    ) -> Result<Option<HeldLease>> {
         let key = Path::from(LOCKS_DIR)
             .join(source)
             .join(format!("{id}.json"));
@@ -60,7 +61,17 @@ impl HeldLease {
             pid: std::process::id(),
             expires_at: Utc::now(),
         };
-        write(store.as_ref(), &key, &lease).await?;
+        let mut first = lease.clone();
+        first.expires_at = Utc::now() + chrono::TimeDelta::from_std(LEASE_TTL).unwrap_or_default();
+        let json =
+            serde_json::to_vec_pretty(&first).map_err(|e| crate::Error::Usage(e.to_string()))?;
+        match create_object(store.as_ref(), &key, json).await {
+            Err(crate::Error::Store {
+                source: object_store::Error::AlreadyExists { .. },
+                ..
+            }) => return Ok(None),
+            other => other?,
+        }
         let (renew_store, renew_key) = (store.clone(), key.clone());
         let renewal = tokio::spawn(async move {
             loop {
@@ -70,11 +81,11 @@ impl HeldLease {
                 }
             }
         });
-        Ok(HeldLease {
+        Ok(Some(HeldLease {
             store,
             key,
             renewal,
-        })
+        }))
     }
 
     /// Stops renewing and deletes the lease (best effort: an expired lease does no harm).

@@ -212,7 +212,7 @@ impl Repository {
             .iter()
             .try_for_each(|l| check_name("label", l))?;
         let started_at = Utc::now();
-        let id = new_backup_id(started_at);
+        let (id, lease) = self.claim_id(source, started_at).await?;
         let dir = backup_dir(source, &id);
         let ctx = Arc::new(WriteContext::new(
             self.store.clone(),
@@ -221,12 +221,34 @@ impl Repository {
             self.pipeline.clone(),
             self.progress.clone(),
         ));
-        let lease = HeldLease::take(self.store.clone(), source, &id).await?;
         let committed = self
             .write_and_commit(source, backup, opts, &id, started_at, ctx)
             .await;
         lease.release().await;
         committed
+    }
+
+    /// A new backup id no other backup of `source` uses, with its lease held: ids carry 16
+    /// random bits per second, so two backups started in one second may draw the same; the
+    /// lease is created only if absent, and a directory with objects is never reused (the
+    /// cleanup of a failed backup would otherwise delete another's parts).
+    async fn claim_id(&self, source: &str, at: DateTime<Utc>) -> Result<(String, HeldLease)> {
+        for _ in 0..8 {
+            let id = new_backup_id(at);
+            let Some(lease) = HeldLease::take(self.store.clone(), source, &id).await? else {
+                continue;
+            };
+            if list_objects(self.store.as_ref(), &backup_dir(source, &id))
+                .await?
+                .is_empty()
+            {
+                return Ok((id, lease));
+            }
+            lease.release().await;
+        }
+        Err(Error::Refused(format!(
+            "could not find a free backup id for {source} after 8 tries: is the repository's store answering consistently?"
+        )))
     }
 
     async fn write_and_commit(
