@@ -89,6 +89,7 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
     }
     let started = Instant::now();
     let mut steps = Vec::new();
+    let mut by_pitr = Vec::new();
     for source in &order {
         let Some(member) = point.member(source) else {
             continue;
@@ -99,6 +100,7 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
                 "skipped {source}: a physical PostgreSQL source recovers into a new data directory: dr restore {source} --at {} --to NEW_DIR --start --port N",
                 point.created_at.to_rfc3339()
             );
+            by_pitr.push(source.as_str());
             continue;
         }
         let step = Instant::now();
@@ -128,15 +130,25 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
             .iter()
             .map(|(source, ms)| json!({ "source": source, "elapsed_ms": ms }))
             .collect();
-        return output::json(&json!({ "point": point.id, "steps": steps, "elapsed_ms": total_ms }));
+        return output::json(
+            &json!({ "point": point.id, "steps": steps, "elapsed_ms": total_ms, "pitr_pending": by_pitr }),
+        );
     }
     for (source, ms) in &steps {
         println!("  {source:<20} {:>8.2} s", *ms as f64 / 1000.0);
     }
     println!(
-        "recovery point {} restored in {:.2} s",
+        "recovery point {} restored in {:.2} s{}",
         point.id,
-        total_ms as f64 / 1000.0
+        total_ms as f64 / 1000.0,
+        if by_pitr.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; still to recover by point-in-time restore: {}",
+                by_pitr.join(", ")
+            )
+        }
     );
     Ok(())
 }
