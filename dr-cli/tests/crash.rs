@@ -3,7 +3,7 @@
 //! stale lock), prune removes what the crash left, and a restore target is either the old
 //! database or the new one, never half of either.
 //!
-//! Three trials by default; `DR_LONG_TESTS=1` runs 100 of each (about 10 minutes).
+//! Three trials by default; `DR_LONG_TESTS=1` runs 100 of each (about 15 minutes).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
