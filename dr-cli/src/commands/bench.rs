@@ -197,9 +197,8 @@ async fn restore_runs(
             .await
             .doing(|| format!("reading backup {}", manifest.id))?;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let sink = Measured {
-        what: format!("restore {} {} (null sink)", manifest.source, manifest.id),
+    let timed = |target: &str, seconds: f64| Measured {
+        what: format!("restore {} {} ({target})", manifest.source, manifest.id),
         level: Some(manifest.encoding.level),
         threads: Some(repo.pipeline().threads),
         plain_bytes: plain,
@@ -207,6 +206,7 @@ async fn restore_runs(
         seconds,
         mb_per_s: mb_per_s(plain, seconds),
     };
+    let sink = timed("null sink", started.elapsed().as_secs_f64());
     let verifier = super::verify::verifier(app, repo, &reader)?;
     let started = Instant::now();
     let report = verifier
@@ -214,18 +214,9 @@ async fn restore_runs(
         .await
         .doing(|| format!("test-restoring backup {}", manifest.id))?;
     let seconds = started.elapsed().as_secs_f64();
-    let scratch = report.is_ok().then(|| Measured {
-        what: format!(
-            "restore {} {} (scratch target, checked)",
-            manifest.source, manifest.id
-        ),
-        level: Some(manifest.encoding.level),
-        threads: Some(repo.pipeline().threads),
-        plain_bytes: plain,
-        stored_bytes: Some(manifest.stored_size()),
-        seconds,
-        mb_per_s: mb_per_s(plain, seconds),
-    });
+    let scratch = report
+        .is_ok()
+        .then(|| timed("scratch target, checked", seconds));
     if !report.is_ok() {
         eprintln!(
             "warning: the test restore of {} found problems ({}); its time is left out",
