@@ -6,12 +6,11 @@
 //! Three trials by default; `DR_LONG_TESTS=1` runs 100 of each (about 15 minutes).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{dr, ok};
+use common::{dr, ok, spawn_quiet};
 use rusqlite::Connection;
 
 fn trials() -> u64 {
@@ -30,20 +29,9 @@ fn delay(n: u64, max_ms: u64) -> Duration {
     Duration::from_millis((x >> 33) % max_ms)
 }
 
-fn spawn(config: &Path, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_dr"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// Runs `args`, SIGKILLs it after `after` unless it ended; true when it was killed.
 fn kill_after(config: &Path, args: &[&str], after: Duration) -> bool {
-    let mut child = spawn(config, args);
+    let mut child = spawn_quiet(config, args);
     let deadline = Instant::now() + after;
     while Instant::now() < deadline {
         if child.try_wait().unwrap().is_some() {

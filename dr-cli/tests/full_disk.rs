@@ -34,7 +34,7 @@ impl Drop for Tmpfs {
 
 /// Runs `dr ARGS` on a small disk: the tmpfs when there is one, else under `ulimit -f`.
 fn dr_on_small_disk(config: &Path, args: &[&str], tmpfs: bool) -> (i32, String) {
-    let mut command = if tmpfs {
+    let command = if tmpfs {
         let mut c = Command::new(env!("CARGO_BIN_EXE_dr"));
         c.arg("--config").arg(config).args(args);
         c
@@ -48,15 +48,7 @@ fn dr_on_small_disk(config: &Path, args: &[&str], tmpfs: bool) -> (i32, String) 
             .args(args);
         c
     };
-    let out = command.output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    common::output_of(command)
 }
 
 fn names(dir: &Path) -> Vec<String> {

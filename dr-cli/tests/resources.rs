@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::ok;
@@ -16,14 +15,7 @@ fn long() -> bool {
 
 /// Runs `dr ARGS` and returns the highest VmHWM (peak RSS) seen, in MiB.
 fn peak_rss_mib(config: &Path, args: &[&str]) -> f64 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dr"))
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn_quiet(config, args);
     let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     loop {

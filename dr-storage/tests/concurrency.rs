@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use dr_core::object_store::path::Path;
 use dr_core::object_store::{ObjectStore, ObjectStoreExt};
 use dr_core::{BackupOptions, Identities, PipelineOptions, Repository, VerifyLevel};
 use dr_testing::{MixedData, S3Server, StreamSource};
@@ -50,11 +51,7 @@ async fn at_once(repo: Repository) {
     let cleaning = tokio::spawn(async move {
         let mut removed = 0;
         for _ in 0..20 {
-            removed += janitor
-                .remove_orphans(chrono::Utc::now() + chrono::TimeDelta::days(1))
-                .await
-                .unwrap()
-                .len();
+            removed += remove_all_orphans(&janitor).await.len();
             for m in janitor.list(None).await.unwrap() {
                 let report = janitor
                     .reader(m)
@@ -86,53 +83,47 @@ async fn at_once(repo: Repository) {
     }
 }
 
-/// A dead backup: parts and a lease of a process that no longer exists on this host.
-async fn dead_backup_is_cleaned(repo: &Repository) {
+/// Plants one part of backup `id` of `s9` and its lease held by `host`/`pid`; returns the
+/// part's and the lease's keys.
+async fn plant(repo: &Repository, id: &str, host: &str, pid: u32) -> (Path, Path) {
     let store = repo.store();
-    let part = dr_core::object_store::path::Path::from(
-        "backups/s9/20200101T000000Z-dead/data.000000.zst.age",
-    );
+    let part = Path::from(format!("backups/s9/{id}/data.000000.zst.age"));
     store.put(&part, b"partial".to_vec().into()).await.unwrap();
     let lease = serde_json::json!({
-        "source": "s9", "backup_id": "20200101T000000Z-dead",
-        "host": std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim(),
-        "pid": 999_999_999u32, "expires_at": "2999-01-01T00:00:00Z"
+        "source": "s9", "backup_id": id, "host": host, "pid": pid,
+        "expires_at": "2999-01-01T00:00:00Z"
     });
-    let key = dr_core::object_store::path::Path::from("locks/s9/20200101T000000Z-dead.json");
+    let key = Path::from(format!("locks/s9/{id}.json"));
     store
         .put(&key, serde_json::to_vec(&lease).unwrap().into())
         .await
         .unwrap();
-    let removed = repo
-        .remove_orphans(chrono::Utc::now() + chrono::TimeDelta::days(1))
+    (part, key)
+}
+
+/// Orphan removal with no grace period at all.
+async fn remove_all_orphans(repo: &Repository) -> Vec<dr_core::Orphan> {
+    repo.remove_orphans(chrono::Utc::now() + chrono::TimeDelta::days(1))
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// A dead backup (a lease of a process that no longer exists on this host) is cleaned up;
+/// a live lease of another host protects its backup's parts until it expires.
+async fn dead_backup_is_cleaned(repo: &Repository) {
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let (_, dead_lease) = plant(repo, "20200101T000000Z-dead", here.trim(), 999_999_999).await;
+    let removed = remove_all_orphans(repo).await;
     assert_eq!(removed.len(), 1, "{removed:?}");
     assert!(
-        store.head(&key).await.is_err(),
+        repo.store().head(&dead_lease).await.is_err(),
         "the stale lease is removed too"
     );
 
-    // A live lease of another host protects its backup's parts until it expires.
-    let other = serde_json::json!({
-        "source": "s9", "backup_id": "20200101T000000Z-live", "host": "elsewhere", "pid": 1,
-        "expires_at": "2999-01-01T00:00:00Z"
-    });
-    let part = dr_core::object_store::path::Path::from(
-        "backups/s9/20200101T000000Z-live/data.000000.zst.age",
-    );
-    store.put(&part, b"partial".to_vec().into()).await.unwrap();
-    let key = dr_core::object_store::path::Path::from("locks/s9/20200101T000000Z-live.json");
-    store
-        .put(&key, serde_json::to_vec(&other).unwrap().into())
-        .await
-        .unwrap();
-    let removed = repo
-        .remove_orphans(chrono::Utc::now() + chrono::TimeDelta::days(1))
-        .await
-        .unwrap();
+    let (live_part, _) = plant(repo, "20200101T000000Z-live", "elsewhere", 1).await;
+    let removed = remove_all_orphans(repo).await;
     assert!(removed.is_empty(), "{removed:?}");
-    assert!(store.head(&part).await.is_ok());
+    assert!(repo.store().head(&live_part).await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

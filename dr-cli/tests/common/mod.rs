@@ -9,13 +9,18 @@ use std::process::Command;
 /// Runs `dr --config CONFIG ARGS` with extra environment variables; returns the exit code
 /// and stdout followed by stderr.
 pub fn dr_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_dr"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dr"));
+    command
         .arg("--config")
         .arg(config)
         .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+        .envs(env.iter().copied());
+    output_of(command)
+}
+
+/// Runs `command`; returns its exit code and stdout followed by stderr.
+pub fn output_of(mut command: Command) -> (i32, String) {
+    let out = command.output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         format!(
@@ -24,6 +29,18 @@ pub fn dr_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, Stri
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// Starts `dr --config CONFIG ARGS` in the background, its output discarded.
+pub fn spawn_quiet(config: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_dr"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 /// Runs `dr --config CONFIG ARGS`.
