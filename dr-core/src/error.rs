@@ -210,14 +210,7 @@ impl Error {
     /// Whether retrying the same operation may succeed (transient store or I/O trouble).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Store { source, .. } => !matches!(
-                source,
-                object_store::Error::NotFound { .. }
-                    | object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. }
-                    | object_store::Error::NotSupported { .. }
-                    | object_store::Error::InvalidPath { .. }
-            ),
+            Error::Store { source, .. } => !crate::store::is_definite(source),
             Error::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut

@@ -24,14 +24,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// `RetryConfig`): retrying their errors again would only multiply the wait.
 const RETRYING_CLIENTS: [&str; 4] = ["S3", "GCS", "MicrosoftAzure", "HTTP"];
 
-/// Whether an `object_store` error may go away when the call is repeated here.
-pub fn is_transient(e: &object_store::Error) -> bool {
-    if let object_store::Error::Generic { store, .. } = e
-        && RETRYING_CLIENTS.contains(store)
-    {
-        return false;
-    }
-    !matches!(
+/// Whether an `object_store` error is a definite answer (not found, exists, precondition,
+/// not supported, invalid path, permission): asking again gives the same one.
+pub(crate) fn is_definite(e: &object_store::Error) -> bool {
+    matches!(
         e,
         object_store::Error::NotFound { .. }
             | object_store::Error::AlreadyExists { .. }
@@ -42,6 +38,16 @@ pub fn is_transient(e: &object_store::Error) -> bool {
             | object_store::Error::PermissionDenied { .. }
             | object_store::Error::Unauthenticated { .. }
     )
+}
+
+/// Whether an `object_store` error may go away when the call is repeated here (not by the
+/// clients that already retried it themselves).
+pub fn is_transient(e: &object_store::Error) -> bool {
+    let retried_by_client = matches!(
+        e,
+        object_store::Error::Generic { store, .. } if RETRYING_CLIENTS.contains(store)
+    );
+    !retried_by_client && !is_definite(e)
 }
 
 /// Runs `call` (attempt numbers from 1) until it succeeds, fails for good, or has been tried
@@ -55,17 +61,18 @@ where
     Fut: Future<Output = object_store::Result<T>>,
 {
     let mut backoff = FIRST_BACKOFF;
-    for attempt in 1.. {
+    let mut attempt = 1;
+    loop {
         match call(attempt).await {
             Err(e) if attempt < ATTEMPTS && is_transient(&e) => {
                 tracing::warn!(attempt, error = %e, "{what} failed; retrying");
                 tokio::time::sleep(backoff.mul_f64(0.5 + rand::random::<f64>())).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
+                attempt += 1;
             }
             done => return done,
         }
     }
-    unreachable!("the loop returns")
 }
 
 /// Reads a whole object; a missing object is [`Error::MissingObject`].
