@@ -65,7 +65,7 @@ async fn main() -> Result<()> {
         manifest.plain_size() as f64 / secs / 1e6,
         mib(manifest.stored_size())
     );
-    for m in repo.list(None).await? {
+    for m in repo.list(None).await?.backups {
         println!(
             "3. listed: {}  {}  {}  {} parts",
             m.started_at,

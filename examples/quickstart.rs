@@ -68,7 +68,11 @@ async fn main() -> Result<()> {
     );
 
     step(4, "listing the repository");
-    for m in repo.list(None).await? {
+    let listing = repo.list(None).await?;
+    for unreadable in &listing.unreadable {
+        println!("   PROBLEM {}", unreadable.describe());
+    }
+    for m in listing.backups {
         println!(
             "   {}  {:<5} {}  {}  {:.1} MiB",
             m.started_at.format("%F %T"),

@@ -74,19 +74,44 @@ impl App {
         Ok(identities.to_recipients())
     }
 
-    /// Opens the repository with identities, pipeline settings and a progress bar.
-    pub async fn repository(&self, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
-        let url = self.repository_url()?;
-        let repo = dr_storage::open_repository(&url, &[])
-            .await
-            .doing(|| "opening the repository".into())?;
-        let mut repo = repo
-            .with_identities(self.identities()?)
+    /// The recipients every repository of this configuration must encrypt to: `recipients`
+    /// in dr.toml, else the public keys of the identity; `None` when neither is configured.
+    pub fn pinned_recipients(&self, identities: &Identities) -> CliResult<Option<Recipients>> {
+        if !self.config.recipients.is_empty() {
+            return Recipients::parse(
+                &self.config.recipients.join("\n"),
+                "`recipients` in dr.toml",
+            )
+            .map(Some)
+            .map_err(CliError::from);
+        }
+        Ok((!identities.is_empty()).then(|| identities.to_recipients()))
+    }
+
+    /// Applies identities, pinned recipients, pipeline settings and a progress bar.
+    pub fn equip(&self, repo: Repository, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
+        let identities = self.identities()?;
+        let mut repo = match self.pinned_recipients(&identities)? {
+            Some(pinned) => repo.with_pinned_recipients(&pinned),
+            None => repo,
+        };
+        repo = repo
+            .with_identities(identities)
             .with_pipeline(self.config.pipeline.options());
         if let Some(bar) = bar {
             repo = repo.with_progress(bar);
         }
         Ok(repo)
+    }
+
+    /// Opens the repository with identities, pinned recipients, pipeline settings and a
+    /// progress bar.
+    pub async fn repository(&self, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
+        let url = self.repository_url()?;
+        let repo = dr_storage::open_repository(&url, &[])
+            .await
+            .doing(|| "opening the repository".into())?;
+        self.equip(repo, bar)
     }
 
     /// Opens the repository for reading: when it cannot be opened (unreachable store,
@@ -107,13 +132,7 @@ impl App {
                         primary.message,
                         dr_core::redact_url(url)
                     );
-                    let mut repo = repo
-                        .with_identities(self.identities()?)
-                        .with_pipeline(self.config.pipeline.options());
-                    if let Some(bar) = bar {
-                        repo = repo.with_progress(bar);
-                    }
-                    return Ok(repo);
+                    return self.equip(repo, bar);
                 }
                 Err(e) => {
                     tracing::warn!(copy = %dr_core::redact_url(url), error = %e, "copy unavailable too")

@@ -17,6 +17,7 @@ use crate::cli::{Cli, Command};
 use crate::exit::CliResult;
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     // The daemon's log is its output: info by default.
     let daemon = matches!(cli.command, Command::Daemon);
@@ -39,6 +40,26 @@ fn main() -> ExitCode {
             e.exit_code()
         }
     }
+}
+
+/// `dr list | head -1`: when the reader of stdout or stderr goes away, end quietly with 141
+/// (128 + SIGPIPE, what a Unix tool killed by the signal reports; never 0, so that a
+/// truncated `dr verify | head` cannot pass for a success) instead of a panic message.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        let printing = message.starts_with("failed printing to std");
+        if printing && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 async fn run(cli: Cli) -> CliResult<()> {

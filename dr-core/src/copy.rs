@@ -55,6 +55,8 @@ pub async fn copy_backup(
     to: &Repository,
     manifest: &Manifest,
 ) -> Result<CopyOutcome> {
+    from.check_pinned_recipients()?;
+    to.check_pinned_recipients()?;
     let dir = backup_dir(&manifest.source, &manifest.id);
     let manifest_key = dir.clone().join("manifest.json");
     let json = manifest.to_json()?;
@@ -152,6 +154,8 @@ pub async fn copy_points(from: &Repository, to: &Repository) -> Result<u64> {
 
 /// Copies the objects under `prefix` that the destination lacks, `.json` records last.
 async fn copy_missing(from: &Repository, to: &Repository, prefix: &str) -> Result<u64> {
+    from.check_pinned_recipients()?;
+    to.check_pinned_recipients()?;
     let objects = list_objects(from.store().as_ref(), &Path::from(prefix)).await?;
     let present: std::collections::BTreeSet<Path> =
         list_objects(to.store().as_ref(), &Path::from(prefix))

@@ -201,7 +201,10 @@ impl Repository {
                 record.started_at.format("%Y%m%dT%H%M%S%.3fZ"),
                 rand::random::<u16>()
             ));
-        create_object(self.store().as_ref(), &key, to_json(record)?).await
+        let mut sealed = record.clone();
+        sealed.passed = record.passed.iter().map(|t| self.seal_text(t)).collect();
+        sealed.problems = record.problems.iter().map(|t| self.seal_text(t)).collect();
+        create_object(self.store().as_ref(), &key, to_json(&sealed)?).await
     }
 
     /// Every recorded drill (of one source, or all), oldest first.
@@ -210,6 +213,11 @@ impl Repository {
     /// [`Error::Store`].
     pub async fn drills(&self, source: Option<&str>) -> Result<Vec<DrillRecord>> {
         let mut drills: Vec<DrillRecord> = self.read_records(DRILLS_DIR, source).await?;
+        for drill in &mut drills {
+            for text in drill.passed.iter_mut().chain(drill.problems.iter_mut()) {
+                *text = self.unseal_text(text);
+            }
+        }
         drills.sort_by_key(|d| d.started_at);
         Ok(drills)
     }
@@ -219,7 +227,11 @@ impl Repository {
         let key = Path::from(FAILURES_DIR)
             .join(failure.source.as_str())
             .join(format!("{}.json", failure.id));
-        let written = match to_json(failure) {
+        let sealed = BackupFailure {
+            error: self.seal_text(&failure.error),
+            ..failure.clone()
+        };
+        let written = match to_json(&sealed) {
             Ok(json) => create_object(self.store().as_ref(), &key, json).await,
             Err(e) => Err(e),
         };
@@ -234,6 +246,9 @@ impl Repository {
     /// [`Error::Store`].
     pub async fn backup_failures(&self, source: Option<&str>) -> Result<Vec<BackupFailure>> {
         let mut failures: Vec<BackupFailure> = self.read_records(FAILURES_DIR, source).await?;
+        for failure in &mut failures {
+            failure.error = self.unseal_text(&failure.error);
+        }
         failures.sort_by_key(|f| f.started_at);
         Ok(failures)
     }

@@ -110,6 +110,30 @@ pub enum Error {
         detail: String,
     },
 
+    /// `dr-repo.json` lists other recipients than the configuration pins.
+    #[error(
+        "The repository {location} encrypts to {found}, but the configuration pins {pinned}: dr-repo.json may have been rewritten to make new backups readable by another key; refusing to encrypt (check who changed it; if the change is yours, set `recipients` in dr.toml to match)"
+    )]
+    RecipientsChanged {
+        /// The repository location (credentials redacted).
+        location: String,
+        /// The recipients the configuration pins.
+        pinned: String,
+        /// The recipients `dr-repo.json` lists.
+        found: String,
+    },
+
+    /// A committed backup that a selection would have chosen has an unreadable manifest.
+    #[error("The backup that matches has an unreadable manifest {key}: {detail}; {instead}")]
+    UnreadableManifest {
+        /// Object key of the manifest.
+        key: String,
+        /// Why it could not be read.
+        detail: String,
+        /// What the user can do instead.
+        instead: String,
+    },
+
     /// An artifact name was asked for that the backup does not hold.
     #[error("Backup {backup} has no artifact named {artifact}")]
     NoSuchArtifact {
@@ -154,8 +178,8 @@ pub enum Error {
         problems: String,
     },
 
-    /// The data source failed while it was being backed up.
-    #[error("The source failed during backup: {0}")]
+    /// The datastore (a backup source or a restore target) failed.
+    #[error("The datastore failed: {0}")]
     Source(String),
 
     /// The object store failed or is unreachable.

@@ -47,6 +47,7 @@ mod error;
 mod fs;
 mod keys;
 pub mod lease;
+mod listing;
 mod manifest;
 mod pipeline;
 mod points;
@@ -55,6 +56,7 @@ mod redact;
 pub mod report;
 mod repository;
 pub mod retention;
+mod sealed;
 mod selector;
 pub mod status;
 pub mod store;
@@ -65,6 +67,7 @@ mod verify;
 pub use error::{Error, Result};
 pub use fs::{SparseFile, sibling_path};
 pub use keys::{Identities, Recipients, generate_identity_file};
+pub use listing::{Listing, UnreadableBackup};
 pub use manifest::{
     ArtifactRecord, Encoding, MANIFEST_FORMAT_VERSION, Manifest, PartRecord, SourceInfo, check_name,
 };

@@ -136,7 +136,11 @@ impl Repository {
             failed,
             labels,
         };
-        let json = serde_json::to_vec_pretty(&point).map_err(|e| Error::Usage(e.to_string()))?;
+        let mut sealed = point.clone();
+        for failed in &mut sealed.failed {
+            failed.error = self.seal_text(&failed.error);
+        }
+        let json = serde_json::to_vec_pretty(&sealed).map_err(|e| Error::Usage(e.to_string()))?;
         create_object(self.store().as_ref(), &point_key(&point.id), json).await?;
         tracing::info!(id = %point.id, group, members = point.members.len(), "recovery point recorded");
         Ok(point)
@@ -152,7 +156,12 @@ impl Repository {
         for meta in list_objects(store, &Path::from(POINTS_DIR)).await? {
             let bytes = get_object(store, &meta.location).await?;
             match serde_json::from_slice::<RecoveryPoint>(&bytes) {
-                Ok(point) => points.push(point),
+                Ok(mut point) => {
+                    for failed in &mut point.failed {
+                        failed.error = self.unseal_text(&failed.error);
+                    }
+                    points.push(point);
+                }
                 Err(e) => {
                     tracing::warn!(key = %meta.location, error = %e, "skipping unreadable recovery point")
                 }

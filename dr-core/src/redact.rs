@@ -11,34 +11,99 @@ const SECRET_PARAMS: [&str; 7] = [
     "credential",
 ];
 
-/// Returns `url` with the password of its user info and the values of secret-looking query
-/// parameters replaced by `***`. Plain paths are returned unchanged.
+/// Returns `url` with the password of its user info and the values of secret-looking
+/// parameters (`password=`, `secret_access_key=`, ...) replaced by `***`. Works on strings
+/// that are not valid URLs too (a typo in the port, a libpq `key=value` string): those are
+/// redacted by text, erring on the side of hiding more. Plain paths are returned unchanged.
 pub fn redact_url(url: &str) -> String {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return url.to_owned();
-    };
+    match url::Url::parse(url) {
+        // A password with `/` or `?` in it, unencoded, can parse as a port and a path.
+        Ok(parsed) if parsed.password().is_some() || redact_userinfo(url) == url => {
+            redact_text(&redact_parsed(parsed))
+        }
+        _ => redact_text(&redact_userinfo(url)),
+    }
+}
+
+fn redact_parsed(mut parsed: url::Url) -> String {
     if parsed.password().is_some() {
         let _ = parsed.set_password(Some("***"));
     }
     let pairs: Vec<(String, String)> = parsed
         .query_pairs()
         .map(|(k, v)| {
-            let lower = k.to_ascii_lowercase();
-            let secret = SECRET_PARAMS.iter().any(|s| lower.contains(s));
-            (
-                k.into_owned(),
-                if secret {
-                    "***".to_owned()
-                } else {
-                    v.into_owned()
-                },
-            )
+            let value = if is_secret_name(&k) {
+                "***".to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), value)
         })
         .collect();
     if !pairs.is_empty() {
         parsed.query_pairs_mut().clear().extend_pairs(pairs);
     }
     parsed.to_string()
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    SECRET_PARAMS.iter().any(|s| lower.contains(s))
+}
+
+/// `scheme://user:SECRET@host...` with everything between the first `:` of the user info
+/// and the last `@` hidden, for strings the URL parser refuses.
+fn redact_userinfo(text: &str) -> String {
+    let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+        return text.to_owned();
+    };
+    let rest = &text[scheme_end..];
+    let Some(at) = rest.rfind('@') else {
+        return text.to_owned();
+    };
+    let Some(colon) = rest[..at].find(':') else {
+        return text.to_owned();
+    };
+    format!(
+        "{}{}:***{}",
+        &text[..scheme_end],
+        &rest[..colon],
+        &rest[at..]
+    )
+}
+
+/// Every `NAME=VALUE` whose name looks secret gets `***` as its value; a value ends at `&`,
+/// `;`, whitespace or a quote (a quoted value at its closing quote).
+fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let (before, after) = rest.split_at(eq);
+        let name_start = before
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .map_or(0, |i| i + 1);
+        out.push_str(before);
+        out.push('=');
+        let value = &after[1..];
+        if !is_secret_name(&before[name_start..]) {
+            rest = value;
+            continue;
+        }
+        let end = secret_value_end(value);
+        out.push_str("***");
+        rest = &value[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn secret_value_end(value: &str) -> usize {
+    match value.chars().next() {
+        Some(quote @ ('\'' | '"')) => value[1..].find(quote).map_or(value.len(), |i| i + 2),
+        _ => value
+            .find(|c: char| matches!(c, '&' | ';' | '\'' | '"') || c.is_whitespace())
+            .unwrap_or(value.len()),
+    }
 }
 
 /// `%XX` sequences decoded (user names, passwords and database names in URLs).
@@ -67,6 +132,7 @@ pub fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+    use proptest::prelude::*;
 
     #[test]
     fn password_and_secret_params_are_hidden() {
@@ -79,5 +145,68 @@ mod tests {
     #[test]
     fn plain_paths_are_unchanged() {
         assert_eq!(redact_url("/var/backups/dr"), "/var/backups/dr");
+    }
+
+    #[test]
+    fn urls_that_do_not_parse_are_redacted() {
+        for url in [
+            "postgres://app:hunter2@db.example:54x32/shop",
+            "redis://:hunter2@[::1:6379",
+            "postgres://app:hun@ter2@host/db",
+            "host=db user=app password=hunter2 dbname=shop",
+            "host=db password='hunter2 x' dbname=shop",
+            "postgres://app:123/hunter2@host/db",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("hunter2"), "{url} -> {shown}");
+        }
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:54x32/shop"),
+            "postgres://app:***@db:54x32/shop"
+        );
+    }
+
+    /// Passwords of any bytes a URL can carry (percent-encoded or raw), in user info or
+    /// secret parameters, in URLs with broken ports and hosts.
+    fn password() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9]{6,12}[!$&()*+,;=:@/?#%~-]{0,3}[A-Za-z0-9]{2}".prop_map(|s| format!("Pw{s}"))
+    }
+
+    fn encoded(password: &str) -> String {
+        password
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn no_password_survives(
+            pw in password(),
+            scheme in prop::sample::select(vec!["postgres", "redis", "rediss", "s3", "https"]),
+            host in prop::sample::select(vec!["db.example", "[::1]", "[::1", "db..x", "h st", ""]),
+            port in prop::sample::select(vec!["", ":5432", ":54x32", ":", ":99999"]),
+            raw in any::<bool>(),
+            place in 0..3u8,
+        ) {
+            let shown_pw = if raw { pw.clone() } else { encoded(&pw) };
+            let url = match place {
+                0 => format!("{scheme}://user:{shown_pw}@{host}{port}/db"),
+                1 => format!("{scheme}://{host}{port}/db?sslmode=require&password={shown_pw}"),
+                _ => format!("host={host} port={port} password={shown_pw} user=app"),
+            };
+            let shown = redact_url(&url);
+            // The password itself, or the stretch of it that is not URL punctuation.
+            let core: String = pw.chars().take_while(char::is_ascii_alphanumeric).collect();
+            prop_assert!(!shown.contains(&pw), "{url} -> {shown}");
+            prop_assert!(!shown.contains(&encoded(&pw)), "{url} -> {shown}");
+            prop_assert!(!shown.contains(&core), "{url} -> {shown}");
+        }
     }
 }

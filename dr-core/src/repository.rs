@@ -16,6 +16,7 @@ use crate::drill::BackupFailure;
 use crate::error::{Error, Result};
 use crate::keys::{Identities, Recipients};
 use crate::lease::{HeldLease, leases};
+use crate::listing::{Listing, UnreadableBackup};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
 use crate::pipeline::{BackupReader, BackupWriter, PipelineOptions, WriteContext};
 use crate::progress::{NoProgress, Progress};
@@ -70,6 +71,7 @@ pub struct Repository {
     identities: Identities,
     pipeline: PipelineOptions,
     progress: Arc<dyn Progress>,
+    pinned: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -141,7 +143,39 @@ impl Repository {
             identities: Identities::default(),
             pipeline: PipelineOptions::default(),
             progress: Arc::new(NoProgress),
+            pinned: None,
         }
+    }
+
+    /// Pins the recipients this repository must have: anything that encrypts (backups, WAL
+    /// pushes, copies) refuses when `dr-repo.json` lists others. Someone who can write to the
+    /// store can then no longer make new backups readable by their own key.
+    pub fn with_pinned_recipients(mut self, recipients: &Recipients) -> Self {
+        let mut keys = recipients.to_strings();
+        keys.sort();
+        self.pinned = Some(keys);
+        self
+    }
+
+    /// Checks `dr-repo.json`'s recipients against the pinned ones (nothing pinned: passes).
+    ///
+    /// # Errors
+    /// [`Error::RecipientsChanged`] naming both sets.
+    pub fn check_pinned_recipients(&self) -> Result<()> {
+        let Some(pinned) = &self.pinned else {
+            return Ok(());
+        };
+        let mut found = self.config.recipients.clone();
+        found.sort();
+        found.dedup();
+        if &found == pinned {
+            return Ok(());
+        }
+        Err(Error::RecipientsChanged {
+            location: self.location.clone(),
+            pinned: pinned.join(", "),
+            found: found.join(", "),
+        })
     }
 
     /// Loads the identities used to read backups.
@@ -187,11 +221,13 @@ impl Repository {
         &self.pipeline
     }
 
-    /// The recipients of new backups.
+    /// The recipients of new backups, checked against the pinned ones.
     ///
     /// # Errors
-    /// [`Error::BadKey`] when `dr-repo.json` holds an invalid key.
+    /// [`Error::BadKey`] when `dr-repo.json` holds an invalid key;
+    /// [`Error::RecipientsChanged`] when they differ from the pinned recipients.
     pub fn recipients(&self) -> Result<Recipients> {
+        self.check_pinned_recipients()?;
         Recipients::parse(&self.config.recipients.join("\n"), CONFIG_KEY)
     }
 
@@ -334,11 +370,13 @@ impl Repository {
     }
 
     /// Committed backups, newest first (by recorded start time, then id); all sources when
-    /// `source` is `None`. An unreadable manifest is skipped with a warning in the log.
+    /// `source` is `None`. A committed backup whose manifest cannot be read (invalid JSON, a
+    /// newer format, a GET that fails after the retries) is listed in
+    /// [`Listing::unreadable`]: it is never silently left out.
     ///
     /// # Errors
     /// [`Error::Store`] when listing fails.
-    pub async fn list(&self, source: Option<&str>) -> Result<Vec<Manifest>> {
+    pub async fn list(&self, source: Option<&str>) -> Result<Listing> {
         let prefix = match source {
             Some(s) => Path::from("backups").join(s),
             None => Path::from("backups"),
@@ -349,24 +387,30 @@ impl Repository {
             .map(|meta| meta.location)
             .filter(|p| p.filename() == Some(MANIFEST_NAME))
             .collect();
-        let mut manifests: Vec<Manifest> = futures::stream::iter(keys)
+        let results: Vec<(Result<Manifest>, Path)> = futures::stream::iter(keys)
             .map(|key| async move { (self.read_manifest(&key).await, key) })
             .buffer_unordered(16)
-            .filter_map(|(result, key)| async move {
-                result
-                    .inspect_err(
-                        |e| tracing::warn!(%key, error = %e, "skipping unreadable manifest"),
-                    )
-                    .ok()
-            })
             .collect()
             .await;
-        manifests.sort_by(|a, b| {
+        let mut listing = Listing::default();
+        for (result, key) in results {
+            match result {
+                Ok(manifest) => listing.backups.push(manifest),
+                Err(e) => {
+                    tracing::warn!(%key, error = %e, "unreadable manifest of a committed backup");
+                    listing
+                        .unreadable
+                        .push(UnreadableBackup::new(key.as_ref(), &e));
+                }
+            }
+        }
+        listing.backups.sort_by(|a, b| {
             b.started_at
                 .cmp(&a.started_at)
                 .then_with(|| b.id.cmp(&a.id))
         });
-        Ok(manifests)
+        listing.unreadable.sort_by(|a, b| b.key.cmp(&a.key));
+        Ok(listing)
     }
 
     async fn read_manifest(&self, key: &Path) -> Result<Manifest> {
@@ -391,15 +435,22 @@ impl Repository {
             check_name("backup id", id)?;
             let key = backup_dir(source, id).join(MANIFEST_NAME);
             return match self.read_manifest(&key).await {
-                Err(Error::MissingObject { .. }) => Err(not_found(source, selector)),
+                Err(Error::MissingObject { .. }) => {
+                    let listing = self.list(Some(source)).await?;
+                    Err(Error::BackupNotFound {
+                        selector: format!(
+                            "source {source}, {selector} ({})",
+                            crate::listing::what_exists(&listing.backups)
+                        ),
+                    })
+                }
                 other => other,
             };
         }
-        let manifests = self.list(Some(source)).await?;
-        selector
-            .pick(&manifests)
+        self.list(Some(source))
+            .await?
+            .pick(source, selector)
             .cloned()
-            .ok_or_else(|| not_found(source, selector))
     }
 
     /// Opens one backup for reading, with the repository's identities.
@@ -449,15 +500,17 @@ impl Repository {
             .await
     }
 
-    /// Objects under `backups/` that no committed manifest references: leftovers of
-    /// interrupted or failed backups and deletes.
+    /// Objects under `backups/` of no committed backup: leftovers of interrupted or failed
+    /// backups and deletes. A backup is committed when its directory holds a `manifest.json`
+    /// object, readable or not: an unreadable manifest never turns a backup into orphans.
     ///
     /// # Errors
     /// [`Error::Store`].
     pub async fn orphans(&self) -> Result<Vec<Orphan>> {
         // In this order: a backup takes its lease before it writes a part and commits its
         // manifest before it releases the lease, so every part listed first is either
-        // under a live lease, referenced by a manifest, or truly orphaned.
+        // under a live lease, in a directory whose manifest the second listing sees, or
+        // truly orphaned.
         let all = list_objects(self.store.as_ref(), &Path::from("backups")).await?;
         let writing: Vec<Path> = leases(self.store.as_ref(), Utc::now())
             .await?
@@ -465,17 +518,16 @@ impl Repository {
             .into_iter()
             .map(|(source, id)| backup_dir(&source, &id))
             .collect();
-        let committed = self.list(None).await?;
-        let mut referenced = std::collections::HashSet::new();
-        for m in &committed {
-            let dir = backup_dir(&m.source, &m.id);
-            referenced.insert(dir.clone().join(MANIFEST_NAME));
-            referenced.insert(dir.clone().join(SUMS_NAME));
-            referenced.extend(m.parts().map(|p| dir.clone().join(p.object.as_str())));
-        }
+        let committed: std::collections::HashSet<String> =
+            list_objects(self.store.as_ref(), &Path::from("backups"))
+                .await?
+                .into_iter()
+                .filter(|meta| meta.location.filename() == Some(MANIFEST_NAME))
+                .filter_map(|meta| parent_dir(&meta.location))
+                .collect();
         let mut orphans: Vec<Orphan> = all
             .into_iter()
-            .filter(|meta| !referenced.contains(&meta.location))
+            .filter(|meta| parent_dir(&meta.location).is_none_or(|dir| !committed.contains(&dir)))
             .filter(|meta| !writing.iter().any(|dir| meta.location.prefix_matches(dir)))
             .map(|meta| Orphan {
                 key: meta.location.to_string(),
@@ -485,6 +537,34 @@ impl Repository {
             .collect();
         orphans.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(orphans)
+    }
+
+    /// Backup directories that hold a `SHA256SUMS` (written just before the manifest) but no
+    /// `manifest.json`, and no live lease: a backup whose manifest was deleted, or one that
+    /// died in the instant between the two. Their parts may still decode by hand; `dr verify`
+    /// reports them, `dr prune` removes them with the orphans.
+    ///
+    /// # Errors
+    /// [`Error::Store`].
+    pub async fn headless_backups(&self) -> Result<Vec<String>> {
+        let all = list_objects(self.store.as_ref(), &Path::from("backups")).await?;
+        let writing: std::collections::HashSet<String> = leases(self.store.as_ref(), Utc::now())
+            .await?
+            .0
+            .into_iter()
+            .map(|(source, id)| backup_dir(&source, &id).to_string())
+            .collect();
+        let dirs_with = |name: &str| -> std::collections::BTreeSet<String> {
+            all.iter()
+                .filter(|meta| meta.location.filename() == Some(name))
+                .filter_map(|meta| parent_dir(&meta.location))
+                .collect()
+        };
+        let committed = dirs_with(MANIFEST_NAME);
+        Ok(dirs_with(SUMS_NAME)
+            .into_iter()
+            .filter(|dir| !committed.contains(dir) && !writing.contains(dir))
+            .collect())
     }
 
     /// Deletes the orphans last modified before `older_than` (a grace period protects
@@ -544,8 +624,10 @@ pub(crate) fn new_backup_id(at: DateTime<Utc>) -> String {
     )
 }
 
-fn not_found(source: &str, selector: &BackupSelector) -> Error {
-    Error::BackupNotFound {
-        selector: format!("source {source}, {selector}"),
-    }
+/// `backups/<source>/<id>` of an object key below a backup directory (any depth).
+fn parent_dir(key: &Path) -> Option<String> {
+    let mut parts = key.parts();
+    let (backups, source, id) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next()?;
+    (backups.as_ref() == "backups").then(|| format!("backups/{}/{}", source.as_ref(), id.as_ref()))
 }

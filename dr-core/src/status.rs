@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::drill::{DrillRecord, Objectives};
+use crate::listing::UnreadableBackup;
 use crate::manifest::Manifest;
 
 /// How many earlier backups the newest one's size is compared with.
@@ -37,6 +38,8 @@ pub struct SourceFacts {
     pub wal_problems: Vec<String>,
     /// The configured copies.
     pub copies: Vec<CopyFacts>,
+    /// Its committed backups whose manifest could not be read.
+    pub unreadable: Vec<UnreadableBackup>,
 }
 
 /// One copy of the repository, as seen for one source.
@@ -115,6 +118,10 @@ pub fn evaluate(facts: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
         copies: Vec::new(),
         problems: Vec::new(),
     };
+    status
+        .problems
+        .extend(facts.unreadable.iter().map(UnreadableBackup::describe));
+    check_chain(facts, &mut status);
     check_backup_age(facts, &mut status);
     check_drills(facts, now, &mut status);
     check_size(facts, &mut status);
@@ -132,6 +139,32 @@ pub fn evaluate(facts: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
     );
     check_copies(facts, &mut status);
     status
+}
+
+/// The newest backup's incremental chain: every backup it needs is committed and readable.
+fn check_chain(facts: &SourceFacts, status: &mut SourceStatus) {
+    let Some(newest) = facts.backups.first() else {
+        return;
+    };
+    let mut pending = newest.depends_on.clone();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(id) = pending.pop() {
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        match facts.backups.iter().find(|m| m.id == id) {
+            Some(base) => pending.extend(base.depends_on.iter().cloned()),
+            None => status.problems.push(format!(
+                "the newest backup {} needs backup {id}, which is {}: it cannot be restored (take a full backup)",
+                newest.id,
+                if facts.unreadable.iter().any(|u| u.id == id) {
+                    "unreadable"
+                } else {
+                    "gone"
+                }
+            )),
+        }
+    }
 }
 
 fn check_backup_age(facts: &SourceFacts, status: &mut SourceStatus) {

@@ -142,6 +142,15 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
+    /// A report of backup `backup_id` that could not be checked at all, for `problem`.
+    pub fn failed(backup_id: impl Into<String>, problem: impl Into<String>) -> Self {
+        VerifyReport {
+            backup_id: backup_id.into(),
+            problems: vec![problem.into()],
+            ..VerifyReport::default()
+        }
+    }
+
     /// Whether no problem was found.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()

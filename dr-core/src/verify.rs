@@ -147,3 +147,47 @@ fn level_words(level: VerifyLevel, decoded: bool) -> &'static str {
         (_, true) => "match their stored and plain SHA-256",
     }
 }
+
+impl crate::Repository {
+    /// Checks the objects of every backup `manifest` depends on, transitively (incremental
+    /// parents), at `level` up to checksums: a backup is only as good as its base. Returns the
+    /// problems, each naming the base backup and its object; a base that is gone or has an
+    /// unreadable manifest is a problem too.
+    ///
+    /// # Errors
+    /// Only store failures that prevent checking anything.
+    pub async fn verify_dependencies(
+        &self,
+        manifest: &crate::Manifest,
+        level: VerifyLevel,
+    ) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut pending: Vec<String> = manifest.depends_on.clone();
+        while let Some(id) = pending.pop() {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let selector = crate::BackupSelector::Id(id.clone());
+            let base = match self.find(&manifest.source, &selector).await {
+                Ok(base) => base,
+                Err(e) => {
+                    problems.push(format!("base backup {id} this backup needs: {e}"));
+                    continue;
+                }
+            };
+            pending.extend(base.depends_on.iter().cloned());
+            let report = self
+                .reader(base)
+                .verify_objects(level.min(VerifyLevel::Checksums))
+                .await?;
+            problems.extend(
+                report
+                    .problems
+                    .iter()
+                    .map(|p| format!("base backup {id} this backup needs: {p}")),
+            );
+        }
+        Ok(problems)
+    }
+}

@@ -235,7 +235,7 @@ async fn drills_are_timed_recorded_and_reported() {
     assert_eq!(failures.len(), 1);
     assert!(failures[0].error.contains("the server went away"));
 
-    let backups = repo.list(None).await.unwrap();
+    let backups = repo.list(None).await.unwrap().backups;
     let since = Utc::now() - TimeDelta::days(30);
     let report = RecoveryReport::build(&drills, &backups, &failures, since, Utc::now());
     let db_report = &report.sources[0];

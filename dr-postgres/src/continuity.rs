@@ -106,7 +106,7 @@ pub async fn base_backups(
     source: &str,
 ) -> Result<Vec<(Manifest, BaseBackupFacts)>> {
     let mut bases = Vec::new();
-    for manifest in repo.list(Some(source)).await? {
+    for manifest in repo.list(Some(source)).await?.backups {
         if manifest.kind == BASE_KIND {
             let facts = BaseBackupFacts::from_info(&manifest.source_info, &manifest.id)?;
             bases.push((manifest, facts));

@@ -19,7 +19,7 @@ async fn main() -> Result<()> {
         other => other?,
     };
     println!("repository {}", repo.location());
-    for manifest in repo.list(None).await? {
+    for manifest in repo.list(None).await?.backups {
         println!(
             "{}  {}  {}  {} bytes",
             manifest.started_at,

@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod files;
+mod tidy_local;
 mod url_store;
 
 pub use dr_core::redact_url;

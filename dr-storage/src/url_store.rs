@@ -104,7 +104,8 @@ fn open_local(path: &Path, create: bool) -> Result<StoreLocation> {
             location: shown.clone(),
             detail: e.to_string(),
         })?;
-    Ok(StoreLocation::new(Arc::new(store), shown))
+    let tidy = crate::tidy_local::TidyLocalStore::new(Arc::new(store), absolute);
+    Ok(StoreLocation::new(Arc::new(tidy), shown))
 }
 
 fn with_prefix(store: Arc<dyn ObjectStore>, url: &url::Url) -> Arc<dyn ObjectStore> {

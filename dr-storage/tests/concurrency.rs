@@ -52,7 +52,7 @@ async fn at_once(repo: Repository) {
         let mut removed = 0;
         for _ in 0..20 {
             removed += remove_all_orphans(&janitor).await.len();
-            for m in janitor.list(None).await.unwrap() {
+            for m in janitor.list(None).await.unwrap().backups {
                 let report = janitor
                     .reader(m)
                     .verify_objects(VerifyLevel::Checksums)

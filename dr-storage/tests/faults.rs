@@ -101,7 +101,7 @@ async fn matrix(fresh: impl Fn(&str) -> Arc<dyn ObjectStore>) {
         .unwrap_err()
         .to_string();
     assert!(err.contains("injected failure on put"), "{err}");
-    let listed = clean.list(None).await.unwrap();
+    let listed = clean.list(None).await.unwrap().backups;
     assert_eq!(listed.len(), 1, "only the committed backup is listed");
     assert_eq!(listed[0].id, kept.id);
     assert_eq!(restored_hash(&clean, kept.clone()).await.unwrap(), expected);

@@ -117,7 +117,7 @@ pub async fn repository_lifecycle(store: Arc<dyn ObjectStore>) {
         made.push(roundtrip_one(&repo, seed, 1000 + seed).await);
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     }
-    let listed = repo.list(Some("stream")).await.expect("list");
+    let listed = repo.list(Some("stream")).await.expect("list").backups;
     let ids: Vec<&str> = listed.iter().map(|m| m.id.as_str()).collect();
     let expected: Vec<&str> = made.iter().rev().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, expected, "list is newest first");

@@ -30,6 +30,7 @@ pub struct FaultyStore {
     fail_get_from: usize,
     every_nth: usize,
     put_delay: std::time::Duration,
+    fail_gets_of: Option<String>,
 }
 
 impl FaultyStore {
@@ -43,6 +44,7 @@ impl FaultyStore {
             fail_get_from: usize::MAX,
             every_nth: usize::MAX,
             put_delay: std::time::Duration::ZERO,
+            fail_gets_of: None,
         }
     }
 
@@ -70,6 +72,12 @@ impl FaultyStore {
 
     pub fn fail_put_from(mut self, n: usize) -> Self {
         self.fail_put_from = n;
+        self
+    }
+
+    /// Fails every get of the object whose key is `key` (a GET that fails after every retry).
+    pub fn fail_gets_of(mut self, key: impl Into<String>) -> Self {
+        self.fail_gets_of = Some(key.into());
         self
     }
 
@@ -120,6 +128,9 @@ impl ObjectStore for FaultyStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         self.call(&self.gets, self.fail_get_from, "get").await?;
+        if self.fail_gets_of.as_deref() == Some(location.as_ref()) {
+            return Err(Self::injected("get"));
+        }
         self.inner.get_opts(location, options).await
     }
 

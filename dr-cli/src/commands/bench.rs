@@ -59,7 +59,11 @@ struct Projection {
 pub async fn bench(app: &App, args: &BenchArgs) -> CliResult<()> {
     let repo = app.repository(None).await?;
     let mut rows = pipeline_runs(&repo, args).await?;
-    let manifests = repo.list(None).await.doing(|| "listing backups".into())?;
+    let manifests = repo
+        .list(None)
+        .await
+        .doing(|| "listing backups".into())?
+        .backups;
     let mut projections = Vec::new();
     if let Some(chosen) = choose(&manifests, args.backup.as_deref())? {
         if app.identity_path().is_none() {

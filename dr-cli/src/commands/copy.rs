@@ -12,13 +12,24 @@ use crate::output;
 /// `dr copy [--to URL]`: every committed backup to each destination.
 pub async fn copy(app: &App, to: Option<&str>) -> CliResult<()> {
     let repo = app.repository(None).await?;
-    let mut manifests = repo.list(None).await.doing(|| "listing backups".into())?;
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    let mut manifests = listing.backups.clone();
     manifests.reverse();
     let results = copy_to_all(app, &repo, &manifests, to).await?;
     if app.global.json {
-        return output::json(&results);
+        output::json(&results)?;
+    } else {
+        for unreadable in &listing.unreadable {
+            println!("PROBLEM not copied: {}", unreadable.describe());
+        }
     }
-    Ok(())
+    if listing.is_complete() {
+        return Ok(());
+    }
+    Err(CliError::verification(format!(
+        "{} committed backups were not copied: their manifests are unreadable",
+        listing.unreadable.len()
+    )))
 }
 
 /// Copies `manifests` to `to`, or to every configured copy; prints a line per destination.
@@ -44,6 +55,7 @@ pub async fn copy_to_all(
         let target = open_or_init_like(repo, location.store(), &location.to_string())
             .await
             .doing(|| format!("opening the copy at {shown}"))?;
+        let target = app.equip(target, None)?;
         let (mut copied, mut present, mut bytes) = (0u64, 0u64, 0u64);
         for manifest in manifests {
             match copy_backup(repo, &target, manifest).await.doing(|| {

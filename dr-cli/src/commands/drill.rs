@@ -66,7 +66,11 @@ async fn choose(
     source: Option<&str>,
     point: Option<&str>,
 ) -> CliResult<(Vec<Manifest>, Option<String>)> {
-    let all = repo.list(None).await.doing(|| "listing backups".into())?;
+    let all = repo
+        .list(None)
+        .await
+        .doing(|| "listing backups".into())?
+        .backups;
     if let Some(point) = point {
         let selector: PointSelector = point.parse().map_err(CliError::from)?;
         let point = repo
@@ -207,7 +211,11 @@ async fn build_report(repo: &Repository, since: std::time::Duration) -> CliResul
         .drills(None)
         .await
         .doing(|| "reading the drill history".into())?;
-    let backups = repo.list(None).await.doing(|| "listing backups".into())?;
+    let backups = repo
+        .list(None)
+        .await
+        .doing(|| "listing backups".into())?
+        .backups;
     let failures = repo
         .backup_failures(None)
         .await

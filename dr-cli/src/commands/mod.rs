@@ -46,14 +46,18 @@ struct Listed<'a> {
     /// Configured copies holding this backup (`null` when a copy could not be read).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     copies: Vec<Option<bool>>,
+    /// Why the manifest of this committed backup could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
 }
 
 /// `dr list [SOURCE]`.
 pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
     let repo = app.read_repository(None).await?;
-    let manifests = repo.list(source).await.doing(|| "listing backups".into())?;
+    let listing = repo.list(source).await.doing(|| "listing backups".into())?;
+    let manifests = &listing.backups;
     let copies = copy_ids(app, source).await;
-    let rows: Vec<Listed> = manifests
+    let mut rows: Vec<Listed> = manifests
         .iter()
         .map(|m| {
             let mut row = listed(m);
@@ -64,10 +68,15 @@ pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
             row
         })
         .collect();
+    rows.extend(listing.unreadable.iter().map(unreadable_row));
+    rows.sort_by(|a, b| b.started_at.cmp(&a.started_at).then(b.id.cmp(a.id)));
     if app.global.json {
         return output::json(&rows);
     }
     if rows.is_empty() {
+        if let Some(name) = source.filter(|s| !app.config.sources.contains_key(*s)) {
+            return Err(no_such_source(app, &repo, name).await);
+        }
         println!(
             "no backups{}",
             source.map(|s| format!(" of {s}")).unwrap_or_default()
@@ -82,8 +91,8 @@ pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
                 r.id.to_owned(),
                 r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 r.kind.to_owned(),
-                output::size(r.plain_bytes),
-                output::size(r.stored_bytes),
+                size_cell(r, r.plain_bytes),
+                size_cell(r, r.stored_bytes),
                 r.labels.join(","),
                 copies_cell(&r.copies),
             ]
@@ -102,12 +111,66 @@ pub async fn list(app: &App, source: Option<&str>) -> CliResult<()> {
         ],
         &table,
     );
-    let physical = pitr_sources(&manifests);
+    let physical = pitr_sources(manifests);
     match pitr::archive_checks(&repo, &physical).await {
         Ok(checks) => pitr::print_windows(&checks),
         Err(e) => println!("(recoverable windows not shown: {})", e.message),
     }
+    for unreadable in &listing.unreadable {
+        println!("PROBLEM {}", unreadable.describe());
+    }
     Ok(())
+}
+
+/// The row of a committed backup whose manifest could not be read: its time from its id.
+fn unreadable_row(u: &dr_core::UnreadableBackup) -> Listed<'_> {
+    let started_at =
+        u.id.get(..16)
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok())
+            .map(|t| t.and_utc())
+            .unwrap_or_default();
+    Listed {
+        source: &u.source,
+        id: &u.id,
+        kind: "UNREADABLE",
+        started_at,
+        plain_bytes: 0,
+        stored_bytes: 0,
+        labels: &[],
+        copies: Vec::new(),
+        problem: Some(u.error.clone()),
+    }
+}
+
+fn size_cell(row: &Listed, bytes: u64) -> String {
+    if row.problem.is_some() {
+        "?".into()
+    } else {
+        output::size(bytes)
+    }
+}
+
+/// A usage error for a source that is neither configured nor has backups, naming what exists.
+pub(super) async fn no_such_source(app: &App, repo: &Repository, name: &str) -> CliError {
+    let mut known: Vec<String> = app.config.sources.keys().cloned().collect();
+    if let Ok(listing) = repo.list(None).await {
+        let listed = listing.backups.iter().map(|m| &m.source);
+        known.extend(
+            listed
+                .chain(listing.unreadable.iter().map(|u| &u.source))
+                .cloned(),
+        );
+    }
+    known.sort();
+    known.dedup();
+    CliError::usage(format!(
+        "no source named {name:?} is configured or has backups (known: {})",
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    ))
 }
 
 /// The sources with base backups among `manifests`.
@@ -132,7 +195,7 @@ pub(super) async fn copy_ids(app: &App, source: Option<&str>) -> Vec<Option<Vec<
                 .list(source)
                 .await
                 .ok()
-                .map(|ms| ms.into_iter().map(|m| m.id).collect()),
+                .map(|listing| listing.backups.into_iter().map(|m| m.id).collect()),
             Err(_) => None,
         };
         all.push(ids);
@@ -164,6 +227,7 @@ fn listed(m: &Manifest) -> Listed<'_> {
         stored_bytes: m.stored_size(),
         labels: &m.labels,
         copies: Vec::new(),
+        problem: None,
     }
 }
 
@@ -200,10 +264,17 @@ pub async fn show(app: &App, id: &str) -> CliResult<()> {
 
 /// Finds a backup by id in any source.
 async fn find_by_id(repo: &Repository, id: &str) -> CliResult<Manifest> {
-    let all = repo.list(None).await.doing(|| "listing backups".into())?;
-    all.into_iter().find(|m| m.id == id).ok_or_else(|| {
-        CliError::usage(format!(
-            "no backup with id {id}: run `dr list` to see what exists"
-        ))
-    })
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    if let Some(unreadable) = listing.unreadable.iter().find(|u| u.id == id) {
+        return Err(CliError::verification(unreadable.describe()));
+    }
+    listing
+        .backups
+        .into_iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| {
+            CliError::usage(format!(
+                "no backup with id {id}: run `dr list` to see what exists"
+            ))
+        })
 }

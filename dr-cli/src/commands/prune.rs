@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use dr_core::retention::{Decision, RetentionItem, keep_recovery_points, plan};
-use dr_core::{Manifest, Plan, RecoveryPoint, Repository};
+use dr_core::{Listing, Manifest, Plan, RecoveryPoint, Repository};
 use dr_postgres::{BaseBackupFacts, WalArchive, unneeded_wal};
 use serde_json::json;
 
@@ -15,9 +15,10 @@ use crate::output;
 /// reasons, then deletes what no rule keeps and orphans older than the grace period.
 pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) -> CliResult<()> {
     let repo = app.repository(None).await?;
-    let manifests = repo.list(None).await.doing(|| "listing backups".into())?;
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    let manifests = &listing.backups;
     let now = chrono::Utc::now();
-    let (decisions, points) = retention_plan(app, &repo, &manifests, now).await?;
+    let (decisions, points) = retention_plan(app, &repo, &listing, now).await?;
     let mut deleted = Vec::new();
     let mut orphans = Vec::new();
     if !dry_run {
@@ -38,14 +39,15 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
             .remove_orphans(now - grace)
             .await
             .doing(|| "removing orphans".into())?;
-        forget_empty_points(&repo, &points, &decisions).await?;
+        forget_empty_points(&repo, &points, &decisions, &listing).await?;
     }
-    let wal = prune_wal(&repo, &manifests, &decisions, dry_run).await?;
+    let wal = prune_wal(&repo, &listing, &decisions, dry_run).await?;
     if app.global.json {
-        return output::json(
+        output::json(
             &json!({ "dry_run": dry_run, "decisions": decisions, "deleted": deleted,
-            "orphans_removed": orphans, "wal": wal }),
-        );
+            "orphans_removed": orphans, "wal": wal, "unreadable": listing.unreadable }),
+        )?;
+        return unreadable_outcome(&listing);
     }
     let rows: Vec<Vec<String>> = decisions
         .iter()
@@ -90,16 +92,34 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
             }
         );
     }
-    Ok(())
+    for unreadable in &listing.unreadable {
+        println!("PROBLEM {}", unreadable.describe());
+    }
+    unreadable_outcome(&listing)
+}
+
+/// Exit 3 when a committed backup's manifest could not be read: prune kept its objects, but
+/// the repository needs attention.
+fn unreadable_outcome(listing: &Listing) -> CliResult<()> {
+    if listing.is_complete() {
+        return Ok(());
+    }
+    Err(CliError::verification(format!(
+        "{} committed backups have unreadable manifests; prune kept every object of them (see above)",
+        listing.unreadable.len()
+    )))
 }
 
 /// Every backup's retention decision: each source's policy, then recovery points kept whole.
+/// A source holding a manifest of a newer format is left alone: all its backups are kept
+/// (this build cannot know what the newer backups depend on).
 pub(super) async fn retention_plan(
     app: &App,
     repo: &Repository,
-    manifests: &[Manifest],
+    listing: &Listing,
     now: chrono::DateTime<chrono::Utc>,
 ) -> CliResult<(Vec<Decision>, Vec<RecoveryPoint>)> {
+    let manifests = &listing.backups;
     let mut by_source: BTreeMap<&str, Vec<RetentionItem>> = BTreeMap::new();
     for m in manifests {
         by_source
@@ -109,7 +129,16 @@ pub(super) async fn retention_plan(
     }
     let mut decisions: Vec<Decision> = Vec::new();
     for (source, items) in &by_source {
-        decisions.extend(plan(items, app.config.retention_for(source), now).decisions);
+        let mut planned = plan(items, app.config.retention_for(source), now).decisions;
+        if listing.has_newer_format(source) {
+            for d in &mut planned {
+                d.keep = true;
+                d.reasons = vec![
+                    "source holds a manifest of a newer format: prune refuses to touch it (upgrade dr)".into(),
+                ];
+            }
+        }
+        decisions.extend(planned);
     }
     let points = repo
         .points()
@@ -134,16 +163,19 @@ fn keep_points_whole(
     plan.decisions
 }
 
-/// Deletes the records of points none of whose backups is kept.
+/// Deletes the records of points none of whose backups is kept (an unreadable backup counts
+/// as kept: it was not deleted).
 async fn forget_empty_points(
     repo: &Repository,
     points: &[RecoveryPoint],
     decisions: &[Decision],
+    listing: &Listing,
 ) -> CliResult<()> {
     for point in points {
-        let kept = point
-            .backup_ids()
-            .any(|id| decisions.iter().any(|d| d.keep && d.id == id));
+        let kept = point.backup_ids().any(|id| {
+            decisions.iter().any(|d| d.keep && d.id == id)
+                || listing.unreadable.iter().any(|u| u.id == id)
+        });
         if !kept {
             repo.delete_point(&point.id)
                 .await
@@ -153,15 +185,25 @@ async fn forget_empty_points(
     Ok(())
 }
 
-/// Deletes the archived WAL no kept base backup needs, per source with base backups.
+/// Deletes the archived WAL no kept base backup needs, per source with base backups. A
+/// source with an unreadable manifest keeps all its WAL: the unreadable backup may be a base
+/// backup that needs it.
 async fn prune_wal(
     repo: &Repository,
-    manifests: &[Manifest],
+    listing: &Listing,
     decisions: &[Decision],
     dry_run: bool,
 ) -> CliResult<BTreeMap<String, Vec<String>>> {
+    let manifests = &listing.backups;
     let mut pruned = BTreeMap::new();
     for source in super::pitr_sources(manifests) {
+        if listing.unreadable_of(source).next().is_some() {
+            tracing::warn!(
+                source,
+                "not pruning WAL: the source has a backup with an unreadable manifest"
+            );
+            continue;
+        }
         let kept: Vec<BaseBackupFacts> = manifests
             .iter()
             .filter(|m| m.source == source && m.kind == dr_postgres::BASE_KIND)

@@ -57,19 +57,21 @@ pub async fn status(app: &App, format: StatusFormat, textfile: Option<&Path>) ->
 /// The status of every configured source and every source with backups.
 pub async fn gather(app: &App, repo: &Repository) -> CliResult<Vec<SourceStatus>> {
     let now = chrono::Utc::now();
-    let manifests = repo.list(None).await.doing(|| "listing backups".into())?;
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    let manifests = &listing.backups;
     let drills = repo
         .drills(None)
         .await
         .doing(|| "reading the drills".into())?;
-    let (decisions, _) = super::prune::retention_plan(app, repo, &manifests, now).await?;
-    let physical = super::pitr_sources(&manifests);
+    let (decisions, _) = super::prune::retention_plan(app, repo, &listing, now).await?;
+    let physical = super::pitr_sources(manifests);
     let archives = super::pitr::archive_checks(repo, &physical).await?;
     let copies = super::copy_ids(app, None).await;
     let mut names: Vec<String> = app.config.sources.keys().cloned().collect();
-    for m in &manifests {
-        if !names.contains(&m.source) {
-            names.push(m.source.clone());
+    let listed = manifests.iter().map(|m| &m.source);
+    for source in listed.chain(listing.unreadable.iter().map(|u| &u.source)) {
+        if !names.contains(source) {
+            names.push(source.clone());
         }
     }
     names.sort();
@@ -80,7 +82,8 @@ pub async fn gather(app: &App, repo: &Repository) -> CliResult<Vec<SourceStatus>
             let facts = SourceFacts {
                 source: name.clone(),
                 objectives: app.config.objectives_for(name),
-                backups: of_source(&manifests, name),
+                backups: of_source(manifests, name),
+                unreadable: listing.unreadable_of(name).cloned().collect(),
                 drills: drills
                     .iter()
                     .filter(|d| &d.source == name)
@@ -103,7 +106,11 @@ pub async fn gather(app: &App, repo: &Repository) -> CliResult<Vec<SourceStatus>
                     })
                     .collect(),
             };
-            evaluate(&facts, now)
+            let mut status = evaluate(&facts, now);
+            if let Err(e) = repo.check_pinned_recipients() {
+                status.problems.push(e.to_string());
+            }
+            status
         })
         .collect();
     Ok(statuses)

@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use dr_core::{BackupReader, Manifest, Repository, Verify, VerifyLevel, VerifyReport};
+use dr_core::{
+    BackupReader, Manifest, Repository, UnreadableBackup, Verify, VerifyLevel, VerifyReport,
+};
 use dr_sqlite::SqliteVerifier;
 
 use crate::app::App;
-use crate::exit::{CliError, CliResult, Context};
+use crate::exit::{CliError, CliResult, Context, Failure};
 use crate::output;
 
 /// `dr verify [ID|SOURCE] [--level L]`; exit 3 when any backup has a problem.
@@ -14,7 +16,17 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     let level: VerifyLevel = level.parse().map_err(CliError::from)?;
     let bar = app.bar();
     let repo = app.read_repository(Some(bar.clone())).await?;
-    let chosen = choose(&repo, target).await?;
+    let headless: Vec<String> = repo
+        .headless_backups()
+        .await
+        .doing(|| "looking for backups without a manifest".into())?
+        .into_iter()
+        .filter(|d| target.is_none_or(|t| d.split('/').any(|part| part == t)))
+        .collect();
+    let (chosen, unreadable) = match choose(&repo, target).await {
+        Err(e) if e.failure == Failure::Usage && !headless.is_empty() => (Vec::new(), Vec::new()),
+        other => other?,
+    };
     let physical = super::pitr_sources(&chosen);
     let archives = super::pitr::archive_checks(&repo, &physical).await?;
     let mut reports = Vec::new();
@@ -26,6 +38,11 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
             .doing(|| format!("verifying backup {}", reader.id()));
         bar.finish();
         let mut report = report?;
+        let chain = repo
+            .verify_dependencies(reader.manifest(), level)
+            .await
+            .doing(|| format!("verifying the backups {} depends on", reader.id()))?;
+        add_chain_check(&mut report, reader.manifest(), chain);
         if let Some(check) = archives
             .iter()
             .find(|c| c.source == reader.manifest().source)
@@ -37,8 +54,31 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         }
         reports.push(report);
     }
+    for u in &unreadable {
+        if !app.global.json {
+            println!("FAILED  {} {} (manifest unreadable)", u.source, u.id);
+            println!("  PROBLEM {}", u.describe());
+        }
+        reports.push(VerifyReport::failed(u.id.clone(), u.describe()));
+    }
     if app.global.json {
         output::json(&reports)?;
+    }
+    for dir in &headless {
+        let problem = format!(
+            "{dir}/manifest.json is missing but {dir}/SHA256SUMS is there: the backup's manifest was deleted, or it died while committing (its parts may still decode by hand, see FORMAT.md; `dr prune` removes them as orphans)"
+        );
+        if !app.global.json {
+            println!("FAILED  {dir} (no manifest)\n  PROBLEM {problem}");
+        }
+        let id = dir.rsplit('/').next().unwrap_or_default();
+        reports.push(VerifyReport::failed(id, problem));
+    }
+    if let Err(e) = repo.check_pinned_recipients() {
+        eprintln!("PROBLEM {e}");
+        return Err(CliError::verification(
+            "the repository's recipients differ from the pinned ones (see above)",
+        ));
     }
     let failed = reports.iter().filter(|r| !r.is_ok()).count();
     if failed > 0 {
@@ -50,17 +90,32 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     Ok(())
 }
 
-/// The backups to verify: one id, the latest of one source, or the latest of every source.
-async fn choose(repo: &Repository, target: Option<&str>) -> CliResult<Vec<Manifest>> {
-    let all = repo.list(None).await.doing(|| "listing backups".into())?;
+/// The backups to verify: one id, the latest of one source, or the latest of every source;
+/// beside them the committed backups of the same selection whose manifest is unreadable
+/// (each one fails the verification).
+async fn choose(
+    repo: &Repository,
+    target: Option<&str>,
+) -> CliResult<(Vec<Manifest>, Vec<UnreadableBackup>)> {
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    let unreadable: Vec<UnreadableBackup> = listing
+        .unreadable
+        .iter()
+        .filter(|u| target.is_none_or(|t| t == u.id || t == u.source))
+        .cloned()
+        .collect();
+    let all = &listing.backups;
     if let Some(m) = target.and_then(|t| all.iter().find(|m| m.id == t)) {
-        return Ok(vec![m.clone()]);
+        return Ok((vec![m.clone()], unreadable));
     }
     let mut latest: BTreeMap<&str, &Manifest> = BTreeMap::new();
-    for m in &all {
+    for m in all {
         if target.is_none_or(|t| t == m.source) {
             latest.entry(m.source.as_str()).or_insert(m);
         }
+    }
+    if latest.is_empty() && !unreadable.is_empty() {
+        return Ok((Vec::new(), unreadable));
     }
     if latest.is_empty() {
         return Err(CliError::usage(match target {
@@ -68,7 +123,21 @@ async fn choose(repo: &Repository, target: Option<&str>) -> CliResult<Vec<Manife
             None => "the repository holds no backups yet".into(),
         }));
     }
-    Ok(latest.into_values().cloned().collect())
+    Ok((latest.into_values().cloned().collect(), unreadable))
+}
+
+/// The problems of the backups `manifest` needs, or a line saying they passed.
+fn add_chain_check(report: &mut VerifyReport, manifest: &Manifest, problems: Vec<String>) {
+    if manifest.depends_on.is_empty() {
+        return;
+    }
+    if problems.is_empty() {
+        report.passed.push(format!(
+            "the backups it depends on ({}) pass the same checks",
+            manifest.depends_on.join(", ")
+        ));
+    }
+    report.problems.extend(problems);
 }
 
 /// The configured source's verifier, or the kind's default one.
