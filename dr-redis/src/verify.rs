@@ -86,7 +86,6 @@ pub(crate) async fn parsed_counts(backup: &BackupReader) -> Result<BTreeMap<u32,
             entry.keys += 1;
             entry.expires += u64::from(record.pttl_ms.is_some());
         }
-        drop(reader);
         // Parts past the end marker (there should be none) are checked all the same.
         while artifact.next_chunk().await?.is_some() {}
         return Ok(counts);
