@@ -256,7 +256,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub keep_archiving: bool,
     /// Replace the target even if another process has it open (the previous data is kept);
-    /// PostgreSQL: replace an existing target database.
+    /// PostgreSQL: replace an existing target database. Redis `--server`: replay into a
+    /// server that holds keys (a safety backup of it, label pre-restore, is taken first).
     #[arg(long)]
     pub force: bool,
     /// PostgreSQL: after the checks pass, swap the restored database in by rename (the

@@ -429,13 +429,7 @@ impl SourceConfig {
                     "directory and bucket sources restore through the repository",
                 ));
             }
-            SourceKind::Redis { .. } => {
-                let conn = match server {
-                    Some(url) => RedisConnection::from_url(url).map_err(CliError::from)?,
-                    None => self.redis()?,
-                };
-                Box::new(RedisReplayTarget::new(conn))
-            }
+            SourceKind::Redis { .. } => Box::new(self.redis_replay(server)?),
             SourceKind::Postgres { .. } => Box::new(
                 PostgresTarget::new(self.postgres_on(server)?)
                     .with_checks(self.checks.clone())
@@ -451,6 +445,21 @@ impl SourceConfig {
                     .with_integrity(*restore_integrity),
             ),
         })
+    }
+
+    /// The RESTORE replay into the Redis server at `server` (the source's own without it).
+    pub fn redis_replay(&self, server: Option<&str>) -> CliResult<RedisReplayTarget> {
+        let conn = match server {
+            Some(url) => RedisConnection::from_url(url).map_err(CliError::from)?,
+            None => self.redis()?,
+        };
+        Ok(RedisReplayTarget::new(conn))
+    }
+
+    /// Whether a restore of this source with these flags replays keys into a running Redis.
+    pub fn is_redis_replay(&self, server: Option<&str>, to: Option<&Path>) -> bool {
+        matches!(&self.kind, SourceKind::Redis { rdb_path, .. }
+            if server.is_some() || (to.is_none() && rdb_path.is_none()))
     }
 
     /// Where the source comes in a whole-system restore: databases first, then caches,

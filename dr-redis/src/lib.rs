@@ -10,7 +10,10 @@
 //!   kept as `<name>.pre-restore-<time>`, with optional stop/start commands around the swap.
 //! - [`RedisReplayTarget`]: keys replayed into a running server with pipelined
 //!   `RESTORE ... REPLACE` (TTLs kept), from logical backups and from RDB backups (each RDB
-//!   entry becomes a DUMP payload); a failure says how many keys were restored.
+//!   entry becomes a DUMP payload). The whole backup is read and checked before the first
+//!   key is written; `--force` over existing keys takes a safety backup of the target first
+//!   (label `pre-restore`); a failure part of the way says how many keys were written and
+//!   not, and how to finish or undo.
 //! - [`RedisVerifier`]: checksums, a full parse with key counts compared to the recorded
 //!   ones, and at `Restore` level a scratch redis-server loading the backup.
 //!
@@ -28,12 +31,15 @@
 mod backup;
 pub mod logical;
 pub mod rdb;
+mod replay;
+mod replay_io;
 mod resp;
 mod restore;
 mod stream;
 mod verify;
 
 pub use backup::{LOGICAL_KIND, RDB_ARTIFACT, RDB_KIND, RedisMode, RedisSource};
+pub use replay::{PRE_RESTORE_LABEL, RedisReplayTarget};
 pub use resp::{RedisConnection, Reply, RespClient};
-pub use restore::{RedisFileTarget, RedisReplayTarget, check_file};
+pub use restore::{RedisFileTarget, check_file};
 pub use verify::RedisVerifier;

@@ -161,6 +161,26 @@ impl RespClient {
         Ok(replies)
     }
 
+    /// As [`RespClient::pipeline`], but keeps the replies read before an I/O error: the
+    /// commands past them may or may not have been carried out.
+    pub(crate) async fn pipeline_partial(
+        &mut self,
+        commands: &[Vec<&[u8]>],
+    ) -> (Vec<Result<Reply>>, Option<Error>) {
+        let borrowed: Vec<&[&[u8]]> = commands.iter().map(Vec::as_slice).collect();
+        let mut replies = Vec::with_capacity(commands.len());
+        if let Err(e) = self.send(&borrowed).await {
+            return (replies, Some(e));
+        }
+        for _ in commands {
+            match self.read_reply().await {
+                Ok(reply) => replies.push(reply),
+                Err(e) => return (replies, Some(e)),
+            }
+        }
+        (replies, None)
+    }
+
     async fn send(&mut self, commands: &[&[&[u8]]]) -> Result<()> {
         let mut out = Vec::new();
         for args in commands {

@@ -15,8 +15,9 @@ use dr_core::{
 use crate::backup::{LOGICAL_KIND, RDB_ARTIFACT, keyspace};
 use crate::logical::{KEYS_ARTIFACT, KeyReader};
 use crate::rdb::{DbCounts, read_rdb};
+use crate::replay::RedisReplayTarget;
 use crate::resp::RedisConnection;
-use crate::restore::{RedisReplayTarget, check_file};
+use crate::restore::{check_file, detail};
 
 /// Verifies Redis backups.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +41,7 @@ impl Verify for RedisVerifier {
         if level == VerifyLevel::Checksums && backup.can_decrypt() && report.is_ok() {
             match parsed_counts(backup).await {
                 Ok(counts) => compare(&mut report, "the backup", &recorded, &counts, false),
-                Err(e) => report.problems.push(e.to_string()),
+                Err(e) => report.problems.push(detail(&e)),
             }
         }
         if level == VerifyLevel::Restore && report.is_ok() {
@@ -52,7 +53,9 @@ impl Verify for RedisVerifier {
                     &counts,
                     true,
                 ),
-                Err(e) => report.problems.push(format!("test restore failed: {e}")),
+                Err(e) => report
+                    .problems
+                    .push(format!("test restore failed: {}", detail(&e))),
             }
         }
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -61,7 +64,7 @@ impl Verify for RedisVerifier {
 }
 
 /// The per-database counts recorded at backup time.
-fn recorded_counts(backup: &BackupReader) -> BTreeMap<u32, DbCounts> {
+pub(crate) fn recorded_counts(backup: &BackupReader) -> BTreeMap<u32, DbCounts> {
     let info = &backup.manifest().source_info;
     let value = info
         .get("rdb")
@@ -72,25 +75,33 @@ fn recorded_counts(backup: &BackupReader) -> BTreeMap<u32, DbCounts> {
         .unwrap_or_default()
 }
 
-async fn parsed_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>> {
+/// Reads the backup's artifact to its end (every part checked) and parses all of it.
+pub(crate) async fn parsed_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>> {
     if backup.manifest().kind == LOGICAL_KIND {
-        let mut reader = KeyReader::new(backup.artifact(KEYS_ARTIFACT)?).await?;
+        let mut artifact = backup.artifact(KEYS_ARTIFACT)?;
+        let mut reader = KeyReader::new(&mut artifact).await?;
         let mut counts: BTreeMap<u32, DbCounts> = BTreeMap::new();
         while let Some(record) = reader.next().await? {
             let entry = counts.entry(record.db).or_default();
             entry.keys += 1;
             entry.expires += u64::from(record.pttl_ms.is_some());
         }
+        // Parts past the end marker (there should be none) are checked all the same.
+        while artifact.next_chunk().await?.is_some() {}
         return Ok(counts);
     }
     let artifact = backup.artifact(RDB_ARTIFACT)?;
     let handle = tokio::runtime::Handle::current();
     let summary = tokio::task::spawn_blocking(move || {
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(artifact, handle);
-        read_rdb(std::io::BufReader::with_capacity(1 << 20, bridge), None)
+        let mut input = std::io::BufReader::with_capacity(1 << 20, bridge);
+        let summary = read_rdb(&mut input, None)?;
+        std::io::copy(&mut input, &mut std::io::sink())
+            .map_err(|e| Error::from_io("reading the RDB", e))?;
+        Ok::<_, Error>(summary)
     })
     .await
-    .map_err(|e| Error::Source(format!("RDB check failed: {e}")))??;
+    .map_err(|e| Error::Restore(format!("RDB check failed: {e}")))??;
     Ok(summary.databases)
 }
 
@@ -103,12 +114,27 @@ fn compare(
     actual: &BTreeMap<u32, DbCounts>,
     ttl_may_pass: bool,
 ) {
-    let mut ok = true;
-    for db in recorded
-        .keys()
-        .chain(actual.keys())
-        .collect::<std::collections::BTreeSet<_>>()
-    {
+    let problems = mismatches(what, recorded, actual, ttl_may_pass);
+    if problems.is_empty() {
+        let total: u64 = actual.values().map(|c| c.keys).sum();
+        report.passed.push(format!(
+            "{what} holds the recorded keys ({total} in {} databases)",
+            actual.len()
+        ));
+    }
+    report.problems.extend(problems);
+}
+
+/// One line per database whose key count is not the recorded one.
+pub(crate) fn mismatches(
+    what: &str,
+    recorded: &BTreeMap<u32, DbCounts>,
+    actual: &BTreeMap<u32, DbCounts>,
+    ttl_may_pass: bool,
+) -> Vec<String> {
+    let dbs: std::collections::BTreeSet<_> = recorded.keys().chain(actual.keys()).collect();
+    let mut problems = Vec::new();
+    for db in dbs {
         let want = recorded.get(db).copied().unwrap_or_default();
         let got = actual.get(db).copied().unwrap_or_default();
         let lowest = if ttl_may_pass {
@@ -117,20 +143,13 @@ fn compare(
             want.keys
         };
         if got.keys > want.keys || got.keys < lowest {
-            ok = false;
-            report.problems.push(format!(
+            problems.push(format!(
                 "db{db}: {what} holds {} keys, the backup recorded {}",
                 got.keys, want.keys
             ));
         }
     }
-    if ok {
-        let total: u64 = actual.values().map(|c| c.keys).sum();
-        report.passed.push(format!(
-            "{what} holds the recorded keys ({total} in {} databases)",
-            actual.len()
-        ));
-    }
+    problems
 }
 
 /// Loads the backup into a scratch redis-server and reads its keyspace.
@@ -152,6 +171,7 @@ async fn scratch_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>
     let conn = RedisConnection::from_url(&format!("redis://127.0.0.1:{}", server.port))?;
     if logical {
         RedisReplayTarget::new(conn.clone())
+            .already_checked()
             .restore(backup, &RestoreOptions::default())
             .await?;
     }

@@ -40,7 +40,8 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
             "--server is for PostgreSQL (logical) and Redis sources",
         ));
     }
-    let restorer = source.restorer(args.in_place, args.server.as_deref(), args.to.as_deref())?;
+    let mut restorer =
+        source.restorer(args.in_place, args.server.as_deref(), args.to.as_deref())?;
     let selector: BackupSelector = match &args.at {
         Some(at) => {
             let time = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
@@ -63,6 +64,14 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         .open_backup(args.source_name(), &selector)
         .await
         .doing(|| format!("finding the backup of {} to restore", args.source_name()))?;
+    if source.is_redis_replay(args.server.as_deref(), args.to.as_deref()) {
+        // Replacing keys of a live server with --force backs it up into the repository first.
+        restorer = Box::new(
+            source
+                .redis_replay(args.server.as_deref())?
+                .with_safety_backup(repo.clone(), args.source_name()),
+        );
+    }
     if args.in_place {
         let mut options = BackupOptions::default();
         options.labels = vec!["pre-restore".into()];

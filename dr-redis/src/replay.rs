@@ -1,0 +1,218 @@
+//! Keys replayed into a running server. Nothing is written before the whole backup was read
+//! and checked (every part's stored and plain SHA-256, the RDB or record stream parsed to its
+//! end, the key counts compared with the recorded ones: one streaming pass, memory bounded
+//! by a few parts). With `--force` over existing keys a safety backup of the target is taken
+//! into the repository first (label `pre-restore`). Then pipelined `RESTORE ... REPLACE`; a
+//! failure part of the way says how many keys were written, how many not, and how to finish
+//! or undo.
+
+use std::time::Instant;
+
+use dr_core::{
+    BackupOptions, BackupReader, Error, Manifest, Repository, Restore, RestoreOptions,
+    RestoreReport, Result, async_trait,
+};
+
+use crate::backup::{LOGICAL_KIND, RDB_KIND, RedisMode, RedisSource, keyspace};
+use crate::replay_io::{Replay, replay_logical, replay_rdb};
+use crate::resp::{RedisConnection, RespClient};
+use crate::restore::{detail, elapsed_ms, in_restore};
+
+/// The label of the safety backup taken before `--force` replaces keys.
+pub const PRE_RESTORE_LABEL: &str = "pre-restore";
+
+/// Replays a backup's keys into a running server with `RESTORE ... REPLACE`.
+#[derive(Debug, Clone)]
+pub struct RedisReplayTarget {
+    conn: RedisConnection,
+    safety: Option<(Repository, String)>,
+    checked: bool,
+}
+
+impl RedisReplayTarget {
+    /// Replays into the server at `conn`.
+    pub fn new(conn: RedisConnection) -> Self {
+        RedisReplayTarget {
+            conn,
+            safety: None,
+            checked: false,
+        }
+    }
+
+    /// Before `--force` replaces the keys of a server that holds some, backs the server up
+    /// into `repo` as source `source` with label `pre-restore`, so its previous data stays
+    /// restorable. Without it, a forced restore keeps no copy of what it replaces.
+    pub fn with_safety_backup(mut self, repo: Repository, source: impl Into<String>) -> Self {
+        self.safety = Some((repo, source.into()));
+        self
+    }
+
+    /// Skips the full read before the first write: the caller has just checked every part.
+    pub(crate) fn already_checked(mut self) -> Self {
+        self.checked = true;
+        self
+    }
+}
+
+#[async_trait]
+impl Restore for RedisReplayTarget {
+    async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport> {
+        let started = Instant::now();
+        let mut client = self.conn.connect().await.map_err(in_restore)?;
+        let existing = key_count(&mut client).await?;
+        if existing > 0 && !opts.force {
+            return Err(Error::Refused(format!(
+                "{} already holds {existing} keys: restoring replaces the keys of the backup and keeps the others; pass --force to do it anyway (a safety backup of it is taken first), or restore into an empty server",
+                self.conn
+            )));
+        }
+        let total = if self.checked {
+            crate::verify::recorded_counts(backup)
+                .values()
+                .map(|c| c.keys)
+                .sum()
+        } else {
+            self.check_whole(backup).await?
+        };
+        let safety = match existing {
+            0 => None,
+            _ => self.safety_backup(existing).await?,
+        };
+        let mut replay = Replay::new(&mut client);
+        let replayed = match backup.manifest().kind.as_str() {
+            RDB_KIND => replay_rdb(backup, &mut replay).await,
+            LOGICAL_KIND => replay_logical(backup, &mut replay).await,
+            other => return Err(Error::Refused(format!("{other} is not a Redis backup"))),
+        };
+        let bytes = match replayed {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let stopped = Stopped {
+                    backup: backup.id(),
+                    total,
+                    existing,
+                    safety: safety.as_ref(),
+                };
+                return Err(self.stopped(&stopped, &replay, &e));
+            }
+        };
+        let mut report = RestoreReport::default();
+        report.backup_id = backup.id().to_owned();
+        report.target = format!("{} ({} keys)", self.conn, replay.written);
+        report.previous_kept_at = safety.map(|m| {
+            format!(
+                "safety backup {id} of {source} (label {PRE_RESTORE_LABEL}; to go back: FLUSHALL on {conn}, then dr restore {source} {id} --server {conn})",
+                id = m.id,
+                source = m.source,
+                conn = self.conn
+            )
+        });
+        report.restored_bytes = bytes;
+        report.elapsed_ms = elapsed_ms(started);
+        Ok(report)
+    }
+}
+
+/// What a failed replay's message needs besides the replay's own counts.
+struct Stopped<'a> {
+    backup: &'a str,
+    total: u64,
+    existing: u64,
+    safety: Option<&'a Manifest>,
+}
+
+impl RedisReplayTarget {
+    /// Reads the whole backup once (parts checked, contents parsed, counts compared) and
+    /// returns how many keys it holds; damage is [`Error::ChecksFailed`] naming the object.
+    async fn check_whole(&self, backup: &BackupReader) -> Result<u64> {
+        let refused = |problems: String| Error::ChecksFailed {
+            subject: format!(
+                "backup {} (read in full before any key is written to {})",
+                backup.id(),
+                self.conn
+            ),
+            problems,
+        };
+        let counts = match crate::verify::parsed_counts(backup).await {
+            Ok(counts) => counts,
+            Err(
+                e @ (Error::CorruptPart { .. }
+                | Error::DamagedPart { .. }
+                | Error::MissingObject { .. }
+                | Error::Source(_)),
+            ) => return Err(refused(detail(&e))),
+            Err(e) => return Err(e),
+        };
+        let recorded = crate::verify::recorded_counts(backup);
+        if !recorded.is_empty() {
+            let problems = crate::verify::mismatches("the backup", &recorded, &counts, false);
+            if !problems.is_empty() {
+                return Err(refused(problems.join("; ")));
+            }
+        }
+        Ok(counts.values().map(|c| c.keys).sum())
+    }
+
+    /// Backs the target up into the repository (RDB, or logical if it refuses SYNC).
+    async fn safety_backup(&self, existing: u64) -> Result<Option<Manifest>> {
+        let Some((repo, source)) = &self.safety else {
+            tracing::warn!(server = %self.conn, existing, "--force without a safety backup: the replaced keys are not kept");
+            return Ok(None);
+        };
+        let mut options = BackupOptions::default();
+        options.labels = vec![PRE_RESTORE_LABEL.to_owned()];
+        let rdb = RedisSource::new(self.conn.clone());
+        let taken = match repo.backup(source, &rdb, &options).await {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                tracing::warn!(error = %e, "RDB safety backup failed; taking a logical one");
+                let logical = RedisSource::new(self.conn.clone()).with_mode(RedisMode::Logical);
+                repo.backup(source, &logical, &options).await.map_err(|e| {
+                    Error::Restore(format!(
+                        "could not take a safety backup of the {existing} keys {} holds ({}); nothing was written",
+                        self.conn,
+                        detail(&e)
+                    ))
+                })?
+            }
+        };
+        tracing::info!(id = %taken.id, server = %self.conn, "safety backup taken");
+        Ok(Some(taken))
+    }
+
+    /// The error of a replay that stopped part of the way: counts, cause, finish, undo.
+    fn stopped(&self, at: &Stopped<'_>, replay: &Replay<'_>, e: &Error) -> Error {
+        let conn = &self.conn;
+        let cause = replay.failure.clone().unwrap_or_else(|| detail(e));
+        let not_written = at
+            .total
+            .saturating_sub(replay.written + replay.unknown)
+            .max(replay.refused);
+        let unknown = match replay.unknown {
+            0 => String::new(),
+            n => format!(
+                "; {n} more were sent as the connection was lost and may or may not have been written"
+            ),
+        };
+        let undo = match (at.existing, at.safety) {
+            (0, _) => format!("empty it (FLUSHALL on {conn}): it held no keys before"),
+            (_, Some(m)) => format!(
+                "empty it (FLUSHALL on {conn}) and restore its safety backup: dr restore {} {} --server {conn}",
+                m.source, m.id
+            ),
+            (n, None) => format!(
+                "no safety backup was taken of the {n} keys it held before (none configured)"
+            ),
+        };
+        Error::Restore(format!(
+            "stopped part of the way: {} of the {} keys of backup {} were written to {conn}, {not_written} were not{unknown}. Cause: {cause}. To finish, fix the cause and run the same restore again with --force (RESTORE ... REPLACE rewrites the keys already written). To undo, {undo}",
+            replay.written, at.total, at.backup
+        ))
+    }
+}
+
+/// Keys in every database of the server.
+async fn key_count(client: &mut RespClient) -> Result<u64> {
+    let info = client.info("keyspace").await.map_err(in_restore)?;
+    Ok(keyspace(&info).values().map(|(keys, _)| keys).sum())
+}
