@@ -140,8 +140,10 @@ async fn unaddressable_keys_fail_the_backup_loudly() {
     ];
     let repo = repository().await;
     for (prefix, keys, named) in cases {
-        let mut objects: Vec<(String, Vec<u8>)> =
-            keys.iter().map(|k| (k.to_string(), b"x".to_vec())).collect();
+        let mut objects: Vec<(String, Vec<u8>)> = keys
+            .iter()
+            .map(|k| (k.to_string(), b"x".to_vec()))
+            .collect();
         objects.push(("ok".into(), b"fine".to_vec()));
         oracle.put("dr-test", prefix, &objects);
         let source = open(&server, &server.url(prefix.trim_end_matches('/')));
@@ -157,7 +159,10 @@ async fn unaddressable_keys_fail_the_backup_loudly() {
         eprintln!("{prefix}: {message}");
         assert!(message.contains(named), "{prefix}: {message}");
         assert!(message.contains("object_store"), "{prefix}: {message}");
-        assert!(message.contains("Nothing was committed"), "{prefix}: {message}");
+        assert!(
+            message.contains("Nothing was committed"),
+            "{prefix}: {message}"
+        );
         assert!(!message.contains("credentials"), "{prefix}: {message}");
     }
     // A leading `/` at the root of a bucket.
@@ -165,7 +170,10 @@ async fn unaddressable_keys_fail_the_backup_loudly() {
     oracle.put(
         "lead",
         "",
-        &[("/lead".into(), b"x".to_vec()), ("ok".into(), b"y".to_vec())],
+        &[
+            ("/lead".into(), b"x".to_vec()),
+            ("ok".into(), b"y".to_vec()),
+        ],
     );
     let err = repo
         .backup(

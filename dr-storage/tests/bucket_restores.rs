@@ -41,7 +41,9 @@ async fn repository(dir: &Path) -> Repository {
 async fn chain(server: &S3Server, oracle: &Oracle<'_>, repo: &Repository) -> (Manifest, Manifest) {
     let objects: Vec<(String, Vec<u8>)> = (0..OBJECTS)
         .map(|i| {
-            let body = (0..20_000).map(|j| ((i * 31 + j * 7) % 251) as u8).collect();
+            let body = (0..20_000)
+                .map(|j| ((i * 31 + j * 7) % 251) as u8)
+                .collect();
             (format!("obj/{i:03}"), body)
         })
         .collect();
@@ -55,7 +57,11 @@ async fn chain(server: &S3Server, oracle: &Oracle<'_>, repo: &Repository) -> (Ma
         )
         .await
         .unwrap();
-    oracle.put("dr-test", "src/", &[("obj/000".into(), b"changed".to_vec())]);
+    oracle.put(
+        "dr-test",
+        "src/",
+        &[("obj/000".into(), b"changed".to_vec())],
+    );
     let index = read_index(&repo.reader(full.clone())).await.unwrap();
     let mut options = BackupOptions::default();
     options.depends_on = vec![full.id.clone()];
@@ -77,7 +83,12 @@ fn tar_parts(repo_dir: &Path, backup: &Manifest) -> Vec<PathBuf> {
     let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("files.tar."))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("files.tar.")
+        })
         .collect();
     parts.sort();
     parts
@@ -107,9 +118,15 @@ async fn a_damaged_chain_writes_nothing_into_the_target() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains(&format!("backup {} is damaged", full.id)), "{err}");
+    assert!(
+        err.contains(&format!("backup {} is damaged", full.id)),
+        "{err}"
+    );
     assert!(err.contains("nothing was written into the target"), "{err}");
-    assert!(oracle.dump("dr-test", "dst/").is_empty(), "the target was written");
+    assert!(
+        oracle.dump("dr-test", "dst/").is_empty(),
+        "the target was written"
+    );
 }
 
 #[tokio::test]
@@ -129,7 +146,10 @@ async fn a_restore_failing_midway_lists_what_it_wrote() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("12 objects were written"), "{err}");
-    assert!(err.contains("Run the same restore again to finish"), "{err}");
+    assert!(
+        err.contains("Run the same restore again to finish"),
+        "{err}"
+    );
     let listed: Vec<PathBuf> = std::fs::read_dir(journal.path())
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -143,7 +163,10 @@ async fn a_restore_failing_midway_lists_what_it_wrote() {
         .collect();
     keys.sort();
     let written: Vec<String> = oracle.dump("dr-test", "dst/").into_keys().collect();
-    assert_eq!(keys, written, "the file lists exactly the objects in the target");
+    assert_eq!(
+        keys, written,
+        "the file lists exactly the objects in the target"
+    );
 
     // Running it again finishes the restore.
     BucketTarget::new(open(&server, "dst"), None, repo.clone())

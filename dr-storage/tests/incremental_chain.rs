@@ -23,7 +23,16 @@ fn listing(root: &Path) -> Vec<String> {
         String::from_utf8(out.stdout).unwrap()
     };
     let mut lines: Vec<String> = [
-        run(&["find", ".", "-mindepth", "1", "-type", "d", "-printf", "d %m %T@ %p\n"]),
+        run(&[
+            "find",
+            ".",
+            "-mindepth",
+            "1",
+            "-type",
+            "d",
+            "-printf",
+            "d %m %T@ %p\n",
+        ]),
         run(&["find", ".", "-type", "f", "-printf", "f %m %s %T@ %p\n"]),
         run(&["find", ".", "-type", "l", "-printf", "l %p -> %l\n"]),
         run(&["find", ".", "-type", "f", "-exec", "sha256sum", "{}", "+"]),
@@ -39,13 +48,33 @@ fn listing(root: &Path) -> Vec<String> {
 fn rewrite_keeping_mtime(path: &Path, bytes: &[u8]) {
     let reference = tempfile::NamedTempFile::new().unwrap();
     let reference = reference.path();
-    assert!(Command::new("touch").arg("-r").arg(path).arg(reference).status().unwrap().success());
+    assert!(
+        Command::new("touch")
+            .arg("-r")
+            .arg(path)
+            .arg(reference)
+            .status()
+            .unwrap()
+            .success()
+    );
     assert_eq!(std::fs::metadata(path).unwrap().len(), bytes.len() as u64);
     let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap());
     std::fs::write(path, bytes).unwrap();
-    assert!(Command::new("touch").arg("-r").arg(&reference).arg(path).status().unwrap().success());
+    assert!(
+        Command::new("touch")
+            .arg("-r")
+            .arg(reference)
+            .arg(path)
+            .status()
+            .unwrap()
+            .success()
+    );
     let after = std::fs::metadata(path).unwrap();
-    assert_eq!(std::os::unix::fs::MetadataExt::ino(&after), inode, "rewritten in place");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::ino(&after),
+        inode,
+        "rewritten in place"
+    );
 }
 
 fn write(root: &Path, relative: &str, bytes: &[u8]) {

@@ -38,7 +38,11 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
         .any(|w| w == needle.as_bytes())
 }
 
-async fn twice(repo: &Repository, name: &str, make: impl Fn(Option<(&str, dr_storage::files::FileIndex)>) -> Box<dyn dr_core::Backup>) -> dr_core::Manifest {
+async fn twice(
+    repo: &Repository,
+    name: &str,
+    make: impl Fn(Option<(&str, dr_storage::files::FileIndex)>) -> Box<dyn dr_core::Backup>,
+) -> dr_core::Manifest {
     let full = repo
         .backup(name, make(None).as_ref(), &BackupOptions::default())
         .await
@@ -68,8 +72,11 @@ async fn no_plaintext_object_names_a_file_or_an_object() {
     let root = work.path().join(format!("{SECRET}-root"));
     std::fs::create_dir_all(root.join(format!("{SECRET}-dir"))).unwrap();
     std::fs::write(root.join(format!("{SECRET}-dir/{SECRET}-file.txt")), b"x").unwrap();
-    std::os::unix::fs::symlink(format!("{SECRET}-target"), root.join(format!("{SECRET}-link")))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        format!("{SECRET}-target"),
+        root.join(format!("{SECRET}-link")),
+    )
+    .unwrap();
     // A file that grows while the backup reads it: "changed during backup".
     let growing = root.join(format!("{SECRET}-growing.log"));
     std::fs::write(&growing, vec![b'g'; 8 << 20]).unwrap();
@@ -78,7 +85,10 @@ async fn no_plaintext_object_names_a_file_or_an_object() {
         let (stop, growing) = (stop.clone(), growing.clone());
         std::thread::spawn(move || {
             use std::io::Write;
-            let mut file = std::fs::OpenOptions::new().append(true).open(growing).unwrap();
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(growing)
+                .unwrap();
             while !stop.load(Ordering::SeqCst) {
                 file.write_all(&[b'h'; 4096]).unwrap();
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -95,7 +105,11 @@ async fn no_plaintext_object_names_a_file_or_an_object() {
     .await;
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
-    assert_eq!(dir_backup.source_info["changed_during_backup"], 1, "{:?}", dir_backup.source_info);
+    assert_eq!(
+        dir_backup.source_info["changed_during_backup"], 1,
+        "{:?}",
+        dir_backup.source_info
+    );
     let index = read_index(&repo.reader(dir_backup.clone())).await.unwrap();
     let changed: Vec<String> = index
         .entries
@@ -103,7 +117,11 @@ async fn no_plaintext_object_names_a_file_or_an_object() {
         .filter(|e| e.changed_during_backup)
         .map(|e| e.relative_path().display().to_string())
         .collect();
-    assert_eq!(changed, [format!("{SECRET}-growing.log")], "the index names it");
+    assert_eq!(
+        changed,
+        [format!("{SECRET}-growing.log")],
+        "the index names it"
+    );
 
     // A bucket on the S3-compatible server.
     let server = S3Server::start();
@@ -133,7 +151,14 @@ async fn no_plaintext_object_names_a_file_or_an_object() {
     let objects = plaintext_objects(&repo_dir);
     assert!(objects.iter().any(|(p, _)| p.ends_with("manifest.json")));
     for (path, bytes) in &objects {
-        assert!(!contains(bytes, SECRET), "{path} holds a name: {}", String::from_utf8_lossy(bytes));
-        assert!(!contains(bytes, &root.display().to_string()), "{path} holds the root");
+        assert!(
+            !contains(bytes, SECRET),
+            "{path} holds a name: {}",
+            String::from_utf8_lossy(bytes)
+        );
+        assert!(
+            !contains(bytes, &root.display().to_string()),
+            "{path} holds the root"
+        );
     }
 }

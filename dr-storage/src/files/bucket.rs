@@ -95,8 +95,9 @@ impl Backup for BucketSource {
             entries.push(entry);
         }
         let mut tar = out.artifact(TAR_ARTIFACT)?;
-        let (stored_bytes, not_found) =
-            self.store_objects(&mut tar, &objects, &mut entries, &to_fetch).await?;
+        let (stored_bytes, not_found) = self
+            .store_objects(&mut tar, &objects, &mut entries, &to_fetch)
+            .await?;
         let vanished = self.confirm_vanished(&objects, &not_found).await?;
         let io = |e| Error::from_io("writing the tar", e);
         tar.write_all(&[0u8; 1024]).await.map_err(io)?;
@@ -173,7 +174,10 @@ impl BucketSource {
             .into_iter()
             .map(|m| m.location)
             .collect();
-        if let Some(&i) = not_found.iter().find(|&&i| now.contains(&objects[i].location)) {
+        if let Some(&i) = not_found
+            .iter()
+            .find(|&&i| now.contains(&objects[i].location))
+        {
             return Err(Error::Source(format!(
                 "The bucket lists an object as `{}` but reading `{0}` finds nothing: its real key \
                  most likely begins or ends with `/` (a folder marker such as `{0}/`), and \
@@ -199,7 +203,11 @@ impl BucketSource {
         info.insert("stored_files".into(), stored_files.into());
         info.insert("stored_bytes".into(), stored_bytes.into());
         let by_etag = index.entries.iter().all(|e| e.etag.is_some());
-        let detection = if by_etag { "size and ETag" } else { "size and ETag, or last-modified time for objects without an ETag" };
+        let detection = if by_etag {
+            "size and ETag"
+        } else {
+            "size and ETag, or last-modified time for objects without an ETag"
+        };
         info.insert("change_detection".into(), detection.into());
         if let Some((id, _)) = &self.parent {
             info.insert("parent".into(), id.clone().into());
@@ -339,4 +347,3 @@ async fn append_object(
     tar.write_all(&vec![0u8; padding]).await.map_err(io)?;
     Ok(hex::encode(hasher.finalize()))
 }
-

@@ -202,9 +202,7 @@ impl BucketTarget {
     /// objects were written, the file listing their keys, and what to run next.
     fn failed_midway(&self, id: &str, error: Error, written: &Written) -> Error {
         if written.keys.is_empty() {
-            return Error::Restore(format!(
-                "{error}; nothing was written into the target"
-            ));
+            return Error::Restore(format!("{error}; nothing was written into the target"));
         }
         let n = written.keys.len();
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");

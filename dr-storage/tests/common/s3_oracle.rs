@@ -75,11 +75,21 @@ impl<'a> Oracle<'a> {
             .iter()
             .map(|(k, b)| (k.clone(), hex::encode(b)))
             .collect();
-        self.run("put", bucket, prefix, &serde_json::to_string(&list).unwrap());
+        self.run(
+            "put",
+            bucket,
+            prefix,
+            &serde_json::to_string(&list).unwrap(),
+        );
     }
 
     pub fn delete(&self, bucket: &str, prefix: &str, keys: &[&str]) {
-        self.run("delete", bucket, prefix, &serde_json::to_string(keys).unwrap());
+        self.run(
+            "delete",
+            bucket,
+            prefix,
+            &serde_json::to_string(keys).unwrap(),
+        );
     }
 
     /// Every key under `prefix` (relative) with the SHA-256 of its body.
