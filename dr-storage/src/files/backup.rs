@@ -1,6 +1,6 @@
 //! Directory backups: a POSIX tar of the tree (directories, symlinks, files with modes and
 //! mtimes; GNU long-name entries for long and non-UTF-8 names) plus the per-file index.
-//! Incremental: files unchanged since the parent (size, mtime, inode) are referenced, not
+//! Incremental: files unchanged since the parent (size, mtime, ctime, inode) are referenced, not
 //! stored again. Files that change while read are recorded as such, never silently torn.
 
 use std::collections::BTreeMap;
@@ -98,10 +98,11 @@ impl Backup for DirectorySource {
             &FileIndex {
                 version: 1,
                 entries: index,
+                vanished: Vec::new(),
             },
         )
         .await?;
-        Ok(stats.into_info(&self.root, self.parent.as_ref().map(|(id, _)| id.as_str())))
+        Ok(stats.into_info(self.parent.as_ref().map(|(id, _)| id.as_str())))
     }
 }
 
@@ -124,13 +125,14 @@ struct Stats {
     bytes: u64,
     stored_files: u64,
     stored_bytes: u64,
-    changed: Vec<String>,
+    changed: u64,
 }
 
 impl Stats {
-    fn into_info(self, root: &Path, parent: Option<&str>) -> SourceInfo {
+    /// The manifest's facts: counts only. No path (not even the root's) goes into the
+    /// plaintext manifest; the encrypted index flags the files that changed while read.
+    fn into_info(self, parent: Option<&str>) -> SourceInfo {
         let mut info = SourceInfo::new();
-        info.insert("root".into(), root.display().to_string().into());
         info.insert("files".into(), self.files.into());
         info.insert("directories".into(), self.dirs.into());
         info.insert("symlinks".into(), self.symlinks.into());
@@ -140,7 +142,7 @@ impl Stats {
         if let Some(parent) = parent {
             info.insert("parent".into(), parent.into());
         }
-        if !self.changed.is_empty() {
+        if self.changed > 0 {
             info.insert("changed_during_backup".into(), self.changed.into());
         }
         info
@@ -220,11 +222,12 @@ fn store_file(
             m.len() != size
                 || i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
                     != entry.mtime_ns
+                || Some(super::walk::ctime_ns(&m)) != entry.ctime_ns
         });
     if changed {
         tracing::warn!(path = %path.display(), "the file changed while it was backed up");
         entry.changed_during_backup = true;
-        stats.changed.push(relative.display().to_string());
+        stats.changed += 1;
     }
     entry.sha256 = Some(hex::encode(reader.hasher.finalize()));
     stats.stored_files += 1;

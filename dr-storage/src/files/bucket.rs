@@ -1,23 +1,26 @@
 //! Buckets: an object-store prefix (S3/MinIO, GCS, Azure, a local directory) backed up into
 //! the repository as a tar of its objects plus the same per-file index as directories,
-//! incrementally by size and ETag (or last-modified); restored into a bucket (the same or
-//! another, a prefix or one object) with every object checked against its SHA-256.
+//! incrementally by size and ETag (the last-modified time for objects without one; a local
+//! directory's ETag is object_store's inode-size-mtime, so there a same-size rewrite with its
+//! mtime put back is missed: back such trees up as a directory source).
+//!
+//! Keys are taken exactly as object_store lists them and written back exactly so. Keys it
+//! cannot address (an empty segment `a//b`, a `.` or `..` segment, a control character, a
+//! leading or trailing `/`) fail the backup with an error naming the key: nothing is left
+//! out silently. An object is "vanished" only when a second listing no longer shows it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use dr_core::object_store::path::Path as ObjectPath;
-use dr_core::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, WriteMultipart};
-use dr_core::{
-    ArtifactWriter, Backup, BackupReader, BackupWriter, Error, Result, SourceInfo, async_trait,
-};
+use dr_core::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+use dr_core::{ArtifactWriter, Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
 use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::backup::{FILES_KIND, TAR_ARTIFACT, write_index};
 use super::index::{EntryKind, FileEntry, FileIndex};
-use super::tar_stream::TarStream;
 
 /// Objects fetched at once.
 const CONCURRENCY: usize = 4;
@@ -35,7 +38,7 @@ impl BucketSource {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Option<&str>) -> Self {
         BucketSource {
             store,
-            prefix: prefix.filter(|p| !p.is_empty()).map(ObjectPath::from),
+            prefix: prefix.filter(|p| !p.is_empty()).map(exact_path),
             parent: None,
         }
     }
@@ -67,13 +70,7 @@ impl Backup for BucketSource {
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
-        let mut objects: Vec<ObjectMeta> = self
-            .store
-            .list(self.prefix.as_ref())
-            .try_collect()
-            .await
-            .map_err(|e| Error::store("listing the bucket", e))?;
-        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        let objects = list_objects(&self.store, self.prefix.as_ref()).await?;
         let parent: BTreeMap<String, FileEntry> = self
             .parent
             .iter()
@@ -81,7 +78,6 @@ impl Backup for BucketSource {
             .filter_map(|e| e.path.clone().map(|p| (p, e.clone())))
             .collect();
         let id = out.id().to_owned();
-        let mut tar = out.artifact(TAR_ARTIFACT)?;
         let mut entries = Vec::with_capacity(objects.len());
         let mut to_fetch = Vec::new();
         for meta in &objects {
@@ -98,7 +94,40 @@ impl Backup for BucketSource {
             }
             entries.push(entry);
         }
-        // Fetch a few objects ahead; bodies are streamed into the tar one after another.
+        let mut tar = out.artifact(TAR_ARTIFACT)?;
+        let (stored_bytes, not_found) = self
+            .store_objects(&mut tar, &objects, &mut entries, &to_fetch)
+            .await?;
+        let vanished = self.confirm_vanished(&objects, &not_found).await?;
+        let io = |e| Error::from_io("writing the tar", e);
+        tar.write_all(&[0u8; 1024]).await.map_err(io)?;
+        tar.finish().await?;
+        let vanished: Vec<String> = vanished
+            .iter()
+            .filter_map(|&i| entries[i].path.clone())
+            .collect();
+        entries.retain(|e| e.sha256.is_some());
+        let index = FileIndex {
+            version: 1,
+            entries,
+            vanished,
+        };
+        write_index(out, &index).await?;
+        let stored_files = (to_fetch.len() - index.vanished.len()) as u64;
+        Ok(self.info(&index, stored_files, stored_bytes))
+    }
+}
+
+impl BucketSource {
+    /// Streams the objects at `to_fetch` into the tar, a few fetched ahead; returns the bytes
+    /// stored and which objects the store no longer had.
+    async fn store_objects(
+        &self,
+        tar: &mut ArtifactWriter,
+        objects: &[ObjectMeta],
+        entries: &mut [FileEntry],
+        to_fetch: &[usize],
+    ) -> Result<(u64, Vec<usize>)> {
         let jobs: Vec<(usize, ObjectPath)> = to_fetch
             .iter()
             .map(|&i| (i, objects[i].location.clone()))
@@ -111,51 +140,128 @@ impl Backup for BucketSource {
             })
             .buffered(CONCURRENCY);
         let mut stored_bytes = 0u64;
-        let mut vanished = Vec::new();
+        let mut not_found = Vec::new();
         while let Some((i, fetched)) = fetches.next().await {
             let result = match fetched {
                 Ok(result) => result,
-                // Deleted since the listing: not part of this backup.
                 Err(dr_core::object_store::Error::NotFound { .. }) => {
-                    vanished.push(i);
+                    not_found.push(i);
                     continue;
                 }
                 Err(e) => return Err(Error::store("reading an object of the bucket", e)),
             };
             let entry = &mut entries[i];
-            let sha = append_object(&mut tar, entry, result.into_stream()).await?;
+            let sha = append_object(tar, entry, result.into_stream()).await?;
             stored_bytes += entry.size;
             entry.sha256 = Some(sha);
         }
-        let io = |e| Error::from_io("writing the tar", e);
-        tar.write_all(&[0u8; 1024]).await.map_err(io)?;
-        tar.finish().await?;
-        let vanished: Vec<String> = vanished
-            .iter()
-            .filter_map(|&i| entries[i].path.clone())
+        Ok((stored_bytes, not_found))
+    }
+
+    /// Objects the store answered "not found" for are vanished only when a second listing
+    /// no longer shows them. One still listed is an object object_store lists under a name
+    /// it cannot read back (a key beginning or ending with `/`): the backup fails.
+    async fn confirm_vanished(
+        &self,
+        objects: &[ObjectMeta],
+        not_found: &[usize],
+    ) -> Result<Vec<usize>> {
+        if not_found.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now: BTreeSet<ObjectPath> = list_objects(&self.store, self.prefix.as_ref())
+            .await?
+            .into_iter()
+            .map(|m| m.location)
             .collect();
-        entries.retain(|e| e.sha256.is_some());
-        let index = FileIndex {
-            version: 1,
-            entries,
-        };
-        write_index(out, &index).await?;
+        if let Some(&i) = not_found
+            .iter()
+            .find(|&&i| now.contains(&objects[i].location))
+        {
+            return Err(Error::Source(format!(
+                "The bucket lists an object as `{}` but reading `{0}` finds nothing: its real key \
+                 most likely begins or ends with `/` (a folder marker such as `{0}/`), and \
+                 object_store, the library dr reads buckets with, cannot address such keys. \
+                 Nothing was committed: rename or delete that object (or back up a prefix \
+                 without it) and run the backup again",
+                objects[i].location
+            )));
+        }
+        Ok(not_found.to_vec())
+    }
+
+    /// The manifest's facts: counts and how changes are detected, never a key.
+    fn info(&self, index: &FileIndex, stored_files: u64, stored_bytes: u64) -> SourceInfo {
         let mut info = SourceInfo::new();
-        info.insert("objects".into(), (index.entries.len() as u64).into());
-        info.insert("files".into(), (index.entries.len() as u64).into());
+        let count = index.entries.len() as u64;
+        info.insert("objects".into(), count.into());
+        info.insert("files".into(), count.into());
         info.insert(
             "bytes".into(),
             index.entries.iter().map(|e| e.size).sum::<u64>().into(),
         );
-        info.insert("stored_files".into(), (to_fetch.len() as u64).into());
+        info.insert("stored_files".into(), stored_files.into());
         info.insert("stored_bytes".into(), stored_bytes.into());
+        let by_etag = index.entries.iter().all(|e| e.etag.is_some());
+        let detection = if by_etag {
+            "size and ETag"
+        } else {
+            "size and ETag, or last-modified time for objects without an ETag"
+        };
+        info.insert("change_detection".into(), detection.into());
         if let Some((id, _)) = &self.parent {
             info.insert("parent".into(), id.clone().into());
         }
-        if !vanished.is_empty() {
-            info.insert("vanished_during_backup".into(), vanished.into());
+        if !index.vanished.is_empty() {
+            info.insert(
+                "vanished_during_backup".into(),
+                (index.vanished.len() as u64).into(),
+            );
         }
-        Ok(info)
+        info
+    }
+}
+
+/// Every object under `prefix`, sorted by key. Fails clearly on keys object_store cannot
+/// represent (it refuses a listing page holding one) and on two objects it lists under one
+/// name (keys differing only by a leading or trailing `/`).
+async fn list_objects(
+    store: &Arc<dyn ObjectStore>,
+    prefix: Option<&ObjectPath>,
+) -> Result<Vec<ObjectMeta>> {
+    let mut objects: Vec<ObjectMeta> = store
+        .list(prefix)
+        .try_collect()
+        .await
+        .map_err(listing_error)?;
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    if let Some(pair) = objects.windows(2).find(|w| w[0].location == w[1].location) {
+        return Err(Error::Source(format!(
+            "The bucket lists two objects as `{}`: their real keys differ by a leading or \
+             trailing `/`, which object_store, the library dr reads buckets with, drops. \
+             Nothing was committed: rename one of them (or back up a prefix without them) and \
+             run the backup again",
+            pair[0].location
+        )));
+    }
+    Ok(objects)
+}
+
+/// `raw` as a path unchanged when object_store can hold it (`Path::from` would
+/// percent-encode `%`, `#` and others, naming another key).
+pub(crate) fn exact_path(raw: &str) -> ObjectPath {
+    ObjectPath::parse(raw).unwrap_or_else(|_| ObjectPath::from(raw))
+}
+
+fn listing_error(e: dr_core::object_store::Error) -> Error {
+    match e {
+        dr_core::object_store::Error::InvalidPath { source } => Error::Source(format!(
+            "The bucket holds an object whose key object_store, the library dr reads buckets \
+             with, cannot represent ({source}): keys with an empty segment (`a//b`), a `.` or \
+             `..` segment, or a control character cannot be backed up. Nothing was committed: \
+             rename those objects (or back up a prefix without them) and run the backup again"
+        )),
+        e => Error::store("listing the bucket", e),
     }
 }
 
@@ -167,6 +273,7 @@ fn object_entry(meta: &ObjectMeta, relative: &str) -> FileEntry {
         size: meta.size,
         mtime_ns: i128::from(meta.last_modified.timestamp()) * 1_000_000_000
             + i128::from(meta.last_modified.timestamp_subsec_nanos()),
+        ctime_ns: None,
         mode: 0o644,
         uid: None,
         gid: None,
@@ -239,133 +346,4 @@ async fn append_object(
     let padding = (512 - (written % 512) as usize) % 512;
     tar.write_all(&vec![0u8; padding]).await.map_err(io)?;
     Ok(hex::encode(hasher.finalize()))
-}
-
-/// Restores a bucket backup into `store` under `prefix`.
-pub struct BucketTarget {
-    store: Arc<dyn ObjectStore>,
-    prefix: Option<ObjectPath>,
-    repo: dr_core::Repository,
-}
-
-impl BucketTarget {
-    /// Objects go to `store` under `prefix`; `repo` reaches earlier backups.
-    pub fn new(
-        store: Arc<dyn ObjectStore>,
-        prefix: Option<&str>,
-        repo: dr_core::Repository,
-    ) -> Self {
-        BucketTarget {
-            store,
-            prefix: prefix.filter(|p| !p.is_empty()).map(ObjectPath::from),
-            repo,
-        }
-    }
-
-    /// Restores the objects whose relative key matches `select` (all when empty); returns
-    /// how many objects and bytes were written.
-    ///
-    /// # Errors
-    /// A damaged backup, an object whose SHA-256 does not match (its upload is aborted),
-    /// store errors.
-    pub async fn restore_objects(
-        &self,
-        backup: &BackupReader,
-        select: &[String],
-    ) -> Result<(u64, u64)> {
-        let index = super::restore::read_index(backup).await?;
-        let wanted: Vec<&FileEntry> = index
-            .entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .filter(|e| {
-                let p = e.path.clone().unwrap_or_default();
-                select.is_empty()
-                    || select.iter().any(|s| {
-                        super::walk::glob_match(s.as_bytes(), p.as_bytes())
-                            || p.starts_with(&format!("{}/", s.trim_end_matches('/')))
-                    })
-            })
-            .collect();
-        let mut by_holder: BTreeMap<String, BTreeMap<String, &FileEntry>> = BTreeMap::new();
-        for e in wanted {
-            let holder = e
-                .stored_in
-                .clone()
-                .unwrap_or_else(|| backup.id().to_owned());
-            by_holder
-                .entry(holder)
-                .or_default()
-                .insert(e.path.clone().unwrap_or_default(), e);
-        }
-        let (mut objects, mut bytes) = (0, 0);
-        for (holder, entries) in by_holder {
-            let reader = if holder == backup.id() {
-                backup.clone()
-            } else {
-                let selector = dr_core::BackupSelector::Id(holder.clone());
-                self.repo
-                    .open_backup(&backup.manifest().source, &selector)
-                    .await?
-            };
-            let (n, b) = self.upload_from(&reader, &entries).await?;
-            if n != entries.len() as u64 {
-                return Err(Error::Restore(format!(
-                    "backup {holder} holds {n} of the {} objects its index names",
-                    entries.len()
-                )));
-            }
-            objects += n;
-            bytes += b;
-        }
-        Ok((objects, bytes))
-    }
-
-    async fn upload_from(
-        &self,
-        reader: &BackupReader,
-        entries: &BTreeMap<String, &FileEntry>,
-    ) -> Result<(u64, u64)> {
-        let mut tar = TarStream::new(reader.artifact(TAR_ARTIFACT)?);
-        let (mut objects, mut bytes) = (0, 0);
-        while let Some((name, size)) = tar.next_header().await? {
-            let Some(entry) = entries.get(&name) else {
-                tar.skip(size).await?;
-                continue;
-            };
-            // Index keys are object_store paths already (encoded where it encodes).
-            let raw = match &self.prefix {
-                Some(p) => format!("{p}/{name}"),
-                None => name.clone(),
-            };
-            let key = ObjectPath::parse(&raw)
-                .map_err(|e| Error::Restore(format!("{raw} is not a valid object key: {e}")))?;
-            let upload = self
-                .store
-                .put_multipart(&key)
-                .await
-                .map_err(|e| Error::store(format!("writing {key}"), e))?;
-            let mut writer = WriteMultipart::new(upload);
-            let mut hasher = Sha256::new();
-            tar.body(size, |chunk| {
-                hasher.update(chunk);
-                writer.write(chunk);
-            })
-            .await?;
-            let actual = hex::encode(hasher.finalize());
-            if entry.sha256.as_deref() != Some(actual.as_str()) {
-                let _ = writer.abort().await;
-                return Err(Error::Restore(format!(
-                    "{name} does not match its SHA-256: not restored"
-                )));
-            }
-            writer
-                .finish()
-                .await
-                .map_err(|e| Error::store(format!("writing {key}"), e))?;
-            objects += 1;
-            bytes += size;
-        }
-        Ok((objects, bytes))
-    }
 }

@@ -35,6 +35,12 @@ pub struct FileEntry {
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i128,
+    /// Inode change time, nanoseconds since the Unix epoch (directory backups; absent in
+    /// indexes written before dr recorded it). Unlike the mtime, no program can set it back,
+    /// so a rewrite whose mtime was restored (`touch -r`) is still seen, as GNU tar and
+    /// restic do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime_ns: Option<i128>,
     /// Permission bits.
     pub mode: u32,
     /// Owner user id, when known (restored with `--owners`).
@@ -89,12 +95,16 @@ impl FileEntry {
         }
     }
 
-    /// Whether the file looks unchanged since `earlier` (size, mtime and inode).
+    /// Whether the file looks unchanged since `earlier`: size, mtime, ctime and inode all
+    /// equal. An earlier entry without a ctime (an index of an older dr) never counts as
+    /// unchanged, so the first backup after an upgrade stores every file again.
     pub fn unchanged_since(&self, earlier: &FileEntry) -> bool {
         self.kind == EntryKind::File
             && earlier.kind == EntryKind::File
             && self.size == earlier.size
             && self.mtime_ns == earlier.mtime_ns
+            && self.ctime_ns.is_some()
+            && self.ctime_ns == earlier.ctime_ns
             && self.inode == earlier.inode
             && earlier.sha256.is_some()
             && earlier.stored_in.is_some()
@@ -109,6 +119,10 @@ pub struct FileIndex {
     pub version: u32,
     /// Entries in path order.
     pub entries: Vec<FileEntry>,
+    /// Bucket backups: keys of objects listed but deleted before they could be read (kept
+    /// here, encrypted, rather than in the plaintext manifest, which only counts them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vanished: Vec<String>,
 }
 
 impl FileIndex {
@@ -146,6 +160,7 @@ mod tests {
             kind: EntryKind::File,
             size: 1,
             mtime_ns: 0,
+            ctime_ns: None,
             mode: 0o644,
             uid: None,
             gid: None,

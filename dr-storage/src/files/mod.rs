@@ -4,6 +4,7 @@
 
 mod backup;
 mod bucket;
+mod bucket_restore;
 mod index;
 mod restore;
 mod tar_stream;
@@ -11,7 +12,8 @@ mod verify;
 mod walk;
 
 pub use backup::{DirectorySource, FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
-pub use bucket::{BucketSource, BucketTarget};
+pub use bucket::BucketSource;
+pub use bucket_restore::BucketTarget;
 pub use index::{EntryKind, FileEntry, FileIndex};
 pub use restore::{DirectoryTarget, TreeReport, read_index};
 pub use verify::TreeVerifier;

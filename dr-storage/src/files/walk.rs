@@ -117,6 +117,7 @@ pub(crate) fn entry_from(meta: &std::fs::Metadata, kind: EntryKind) -> FileEntry
             0
         },
         mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        ctime_ns: Some(ctime_ns(meta)),
         mode: meta.mode() & 0o7777,
         uid: Some(meta.uid()),
         gid: Some(meta.gid()),
@@ -127,6 +128,11 @@ pub(crate) fn entry_from(meta: &std::fs::Metadata, kind: EntryKind) -> FileEntry
         stored_in: None,
         changed_during_backup: false,
     }
+}
+
+/// The inode change time in nanoseconds since the Unix epoch.
+pub(crate) fn ctime_ns(meta: &std::fs::Metadata) -> i128 {
+    i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec())
 }
 
 /// Shell-style matching over `/`-separated paths: `*` and `?` stay within one segment,
