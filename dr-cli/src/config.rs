@@ -236,7 +236,37 @@ fn password_from_env(var: Option<&str>) -> CliResult<Option<String>> {
     .transpose()
 }
 
+/// What servers answer to a wrong password (PostgreSQL, Redis AUTH, Redis ACL users).
+const AUTH_FAILURES: [&str; 5] = [
+    "password authentication failed",
+    "WRONGPASS",
+    "invalid username-password pair",
+    "NOAUTH",
+    "invalid password",
+];
+
 impl SourceConfig {
+    /// Adds where the password came from to an authentication failure: a wrong password
+    /// from `password_env` names the variable (never its value).
+    pub fn explain_auth(&self, mut error: CliError) -> CliError {
+        let (SourceKind::Postgres { password_env, .. } | SourceKind::Redis { password_env, .. }) =
+            &self.kind
+        else {
+            return error;
+        };
+        if !AUTH_FAILURES.iter().any(|p| error.message.contains(p)) {
+            return error;
+        }
+        error.message.push_str(&match password_env {
+            Some(var) => format!(
+                " (the password comes from the environment variable {var}, named by password_env: check its value)"
+            ),
+            None => " (the password comes from the source's url: check it, or set password_env)"
+                .to_owned(),
+        });
+        error
+    }
+
     /// The PostgreSQL connection of a `postgres` source.
     pub fn postgres(&self) -> CliResult<PgConnection> {
         let SourceKind::Postgres {

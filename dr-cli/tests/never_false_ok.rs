@@ -74,6 +74,23 @@ impl Repo {
     }
 }
 
+/// Directories under `root` with nothing in them.
+fn empty_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut empty = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        if entries.is_empty() {
+            empty.push(dir.clone());
+        }
+        pending.extend(entries.into_iter().filter(|p| p.is_dir()));
+    }
+    empty
+}
+
 /// FORMAT.md's recipe: `for p in parts; do age -d -i key "$p"; done | zstd -d`.
 fn decode_by_hand(dir: &Path, key: &Path) -> Vec<u8> {
     let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -189,6 +206,8 @@ fn an_unreadable_manifest_survives_prune_and_is_reported_everywhere() {
                 "the readable old backup is pruned: {out}"
             );
         }
+        let repo_root = repo.dir.path().join("repo");
+        assert_eq!(empty_dirs(&repo_root), Vec::<PathBuf>::new(), "{what}: prune left husks");
         let restored = repo.dir.path().join("by-hand.db");
         let plain = decode_by_hand(&repo.backup_dir(&victim), &repo.dir.path().join("key.txt"));
         std::fs::write(&restored, plain).unwrap();
@@ -234,6 +253,8 @@ fn rewritten_recipients_are_refused_for_new_backups() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains(&theirs) && out.contains(&ours), "{out}");
     assert_eq!(repo.ids().len(), before, "nothing committed");
+    let repo_root = repo.dir.path().join("repo");
+    assert_eq!(empty_dirs(&repo_root), Vec::<PathBuf>::new(), "a refused backup left husks");
     let (code, out) = dr(&repo.config, &["verify"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("pins"), "{out}");
@@ -308,4 +329,93 @@ fn passwords_in_urls_that_do_not_parse_are_never_printed() {
             );
         }
     }
+}
+
+#[test]
+fn a_wrong_password_from_password_env_names_the_variable() {
+    let server = dr_testing::RedisServer::start_with(Some("right-secret"), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{1}\"\npassword_env = \"CACHE_PASSWORD\"\n",
+            dir.path().display(),
+            server.port()
+        ),
+    )
+    .unwrap();
+    ok(&config, &["keygen"]);
+    ok(&config, &["init"]);
+    let (code, out) = dr_with(
+        &config,
+        &["backup", "cache"],
+        &[("CACHE_PASSWORD", "wrong-secret")],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("CACHE_PASSWORD"), "{out}");
+    assert!(!out.contains("wrong-secret"), "{out}");
+    let out = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_dr"))
+            .arg("--config")
+            .arg(&config)
+            .args(["backup", "cache"])
+            .env("CACHE_PASSWORD", "right-secret")
+            .output()
+            .unwrap()
+            .stderr,
+    )
+    .unwrap();
+    assert!(!out.contains("error"), "{out}");
+}
+
+#[test]
+fn selections_that_match_nothing_are_usage_errors_saying_what_exists() {
+    let repo = Repo::with_backups();
+    let ids = repo.ids();
+    let tree = repo.dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("docs")).unwrap();
+    std::fs::write(tree.join("docs/a.txt"), "a").unwrap();
+    let mut text = std::fs::read_to_string(&repo.config).unwrap();
+    text.push_str(&format!(
+        "[sources.tree]\nkind = \"directory\"\npath = \"{}\"\n",
+        tree.display()
+    ));
+    std::fs::write(&repo.config, text).unwrap();
+    ok(&repo.config, &["backup", "tree"]);
+    let target = repo.dir.path().join("out");
+    let to = target.to_str().unwrap();
+    let cases: [(&[&str], &str); 7] = [
+        (&["restore", "app", "20200101T000000Z-abcd", "--to", to], ids[0].as_str()),
+        (&["restore", "app", "--at", "2000-01-01T00:00:00Z", "--to", to], ids[0].as_str()),
+        (&["restore", "nosuch", "--to", to], "app"),
+        (&["list", "nosuch"], "app"),
+        (&["verify", "nosuch"], "dr list"),
+        (&["restore", "--point", "20200101T000000Z-abcd"], "no recovery points"),
+        (&["restore", "tree", "--only", "nomatch", "--to", to], "docs"),
+    ];
+    for (args, names) in cases {
+        let (code, out) = dr(&repo.config, args);
+        assert_eq!(code, 2, "dr {args:?}: {out}");
+        assert!(out.contains(names), "dr {args:?} does not say what exists: {out}");
+        assert!(!target.exists(), "dr {args:?} wrote {to}");
+    }
+    // A selection that matches something still restores it.
+    ok(&repo.config, &["restore", "tree", "--only", "docs", "--to", to]);
+    assert_eq!(std::fs::read_to_string(target.join("docs/a.txt")).unwrap(), "a");
+}
+
+#[test]
+fn a_failed_user_check_says_the_backup_is_intact() {
+    let repo = Repo::with_backups();
+    let mut text = std::fs::read_to_string(&repo.config).unwrap();
+    text.push_str(
+        "[[sources.app.checks]]\nname = \"rows\"\nsql = \"SELECT count(*) FROM t\"\nexpect = \">= 1000000\"\n",
+    );
+    std::fs::write(&repo.config, text).unwrap();
+    let (code, out) = dr(&repo.config, &["verify", "app", "--level", "restore"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("check rows"), "{out}");
+    assert!(out.contains("intact"), "{out}");
+    assert!(!out.contains("investigate the repository"), "{out}");
 }

@@ -178,16 +178,25 @@ impl Repository {
     /// one); [`Error::Store`].
     pub async fn find_point(&self, selector: &PointSelector) -> Result<RecoveryPoint> {
         let points = self.points().await?;
+        let exists = match (points.len(), points.first(), points.last()) {
+            (0, _, _) => "the repository holds no recovery points".to_owned(),
+            (1, Some(only), _) => format!("the one recovery point is {}", only.id),
+            (n, Some(newest), Some(oldest)) => format!(
+                "its {n} recovery points run from {} to {}",
+                oldest.id, newest.id
+            ),
+            _ => String::new(),
+        };
         let found = match selector {
             PointSelector::Latest => points.into_iter().find(RecoveryPoint::is_complete),
             PointSelector::Id(id) => points.into_iter().find(|p| &p.id == id),
         };
         found.ok_or_else(|| Error::BackupNotFound {
             selector: match selector {
-                PointSelector::Latest => {
-                    "the latest complete recovery point (run `dr backup --all`)".into()
-                }
-                PointSelector::Id(id) => format!("recovery point {id} (run `dr list --points`)"),
+                PointSelector::Latest => format!(
+                    "the latest complete recovery point ({exists}; `dr backup --all` takes one)"
+                ),
+                PointSelector::Id(id) => format!("recovery point {id} ({exists})"),
             },
         })
     }

@@ -151,6 +151,13 @@ impl VerifyReport {
         }
     }
 
+    /// Whether the only problems are failed user checks (`check NAME: ...`): the backup
+    /// itself is intact (its parts matched, the test restore and integrity checks passed)
+    /// and the data in it does not satisfy a check.
+    pub fn only_user_checks_failed(&self) -> bool {
+        !self.problems.is_empty() && self.problems.iter().all(|p| p.starts_with("check "))
+    }
+
     /// Whether no problem was found.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()

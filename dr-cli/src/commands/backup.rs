@@ -154,14 +154,15 @@ async fn backup_one(
     options: &mut BackupOptions,
     full: bool,
 ) -> CliResult<(Manifest, f64)> {
-    let (source, depends_on) =
-        super::files::source(repo, name, app.config.source(name)?, full).await?;
+    let config = app.config.source(name)?;
+    let (source, depends_on) = super::files::source(repo, name, config, full).await?;
     options.depends_on = depends_on;
     let started = std::time::Instant::now();
     let manifest = repo
         .backup(name, source.as_ref(), options)
         .await
-        .doing(|| format!("backing up source {name}"))?;
+        .doing(|| format!("backing up source {name}"))
+        .map_err(|e| config.explain_auth(e))?;
     Ok((manifest, started.elapsed().as_secs_f64()))
 }
 

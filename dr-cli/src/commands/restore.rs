@@ -101,8 +101,9 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     }
     let report = restorer.restore(&reader, &options).await;
     bar.finish();
-    let report =
-        report.doing(|| format!("restoring backup {} of {}", reader.id(), args.source_name()))?;
+    let report = report
+        .doing(|| format!("restoring backup {} of {}", reader.id(), args.source_name()))
+        .map_err(|e| source.explain_auth(e))?;
     if app.global.json {
         return output::json(&report);
     }

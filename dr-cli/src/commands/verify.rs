@@ -81,6 +81,12 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         ));
     }
     let failed = reports.iter().filter(|r| !r.is_ok()).count();
+    if failed > 0 && reports.iter().all(|r| r.is_ok() || r.only_user_checks_failed()) {
+        return Err(CliError::verification(format!(
+            "{failed} of {} backups failed a user check; the backups themselves are intact (every part matched its checksums and the test restore passed): the data they hold does not satisfy the check",
+            reports.len()
+        )));
+    }
     if failed > 0 {
         return Err(CliError::verification(format!(
             "{failed} of {} backups failed verification; restore from another backup and investigate the repository",
@@ -194,6 +200,11 @@ fn print_report(reader: &BackupReader, report: &VerifyReport) {
     }
     for line in &report.problems {
         println!("  PROBLEM {line}");
+    }
+    if report.only_user_checks_failed() {
+        println!(
+            "  note    the backup is intact (parts, test restore and integrity checks passed); what failed is a user check on the data it holds"
+        );
     }
     if !report.decoded && report.is_ok() {
         println!(

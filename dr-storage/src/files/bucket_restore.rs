@@ -72,6 +72,13 @@ impl BucketTarget {
         select: &[String],
     ) -> Result<(u64, u64)> {
         let index = super::restore::read_index(backup).await?;
+        let keys: Vec<Vec<u8>> = index
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| e.path.clone().unwrap_or_default().into_bytes())
+            .collect();
+        super::restore::require_matches(select, &keys, backup.id())?;
         let by_holder = select_entries(&index.entries, select, backup.id());
         let mut readers = Vec::with_capacity(by_holder.len());
         for holder in by_holder.keys() {
@@ -227,11 +234,8 @@ fn select_entries<'a>(entries: &'a [FileEntry], select: &[String], id: &str) -> 
     let mut by_holder = ByHolder::new();
     for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
         let p = e.path.clone().unwrap_or_default();
-        let wanted = select.is_empty()
-            || select.iter().any(|s| {
-                super::walk::glob_match(s.as_bytes(), p.as_bytes())
-                    || p.starts_with(&format!("{}/", s.trim_end_matches('/')))
-            });
+        let wanted =
+            select.is_empty() || select.iter().any(|s| super::restore::selects(s, p.as_bytes()));
         if wanted {
             let holder = e.stored_in.clone().unwrap_or_else(|| id.to_owned());
             by_holder.entry(holder).or_default().insert(p, e);

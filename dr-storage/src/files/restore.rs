@@ -74,12 +74,7 @@ impl DirectoryTarget {
     }
 
     fn selected(&self, path: &Path) -> bool {
-        let bytes = path.as_os_str().as_bytes();
-        self.select.is_empty()
-            || self.select.iter().any(|s| {
-                let s = s.trim_end_matches('/').as_bytes();
-                glob_match(s, bytes) || bytes.starts_with(s) && bytes.get(s.len()) == Some(&b'/')
-            })
+        self.select.is_empty() || self.select.iter().any(|s| selects(s, path.as_os_str().as_bytes()))
     }
 
     /// Restores and returns the detailed report with the generic one.
@@ -95,6 +90,12 @@ impl DirectoryTarget {
         let started = Instant::now();
         let target = opts.target.clone().unwrap_or_else(|| self.root.clone());
         let index = read_index(backup).await?;
+        let paths: Vec<Vec<u8>> = index
+            .entries
+            .iter()
+            .map(|e| e.relative_path().as_os_str().as_bytes().to_vec())
+            .collect();
+        require_matches(&self.select, &paths, backup.id())?;
         let entries: Vec<FileEntry> = index
             .entries
             .into_iter()
@@ -376,4 +377,44 @@ fn empty(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether selection `pattern` (a path, a glob, or a directory selecting what is under it)
+/// selects `path`.
+pub(crate) fn selects(pattern: &str, path: &[u8]) -> bool {
+    let s = pattern.trim_end_matches('/').as_bytes();
+    glob_match(s, path) || path.starts_with(s) && path.get(s.len()) == Some(&b'/')
+}
+
+/// A selection pattern that matches nothing is an error naming it and what the backup holds
+/// at its top level: a restore of nothing must never pass for a restore.
+///
+/// # Errors
+/// [`Error::Refused`] (a usage error).
+pub(crate) fn require_matches(select: &[String], paths: &[Vec<u8>], id: &str) -> Result<()> {
+    let unmatched: Vec<&str> = select
+        .iter()
+        .filter(|s| !paths.iter().any(|p| selects(s, p)))
+        .map(String::as_str)
+        .collect();
+    if unmatched.is_empty() {
+        return Ok(());
+    }
+    let mut top: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            let first = p.split(|b| *b == b'/').next().unwrap_or_default();
+            String::from_utf8_lossy(first).into_owned()
+        })
+        .collect();
+    top.sort();
+    top.dedup();
+    let shown = top.len().min(10);
+    Err(Error::Refused(format!(
+        "--only {} matches nothing in backup {id}; it holds {} at its top level{}{}",
+        unmatched.join(", --only "),
+        if top.is_empty() { "nothing".to_owned() } else { top[..shown].join(", ") },
+        if top.len() > shown { format!(" and {} more", top.len() - shown) } else { String::new() },
+        "; nothing was restored"
+    )))
 }
