@@ -209,7 +209,7 @@ pub async fn check_whole_backup(backup: &BackupReader, name: &str) -> Result<()>
         return Err(Error::NoIdentity);
     }
     let report = backup.verify_objects(VerifyLevel::Checksums).await?;
-    if backup.manifest().artifact(DUMP_ARTIFACT).is_none() {
+    if backup.manifest().artifact(DUMP_ARTIFACT).is_err() {
         return Err(Error::Refused(format!(
             "backup {} holds no {DUMP_ARTIFACT}: it is not a logical PostgreSQL backup",
             backup.id()

@@ -54,7 +54,8 @@ fn waldump(segment: &Path) -> (Option<(Lsn, DateTime<Utc>)>, Option<Lsn>) {
 
 #[test]
 fn segment_summaries_match_pg_waldump() {
-    let server = PgServer::start();
+    // Segments stay in pg_wal (no checkpoint recycles them before they are read).
+    let server = PgServer::start_with(&[("wal_keep_size", "1GB")]);
     let first = server.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
     server.psql(
         "postgres",
@@ -66,7 +67,7 @@ fn segment_summaries_match_pg_waldump() {
         server.psql(
             "postgres",
             &format!(
-                "INSERT INTO t (pad) SELECT repeat(md5(i::text), {}) FROM generate_series(1, 900) i",
+                "INSERT INTO t (pad) SELECT repeat(md5(i::text), {}) FROM generate_series(1, 2000) i",
                 10 + round % 7
             ),
         );
@@ -75,7 +76,6 @@ fn segment_summaries_match_pg_waldump() {
     server.psql("postgres", "BEGIN; INSERT INTO small VALUES (-1); ROLLBACK");
     let last = server.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
     server.psql("postgres", "SELECT pg_switch_wal()");
-    server.psql("postgres", "CHECKPOINT");
     assert!(last[8..] > first[8..], "{first} .. {last}: too little WAL");
 
     let wal = server.data_dir().join("pg_wal");
