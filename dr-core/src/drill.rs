@@ -160,7 +160,8 @@ pub async fn run_drill(
     let started_at = Utc::now();
     let clock = Instant::now();
     let outcome = verifier.verify(backup, VerifyLevel::Restore).await;
-    let rto_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // Rounded up: a measured sub-millisecond drill is 1 ms, only no measurement is 0.
+    let rto_ms = u64::try_from(clock.elapsed().as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
     let manifest = backup.manifest();
     let (passed, problems) = match outcome {
         Ok(report) => (report.passed, report.problems),
@@ -180,7 +181,9 @@ pub async fn run_drill(
         rto_ms,
         recoverable_until,
         // Not clamped: a negative figure says the clocks disagree, and meets no objective.
-        rpo_s: (started_at - recoverable_until).num_milliseconds() as f64 / 1000.0,
+        rpo_s: (started_at - recoverable_until)
+            .num_microseconds()
+            .map_or(f64::INFINITY, |us| us as f64 / 1e6),
         objectives: options.objectives,
         passed,
         problems,
