@@ -94,8 +94,8 @@ impl Stream {
             && seg_size == segment.len()
             && block.is_power_of_two()
             && (1024..=65536).contains(&block)
-            && seg_size % block == 0
-            && start % seg_size as u64 == 0;
+            && seg_size.is_multiple_of(block)
+            && start.is_multiple_of(seg_size as u64);
         if !sane {
             return None;
         }

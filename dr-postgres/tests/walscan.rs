@@ -39,14 +39,12 @@ fn waldump(segment: &Path) -> (Option<(Lsn, DateTime<Utc>)>, Option<Lsn>) {
         let time_text = ["COMMIT ", "ABORT "]
             .iter()
             .find_map(|word| desc.strip_prefix(word));
-        if line.contains("rmgr: Transaction") {
-            if let Some(rest) = time_text {
-                let stamp: String = rest.split(" UTC").next().unwrap().to_owned();
-                let time = NaiveDateTime::parse_from_str(&stamp, "%Y-%m-%d %H:%M:%S%.f")
-                    .unwrap_or_else(|e| panic!("{stamp}: {e}"))
-                    .and_utc();
-                last_xact = Some((lsn_of(line), time));
-            }
+        if let (true, Some(rest)) = (line.contains("rmgr: Transaction"), time_text) {
+            let stamp: String = rest.split(" UTC").next().unwrap().to_owned();
+            let time = NaiveDateTime::parse_from_str(&stamp, "%Y-%m-%d %H:%M:%S%.f")
+                .unwrap_or_else(|e| panic!("{stamp}: {e}"))
+                .and_utc();
+            last_xact = Some((lsn_of(line), time));
         }
     }
     (last_xact, last)
