@@ -389,6 +389,17 @@ fn a_drill_recovers_on_a_scratch_server_and_measures_the_rpo_from_the_archive() 
     let passed = record["passed"].to_string();
     // dr runs as the postgres user here (Work::dr), so the drill really recovers.
     assert!(passed.contains("promoted a scratch server"), "{passed}");
+    // The RPO is checked by a probe row written into the live cluster before the drill.
+    assert!(
+        passed.contains("RPO probe: the row written at")
+            && passed.contains("is in the recovered cluster"),
+        "{passed}"
+    );
+    assert_eq!(
+        server.psql("postgres", "SELECT count(*) FROM dr_probe"),
+        "1",
+        "one probe row per drill"
+    );
     // The WAL archive reaches past the base backup: the RPO counts from the newest WAL.
     let listed: serde_json::Value =
         serde_json::from_str(&work.ok(&["list", "--json", "db"])).unwrap();
@@ -405,6 +416,136 @@ fn a_drill_recovers_on_a_scratch_server_and_measures_the_rpo_from_the_archive() 
         .filter(|e| e.file_name().to_string_lossy().starts_with("dr-drill-pg-"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// The limit `dr` advertises for db, from the plan of `--at latest` (or of an earlier time
+/// when latest is refused), and checked against `dr list` and `dr status`.
+fn advertised_limit(work: &Work, at: &str) -> String {
+    let plan: serde_json::Value =
+        serde_json::from_str(&work.ok(&["restore", "db", "--at", at, "--dry-run", "--json"]))
+            .unwrap();
+    let until = plan["recoverable_until"].as_str().unwrap().to_owned();
+    let exact = chrono_secs(&until);
+    let listed = work.ok(&["list"]);
+    let shown = listed
+        .lines()
+        .find(|l| l.starts_with("db: recoverable from"))
+        .unwrap_or_else(|| panic!("{listed}"));
+    let to = shown
+        .split(" to ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    assert_eq!(chrono_secs(to), exact, "{shown} vs {until}");
+    let (_, status) = work.dr(&["status", "--json"]);
+    // stdout and stderr together: the JSON array is the lines from `[` to `]`.
+    let lines: Vec<&str> = status.lines().collect();
+    let start = lines.iter().position(|l| *l == "[").unwrap();
+    let end = lines.iter().rposition(|l| *l == "]").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&lines[start..=end].join("\n"))
+        .unwrap_or_else(|e| panic!("{e}: {status}"));
+    let db = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "db")
+        .unwrap();
+    assert_eq!(
+        chrono_secs(db["recoverable_until"].as_str().unwrap()),
+        exact,
+        "{db}"
+    );
+    until
+}
+
+/// The server's clock after a commit's statement (the commit itself is a moment later).
+fn server_now(port: u16) -> f64 {
+    psql(port, "SELECT extract(epoch FROM clock_timestamp())")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn the_advertised_limit_is_reached_with_and_without_a_gap() {
+    let work = Work::new("");
+    let server = work.archiving_server("");
+    let port = server.port();
+    psql(port, "CREATE TABLE t (note text PRIMARY KEY)");
+    work.ok(&["backup", "db"]);
+    psql(port, "INSERT INTO t VALUES ('early')");
+    let early_done = note_time(port);
+    psql(port, "INSERT INTO t VALUES ('last before the gap')");
+    let committed_after = server_now(port);
+    archive_now(port);
+    let archived_at = server_now(port);
+
+    // The limit is the last commit: after the row's statement, before the segment was archived.
+    let limit = advertised_limit(&work, "latest");
+    let limit_s = chrono_secs(&limit);
+    assert!(
+        limit_s >= committed_after - 1.0 && limit_s <= archived_at,
+        "{limit} against {committed_after} .. {archived_at}"
+    );
+    let at_limit = restore(&work, "at-limit", &limit, &[]);
+    assert_eq!(at_limit.psql("SELECT count(*) FROM t"), "2");
+    drop(at_limit);
+
+    // Two more segments, the middle one lost: the limit stays the last commit before it.
+    psql(port, "INSERT INTO t VALUES ('in the lost segment')");
+    archive_now(port);
+    psql(port, "INSERT INTO t VALUES ('after the gap')");
+    archive_now(port);
+    let all = archived_segments(&work);
+    let missing = all.iter().rev().nth(1).unwrap().clone();
+    for suffix in ["json", "zst.age"] {
+        std::fs::remove_file(
+            work.path(&format!("repo/wal/db/{}/{missing}.{suffix}", &missing[..8])),
+        )
+        .unwrap();
+    }
+    let gap_limit = advertised_limit(&work, &early_done);
+    assert_eq!(chrono_secs(&gap_limit), limit_s, "{gap_limit} vs {limit}");
+
+    // --at latest is refused, naming the command that recovers as far as the archive goes ...
+    let (code, out) = work.dr(&["restore", "db", "--at", "latest", "--to", "/nonexistent"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("gap") && out.contains(&missing), "{out}");
+    let named = out
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {out}"));
+    let words: Vec<&str> = named.split(' ').collect();
+    assert_eq!(words[..4], ["dr", "restore", "db", "--at"], "{named}");
+    assert_eq!(words[5..], ["--to", "NEW_DATA_DIR"], "{named}");
+    assert_eq!(chrono_secs(words[4]), limit_s, "{named}");
+    // ... and that command works: everything up to the gap, nothing after it.
+    let named_run = restore(&work, "named", words[4], &[]);
+    assert_eq!(
+        named_run.psql("SELECT string_agg(note, ',' ORDER BY note) FROM t"),
+        "early,last before the gap"
+    );
+    drop(named_run);
+
+    // An earlier time still works, and stops where it should.
+    let early = restore(&work, "early", &early_done, &[]);
+    assert_eq!(early.psql("SELECT string_agg(note, ',') FROM t"), "early");
+    drop(early);
+    // A moment past the limit is refused before anything is written.
+    let past =
+        chrono::DateTime::parse_from_rfc3339(&limit).unwrap() + chrono::TimeDelta::seconds(1);
+    let target = work.path("past");
+    let (code, out) = work.dr(&[
+        "restore",
+        "db",
+        "--at",
+        &past.to_rfc3339(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&missing) && !target.exists(), "{out}");
 }
 
 fn chrono_secs(rfc3339: &str) -> f64 {

@@ -176,3 +176,135 @@ fn a_killed_restore_leaves_the_original_and_is_cleaned_up_next_time() {
         "abandoned restore dropped"
     );
 }
+
+/// The live table's content, digested by PostgreSQL (the oracle, not dr).
+fn digest(server: &PgServer) -> String {
+    server.psql(
+        "shop",
+        "SELECT count(*) || ':' || md5(string_agg(id || '=' || v, ',' ORDER BY id)) FROM items",
+    )
+}
+
+fn backup_ids(dir: &std::path::Path) -> Vec<String> {
+    let (code, out, err) = dr(dir, &["list", "--json", "shop"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn in_place_checks_the_whole_backup_first_and_says_how_to_undo() {
+    let server = PgServer::start();
+    server.psql("postgres", "CREATE DATABASE shop");
+    server.psql(
+        "shop",
+        "CREATE TABLE items (id int PRIMARY KEY, v text);
+         INSERT INTO items SELECT i, md5(random()::text) || md5(random()::text) FROM generate_series(1, 200000) i;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/shop", server.port());
+    let base = format!(
+        "repository = \"./repo\"\nidentity = \"./key.txt\"\n[pipeline]\npart_size_mib = 1\n\n[sources.shop]\nkind = \"postgres\"\nurl = \"{url}\"\npassword_env = \"SHOP_DB_PASSWORD\"\n"
+    );
+    let config = dir.path().join("dr.toml");
+    std::fs::write(&config, &base).unwrap();
+    for args in [
+        &["keygen"][..],
+        &["init"],
+        &["backup", "shop"],
+        &["backup", "shop"],
+    ] {
+        let (code, out, err) = dr(dir.path(), args);
+        assert_eq!(code, 0, "dr {args:?}: {out}{err}");
+    }
+    let original = digest(&server);
+    let ids = backup_ids(dir.path());
+    let (damaged, good) = (ids[0].clone(), ids[1].clone());
+    server.psql("shop", "UPDATE items SET v = 'changed' WHERE id % 10 = 0");
+    let live = digest(&server);
+    assert_ne!(live, original);
+
+    // The last part of the newest backup is damaged: refused before any write and before
+    // the safety backup, the live database as it was.
+    let mut parts: Vec<std::path::PathBuf> = walk(&dir.path().join("repo"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(&damaged))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("dump.") && name.ends_with(".zst.age")
+        })
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 3, "{parts:?}");
+    let last = parts.last().unwrap();
+    let mut bytes = std::fs::read(last).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(last, bytes).unwrap();
+    let (code, out, err) = dr(dir.path(), &["restore", "shop", &damaged, "--in-place"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("damaged") && err.contains("nothing was written"),
+        "{out}{err}"
+    );
+    assert_eq!(digest(&server), live);
+    assert_eq!(
+        backup_ids(dir.path()).len(),
+        2,
+        "no safety backup was taken"
+    );
+
+    // A restore that fails after its commit (a check the restored data fails) says what was
+    // written and how to undo it; the command it names brings the live data back.
+    std::fs::write(
+        &config,
+        format!(
+            "{base}\n[[sources.shop.checks]]\nname = \"changed rows\"\nsql = \"SELECT count(*) FROM items WHERE v = 'changed'\"\nexpect = \">= 1\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = dr(dir.path(), &["restore", "shop", &good, "--in-place"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("committed"), "{err}");
+    assert_eq!(
+        digest(&server),
+        original,
+        "what the message says was written"
+    );
+    let undo = err
+        .split('`')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no command in {err}"));
+    let words: Vec<&str> = undo.split(' ').collect();
+    assert_eq!(words[..3], ["dr", "restore", "shop"], "{undo}");
+    assert_eq!(words[4], "--in-place", "{undo}");
+    assert!(
+        !ids.contains(&words[3].to_owned()),
+        "{undo}: the safety backup"
+    );
+    assert!(
+        err.contains(&format!("`dr restore shop {good} --in-place`")),
+        "{err}"
+    );
+    let (code, out, err) = dr(dir.path(), &words[1..]);
+    assert_eq!(code, 0, "{undo}: {out}{err}");
+    assert_eq!(digest(&server), live, "undone");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}

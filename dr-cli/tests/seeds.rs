@@ -155,3 +155,41 @@ fn sav3() {
         },
     );
 }
+
+/// The runbooks' verdict on one figure: `objective` from lib.sh in bash, as they call it.
+fn verdict(measured: &str, objective_s: &str) -> (bool, String) {
+    let lib = seed_dir("lib.sh");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source '{}'; set +e; objective 'RPO: db' \"$1\" \"$2\"; echo \"MISSED=$MISSED\"",
+            lib.display()
+        ))
+        .args(["verdict", measured, objective_s])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (text.contains("MISSED=0"), text)
+}
+
+#[test]
+fn a_runbook_objective_is_met_only_by_a_measurement() {
+    for (measured, met) in [
+        ("12.50", true),
+        ("600", true),
+        ("600.01", false),
+        ("", false),
+        ("null", false),
+        ("0", false),
+        ("0.00", false),
+        ("-4.2", false),
+        ("n/a", false),
+    ] {
+        let (was_met, text) = verdict(measured, "600");
+        assert_eq!(was_met, met, "{measured:?}: {text}");
+        if !met && measured != "600.01" {
+            assert!(text.contains("no measurement"), "{measured:?}: {text}");
+        }
+    }
+    assert!(!verdict("5", "0").0, "a zero objective is not one to meet");
+}

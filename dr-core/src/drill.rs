@@ -61,7 +61,7 @@ pub struct DrillRecord {
     /// or for PostgreSQL with a WAL archive, the newest archived WAL).
     pub recoverable_until: DateTime<Utc>,
     /// Measured data loss had the disaster struck when the drill started: its start minus
-    /// `recoverable_until`, in seconds.
+    /// `recoverable_until`, in seconds (negative when the clocks disagree).
     pub rpo_s: f64,
     /// The objectives in force.
     pub objectives: Objectives,
@@ -72,18 +72,21 @@ pub struct DrillRecord {
 }
 
 impl DrillRecord {
-    /// Whether the measured RTO is within the objective (`None`: no objective).
+    /// Whether the measured RTO is within the objective (`None`: no objective). Only a
+    /// measurement meets an objective: a zero RTO (nothing timed) never does.
     pub fn rto_met(&self) -> Option<bool> {
         self.objectives
             .rto
-            .map(|rto| u128::from(self.rto_ms) <= rto.as_millis())
+            .map(|rto| self.rto_ms > 0 && u128::from(self.rto_ms) <= rto.as_millis())
     }
 
-    /// Whether the measured RPO is within the objective (`None`: no objective).
+    /// Whether the measured RPO is within the objective (`None`: no objective). A zero,
+    /// negative (a recoverable moment after the drill's start: clocks disagree) or
+    /// non-finite RPO is not a measurement and never meets it.
     pub fn rpo_met(&self) -> Option<bool> {
-        self.objectives
-            .rpo
-            .map(|rpo| self.rpo_s <= rpo.as_secs_f64())
+        self.objectives.rpo.map(|rpo| {
+            self.rpo_s.is_finite() && self.rpo_s > 0.0 && self.rpo_s <= rpo.as_secs_f64()
+        })
     }
 
     /// Succeeded and met every objective it has.
@@ -157,7 +160,8 @@ pub async fn run_drill(
     let started_at = Utc::now();
     let clock = Instant::now();
     let outcome = verifier.verify(backup, VerifyLevel::Restore).await;
-    let rto_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // Rounded up: a measured sub-millisecond drill is 1 ms, only no measurement is 0.
+    let rto_ms = u64::try_from(clock.elapsed().as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
     let manifest = backup.manifest();
     let (passed, problems) = match outcome {
         Ok(report) => (report.passed, report.problems),
@@ -176,7 +180,10 @@ pub async fn run_drill(
         ok: problems.is_empty(),
         rto_ms,
         recoverable_until,
-        rpo_s: (started_at - recoverable_until).num_milliseconds().max(0) as f64 / 1000.0,
+        // Not clamped: a negative figure says the clocks disagree, and meets no objective.
+        rpo_s: (started_at - recoverable_until)
+            .num_microseconds()
+            .map_or(f64::INFINITY, |us| us as f64 / 1e6),
         objectives: options.objectives,
         passed,
         problems,
@@ -279,4 +286,55 @@ impl Repository {
 
 fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec_pretty(value).map_err(|e| Error::Usage(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(rto_ms: u64, rpo_s: f64) -> DrillRecord {
+        DrillRecord {
+            source: "db".into(),
+            kind: "postgres".into(),
+            backup_id: "b".into(),
+            point_id: None,
+            started_at: Utc::now(),
+            ok: true,
+            rto_ms,
+            recoverable_until: Utc::now(),
+            rpo_s,
+            objectives: Objectives {
+                rto: Some(Duration::from_secs(60)),
+                rpo: Some(Duration::from_secs(60)),
+                drill_every: None,
+            },
+            passed: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_a_measurement_meets_an_objective() {
+        assert_eq!(record(1500, 12.5).rto_met(), Some(true));
+        assert_eq!(record(1500, 12.5).rpo_met(), Some(true));
+        assert!(record(1500, 12.5).passed());
+        assert_eq!(record(0, 12.5).rto_met(), Some(false), "nothing timed");
+        assert_eq!(record(1500, 0.0).rpo_met(), Some(false), "zero");
+        assert_eq!(record(1500, -3.0).rpo_met(), Some(false), "negative");
+        assert_eq!(
+            record(1500, f64::NAN).rpo_met(),
+            Some(false),
+            "not a number"
+        );
+        assert_eq!(record(1500, f64::INFINITY).rpo_met(), Some(false));
+        assert_eq!(record(61_000, 12.5).rto_met(), Some(false), "too slow");
+        assert!(!record(1500, -3.0).passed());
+        let mut none = record(0, -1.0);
+        none.objectives = Objectives::default();
+        assert_eq!(
+            (none.rto_met(), none.rpo_met()),
+            (None, None),
+            "no objective"
+        );
+    }
 }

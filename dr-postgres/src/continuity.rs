@@ -2,6 +2,8 @@
 //! timeline history files), what each base backup can reach, and what WAL no kept base
 //! backup needs any more.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use dr_core::{Error, Manifest, Repository, Result};
 use serde::Serialize;
@@ -9,6 +11,7 @@ use serde::Serialize;
 use crate::base::{BASE_KIND, BaseBackupFacts};
 use crate::lsn::{Lsn, Segment, TimelineSwitch, timeline_of_segment};
 use crate::wal::{ArchiveContents, ArchivedFile, WalArchive};
+use crate::walscan::{SegmentSummary, XactPoint};
 
 /// The archived WAL that follows a base backup without a hole.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -19,10 +22,16 @@ pub struct WalRun {
     pub files: Vec<ArchiveFileView>,
     /// The first missing segment when later segments exist: recovery cannot pass it.
     pub gap: Option<String>,
-    /// The newest time one can recover to (when the last contiguous segment was archived).
+    /// The newest time one can recover to: the newest commit (or abort) in the contiguous
+    /// WAL after the base backup's end, or that end when it holds none (filled by [`reach`]).
     pub recoverable_until: Option<DateTime<Utc>>,
     /// The WAL position where the contiguous run ends.
     pub end_lsn: Lsn,
+    /// The last transaction record of the run after the base backup's end: recovering to
+    /// just after it reaches `recoverable_until` (filled by [`reach`]).
+    pub last_xact: Option<XactPoint>,
+    /// The start of the last record complete in the run, when known (filled by [`reach`]).
+    pub last_record: Option<Lsn>,
 }
 
 /// An archived file as shown in plans and reports.
@@ -80,9 +89,6 @@ pub fn wal_run(
             Some(file) => {
                 run.files.push(file.into());
                 run.end_lsn = Lsn((number + 1) * size);
-                if number >= stop.number {
-                    run.recoverable_until = Some(file.archived_at.max(base.stop_time));
-                }
             }
             // The base backup carries the WAL up to its stop position itself.
             None if number <= stop.number => {}
@@ -95,6 +101,50 @@ pub fn wal_run(
         }
         number += 1;
     }
+}
+
+/// Summaries of segments already read, by name.
+pub type SummaryCache = BTreeMap<String, Option<SegmentSummary>>;
+
+/// Fills in what recovery really reaches in `run`: walks back from its last segment to the
+/// newest one holding a transaction record after the base backup's end. That record's time
+/// (the newest in its segment) is `recoverable_until`, a moment recovery reaches, rather
+/// than when the segment was archived, which is later than anything in it.
+///
+/// # Errors
+/// Damaged records or segments, key and store errors.
+pub async fn reach(
+    archive: &WalArchive<'_>,
+    base: &BaseBackupFacts,
+    run: &mut WalRun,
+    cache: &mut SummaryCache,
+) -> Result<()> {
+    let mut first = true;
+    for file in run.files.iter().rev() {
+        let summary = match cache.get(&file.name) {
+            Some(known) => *known,
+            None => {
+                let read = archive.summary(&file.name).await?;
+                cache.insert(file.name.clone(), read);
+                read
+            }
+        };
+        if first {
+            run.last_record = summary.and_then(|s| s.last_record);
+            first = false;
+        }
+        let Some(summary) = summary else { continue };
+        match summary.last_xact {
+            Some(xact) if xact.lsn >= base.stop_lsn => {
+                run.last_xact = Some(xact);
+                run.recoverable_until = run.recoverable_until.max(summary.max_xact_time);
+                return Ok(());
+            }
+            Some(_) => return Ok(()),
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// The base backups of `source`, newest first, with their facts.
@@ -185,6 +235,7 @@ pub async fn check_archive(repo: &Repository, source: &str) -> Result<ArchiveChe
         problems: Vec::new(),
         notes,
     };
+    let mut cache = SummaryCache::new();
     for (manifest, facts) in &bases {
         if !on_the_way(facts, timeline, &history) {
             check.problems.push(format!(
@@ -193,13 +244,19 @@ pub async fn check_archive(repo: &Repository, source: &str) -> Result<ArchiveChe
             ));
             continue;
         }
-        let run = wal_run(facts, &contents, timeline, &history);
+        let mut run = wal_run(facts, &contents, timeline, &history);
+        if let Err(e) = reach(&archive, facts, &mut run, &mut cache).await {
+            check.problems.push(format!(
+                "could not read how far the WAL after base backup {} reaches ({e}): counted only to the backup's end",
+                manifest.id
+            ));
+        }
         if let Some(missing) = &run.gap {
             check.problems.push(format!(
-                "WAL gap after base backup {}: {missing} is missing; recovery from it stops at {}",
+                "WAL gap after base backup {}: {missing} is missing; recovery from it stops at its last commit before the gap, {}",
                 manifest.id,
                 run.recoverable_until
-                    .map_or_else(|| "its end".into(), |t| t.to_rfc3339())
+                    .map_or_else(|| "its end".into(), crate::pitr::exact_time)
             ));
         }
         check.earliest = Some(facts.stop_time);

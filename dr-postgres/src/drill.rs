@@ -14,6 +14,7 @@ use crate::base_verify::BaseVerifier;
 use crate::child;
 use crate::conn::PgConnection;
 use crate::pitr::{self, RecoveryTarget};
+use crate::probe::Probe;
 use crate::recover::{PitrOptions, restore_pitr};
 
 /// Verifies base backups of `source` by recovering them (at the `Restore` level; lower
@@ -25,6 +26,7 @@ pub struct RecoveryDrill {
     conn: PgConnection,
     restore_command: String,
     checks: Vec<UserCheck>,
+    probe: Option<Probe>,
 }
 
 impl RecoveryDrill {
@@ -43,6 +45,7 @@ impl RecoveryDrill {
             conn,
             restore_command,
             checks: Vec::new(),
+            probe: None,
         }
     }
 
@@ -50,6 +53,21 @@ impl RecoveryDrill {
     pub fn with_checks(mut self, checks: Vec<UserCheck>) -> Self {
         self.checks = checks;
         self
+    }
+
+    /// The RPO probe written before the drill (see [`crate::probe::write_probe`]): the
+    /// recovered cluster must hold it, or the drill fails.
+    pub fn with_probe(mut self, probe: Option<Probe>) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// Writes the RPO probe into the live cluster and waits until it is archived.
+    ///
+    /// # Errors
+    /// See [`crate::probe::write_probe`].
+    pub async fn write_probe(&self) -> Result<Probe> {
+        crate::probe::write_probe(&self.conn, std::time::Duration::from_secs(60)).await
     }
 
     async fn recover(&self) -> Result<Vec<String>> {
@@ -125,6 +143,22 @@ impl RecoveryDrill {
             )));
         }
         lines.extend(outcome.passed);
+        if let Some(probe) = &self.probe {
+            if !crate::probe::holds_probe(&client, probe)
+                .await
+                .map_err(explain)?
+            {
+                return Err(Error::Restore(format!(
+                    "the RPO probe written into the live cluster at {} (token {}) and archived before the drill is not in the recovered cluster: the WAL archive does not bring back what it holds",
+                    crate::pitr::exact_time(probe.written_at),
+                    probe.token
+                )));
+            }
+            lines.push(format!(
+                "RPO probe: the row written at {} is in the recovered cluster",
+                crate::pitr::exact_time(probe.written_at)
+            ));
+        }
         Ok(lines)
     }
 }
@@ -139,6 +173,11 @@ impl Verify for RecoveryDrill {
                 report.passed.push(
                     "note: running as root, where PostgreSQL will not start: the base backup was checked with pg_verifybackup but not recovered; run the drill as the postgres user to measure a real recovery".into(),
                 );
+                if self.probe.is_some() {
+                    report.problems.push(
+                        "the RPO probe could not be looked for without a recovery (running as root): the RPO is not measured; run the drill as the postgres user".into(),
+                    );
+                }
             }
             return Ok(report);
         }

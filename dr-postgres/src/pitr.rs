@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::base::BaseBackupFacts;
 use crate::continuity::{
-    ArchiveFileView, WalRun, base_backups, newest_history, on_the_way, wal_run,
+    ArchiveFileView, WalRun, base_backups, newest_history, on_the_way, reach, wal_run,
 };
 use crate::lsn::{Lsn, Segment, history_file_name};
 use crate::wal::WalArchive;
@@ -57,6 +57,28 @@ impl fmt::Display for RecoveryTarget {
     }
 }
 
+/// What dr tells PostgreSQL, chosen so that recovery stops where it was asked to and never
+/// runs off the end of the archive looking for a later transaction that is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum RecoveryStop {
+    /// No target: replay everything archived (the archive is contiguous).
+    EndOfArchive,
+    /// `recovery_target_time`, inclusive: before the first transaction after it, which the
+    /// contiguous archive holds.
+    Time(DateTime<Utc>),
+    /// `recovery_target_lsn`, inclusive: after the record starting at or after it. For a
+    /// time at or past the last archived transaction, that transaction's record.
+    AfterLsn(Lsn),
+    /// `recovery_target = 'immediate'`: the base backup's end, when no transaction follows.
+    Immediate,
+}
+
+/// A time as dr prints it for copying into `--at`: RFC 3339, microseconds, UTC.
+pub fn exact_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
 /// What a point-in-time restore will do.
 #[derive(Debug, Clone, Serialize)]
 pub struct PitrPlan {
@@ -64,6 +86,8 @@ pub struct PitrPlan {
     pub source: String,
     /// The target asked for.
     pub target: RecoveryTarget,
+    /// Where recovery is told to stop.
+    pub stop: RecoveryStop,
     /// The base backup restored first.
     pub base_backup: String,
     /// Its facts.
@@ -78,7 +102,7 @@ pub struct PitrPlan {
     pub wal: Vec<ArchiveFileView>,
     /// Everything downloaded: the base backup and the WAL.
     pub download_bytes: u64,
-    /// The newest time the archive reaches from this base backup.
+    /// The newest time the archive reaches from this base backup: its last transaction.
     pub recoverable_until: Option<DateTime<Utc>>,
 }
 
@@ -101,9 +125,11 @@ pub async fn plan(repo: &Repository, source: &str, target: RecoveryTarget) -> Re
             RecoveryTarget::Lsn(l) => f.stop_lsn <= l,
         })
         .ok_or_else(|| no_base_backup(source, target, &bases))?;
-    let run = wal_run(facts, &contents, timeline, &history);
-    check_reachable(&run, target, facts)?;
-    let wal = needed_wal(&run, target, facts.wal_segment_size);
+    let mut run = wal_run(facts, &contents, timeline, &history);
+    reach(&archive, facts, &mut run, &mut Default::default()).await?;
+    check_reachable(&run, target, facts, source)?;
+    let stop = recovery_stop(&run, target);
+    let wal = needed_wal(&run, stop, facts);
     let history_files: Vec<String> = (2..=timeline)
         .map(history_file_name)
         .filter(|n| contents.files.contains_key(n))
@@ -112,6 +138,7 @@ pub async fn plan(repo: &Repository, source: &str, target: RecoveryTarget) -> Re
     Ok(PitrPlan {
         source: source.to_owned(),
         target,
+        stop,
         base_backup: manifest.id.clone(),
         base: facts.clone(),
         base_stored_bytes: manifest.stored_size(),
@@ -137,42 +164,73 @@ fn no_base_backup(
     }
 }
 
-fn check_reachable(run: &WalRun, target: RecoveryTarget, base: &BaseBackupFacts) -> Result<()> {
-    let until = run
-        .recoverable_until
-        .map_or_else(|| "its end".to_owned(), |t| t.to_rfc3339());
+fn check_reachable(
+    run: &WalRun,
+    target: RecoveryTarget,
+    base: &BaseBackupFacts,
+    source: &str,
+) -> Result<()> {
+    let last_lsn = run.last_record.unwrap_or(run.end_lsn).max(base.stop_lsn);
     let reached = match target {
         RecoveryTarget::Latest => run.gap.is_none(),
         RecoveryTarget::Time(t) => run.recoverable_until.is_some_and(|u| t <= u),
-        RecoveryTarget::Lsn(l) => l <= run.end_lsn.max(base.stop_lsn),
+        RecoveryTarget::Lsn(l) => l <= last_lsn,
     };
     if reached {
         return Ok(());
     }
+    let until = run
+        .recoverable_until
+        .map_or_else(|| "its end".to_owned(), exact_time);
     let why = match &run.gap {
         Some(missing) => format!(
-            "the WAL archive has a gap: {missing} is missing, so recovery cannot go past {until} (WAL position {})",
-            run.end_lsn
+            "the WAL archive has a gap: {missing} is missing, so recovery cannot go past the last transaction before it, at {until} (WAL position {last_lsn})"
         ),
         None => format!(
-            "the WAL archive reaches only {until} (WAL position {}); later changes are not archived yet (wait for archive_timeout or run SELECT pg_switch_wal())",
-            run.end_lsn
+            "the WAL archive reaches only its last archived transaction, at {until} (WAL position {last_lsn}); later changes are not archived yet (wait for archive_timeout or run SELECT pg_switch_wal())"
         ),
     };
+    let fallback = match run.recoverable_until {
+        Some(u) => format!(
+            "; to recover as far as the archive reaches, run `dr restore {source} --at {} --to NEW_DATA_DIR`",
+            exact_time(u)
+        ),
+        None => "; choose an earlier --at".to_owned(),
+    };
     Err(Error::Refused(format!(
-        "cannot recover to {target}: {why}; choose an earlier --at"
+        "cannot recover to {target}: {why}{fallback}"
     )))
 }
 
-fn needed_wal(run: &WalRun, target: RecoveryTarget, segment_size: u64) -> Vec<ArchiveFileView> {
+/// How recovery is told to stop for a reachable `target`.
+fn recovery_stop(run: &WalRun, target: RecoveryTarget) -> RecoveryStop {
+    let at_end = || match run.last_xact {
+        Some(x) => RecoveryStop::AfterLsn(x.lsn),
+        None => RecoveryStop::Immediate,
+    };
+    match target {
+        RecoveryTarget::Latest => RecoveryStop::EndOfArchive,
+        RecoveryTarget::Lsn(l) => RecoveryStop::AfterLsn(l),
+        // No transaction in the archive is later: PostgreSQL would look for one past the
+        // end and fail, so stop after the last one (everything up to `t` is in).
+        RecoveryTarget::Time(t) if run.recoverable_until.is_none_or(|u| t >= u) => at_end(),
+        RecoveryTarget::Time(t) => RecoveryStop::Time(t),
+    }
+}
+
+fn needed_wal(run: &WalRun, stop: RecoveryStop, base: &BaseBackupFacts) -> Vec<ArchiveFileView> {
+    let size = base.wal_segment_size;
     let mut wal = Vec::new();
     for file in &run.files {
         wal.push(file.clone());
-        let done = match target {
-            RecoveryTarget::Latest => false,
-            RecoveryTarget::Time(t) => file.archived_at >= t,
-            RecoveryTarget::Lsn(l) => Segment::parse(&file.name, segment_size)
-                .is_some_and(|s| Lsn((s.number + 1) * segment_size) > l),
+        let past = |l: Lsn| {
+            Segment::parse(&file.name, size).is_some_and(|s| Lsn((s.number + 1) * size) > l)
+        };
+        let done = match stop {
+            RecoveryStop::EndOfArchive => false,
+            RecoveryStop::Time(t) => file.archived_at >= t,
+            RecoveryStop::AfterLsn(l) => past(l),
+            RecoveryStop::Immediate => past(base.stop_lsn),
         };
         if done {
             break;
@@ -184,7 +242,7 @@ fn needed_wal(run: &WalRun, target: RecoveryTarget, segment_size: u64) -> Vec<Ar
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::continuity::tests::{MB16, archive, facts};
+    use crate::continuity::tests::{archive, facts};
 
     #[test]
     fn a_run_stops_at_a_gap_and_says_so() {
@@ -194,22 +252,51 @@ mod tests {
             ("000000010000000000000003", "2026-11-23T10:05:00Z"),
             ("000000010000000000000005", "2026-11-23T10:15:00Z"),
         ]);
-        let run = wal_run(&base, &contents, 1, &[]);
+        let mut run = wal_run(&base, &contents, 1, &[]);
         assert_eq!(run.files.len(), 2);
         assert_eq!(run.gap.as_deref(), Some("000000010000000000000004"));
-        assert_eq!(
-            run.recoverable_until,
-            Some("2026-11-23T10:05:00Z".parse().unwrap())
+        assert_eq!(run.recoverable_until, Some(base.stop_time));
+        // What `reach` finds: the last transaction before the gap, at 10:04:30.
+        let last = crate::walscan::XactPoint {
+            lsn: "0/3FF0000".parse().unwrap(),
+            time: "2026-11-23T10:04:30Z".parse().unwrap(),
+        };
+        run.last_xact = Some(last);
+        run.recoverable_until = Some(last.time);
+        let err = check_reachable(&run, RecoveryTarget::Latest, &base, "db")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("gap")
+                && err
+                    .contains("`dr restore db --at 2026-11-23T10:04:30.000000Z --to NEW_DATA_DIR`"),
+            "{err}"
         );
-        assert!(check_reachable(&run, RecoveryTarget::Latest, &base).is_err());
         let before: RecoveryTarget = "2026-11-23T10:04:00Z".parse().unwrap();
-        assert!(check_reachable(&run, before, &base).is_ok());
+        assert!(check_reachable(&run, before, &base, "db").is_ok());
+        assert_eq!(
+            recovery_stop(&run, before),
+            RecoveryStop::Time("2026-11-23T10:04:00Z".parse().unwrap())
+        );
+        // Exactly the limit: after the last transaction's record, not a time target that
+        // would look for a later transaction past the gap.
+        let limit = RecoveryTarget::Time(last.time);
+        assert!(check_reachable(&run, limit, &base, "db").is_ok());
+        assert_eq!(recovery_stop(&run, limit), RecoveryStop::AfterLsn(last.lsn));
         let after: RecoveryTarget = "2026-11-23T10:10:00Z".parse().unwrap();
-        let err = check_reachable(&run, after, &base).unwrap_err().to_string();
+        let err = check_reachable(&run, after, &base, "db")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("gap") && err.contains("000000010000000000000004"),
             "{err}"
         );
-        assert_eq!(needed_wal(&run, before, MB16).len(), 2);
+        assert_eq!(needed_wal(&run, recovery_stop(&run, limit), &base).len(), 2);
+        // No transaction after the base backup: its end, by `immediate`.
+        run.last_xact = None;
+        run.recoverable_until = Some(base.stop_time);
+        let end = RecoveryTarget::Time(base.stop_time);
+        assert_eq!(recovery_stop(&run, end), RecoveryStop::Immediate);
+        assert_eq!(needed_wal(&run, RecoveryStop::Immediate, &base).len(), 1);
     }
 }

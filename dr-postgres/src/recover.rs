@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::process::Command;
 
 use crate::base::BASE_ARTIFACT;
-use crate::pitr::{PitrPlan, RecoveryTarget};
+use crate::pitr::{PitrPlan, RecoveryStop, RecoveryTarget};
 
 /// How to restore and recover.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ pub async fn restore_pitr(
             .await
             .map_err(|e| Error::io(format!("writing {}", marker.display()), e))?;
         let bytes = unpack_base(repo, &plan.source, &plan.base_backup, dir).await?;
-        write_recovery_config(dir, &plan.target, options)?;
+        write_recovery_config(dir, &plan.target, plan.stop, options)?;
         tokio::fs::remove_file(&marker)
             .await
             .map_err(|e| Error::io(format!("removing {}", marker.display()), e))?;
@@ -194,26 +194,28 @@ fn unpack_error(e: std::io::Error) -> Error {
 }
 
 /// The recovery settings appended to `postgresql.auto.conf` (read last, so they win).
-fn recovery_settings(target: &RecoveryTarget, options: &PitrOptions) -> String {
+fn recovery_settings(target: &RecoveryTarget, stop: RecoveryStop, options: &PitrOptions) -> String {
     let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let mut text = format!(
         "\n# Added by dr for point-in-time recovery ({target}).\nrestore_command = {}\nrecovery_target_timeline = 'latest'\n",
         quote(&options.restore_command)
     );
-    match target {
-        RecoveryTarget::Latest => {}
-        RecoveryTarget::Time(t) => {
-            text += &format!(
-                "recovery_target_time = {}\nrecovery_target_inclusive = off\nrecovery_target_action = 'promote'\n",
-                quote(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
-            );
+    let stop_setting = match stop {
+        RecoveryStop::EndOfArchive => None,
+        RecoveryStop::Time(t) => Some(format!(
+            "recovery_target_time = {}",
+            quote(&t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())
+        )),
+        RecoveryStop::AfterLsn(l) => {
+            Some(format!("recovery_target_lsn = {}", quote(&l.to_string())))
         }
-        RecoveryTarget::Lsn(l) => {
-            text += &format!(
-                "recovery_target_lsn = {}\nrecovery_target_action = 'promote'\n",
-                quote(&l.to_string())
-            );
-        }
+        RecoveryStop::Immediate => Some("recovery_target = 'immediate'".to_owned()),
+    };
+    if let Some(setting) = stop_setting {
+        // Inclusive: a transaction at exactly the target time (or at the position) is in.
+        text += &format!(
+            "{setting}\nrecovery_target_inclusive = on\nrecovery_target_action = 'promote'\n"
+        );
     }
     if !options.keep_archiving {
         text += "archive_mode = off\n";
@@ -221,7 +223,12 @@ fn recovery_settings(target: &RecoveryTarget, options: &PitrOptions) -> String {
     text
 }
 
-fn write_recovery_config(dir: &Path, target: &RecoveryTarget, options: &PitrOptions) -> Result<()> {
+fn write_recovery_config(
+    dir: &Path,
+    target: &RecoveryTarget,
+    stop: RecoveryStop,
+    options: &PitrOptions,
+) -> Result<()> {
     use std::io::Write;
     let io = |what: &str, e| Error::io(format!("writing {what} in {}", dir.display()), e);
     // Debian keeps postgresql.conf in /etc: the copy has none, and postgres needs one.
@@ -238,7 +245,7 @@ fn write_recovery_config(dir: &Path, target: &RecoveryTarget, options: &PitrOpti
         .append(true)
         .open(dir.join("postgresql.auto.conf"))
         .map_err(|e| io("postgresql.auto.conf", e))?;
-    auto.write_all(recovery_settings(target, options).as_bytes())
+    auto.write_all(recovery_settings(target, stop, options).as_bytes())
         .map_err(|e| io("postgresql.auto.conf", e))?;
     std::fs::write(dir.join("recovery.signal"), "").map_err(|e| io("recovery.signal", e))
 }
@@ -292,7 +299,7 @@ async fn start_and_wait(dir: &Path, port: u16, version_num: i64) -> Result<Strin
 fn recovery_failed(dir: &Path, log: &Path, text: &str) -> Error {
     let advice = if text.contains("recovery ended before configured recovery target was reached") {
         format!(
-            "the archived WAL holds no transaction after the target, so PostgreSQL cannot tell it reached it: everything archived is older than the target. Remove {} and restore with --at latest (the same data), or wait until newer WAL is archived. ",
+            "the WAL replayed ended before the target: the archive holds less than its records said. Remove {} and restore to an earlier --at (`dr list` shows how far the archive reaches, to the microsecond), or wait until newer WAL is archived. ",
             dir.display()
         )
     } else {
@@ -378,14 +385,28 @@ mod tests {
     #[test]
     fn recovery_settings_quote_and_name_the_target() {
         let target: RecoveryTarget = "2026-11-23T12:30:00.25Z".parse().unwrap();
-        let text = recovery_settings(&target, &options());
+        let RecoveryTarget::Time(t) = target else {
+            unreachable!()
+        };
+        let text = recovery_settings(&target, RecoveryStop::Time(t), &options());
         assert!(text.contains("restore_command = 'dr --config ''/etc/dr.toml'' wal-fetch %f %p'"));
         assert!(text.contains("recovery_target_time = '2026-11-23 12:30:00.250000+00'"));
         assert!(text.contains("recovery_target_action = 'promote'"));
+        assert!(text.contains("recovery_target_inclusive = on"));
         assert!(text.contains("archive_mode = off"));
         let lsn: RecoveryTarget = "0/5000028".parse().unwrap();
-        assert!(recovery_settings(&lsn, &options()).contains("recovery_target_lsn = '0/5000028'"));
-        let latest = recovery_settings(&RecoveryTarget::Latest, &options());
+        let after = RecoveryStop::AfterLsn("0/5000028".parse().unwrap());
+        assert!(
+            recovery_settings(&lsn, after, &options())
+                .contains("recovery_target_lsn = '0/5000028'")
+        );
+        let immediate = recovery_settings(&target, RecoveryStop::Immediate, &options());
+        assert!(immediate.contains("recovery_target = 'immediate'"));
+        let latest = recovery_settings(
+            &RecoveryTarget::Latest,
+            RecoveryStop::EndOfArchive,
+            &options(),
+        );
         assert!(
             !latest.contains("recovery_target_time =") && !latest.contains("recovery_target_lsn")
         );
@@ -401,7 +422,7 @@ mod tests {
         )
         .to_string();
         assert!(
-            err.contains("--at latest") && err.contains("Remove /srv/new"),
+            err.contains("earlier --at") && err.contains("Remove /srv/new"),
             "{err}"
         );
         assert!(

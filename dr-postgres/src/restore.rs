@@ -5,7 +5,9 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use dr_core::checks::UserCheck;
-use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, async_trait};
+use dr_core::{
+    BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, VerifyLevel, async_trait,
+};
 use tokio_postgres::Client;
 
 use crate::backup::DUMP_ARTIFACT;
@@ -174,15 +176,53 @@ impl PostgresTarget {
         started: Instant,
     ) -> Result<RestoreReport> {
         let name = self.conn.database().to_owned();
+        check_whole_backup(backup, &name).await?;
         run_pg_restore(
             &self.conn,
             backup,
             &["--clean", "--if-exists", "--single-transaction"],
         )
-        .await?;
-        self.check(&self.conn, backup, &name).await?;
+        .await
+        .map_err(|e| {
+            Error::Restore(format!(
+                "pg_restore of backup {} into {name} failed and its single transaction was rolled back: {name} is as it was ({e})",
+                backup.id()
+            ))
+        })?;
+        self.check(&self.conn, backup, &name).await.map_err(|e| {
+            Error::Restore(format!(
+                "backup {} was restored into {name} and committed, but checking it failed: {e}",
+                backup.id()
+            ))
+        })?;
         Ok(report(backup, self.conn.clone(), None, started))
     }
+}
+
+/// Reads every part of `backup` and compares its stored and plain SHA-256 before anything
+/// is written into the live database `name`; refuses a damaged or undecryptable backup.
+///
+/// # Errors
+/// [`Error::Refused`] naming every problem found; store errors.
+pub async fn check_whole_backup(backup: &BackupReader, name: &str) -> Result<()> {
+    if !backup.can_decrypt() {
+        return Err(Error::NoIdentity);
+    }
+    let report = backup.verify_objects(VerifyLevel::Checksums).await?;
+    if backup.manifest().artifact(DUMP_ARTIFACT).is_err() {
+        return Err(Error::Refused(format!(
+            "backup {} holds no {DUMP_ARTIFACT}: it is not a logical PostgreSQL backup",
+            backup.id()
+        )));
+    }
+    if report.problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Refused(format!(
+        "backup {} is damaged, so nothing was written into {name}: {}; restore another backup (`dr list` shows them) or repair this one from a copy",
+        backup.id(),
+        report.problems.join("; ")
+    )))
 }
 
 fn report(

@@ -21,6 +21,7 @@ use dr_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::lsn::{TimelineSwitch, history_file_name, parse_history};
+use crate::walscan::{self, SegmentSummary};
 
 /// One committed file of the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +69,10 @@ struct WalRecord {
     plain_sha256: String,
     stored_size: u64,
     stored_sha256: String,
+    /// What recovery can reach in the segment (absent for other files, for segments this
+    /// reader does not understand, and in records of older versions of dr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summary: Option<SegmentSummary>,
 }
 
 /// The outcome of a push.
@@ -122,14 +127,22 @@ impl<'a> WalArchive<'a> {
         let recipients = self.repo.recipients()?;
         let level = self.repo.pipeline().zstd_level;
         let plain_size = plain.len() as u64;
-        let encoded = tokio::task::spawn_blocking(move || encode_part(&plain, &recipients, level))
-            .await
-            .map_err(|e| Error::Usage(format!("encoder task failed: {e}")))??;
+        let is_segment = name.len() == 24;
+        let (encoded, summary) = tokio::task::spawn_blocking(move || {
+            let summary = is_segment.then(|| walscan::summarize(&plain)).flatten();
+            encode_part(&plain, &recipients, level).map(|e| (e, summary))
+        })
+        .await
+        .map_err(|e| Error::Usage(format!("encoder task failed: {e}")))??;
+        if is_segment && summary.is_none() {
+            tracing::warn!(file = %name, "could not read the records of this WAL segment: recovery times will not count it");
+        }
         let record = WalRecord {
             plain_size,
             plain_sha256,
             stored_size: encoded.stored.len() as u64,
             stored_sha256: encoded.stored_sha256,
+            summary,
         };
         // Data first (replacing leftovers of an interrupted push), the record last.
         self.store()
@@ -191,6 +204,27 @@ impl<'a> WalArchive<'a> {
         .await
         .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
         Ok(Some(plain))
+    }
+
+    /// What recovery can reach in the archived segment `name`: from its record, or (for a
+    /// segment archived by an older dr) read from the segment itself when the identity is
+    /// loaded; `None` when not archived or not known.
+    ///
+    /// # Errors
+    /// A damaged record or file, store errors.
+    pub async fn summary(&self, name: &str) -> Result<Option<SegmentSummary>> {
+        let Some(record) = self.record(name).await? else {
+            return Ok(None);
+        };
+        if record.summary.is_some() || self.repo.identities().is_empty() {
+            return Ok(record.summary);
+        }
+        let Some(plain) = self.fetch_bytes(name).await? else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || walscan::summarize(&plain))
+            .await
+            .map_err(|e| Error::Usage(format!("WAL reader task failed: {e}")))
     }
 
     /// Every committed file of the archive (those whose record exists), by name.

@@ -58,14 +58,29 @@ sql_on() {
 # rcli ARGS: redis-cli on the seed's server.
 rcli() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
 
-# objective WHAT MEASURED_SECONDS OBJECTIVE_SECONDS: one line of the final table.
+# objective WHAT MEASURED_SECONDS OBJECTIVE_SECONDS: one line of the final table. Only a
+# measurement meets an objective: a missing, empty, non-numeric (jq's "null"), zero or
+# negative figure is MISSED, and so is an objective that is not a positive number.
 objective() {
-  local verdict=met
-  if awk -v m="$2" -v o="$3" 'BEGIN { exit !(m > o) }'; then
+  local verdict=met shown=$2
+  if ! is_positive "$2" || ! is_positive "$3"; then
+    verdict="MISSED (no measurement)"
+    MISSED=1
+    shown=${2:-missing}
+  elif awk -v m="$2" -v o="$3" 'BEGIN { exit !(m > o) }'; then
     verdict=MISSED
     MISSED=1
   fi
-  printf "  %-48s %10.2f s   objective %8d s   %s\n" "$1" "$2" "$3" "$verdict"
+  if is_positive "$shown"; then
+    printf "  %-48s %10.2f s   objective %8s s   %s\n" "$1" "$shown" "$3" "$verdict"
+  else
+    printf "  %-48s %12s   objective %8s s   %s\n" "$1" "$shown" "$3" "$verdict"
+  fi
+}
+
+# is_positive VALUE: VALUE is a decimal number greater than zero.
+is_positive() {
+  [[ "$1" =~ ^[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?$ ]] && awk -v v="$1" 'BEGIN { exit !(v > 0) }'
 }
 
 # figure SOURCE FIELD: a figure of the drill report written by `dr drill --report`.

@@ -111,32 +111,73 @@ async fn drill_one(
     point_id: Option<String>,
 ) -> CliResult<DrillRecord> {
     let source = manifest.source.clone();
-    let recoverable_until = if manifest.kind == dr_postgres::BASE_KIND {
-        let checks = super::pitr::archive_checks(repo, &[source.as_str()]).await?;
-        checks.first().and_then(|c| c.latest)
-    } else {
-        None
+    let reader = repo.reader(manifest);
+    let (verifier, recoverable_until) = match physical_drill(app, repo, &reader)? {
+        Some(drill) => {
+            // The probe first, so that the archive's reach is read after it is archived.
+            let drill = match drill.write_probe().await {
+                Ok(probe) => drill.with_probe(Some(probe)),
+                Err(e) => return probe_failed(repo, &reader, app, point_id, e).await,
+            };
+            let checks = super::pitr::archive_checks(repo, &[source.as_str()]).await?;
+            let verifier: Box<dyn dr_core::Verify> = Box::new(drill);
+            (verifier, checks.first().and_then(|c| c.latest))
+        }
+        None => (super::verify::verifier(app, repo, &reader)?, None),
     };
     let options = DrillOptions::new(app.config.objectives_for(&source))
         .with_recoverable_until(recoverable_until)
         .with_point(point_id);
-    let reader = repo.reader(manifest);
-    let verifier = drill_verifier(app, repo, &reader)?;
     run_drill(repo, &reader, verifier.as_ref(), &options)
         .await
         .doing(|| format!("recording the drill of {source}"))
 }
 
-/// The verifier of a drill: for a configured physical PostgreSQL source a real recovery
-/// through the WAL archive on a scratch server, else the source's own test restore.
-fn drill_verifier(
+/// A drill whose RPO probe could not be written: recorded as failed, nothing recovered.
+async fn probe_failed(
+    repo: &Repository,
+    reader: &dr_core::BackupReader,
+    app: &App,
+    point_id: Option<String>,
+    e: dr_core::Error,
+) -> CliResult<DrillRecord> {
+    let source = reader.manifest().source.clone();
+    let failing = Failing(format!(
+        "the RPO probe could not be written into the live cluster, so the drill's RPO cannot be checked: {e}"
+    ));
+    let options = DrillOptions::new(app.config.objectives_for(&source)).with_point(point_id);
+    run_drill(repo, reader, &failing, &options)
+        .await
+        .doing(|| format!("recording the drill of {source}"))
+}
+
+/// A verifier that fails with its message.
+struct Failing(String);
+
+#[dr_core::async_trait]
+impl dr_core::Verify for Failing {
+    async fn verify(
+        &self,
+        _: &dr_core::BackupReader,
+        _: dr_core::VerifyLevel,
+    ) -> dr_core::Result<dr_core::VerifyReport> {
+        Err(dr_core::Error::Source(self.0.clone()))
+    }
+}
+
+/// For a configured physical PostgreSQL source: a real recovery through the WAL archive on
+/// a scratch server, with the RPO probe.
+fn physical_drill(
     app: &App,
     repo: &Repository,
     reader: &dr_core::BackupReader,
-) -> CliResult<Box<dyn dr_core::Verify>> {
+) -> CliResult<Option<RecoveryDrill>> {
     let name = &reader.manifest().source;
+    if reader.manifest().kind != dr_postgres::BASE_KIND {
+        return Ok(None);
+    }
     match app.config.sources.get(name) {
-        Some(source) if source.is_physical() => Ok(Box::new(
+        Some(source) if source.is_physical() => Ok(Some(
             RecoveryDrill::new(
                 repo.clone(),
                 name,
@@ -145,7 +186,7 @@ fn drill_verifier(
             )
             .with_checks(source.checks.clone()),
         )),
-        _ => super::verify::verifier(app, repo, reader),
+        _ => Ok(None),
     }
 }
 

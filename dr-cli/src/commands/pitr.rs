@@ -116,7 +116,10 @@ fn print_plan(app: &App, plan: &PitrPlan) -> CliResult<()> {
     }
     println!("  download {}", output::size(plan.download_bytes));
     if let Some(until) = plan.recoverable_until {
-        println!("  the archive reaches {}", until.to_rfc3339());
+        println!(
+            "  the archive reaches {} (its last transaction)",
+            pitr::exact_time(until)
+        );
     }
     Ok(())
 }
@@ -183,10 +186,10 @@ pub async fn archive_checks(repo: &Repository, sources: &[&str]) -> CliResult<Ve
 pub fn print_windows(checks: &[ArchiveCheck]) {
     for check in checks {
         let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-            t.map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            t.map_or_else(|| "?".into(), pitr::exact_time)
         };
         println!(
-            "{}: recoverable from {} to {} UTC (newest WAL {})",
+            "{}: recoverable from {} to {} (newest WAL {})",
             check.source,
             time(check.earliest),
             time(check.latest),

@@ -72,7 +72,18 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
                 .with_safety_backup(repo.clone(), args.source_name()),
         );
     }
+    let mut safety_id = None;
     if args.in_place {
+        // The whole backup is read and checked before the safety backup and the first write:
+        // a damaged backup is refused with the live database untouched.
+        dr_postgres::check_whole_backup(&reader, args.source_name())
+            .await
+            .doing(|| {
+                format!(
+                    "checking backup {} before restoring it in place",
+                    reader.id()
+                )
+            })?;
         let mut options = BackupOptions::default();
         options.labels = vec!["pre-restore".into()];
         let safety = repo
@@ -80,18 +91,20 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
             .await
             .doing(|| {
                 format!(
-                    "taking a safety backup of {} before restoring in place",
+                    "taking a safety backup of {} before restoring in place (nothing was written)",
                     args.source_name()
                 )
             })?;
         bar.finish();
         if !app.global.json {
             println!(
-                "safety backup {} of the current {} taken (label pre-restore)",
+                "backup {} checked (every part's stored and plain SHA-256); safety backup {} of the current {} taken (label pre-restore)",
+                reader.id(),
                 safety.id,
                 args.source_name()
             );
         }
+        safety_id = Some(safety.id);
     }
     let mut options = RestoreOptions::default()
         .with_force(args.force)
@@ -102,7 +115,14 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     let report = restorer.restore(&reader, &options).await;
     bar.finish();
     let report = report
-        .doing(|| format!("restoring backup {} of {}", reader.id(), args.source_name()))
+        .doing(|| match &safety_id {
+            Some(safety) => format!(
+                "restoring backup {id} of {source} in place (safety backup {safety} holds the database as it was before: to undo, run `dr restore {source} {safety} --in-place`; to finish, fix the cause and run `dr restore {source} {id} --in-place` again)",
+                id = reader.id(),
+                source = args.source_name()
+            ),
+            None => format!("restoring backup {} of {}", reader.id(), args.source_name()),
+        })
         .map_err(|e| source.explain_auth(e))?;
     if app.global.json {
         return output::json(&report);
