@@ -207,7 +207,11 @@ fn an_unreadable_manifest_survives_prune_and_is_reported_everywhere() {
             );
         }
         let repo_root = repo.dir.path().join("repo");
-        assert_eq!(empty_dirs(&repo_root), Vec::<PathBuf>::new(), "{what}: prune left husks");
+        assert_eq!(
+            empty_dirs(&repo_root),
+            Vec::<PathBuf>::new(),
+            "{what}: prune left husks"
+        );
         let restored = repo.dir.path().join("by-hand.db");
         let plain = decode_by_hand(&repo.backup_dir(&victim), &repo.dir.path().join("key.txt"));
         std::fs::write(&restored, plain).unwrap();
@@ -254,7 +258,11 @@ fn rewritten_recipients_are_refused_for_new_backups() {
     assert!(out.contains(&theirs) && out.contains(&ours), "{out}");
     assert_eq!(repo.ids().len(), before, "nothing committed");
     let repo_root = repo.dir.path().join("repo");
-    assert_eq!(empty_dirs(&repo_root), Vec::<PathBuf>::new(), "a refused backup left husks");
+    assert_eq!(
+        empty_dirs(&repo_root),
+        Vec::<PathBuf>::new(),
+        "a refused backup left husks"
+    );
     let (code, out) = dr(&repo.config, &["verify"]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("pins"), "{out}");
@@ -386,23 +394,44 @@ fn selections_that_match_nothing_are_usage_errors_saying_what_exists() {
     let target = repo.dir.path().join("out");
     let to = target.to_str().unwrap();
     let cases: [(&[&str], &str); 7] = [
-        (&["restore", "app", "20200101T000000Z-abcd", "--to", to], ids[0].as_str()),
-        (&["restore", "app", "--at", "2000-01-01T00:00:00Z", "--to", to], ids[0].as_str()),
+        (
+            &["restore", "app", "20200101T000000Z-abcd", "--to", to],
+            ids[0].as_str(),
+        ),
+        (
+            &["restore", "app", "--at", "2000-01-01T00:00:00Z", "--to", to],
+            ids[0].as_str(),
+        ),
         (&["restore", "nosuch", "--to", to], "app"),
         (&["list", "nosuch"], "app"),
         (&["verify", "nosuch"], "dr list"),
-        (&["restore", "--point", "20200101T000000Z-abcd"], "no recovery points"),
-        (&["restore", "tree", "--only", "nomatch", "--to", to], "docs"),
+        (
+            &["restore", "--point", "20200101T000000Z-abcd"],
+            "no recovery points",
+        ),
+        (
+            &["restore", "tree", "--only", "nomatch", "--to", to],
+            "docs",
+        ),
     ];
     for (args, names) in cases {
         let (code, out) = dr(&repo.config, args);
         assert_eq!(code, 2, "dr {args:?}: {out}");
-        assert!(out.contains(names), "dr {args:?} does not say what exists: {out}");
+        assert!(
+            out.contains(names),
+            "dr {args:?} does not say what exists: {out}"
+        );
         assert!(!target.exists(), "dr {args:?} wrote {to}");
     }
     // A selection that matches something still restores it.
-    ok(&repo.config, &["restore", "tree", "--only", "docs", "--to", to]);
-    assert_eq!(std::fs::read_to_string(target.join("docs/a.txt")).unwrap(), "a");
+    ok(
+        &repo.config,
+        &["restore", "tree", "--only", "docs", "--to", to],
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("docs/a.txt")).unwrap(),
+        "a"
+    );
 }
 
 #[test]

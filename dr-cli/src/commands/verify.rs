@@ -81,7 +81,11 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         ));
     }
     let failed = reports.iter().filter(|r| !r.is_ok()).count();
-    if failed > 0 && reports.iter().all(|r| r.is_ok() || r.only_user_checks_failed()) {
+    if failed > 0
+        && reports
+            .iter()
+            .all(|r| r.is_ok() || r.only_user_checks_failed())
+    {
         return Err(CliError::verification(format!(
             "{failed} of {} backups failed a user check; the backups themselves are intact (every part matched its checksums and the test restore passed): the data they hold does not satisfy the check",
             reports.len()

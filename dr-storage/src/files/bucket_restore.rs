@@ -234,8 +234,10 @@ fn select_entries<'a>(entries: &'a [FileEntry], select: &[String], id: &str) -> 
     let mut by_holder = ByHolder::new();
     for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
         let p = e.path.clone().unwrap_or_default();
-        let wanted =
-            select.is_empty() || select.iter().any(|s| super::restore::selects(s, p.as_bytes()));
+        let wanted = select.is_empty()
+            || select
+                .iter()
+                .any(|s| super::restore::selects(s, p.as_bytes()));
         if wanted {
             let holder = e.stored_in.clone().unwrap_or_else(|| id.to_owned());
             by_holder.entry(holder).or_default().insert(p, e);

@@ -74,7 +74,11 @@ impl DirectoryTarget {
     }
 
     fn selected(&self, path: &Path) -> bool {
-        self.select.is_empty() || self.select.iter().any(|s| selects(s, path.as_os_str().as_bytes()))
+        self.select.is_empty()
+            || self
+                .select
+                .iter()
+                .any(|s| selects(s, path.as_os_str().as_bytes()))
     }
 
     /// Restores and returns the detailed report with the generic one.
@@ -413,8 +417,16 @@ pub(crate) fn require_matches(select: &[String], paths: &[Vec<u8>], id: &str) ->
     Err(Error::Refused(format!(
         "--only {} matches nothing in backup {id}; it holds {} at its top level{}{}",
         unmatched.join(", --only "),
-        if top.is_empty() { "nothing".to_owned() } else { top[..shown].join(", ") },
-        if top.len() > shown { format!(" and {} more", top.len() - shown) } else { String::new() },
+        if top.is_empty() {
+            "nothing".to_owned()
+        } else {
+            top[..shown].join(", ")
+        },
+        if top.len() > shown {
+            format!(" and {} more", top.len() - shown)
+        } else {
+            String::new()
+        },
         "; nothing was restored"
     )))
 }
