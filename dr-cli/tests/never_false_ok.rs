@@ -448,3 +448,30 @@ fn a_failed_user_check_says_the_backup_is_intact() {
     assert!(out.contains("intact"), "{out}");
     assert!(!out.contains("investigate the repository"), "{out}");
 }
+
+#[test]
+fn verify_of_a_source_whose_only_manifest_is_damaged_reports_it() {
+    let repo = Repo::with_backups();
+    let db = rusqlite::Connection::open(repo.dir.path().join("other.db")).unwrap();
+    db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+    let mut text = std::fs::read_to_string(&repo.config).unwrap();
+    text.push_str(&format!(
+        "[sources.other]\nkind = \"sqlite\"\npath = \"{}/other.db\"\n",
+        repo.dir.path().display()
+    ));
+    std::fs::write(&repo.config, text).unwrap();
+    ok(&repo.config, &["backup", "other"]);
+    let dir = repo.dir.path().join("repo/backups/other");
+    let id = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(id.join("manifest.json"), "not json").unwrap();
+    let (code, out) = dr(&repo.config, &["verify", "other"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("unreadable manifest"), "{out}");
+    assert!(!out.contains("no backup id or source named"), "{out}");
+}

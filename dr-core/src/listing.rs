@@ -112,7 +112,12 @@ impl Listing {
                 BackupSelector::Latest => true,
                 BackupSelector::AtOrBefore(t) => u.id <= t.format("%Y%m%dT%H%M%SZ~").to_string(),
             };
-            eligible && picked.as_ref().is_none_or(|p| &u.id > p)
+            // Ids carry the start second, then random bits: an unreadable backup of the
+            // same second as the one picked may be the newer one.
+            eligible
+                && picked
+                    .as_ref()
+                    .is_none_or(|p| second_of(&u.id) >= second_of(p))
         });
         if let Some(u) = shadowing {
             return Err(Error::UnreadableManifest {
@@ -135,6 +140,11 @@ impl Listing {
             .find(|m| m.source == source && m.id == id)
             .ok_or_else(not_found)
     }
+}
+
+/// The `YYYYMMDDTHHMMSSZ` start second of a backup id.
+fn second_of(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
 }
 
 /// `it has no backups` or `its 3 backups run from <oldest id> to <newest id>`.

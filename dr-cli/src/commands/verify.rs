@@ -16,13 +16,7 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     let level: VerifyLevel = level.parse().map_err(CliError::from)?;
     let bar = app.bar();
     let repo = app.read_repository(Some(bar.clone())).await?;
-    let headless: Vec<String> = repo
-        .headless_backups()
-        .await
-        .doing(|| "looking for backups without a manifest".into())?
-        .into_iter()
-        .filter(|d| target.is_none_or(|t| d.split('/').any(|part| part == t)))
-        .collect();
+    let headless = headless(&repo, target).await?;
     let (chosen, unreadable) = match choose(&repo, target).await {
         Err(e) if e.failure == Failure::Usage && !headless.is_empty() => (Vec::new(), Vec::new()),
         other => other?,
@@ -32,47 +26,28 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     let mut reports = Vec::new();
     for manifest in chosen {
         let reader = repo.reader(manifest);
-        let report = verifier(app, &repo, &reader)?
-            .verify(&reader, level)
-            .await
-            .doing(|| format!("verifying backup {}", reader.id()));
+        let report = verify_one(app, &repo, &reader, level, &archives).await;
         bar.finish();
-        let mut report = report?;
-        let chain = repo
-            .verify_dependencies(reader.manifest(), level)
-            .await
-            .doing(|| format!("verifying the backups {} depends on", reader.id()))?;
-        add_chain_check(&mut report, reader.manifest(), chain);
-        if let Some(check) = archives
-            .iter()
-            .find(|c| c.source == reader.manifest().source)
-        {
-            add_archive_check(&mut report, check, reader.id());
-        }
+        let report = report?;
         if !app.global.json {
             print_report(&reader, &report);
         }
         reports.push(report);
     }
-    for u in &unreadable {
+    let problems = unreadable
+        .iter()
+        .map(|u| (format!("{} {} (manifest unreadable)", u.source, u.id), u.id.clone(), u.describe()))
+        .chain(headless.iter().map(|dir| (format!("{dir} (no manifest)"), last_segment(dir), format!(
+            "{dir}/manifest.json is missing but {dir}/SHA256SUMS is there: the backup's manifest was deleted, or it died while committing (its parts may still decode by hand, see FORMAT.md; `dr prune` removes them as orphans)"
+        ))));
+    for (what, id, problem) in problems {
         if !app.global.json {
-            println!("FAILED  {} {} (manifest unreadable)", u.source, u.id);
-            println!("  PROBLEM {}", u.describe());
+            println!("FAILED  {what}\n  PROBLEM {problem}");
         }
-        reports.push(VerifyReport::failed(u.id.clone(), u.describe()));
+        reports.push(VerifyReport::failed(id, problem));
     }
     if app.global.json {
         output::json(&reports)?;
-    }
-    for dir in &headless {
-        let problem = format!(
-            "{dir}/manifest.json is missing but {dir}/SHA256SUMS is there: the backup's manifest was deleted, or it died while committing (its parts may still decode by hand, see FORMAT.md; `dr prune` removes them as orphans)"
-        );
-        if !app.global.json {
-            println!("FAILED  {dir} (no manifest)\n  PROBLEM {problem}");
-        }
-        let id = dir.rsplit('/').next().unwrap_or_default();
-        reports.push(VerifyReport::failed(id, problem));
     }
     if let Err(e) = repo.check_pinned_recipients() {
         eprintln!("PROBLEM {e}");
@@ -80,24 +55,69 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
             "the repository's recipients differ from the pinned ones (see above)",
         ));
     }
+    outcome(&reports)
+}
+
+/// One backup: the kind's verifier, the backups it depends on, its WAL archive.
+async fn verify_one(
+    app: &App,
+    repo: &Repository,
+    reader: &BackupReader,
+    level: VerifyLevel,
+    archives: &[dr_postgres::ArchiveCheck],
+) -> CliResult<VerifyReport> {
+    let mut report = verifier(app, repo, reader)?
+        .verify(reader, level)
+        .await
+        .doing(|| format!("verifying backup {}", reader.id()))?;
+    let chain = repo
+        .verify_dependencies(reader.manifest(), level)
+        .await
+        .doing(|| format!("verifying the backups {} depends on", reader.id()))?;
+    add_chain_check(&mut report, reader.manifest(), chain);
+    if let Some(check) = archives
+        .iter()
+        .find(|c| c.source == reader.manifest().source)
+    {
+        add_archive_check(&mut report, check, reader.id());
+    }
+    Ok(report)
+}
+
+/// Backup directories of `target` (or all) with `SHA256SUMS` but no manifest.
+async fn headless(repo: &Repository, target: Option<&str>) -> CliResult<Vec<String>> {
+    Ok(repo
+        .headless_backups()
+        .await
+        .doing(|| "looking for backups without a manifest".into())?
+        .into_iter()
+        .filter(|d| target.is_none_or(|t| d.split('/').any(|part| part == t)))
+        .collect())
+}
+
+fn last_segment(dir: &str) -> String {
+    dir.rsplit('/').next().unwrap_or_default().to_owned()
+}
+
+/// Exit 3 when any report has a problem, worded for user checks that failed on intact backups.
+fn outcome(reports: &[VerifyReport]) -> CliResult<()> {
     let failed = reports.iter().filter(|r| !r.is_ok()).count();
-    if failed > 0
-        && reports
-            .iter()
-            .all(|r| r.is_ok() || r.only_user_checks_failed())
+    if failed == 0 {
+        return Ok(());
+    }
+    if reports
+        .iter()
+        .all(|r| r.is_ok() || r.only_user_checks_failed())
     {
         return Err(CliError::verification(format!(
             "{failed} of {} backups failed a user check; the backups themselves are intact (every part matched its checksums and the test restore passed): the data they hold does not satisfy the check",
             reports.len()
         )));
     }
-    if failed > 0 {
-        return Err(CliError::verification(format!(
-            "{failed} of {} backups failed verification; restore from another backup and investigate the repository",
-            reports.len()
-        )));
-    }
-    Ok(())
+    Err(CliError::verification(format!(
+        "{failed} of {} backups failed verification; restore from another backup and investigate the repository",
+        reports.len()
+    )))
 }
 
 /// The backups to verify: one id, the latest of one source, or the latest of every source;
