@@ -247,7 +247,10 @@ fn in_place_checks_the_whole_backup_first_and_says_how_to_undo() {
     bytes[middle] ^= 0x01;
     std::fs::write(last, bytes).unwrap();
     let (code, out, err) = dr(dir.path(), &["restore", "shop", &damaged, "--in-place"]);
-    assert_ne!(code, 0, "{out}{err}");
+    assert_eq!(
+        code, 3,
+        "a damaged backup is a verification failure: {out}{err}"
+    );
     assert!(
         err.contains("damaged") && err.contains("nothing was written"),
         "{out}{err}"

@@ -234,3 +234,36 @@ async fn a_damaged_part_of_the_base_fails_the_increment_naming_the_object() {
         assert!(problems[0].contains(&part), "{problems:?}");
     }
 }
+
+#[tokio::test]
+async fn status_reports_a_newest_backup_whose_base_is_unreadable_or_gone() {
+    let (repo, _, base, _) = damaged_chain(Damage::InvalidJson).await;
+    let listing = repo.list(None).await.unwrap();
+    let mut facts = dr_core::status::SourceFacts {
+        source: "db".into(),
+        backups: listing.backups.clone(),
+        unreadable: listing.unreadable.clone(),
+        ..Default::default()
+    };
+    let status = dr_core::status::evaluate(&facts, chrono::Utc::now());
+    let chain: Vec<&String> = status
+        .problems
+        .iter()
+        .filter(|p| p.contains("cannot be restored"))
+        .collect();
+    assert_eq!(chain.len(), 1, "{:?}", status.problems);
+    assert!(chain[0].contains(&base) && chain[0].contains("unreadable"));
+    assert!(
+        status
+            .problems
+            .iter()
+            .any(|p| p.contains("unreadable manifest"))
+    );
+    facts.unreadable.clear();
+    let status = dr_core::status::evaluate(&facts, chrono::Utc::now());
+    assert!(
+        status.problems.iter().any(|p| p.contains("which is gone")),
+        "{:?}",
+        status.problems
+    );
+}

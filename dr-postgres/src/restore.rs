@@ -203,7 +203,8 @@ impl PostgresTarget {
 /// is written into the live database `name`; refuses a damaged or undecryptable backup.
 ///
 /// # Errors
-/// [`Error::Refused`] naming every problem found; store errors.
+/// [`Error::ChecksFailed`] naming every damaged object (a verification failure, exit 3 in the
+/// CLI); [`Error::Refused`] for a backup that is not a logical one; store errors.
 pub async fn check_whole_backup(backup: &BackupReader, name: &str) -> Result<()> {
     if !backup.can_decrypt() {
         return Err(Error::NoIdentity);
@@ -218,11 +219,16 @@ pub async fn check_whole_backup(backup: &BackupReader, name: &str) -> Result<()>
     if report.problems.is_empty() {
         return Ok(());
     }
-    Err(Error::Refused(format!(
-        "backup {} is damaged, so nothing was written into {name}: {}; restore another backup (`dr list` shows them) or repair this one from a copy",
-        backup.id(),
-        report.problems.join("; ")
-    )))
+    Err(Error::ChecksFailed {
+        subject: format!(
+            "backup {} (damaged: read in full before writing, so nothing was written into {name})",
+            backup.id()
+        ),
+        problems: format!(
+            "{} (restore another backup: `dr list` shows them, or repair this one from a copy)",
+            report.problems.join("; ")
+        ),
+    })
 }
 
 fn report(

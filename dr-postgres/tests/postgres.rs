@@ -318,7 +318,7 @@ async fn in_place_restore_is_one_transaction() {
     let changed = fx.fingerprint("shop");
     assert_ne!(changed, before);
 
-    // A failure midway (a damaged part) rolls everything back.
+    // A damaged part is found by the check of the whole backup before the first write.
     let last = manifest.artifact("dump").unwrap().parts.len() - 1;
     let (key, original) = fx.damage_dump_part(&manifest, last).await;
     let target = PostgresTarget::new(fx.conn("shop")).with_in_place(true);
@@ -329,7 +329,8 @@ async fn in_place_restore_is_one_transaction() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::CorruptPart { .. }), "{err}");
+    assert!(matches!(err, Error::ChecksFailed { .. }), "{err}");
+    assert!(err.to_string().contains(key.as_ref()), "{err}");
     assert_eq!(
         fx.fingerprint("shop"),
         changed,
