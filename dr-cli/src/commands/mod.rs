@@ -8,6 +8,7 @@ mod drill;
 mod files;
 mod pitr;
 mod points;
+mod verify_wal;
 mod prune;
 mod restore;
 mod status;

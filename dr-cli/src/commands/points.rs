@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use dr_core::{PointSelector, RecoveryPoint};
+use dr_core::{PointListing, PointSelector, RecoveryPoint};
 use serde_json::json;
 
 use crate::app::App;
@@ -10,13 +10,27 @@ use crate::cli::RestoreArgs;
 use crate::exit::{CliError, CliResult, Context};
 use crate::output;
 
-/// `dr list --points`.
+/// `dr list --points`; exit 3 when a point record is unreadable (named on stderr).
 pub async fn list_points(app: &App) -> CliResult<()> {
     let repo = app.read_repository(None).await?;
-    let points = repo
+    let listing = repo
         .points()
         .await
         .doing(|| "listing recovery points".into())?;
+    print_points(app, &listing.points)?;
+    for u in &listing.unreadable {
+        eprintln!("PROBLEM {}", u.describe());
+    }
+    if listing.unreadable.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::verification(format!(
+        "{} recovery point records are unreadable (see above)",
+        listing.unreadable.len()
+    )))
+}
+
+fn print_points(app: &App, points: &[RecoveryPoint]) -> CliResult<()> {
     if app.global.json {
         return output::json(&points);
     }
@@ -77,6 +91,7 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
                 .join(", ")
         )));
     }
+    check_members(&repo, &point).await?;
     let order = restore_order(app, &point)?;
     if !app.global.json {
         println!(
@@ -151,6 +166,38 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
         }
     );
     Ok(())
+}
+
+/// What is wrong with the recovery point records: unreadable ones, and points whose members
+/// are not the committed backups they name.
+pub(super) fn point_problems(points: &PointListing, listing: &dr_core::Listing) -> Vec<String> {
+    let unreadable: Vec<&str> = listing.unreadable.iter().map(|u| u.id.as_str()).collect();
+    points
+        .unreadable
+        .iter()
+        .map(|u| u.describe())
+        .chain(
+            points
+                .points
+                .iter()
+                .flat_map(|p| p.problems(&listing.backups, &unreadable)),
+        )
+        .collect()
+}
+
+/// Refuses, before anything is restored, a point whose members are not the committed
+/// backups it names.
+async fn check_members(repo: &dr_core::Repository, point: &RecoveryPoint) -> CliResult<()> {
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    let unreadable: Vec<&str> = listing.unreadable.iter().map(|u| u.id.as_str()).collect();
+    let problems = point.problems(&listing.backups, &unreadable);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::verification(format!(
+        "{}; nothing was restored: restore its sources one by one (dr list)",
+        problems.join("; ")
+    )))
 }
 
 /// The point's sources in restore order: its group's order when the group is still

@@ -28,7 +28,7 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         other => other?,
     };
     let physical = super::pitr_sources(&chosen);
-    let archives = super::pitr::archive_checks(&repo, &physical).await?;
+    let (archives, archive_failures) = super::verify_wal::archive_checks(&repo, &physical).await;
     let mut reports = Vec::new();
     for manifest in chosen {
         let reader = repo.reader(manifest);
@@ -43,11 +43,16 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
             .await
             .doing(|| format!("verifying the backups {} depends on", reader.id()))?;
         add_chain_check(&mut report, reader.manifest(), chain);
-        if let Some(check) = archives
-            .iter()
-            .find(|c| c.source == reader.manifest().source)
-        {
+        let source = reader.manifest().source.as_str();
+        if let Some(check) = archives.iter().find(|c| c.source == source) {
             add_archive_check(&mut report, check, reader.id());
+            if let Some((_, run)) = check.runs.iter().find(|(base, _)| base == reader.id()) {
+                super::verify_wal::check_run_files(&repo, source, run, level, &mut report).await;
+            }
+        }
+        if reader.manifest().kind == dr_postgres::BASE_KIND {
+            let failures = archive_failures.iter().filter(|(s, _)| s == source);
+            report.problems.extend(failures.map(|(_, p)| p.clone()));
         }
         if !app.global.json {
             print_report(&reader, &report);
@@ -74,6 +79,9 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         let id = dir.rsplit('/').next().unwrap_or_default();
         reports.push(VerifyReport::failed(id, problem));
     }
+    if target.is_none() {
+        reports.extend(verify_points(app, &repo).await?);
+    }
     if let Err(e) = repo.check_pinned_recipients() {
         eprintln!("PROBLEM {e}");
         return Err(CliError::verification(
@@ -88,6 +96,39 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         )));
     }
     Ok(())
+}
+
+/// The recovery point records: each unreadable record, and each point whose members are
+/// not the committed backups it names, is a failed report.
+async fn verify_points(app: &App, repo: &Repository) -> CliResult<Vec<VerifyReport>> {
+    let points = repo
+        .points()
+        .await
+        .doing(|| "listing recovery points".into())?;
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    let unreadable_ids: Vec<&str> = listing.unreadable.iter().map(|u| u.id.as_str()).collect();
+    let mut reports = Vec::new();
+    let mut report = |id: &str, problems: Vec<String>| {
+        if !app.global.json {
+            println!("FAILED  recovery point {id}");
+            for problem in &problems {
+                println!("  PROBLEM {problem}");
+            }
+        }
+        let mut failed = VerifyReport::failed(id, problems.join("; "));
+        failed.problems = problems;
+        reports.push(failed);
+    };
+    for u in &points.unreadable {
+        report(&u.id, vec![u.describe()]);
+    }
+    for point in &points.points {
+        let problems = point.problems(&listing.backups, &unreadable_ids);
+        if !problems.is_empty() {
+            report(&point.id, problems);
+        }
+    }
+    Ok(reports)
 }
 
 /// The backups to verify: one id, the latest of one source, or the latest of every source;

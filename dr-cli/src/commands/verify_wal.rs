@@ -1,0 +1,71 @@
+//! `dr verify` of a base backup's WAL: the archive's continuity, and every file a recovery
+//! from the backup would replay, read and checked the way `dr wal-fetch` reads it.
+
+use dr_core::{Repository, VerifyLevel, VerifyReport};
+use dr_postgres::lsn::history_file_name;
+use dr_postgres::{ArchiveCheck, WalArchive, WalRun, check_archive};
+
+/// The continuity check of each source's archive; a source whose archive cannot be checked
+/// (a damaged history file, say) is returned beside them with the reason.
+pub(super) async fn archive_checks(
+    repo: &Repository,
+    sources: &[&str],
+) -> (Vec<ArchiveCheck>, Vec<(String, String)>) {
+    let mut checks = Vec::new();
+    let mut failed = Vec::new();
+    for source in sources {
+        match check_archive(repo, source).await {
+            Ok(check) if check.runs.is_empty() && check.problems.is_empty() => {}
+            Ok(check) => checks.push(check),
+            Err(e) => failed.push((
+                (*source).to_owned(),
+                format!("the WAL archive of {source} cannot be checked: {e}"),
+            )),
+        }
+    }
+    (checks, failed)
+}
+
+/// Reads and decodes every file of `run` (and the history file of its timeline); each one
+/// that `dr wal-fetch` would refuse is a problem naming it. Only at `checksums` and above,
+/// and only with the identity loaded (without it a note says so).
+pub(super) async fn check_run_files(
+    repo: &Repository,
+    source: &str,
+    run: &WalRun,
+    level: VerifyLevel,
+    report: &mut VerifyReport,
+) {
+    if level == VerifyLevel::Quick {
+        return;
+    }
+    if repo.identities().is_empty() {
+        report
+            .passed
+            .push("note: archived WAL files not decoded without the identity".into());
+        return;
+    }
+    let archive = match WalArchive::new(repo, source) {
+        Ok(archive) => archive,
+        Err(e) => return report.problems.push(e.to_string()),
+    };
+    let mut names: Vec<String> = run.files.iter().map(|f| f.name.clone()).collect();
+    if run.timeline > 1 {
+        names.push(history_file_name(run.timeline));
+    }
+    let before = report.problems.len();
+    for name in &names {
+        let problem = match archive.fetch_bytes(name).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => format!("WAL file {name} is listed in the archive but has no record"),
+            Err(e) => format!("WAL file {name} is damaged ({e}): recovery through it aborts"),
+        };
+        report.problems.push(problem);
+    }
+    if report.problems.len() == before {
+        report.passed.push(format!(
+            "{} archived WAL files from this base backup on decoded and checked",
+            names.len()
+        ));
+    }
+}
