@@ -10,7 +10,8 @@ use crate::cli::RestoreArgs;
 use crate::exit::{CliError, CliResult, Context};
 use crate::output;
 
-/// `dr list --points`; exit 3 when a point record is unreadable (named on stderr).
+/// `dr list --points`; exit 3 when a point record is unreadable or names backups that are
+/// not there (said on stderr).
 pub async fn list_points(app: &App) -> CliResult<()> {
     let repo = app.read_repository(None).await?;
     let listing = repo
@@ -18,16 +19,17 @@ pub async fn list_points(app: &App) -> CliResult<()> {
         .await
         .doing(|| "listing recovery points".into())?;
     print_points(app, &listing.points)?;
-    for u in &listing.unreadable {
-        eprintln!("PROBLEM {}", u.describe());
+    let backups = repo.list(None).await.doing(|| "listing backups".into())?;
+    let problems = point_problems(&listing, &backups);
+    for problem in &problems {
+        eprintln!("PROBLEM {problem}");
     }
-    if listing.unreadable.is_empty() {
+    if problems.is_empty() {
         return Ok(());
     }
-    Err(CliError::verification(format!(
-        "{} recovery point records are unreadable (see above)",
-        listing.unreadable.len()
-    )))
+    Err(CliError::verification(
+        "recovery points are damaged (see above): do not rely on them",
+    ))
 }
 
 fn print_points(app: &App, points: &[RecoveryPoint]) -> CliResult<()> {
