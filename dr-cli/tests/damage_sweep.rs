@@ -74,6 +74,8 @@ fn postgres_logical_backup_every_object() {
     ok(&config, &["keygen"]);
     ok(&config, &["init"]);
     ok(&config, &["backup", "shop"]);
+    // Other rows in the newest backup: a part of the older one is really foreign.
+    server.psql("shop", "UPDATE t SET note = md5(note) WHERE i % 2 = 0");
     ok(&config, &["backup", "shop"]);
     let id = ids(&config, "shop").remove(0);
     let db_name = |case: &str| {
@@ -172,8 +174,13 @@ fn ok_pg(config: &Path, args: &[&str]) -> String {
     out
 }
 
-/// Switches to a new WAL segment and waits until the finished one is archived.
+/// Writes a little, switches to a new WAL segment and waits until the finished one is
+/// archived (a switch out of an empty segment does nothing).
 fn archive_now(server: &PgServer) {
+    server.psql(
+        "postgres",
+        "INSERT INTO t SELECT i FROM generate_series(1, 1000) i",
+    );
     let segment = server.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
     server.psql("postgres", "SELECT pg_switch_wal()");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -182,7 +189,11 @@ fn archive_now(server: &PgServer) {
         "postgres",
         "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
     )) {
-        assert!(Instant::now() < deadline, "{segment} not archived");
+        assert!(
+            Instant::now() < deadline,
+            "{segment} not archived: {}",
+            server.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -217,10 +228,6 @@ fn archived_cluster(dir: &Path) -> (PgServer, PathBuf, String) {
     archive_now(&server);
     ok_pg(&config, &["backup", "db"]);
     for _ in 0..3 {
-        server.psql(
-            "postgres",
-            "INSERT INTO t SELECT i FROM generate_series(1, 1000) i",
-        );
         archive_now(&server);
     }
     let history = dir.join("pushed/00000002.history");
@@ -238,6 +245,9 @@ fn archived_cluster(dir: &Path) -> (PgServer, PathBuf, String) {
             history.to_str().unwrap(),
         ],
     );
+    // What retention removes anyway (WAL older than both bases) goes now: whatever a prune
+    // of a damaged copy deletes is then the damage's doing.
+    ok_pg(&config, &["prune"]);
     let id = ids(&config, "db").remove(0);
     (server, config, id)
 }
@@ -313,14 +323,23 @@ fn wal_archive_every_kind_of_object() {
             ("json", Damage::InvalidJson),
             ("json", Damage::Delete),
         ] {
-            wal_case(dir.path(), &config, &id, name, suffix, how);
+            wal_case(dir.path(), &config, (&id, &segments[0]), name, suffix, how);
             cases += 1;
         }
     }
     println!("{cases} WAL damage cases checked");
 }
 
-fn wal_case(dir: &Path, config: &Path, id: &str, name: &str, suffix: &str, how: Damage) {
+/// One case: `name`'s object `suffix` damaged, checked against base backup `id` whose first
+/// segment is `start`.
+fn wal_case(
+    dir: &Path,
+    config: &Path,
+    (id, start): (&str, &str),
+    name: &str,
+    suffix: &str,
+    how: Damage,
+) {
     let case = format!("{name}.{suffix}-{how:?}");
     let repo = dir.join("cases").join(&case);
     copy_dir(&dir.join("repo"), &repo);
@@ -350,7 +369,10 @@ fn wal_case(dir: &Path, config: &Path, id: &str, name: &str, suffix: &str, how: 
         &config,
         &["restore", "db", "--at", "latest", "--to", target.to_str().unwrap()],
     );
-    if !(history && how == Damage::Delete) {
+    // The base backup holds its own first segment: without the archived copy's record
+    // recovery reads that one (wal-fetch said "not archived"), so this restore may go on.
+    let in_base = name == start && not_archived;
+    if !(history && how == Damage::Delete) && !in_base {
         assert_ne!(code, 0, "{case}: restore succeeded:\n{out}");
         assert!(listing_of(&target).is_empty(), "{case}: the target was written:\n{out}");
     }

@@ -57,6 +57,7 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     if !app.global.json {
         print_plan(app, &plan)?;
     }
+    check_plan_wal(&repo, &plan).await?;
     let report = restore_pitr(&repo, plan, &options)
         .await
         .doing(|| format!("restoring {} to {target}", args.source_name()))?;
@@ -85,6 +86,33 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         );
     }
     Ok(())
+}
+
+/// Reads every WAL and history file of the plan before anything is written: a recovery that
+/// would abort at a damaged file is refused while the new data directory is still empty.
+async fn check_plan_wal(repo: &Repository, plan: &PitrPlan) -> CliResult<()> {
+    let names: Vec<String> = plan
+        .wal
+        .iter()
+        .map(|f| f.name.clone())
+        .chain(plan.history_files.iter().cloned())
+        .collect();
+    let mut problems = super::verify_wal::damaged_files(repo, &plan.source, &names, false).await;
+    // The segments the base backup holds itself: recovery asks the archive for them first,
+    // and a damaged archived copy aborts it.
+    let mut inside = vec![plan.base.start_wal_file.clone()];
+    if plan.base.stop_wal_file != plan.base.start_wal_file {
+        inside.push(plan.base.stop_wal_file.clone());
+    }
+    inside.retain(|n| !names.contains(n));
+    problems.extend(super::verify_wal::damaged_files(repo, &plan.source, &inside, true).await);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::verification(format!(
+        "{}; nothing was written: recover to a point before the first damaged file (--at), or bring the archive back from a copy",
+        problems.join("; ")
+    )))
 }
 
 fn print_plan(app: &App, plan: &PitrPlan) -> CliResult<()> {

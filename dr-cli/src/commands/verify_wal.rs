@@ -45,27 +45,42 @@ pub(super) async fn check_run_files(
             .push("note: archived WAL files not decoded without the identity".into());
         return;
     }
-    let archive = match WalArchive::new(repo, source) {
-        Ok(archive) => archive,
-        Err(e) => return report.problems.push(e.to_string()),
-    };
     let mut names: Vec<String> = run.files.iter().map(|f| f.name.clone()).collect();
     if run.timeline > 1 {
         names.push(history_file_name(run.timeline));
     }
-    let before = report.problems.len();
-    for name in &names {
-        let problem = match archive.fetch_bytes(name).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => format!("WAL file {name} is listed in the archive but has no record"),
-            Err(e) => format!("WAL file {name} is damaged ({e}): recovery through it aborts"),
-        };
-        report.problems.push(problem);
-    }
-    if report.problems.len() == before {
+    let problems = damaged_files(repo, source, &names, false).await;
+    if problems.is_empty() {
         report.passed.push(format!(
             "{} archived WAL files from this base backup on decoded and checked",
             names.len()
         ));
     }
+    report.problems.extend(problems);
+}
+
+/// Reads and decodes the archived files `names` the way `dr wal-fetch` does; one problem
+/// naming each file it would refuse (with `missing_ok`, a file without a record is fine:
+/// `wal-fetch` says "not archived" and recovery reads the base backup's own copy).
+pub(super) async fn damaged_files(
+    repo: &Repository,
+    source: &str,
+    names: &[String],
+    missing_ok: bool,
+) -> Vec<String> {
+    let archive = match WalArchive::new(repo, source) {
+        Ok(archive) => archive,
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut problems = Vec::new();
+    for name in names {
+        let problem = match archive.fetch_bytes(name).await {
+            Ok(Some(_)) => continue,
+            Ok(None) if missing_ok => continue,
+            Ok(None) => format!("WAL file {name} is listed in the archive but has no record"),
+            Err(e) => format!("WAL file {name} is damaged ({e}): recovery through it aborts"),
+        };
+        problems.push(problem);
+    }
+    problems
 }
