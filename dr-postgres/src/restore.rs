@@ -8,7 +8,7 @@ use dr_core::checks::UserCheck;
 use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, async_trait};
 use tokio_postgres::Client;
 
-use crate::backup::DUMP_ARTIFACT;
+use crate::backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT};
 use crate::checks::{
     CheckOutcome, Expectations, NewestValues, TimestampColumns, check_restored_with,
 };
@@ -135,6 +135,13 @@ impl PostgresTarget {
 impl Restore for PostgresTarget {
     async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport> {
         let started = Instant::now();
+        // The roles are not restored, but a backup with a damaged part is refused whole,
+        // before anything is written.
+        if backup.manifest().artifacts.iter().any(|a| a.name == GLOBALS_ARTIFACT) {
+            backup
+                .copy_artifact(GLOBALS_ARTIFACT, &mut tokio::io::sink())
+                .await?;
+        }
         if self.in_place {
             return self.restore_in_place(backup, started).await;
         }
