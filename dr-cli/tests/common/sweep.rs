@@ -267,7 +267,7 @@ pub fn sweep_to(dir: &Path, config: &Path, source: &str, id: &str, target: &Targ
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let (code, out) = dr(&case_config, &args);
                 if code == 0 && target.success_ok.is_some_and(|f| f(&case, id, &out)) {
-                    println!("{case}: the restore succeeded, and its result is right");
+                    println!("{case}: the restore succeeded and passed the test's own check");
                     std::fs::remove_dir_all(&repo).unwrap();
                     cases += 1;
                     continue;
