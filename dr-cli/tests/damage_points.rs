@@ -16,7 +16,12 @@ fn manifests(repo: &Path) -> Vec<String> {
     let mut found = Vec::new();
     for source in listing_of(&backups) {
         for id in listing_of(&backups.join(&source)) {
-            if backups.join(&source).join(&id).join("manifest.json").exists() {
+            if backups
+                .join(&source)
+                .join(&id)
+                .join("manifest.json")
+                .exists()
+            {
                 found.push(format!("{source}/{id}"));
             }
         }
@@ -27,7 +32,15 @@ fn manifests(repo: &Path) -> Vec<String> {
 /// Byte offsets to flip: inside each value that names something, a field name, the middle.
 fn flip_offsets(text: &str) -> Vec<(String, usize)> {
     let mut offsets = vec![("middle".to_owned(), text.len() / 2)];
-    for key in ["id", "group", "source", "backup_id", "kind", "finished_at", "created_at"] {
+    for key in [
+        "id",
+        "group",
+        "source",
+        "backup_id",
+        "kind",
+        "finished_at",
+        "created_at",
+    ] {
         let pattern = format!("\"{key}\": \"");
         for (n, (at, _)) in text.match_indices(&pattern).enumerate() {
             offsets.push((format!("{key}{n}"), at + pattern.len() + 1));

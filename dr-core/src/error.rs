@@ -285,7 +285,9 @@ fn record_of(key: &str) -> String {
         return format!("its record {wal}.json");
     }
     match key.rsplit_once('/') {
-        Some((dir, _)) if key.starts_with("backups/") => format!("its manifest {dir}/manifest.json"),
+        Some((dir, _)) if key.starts_with("backups/") => {
+            format!("its manifest {dir}/manifest.json")
+        }
         _ => "the manifest".into(),
     }
 }

@@ -137,7 +137,12 @@ impl Restore for PostgresTarget {
         let started = Instant::now();
         // The roles are not restored, but a backup with a damaged part is refused whole,
         // before anything is written.
-        if backup.manifest().artifacts.iter().any(|a| a.name == GLOBALS_ARTIFACT) {
+        if backup
+            .manifest()
+            .artifacts
+            .iter()
+            .any(|a| a.name == GLOBALS_ARTIFACT)
+        {
             backup
                 .copy_artifact(GLOBALS_ARTIFACT, &mut tokio::io::sink())
                 .await?;

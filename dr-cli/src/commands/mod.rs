@@ -8,11 +8,11 @@ mod drill;
 mod files;
 mod pitr;
 mod points;
-mod verify_wal;
 mod prune;
 mod restore;
 mod status;
 mod verify;
+mod verify_wal;
 mod wal;
 
 pub use backup::{BackupRun, backup, init, keygen};

@@ -193,6 +193,9 @@ fn apply(
     true
 }
 
+/// Judges a restore that succeeded: `(case, backup id, output)`.
+pub type SuccessCheck<'a> = dyn Fn(&str, &str, &str) -> bool + 'a;
+
 /// Where the restore of a case goes, and how to tell that it was written.
 pub struct Target<'a> {
     /// The arguments of `dr restore` for case `case` of backup `id`.
@@ -205,7 +208,7 @@ pub struct Target<'a> {
     /// right all the same (judged without dr: the damage was in a checksum the restore does
     /// not need, or a point-in-time restore took an older base backup). `None`: no restore
     /// of a damaged backup may succeed.
-    pub success_ok: Option<&'a dyn Fn(&str, &str, &str) -> bool>,
+    pub success_ok: Option<&'a SuccessCheck<'a>>,
 }
 
 /// Sweeps every object of backup `id` of `source`; returns how many cases were checked.
@@ -215,7 +218,9 @@ pub fn sweep(dir: &Path, config: &Path, source: &str, id: &str) -> usize {
     let path = |case: &str| root.join(case);
     let restore_args = |case: &str, id: &str| {
         let to = path(case).to_str().unwrap().to_owned();
-        ["restore", source, id, "--to", &to].map(str::to_owned).to_vec()
+        ["restore", source, id, "--to", &to]
+            .map(str::to_owned)
+            .to_vec()
     };
     let written = |case: &str| match std::fs::read_dir(path(case)) {
         Ok(entries) => entries.count() > 0,
