@@ -10,6 +10,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::listing::id_second;
 use crate::manifest::{Manifest, check_name};
 use crate::repository::{Repository, new_backup_id};
 use crate::store::{create_object, delete_object, get_object, list_objects};
@@ -276,7 +277,9 @@ impl Repository {
             PointSelector::Id(id) => points.into_iter().find(|p| &p.id == id),
         };
         let blocking = unreadable.iter().find(|u| match selector {
-            PointSelector::Latest => found.as_ref().is_none_or(|p| u.id > p.id),
+            PointSelector::Latest => found
+                .as_ref()
+                .is_none_or(|p| id_second(&u.id) >= id_second(&p.id)),
             PointSelector::Id(id) => &u.id == id,
         });
         if let Some(u) = blocking {
