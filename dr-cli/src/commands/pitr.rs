@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use dr_core::Repository;
+use dr_postgres::lsn::Segment;
 use dr_postgres::pitr::{self, PitrPlan, RecoveryTarget};
 use dr_postgres::{ArchiveCheck, check_archive};
 use dr_postgres::{PitrOptions, restore_pitr};
@@ -105,6 +106,18 @@ async fn check_plan_wal(repo: &Repository, plan: &PitrPlan) -> CliResult<()> {
         inside.push(plan.base.stop_wal_file.clone());
     }
     inside.retain(|n| !names.contains(n));
+    // Recovery to the end asks for the segment after the archive's last: a record of it
+    // without data makes it abort.
+    if plan.target == RecoveryTarget::Latest {
+        let size = plan.base.wal_segment_size;
+        let next = match plan.wal.last() {
+            Some(last) => Segment::parse(&last.name, size).map(|s| s.number + 1),
+            None => Some(Segment::containing(1, plan.base.stop_lsn, size).number + 1),
+        };
+        let next = next.map(|n| (n, size));
+        let after = super::verify_wal::segment_after(repo, &plan.source, plan.timeline, next);
+        inside.extend(after.await);
+    }
     problems.extend(super::verify_wal::damaged_files(repo, &plan.source, &inside, true).await);
     if problems.is_empty() {
         return Ok(());

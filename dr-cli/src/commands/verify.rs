@@ -47,7 +47,14 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         if let Some(check) = archives.iter().find(|c| c.source == source) {
             add_archive_check(&mut report, check, reader.id());
             if let Some((_, run)) = check.runs.iter().find(|(base, _)| base == reader.id()) {
-                super::verify_wal::check_run_files(&repo, source, run, level, &mut report).await;
+                let size = dr_postgres::BaseBackupFacts::from_info(
+                    &reader.manifest().source_info,
+                    reader.id(),
+                )
+                .ok()
+                .map(|f| f.wal_segment_size);
+                super::verify_wal::check_run_files(&repo, source, run, (level, size), &mut report)
+                    .await;
             }
         }
         if reader.manifest().kind == dr_postgres::BASE_KIND {
