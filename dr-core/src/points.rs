@@ -92,14 +92,15 @@ impl RecoveryPoint {
     }
 
     /// What does not match between the point and the committed backups it names: a member
-    /// that is not in the repository (`backups` readable, `unreadable_ids` unreadable), or
-    /// whose manifest says another kind or finish time. Empty when the point is consistent.
-    pub fn problems(&self, backups: &[Manifest], unreadable_ids: &[&str]) -> Vec<String> {
+    /// whose manifest says another kind or finish time, or whose backup id is in the
+    /// repository under another source (`backups` are the readable manifests). A member
+    /// that is not in the repository at all is no damage: retention may have deleted it
+    /// (see [`RecoveryPoint::missing_members`]).
+    pub fn problems(&self, backups: &[Manifest]) -> Vec<String> {
         let mut problems = Vec::new();
         for member in &self.members {
-            let found = backups
-                .iter()
-                .find(|m| m.id == member.backup_id && m.source == member.source);
+            let same_id = backups.iter().filter(|m| m.id == member.backup_id);
+            let found = same_id.clone().find(|m| m.source == member.source);
             match found {
                 Some(m) if m.kind != member.kind || m.finished_at != member.finished_at => {
                     problems.push(format!(
@@ -108,14 +109,32 @@ impl RecoveryPoint {
                     ));
                 }
                 Some(_) => {}
-                None if unreadable_ids.contains(&member.backup_id.as_str()) => {}
-                None => problems.push(format!(
-                    "recovery point {}: member {} {} is not in the repository",
-                    self.id, member.source, member.backup_id
-                )),
+                None => {
+                    if let Some(other) = same_id.clone().next() {
+                        problems.push(format!(
+                            "recovery point {}: member {} {} is backup {} of source {}",
+                            self.id, member.source, member.backup_id, other.id, other.source
+                        ));
+                    }
+                }
             }
         }
         problems
+    }
+
+    /// The members whose backup is neither among `backups` (readable) nor `unreadable_ids`:
+    /// deleted by retention, or named wrongly. A restore of the point cannot have them.
+    pub fn missing_members(&self, backups: &[Manifest], unreadable_ids: &[&str]) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|member| {
+                !unreadable_ids.contains(&member.backup_id.as_str())
+                    && !backups
+                        .iter()
+                        .any(|m| m.id == member.backup_id && m.source == member.source)
+            })
+            .map(|member| format!("{} {}", member.source, member.backup_id))
+            .collect()
     }
 
     fn check_names(&self, key_id: &str) -> Result<()> {
@@ -126,9 +145,10 @@ impl RecoveryPoint {
             )));
         }
         check_name("group name", &self.group)?;
+        check_id("recovery point id", &self.id)?;
         for member in &self.members {
             check_name("source name", &member.source)?;
-            check_name("backup id", &member.backup_id)?;
+            check_id("backup id", &member.backup_id)?;
         }
         for failed in &self.failed {
             check_name("source name", &failed.source)?;
@@ -303,6 +323,23 @@ impl Repository {
         check_name("recovery point id", id)?;
         delete_object(self.store().as_ref(), &point_key(id)).await
     }
+}
+
+/// An id as dr makes them, `YYYYMMDDTHHMMSSZ-xxxx`: any changed character breaks the form.
+fn check_id(what: &'static str, id: &str) -> Result<()> {
+    let well_formed = id.len() == 21
+        && chrono::NaiveDateTime::parse_from_str(&id[..16], "%Y%m%dT%H%M%SZ").is_ok()
+        && id.as_bytes()[16] == b'-'
+        && id[17..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if well_formed {
+        return Ok(());
+    }
+    Err(Error::InvalidName {
+        what,
+        name: id.to_owned(),
+    })
 }
 
 fn point_key(id: &str) -> Path {

@@ -10,8 +10,8 @@ use crate::cli::RestoreArgs;
 use crate::exit::{CliError, CliResult, Context};
 use crate::output;
 
-/// `dr list --points`; exit 3 when a point record is unreadable or names backups that are
-/// not there (said on stderr).
+/// `dr list --points`; exit 3 when a point record is unreadable or does not match the
+/// backups it names (said on stderr).
 pub async fn list_points(app: &App) -> CliResult<()> {
     let repo = app.read_repository(None).await?;
     let listing = repo
@@ -171,9 +171,8 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
 }
 
 /// What is wrong with the recovery point records: unreadable ones, and points whose members
-/// are not the committed backups they name.
+/// do not match the committed backups they name.
 pub(super) fn point_problems(points: &PointListing, listing: &dr_core::Listing) -> Vec<String> {
-    let unreadable: Vec<&str> = listing.unreadable.iter().map(|u| u.id.as_str()).collect();
     points
         .unreadable
         .iter()
@@ -182,7 +181,7 @@ pub(super) fn point_problems(points: &PointListing, listing: &dr_core::Listing) 
             points
                 .points
                 .iter()
-                .flat_map(|p| p.problems(&listing.backups, &unreadable)),
+                .flat_map(|p| p.problems(&listing.backups)),
         )
         .collect()
 }
@@ -192,7 +191,15 @@ pub(super) fn point_problems(points: &PointListing, listing: &dr_core::Listing) 
 async fn check_members(repo: &dr_core::Repository, point: &RecoveryPoint) -> CliResult<()> {
     let listing = repo.list(None).await.doing(|| "listing backups".into())?;
     let unreadable: Vec<&str> = listing.unreadable.iter().map(|u| u.id.as_str()).collect();
-    let problems = point.problems(&listing.backups, &unreadable);
+    let mut problems = point.problems(&listing.backups);
+    let missing = point.missing_members(&listing.backups, &unreadable);
+    if !missing.is_empty() {
+        problems.push(format!(
+            "recovery point {} names backups that are not in the repository (pruned, or the record is damaged): {}",
+            point.id,
+            missing.join(", ")
+        ));
+    }
     if problems.is_empty() {
         return Ok(());
     }
