@@ -61,7 +61,8 @@ pub enum Error {
 
     /// A stored object does not match the checksum recorded in its manifest.
     #[error(
-        "Corrupt object {key}: {what} SHA-256 is {actual}, the manifest expects {expected}; restore from another backup or a copy of the repository"
+        "Corrupt object {key}: {what} SHA-256 is {actual}, {} expects {expected} (the object or that record is damaged); restore from another backup or a copy of the repository",
+        record_of(.key)
     )]
     CorruptPart {
         /// Object key inside the repository.
@@ -274,5 +275,19 @@ impl Error {
     /// Wraps this error in an `io::Error` for the `AsyncRead`/`AsyncWrite` interfaces.
     pub fn into_io(self) -> std::io::Error {
         std::io::Error::other(self)
+    }
+}
+
+/// The record that holds an object's checksums, in words: a backup part's manifest, a WAL
+/// file's `.json` record.
+fn record_of(key: &str) -> String {
+    if let (Some(wal), true) = (key.strip_suffix(".zst.age"), key.starts_with("wal/")) {
+        return format!("its record {wal}.json");
+    }
+    match key.rsplit_once('/') {
+        Some((dir, _)) if key.starts_with("backups/") => {
+            format!("its manifest {dir}/manifest.json")
+        }
+        _ => "the manifest".into(),
     }
 }

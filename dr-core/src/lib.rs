@@ -75,7 +75,9 @@ pub use pipeline::{
     ArtifactReader, ArtifactWriter, BackupReader, BackupWriter, DEFAULT_PART_SIZE, EncodedPart,
     ExpectedPart, PipelineOptions, decode_part, encode_part, sha256_hex,
 };
-pub use points::{FailedMember, PointMember, PointSelector, RecoveryPoint};
+pub use points::{
+    FailedMember, PointListing, PointMember, PointSelector, RecoveryPoint, UnreadablePoint,
+};
 pub use progress::{NoProgress, Progress};
 pub use redact::{percent_decode, redact_url};
 pub use repository::{

@@ -112,12 +112,11 @@ impl Listing {
                 BackupSelector::Latest => true,
                 BackupSelector::AtOrBefore(t) => u.id <= t.format("%Y%m%dT%H%M%SZ~").to_string(),
             };
-            // Ids carry the start second, then random bits: an unreadable backup of the
-            // same second as the one picked may be the newer one.
+            // Ids sort by the second only: one of the same second may be the newer one.
             eligible
                 && picked
                     .as_ref()
-                    .is_none_or(|p| second_of(&u.id) >= second_of(p))
+                    .is_none_or(|p| id_second(&u.id) >= id_second(p))
         });
         if let Some(u) = shadowing {
             return Err(Error::UnreadableManifest {
@@ -142,9 +141,10 @@ impl Listing {
     }
 }
 
-/// The `YYYYMMDDTHHMMSSZ` start second of a backup id.
-fn second_of(id: &str) -> &str {
-    id.get(..16).unwrap_or(id)
+/// The time part of a backup or point id (`20261123T021500Z` of `20261123T021500Z-7f3a`):
+/// ids of the same second do not sort by time.
+pub(crate) fn id_second(id: &str) -> &str {
+    id.split_once('-').map_or(id, |(second, _)| second)
 }
 
 /// `it has no backups` or `its 3 backups run from <oldest id> to <newest id>`.

@@ -79,7 +79,7 @@ fn error_messages_say_what_to_do() {
                 expected: "aa".into(),
                 actual: "bb".into(),
             },
-            "Corrupt object backups/db/x/db.000000.zst.age: stored SHA-256 is bb, the manifest expects aa; restore from another backup or a copy of the repository",
+            "Corrupt object backups/db/x/db.000000.zst.age: stored SHA-256 is bb, its manifest backups/db/x/manifest.json expects aa (the object or that record is damaged); restore from another backup or a copy of the repository",
         ),
         (
             Error::UnsupportedFormat {

@@ -84,7 +84,7 @@ async fn points_are_recorded_and_the_latest_complete_one_is_found() {
         .await
         .unwrap();
     assert!(complete.is_complete() && !partial.is_complete());
-    assert_eq!(repo.points().await.unwrap().len(), 2);
+    assert_eq!(repo.points().await.unwrap().points.len(), 2);
     let latest = repo.find_point(&PointSelector::Latest).await.unwrap();
     assert_eq!(
         latest.id, complete.id,

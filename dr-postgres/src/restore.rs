@@ -10,7 +10,7 @@ use dr_core::{
 };
 use tokio_postgres::Client;
 
-use crate::backup::DUMP_ARTIFACT;
+use crate::backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT};
 use crate::checks::{
     CheckOutcome, Expectations, NewestValues, TimestampColumns, check_restored_with,
 };
@@ -137,6 +137,18 @@ impl PostgresTarget {
 impl Restore for PostgresTarget {
     async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport> {
         let started = Instant::now();
+        // The roles are not restored, but a backup with a damaged part is refused whole,
+        // before anything is written.
+        if backup
+            .manifest()
+            .artifacts
+            .iter()
+            .any(|a| a.name == GLOBALS_ARTIFACT)
+        {
+            backup
+                .copy_artifact(GLOBALS_ARTIFACT, &mut tokio::io::sink())
+                .await?;
+        }
         if self.in_place {
             return self.restore_in_place(backup, started).await;
         }

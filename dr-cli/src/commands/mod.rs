@@ -12,6 +12,7 @@ mod prune;
 mod restore;
 mod status;
 mod verify;
+mod verify_wal;
 mod wal;
 
 pub use backup::{BackupRun, backup, init, keygen};

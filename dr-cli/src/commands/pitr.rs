@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use dr_core::Repository;
+use dr_postgres::lsn::Segment;
 use dr_postgres::pitr::{self, PitrPlan, RecoveryTarget};
 use dr_postgres::{ArchiveCheck, check_archive};
 use dr_postgres::{PitrOptions, restore_pitr};
@@ -57,6 +58,7 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     if !app.global.json {
         print_plan(app, &plan)?;
     }
+    check_plan_wal(&repo, &plan).await?;
     let report = restore_pitr(&repo, plan, &options)
         .await
         .doing(|| format!("restoring {} to {target}", args.source_name()))?;
@@ -85,6 +87,45 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         );
     }
     Ok(())
+}
+
+/// Reads every WAL and history file of the plan before anything is written: a recovery that
+/// would abort at a damaged file is refused while the new data directory is still empty.
+async fn check_plan_wal(repo: &Repository, plan: &PitrPlan) -> CliResult<()> {
+    let names: Vec<String> = plan
+        .wal
+        .iter()
+        .map(|f| f.name.clone())
+        .chain(plan.history_files.iter().cloned())
+        .collect();
+    let mut problems = super::verify_wal::damaged_files(repo, &plan.source, &names, false).await;
+    // The segments the base backup holds itself: recovery asks the archive for them first,
+    // and a damaged archived copy aborts it.
+    let mut inside = vec![plan.base.start_wal_file.clone()];
+    if plan.base.stop_wal_file != plan.base.start_wal_file {
+        inside.push(plan.base.stop_wal_file.clone());
+    }
+    inside.retain(|n| !names.contains(n));
+    // Recovery to the end asks for the segment after the archive's last: a record of it
+    // without data makes it abort.
+    if plan.target == RecoveryTarget::Latest {
+        let size = plan.base.wal_segment_size;
+        let next = match plan.wal.last() {
+            Some(last) => Segment::parse(&last.name, size).map(|s| s.number + 1),
+            None => Some(Segment::containing(1, plan.base.stop_lsn, size).number + 1),
+        };
+        let next = next.map(|n| (n, size));
+        let after = super::verify_wal::segment_after(repo, &plan.source, plan.timeline, next);
+        inside.extend(after.await);
+    }
+    problems.extend(super::verify_wal::damaged_files(repo, &plan.source, &inside, true).await);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::verification(format!(
+        "{}; nothing was written: recover to a point before the first damaged file (--at), or bring the archive back from a copy",
+        problems.join("; ")
+    )))
 }
 
 fn print_plan(app: &App, plan: &PitrPlan) -> CliResult<()> {

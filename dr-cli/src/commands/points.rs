@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use dr_core::{PointSelector, RecoveryPoint};
+use dr_core::{PointListing, PointSelector, RecoveryPoint};
 use serde_json::json;
 
 use crate::app::App;
@@ -10,13 +10,29 @@ use crate::cli::RestoreArgs;
 use crate::exit::{CliError, CliResult, Context};
 use crate::output;
 
-/// `dr list --points`.
+/// `dr list --points`; exit 3 when a point record is unreadable or does not match the
+/// backups it names (said on stderr).
 pub async fn list_points(app: &App) -> CliResult<()> {
     let repo = app.read_repository(None).await?;
-    let points = repo
+    let listing = repo
         .points()
         .await
         .doing(|| "listing recovery points".into())?;
+    print_points(app, &listing.points)?;
+    let backups = repo.list(None).await.doing(|| "listing backups".into())?;
+    let problems = point_problems(&listing, &backups);
+    for problem in &problems {
+        eprintln!("PROBLEM {problem}");
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::verification(
+        "recovery points are damaged (see above): do not rely on them",
+    ))
+}
+
+fn print_points(app: &App, points: &[RecoveryPoint]) -> CliResult<()> {
     if app.global.json {
         return output::json(&points);
     }
@@ -77,6 +93,7 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
                 .join(", ")
         )));
     }
+    check_members(&repo, &point).await?;
     let order = restore_order(app, &point)?;
     if !app.global.json {
         println!(
@@ -151,6 +168,45 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
         }
     );
     Ok(())
+}
+
+/// What is wrong with the recovery point records: unreadable ones, and points whose members
+/// do not match the committed backups they name.
+pub(super) fn point_problems(points: &PointListing, listing: &dr_core::Listing) -> Vec<String> {
+    points
+        .unreadable
+        .iter()
+        .map(|u| u.describe())
+        .chain(
+            points
+                .points
+                .iter()
+                .flat_map(|p| p.problems(&listing.backups)),
+        )
+        .collect()
+}
+
+/// Refuses, before anything is restored, a point whose members are not the committed
+/// backups it names.
+async fn check_members(repo: &dr_core::Repository, point: &RecoveryPoint) -> CliResult<()> {
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    let unreadable: Vec<&str> = listing.unreadable.iter().map(|u| u.id.as_str()).collect();
+    let mut problems = point.problems(&listing.backups);
+    let missing = point.missing_members(&listing.backups, &unreadable);
+    if !missing.is_empty() {
+        problems.push(format!(
+            "recovery point {} names backups that are not in the repository (pruned, or the record is damaged): {}",
+            point.id,
+            missing.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::verification(format!(
+        "{}; nothing was restored: restore its sources one by one (dr list)",
+        problems.join("; ")
+    )))
 }
 
 /// The point's sources in restore order: its group's order when the group is still

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use dr_core::retention::{Decision, RetentionItem, keep_recovery_points, plan};
-use dr_core::{Listing, Manifest, Plan, RecoveryPoint, Repository};
+use dr_core::{Listing, Manifest, Plan, PointListing, RecoveryPoint, Repository};
 use dr_postgres::{BaseBackupFacts, WalArchive, unneeded_wal};
 use serde_json::json;
 
@@ -39,7 +39,7 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
             .remove_orphans(now - grace)
             .await
             .doing(|| "removing orphans".into())?;
-        forget_empty_points(&repo, &points, &decisions, &listing).await?;
+        forget_empty_points(&repo, &points.points, &decisions, &listing).await?;
     }
     let wal = prune_wal(&repo, &listing, &decisions, dry_run).await?;
     if app.global.json {
@@ -47,7 +47,7 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
             &json!({ "dry_run": dry_run, "decisions": decisions, "deleted": deleted,
             "orphans_removed": orphans, "wal": wal, "unreadable": listing.unreadable }),
         )?;
-        return unreadable_outcome(&listing);
+        return unreadable_outcome(&listing, &points);
     }
     let rows: Vec<Vec<String>> = decisions
         .iter()
@@ -95,12 +95,20 @@ pub async fn prune(app: &App, dry_run: bool, orphan_grace: std::time::Duration) 
     for unreadable in &listing.unreadable {
         println!("PROBLEM {}", unreadable.describe());
     }
-    unreadable_outcome(&listing)
+    for problem in super::points::point_problems(&points, &listing) {
+        println!("PROBLEM {problem}");
+    }
+    unreadable_outcome(&listing, &points)
 }
 
-/// Exit 3 when a committed backup's manifest could not be read: prune kept its objects, but
-/// the repository needs attention.
-fn unreadable_outcome(listing: &Listing) -> CliResult<()> {
+/// Exit 3 when a committed backup's manifest could not be read, or a recovery point is
+/// damaged: prune kept their objects, but the repository needs attention.
+fn unreadable_outcome(listing: &Listing, points: &PointListing) -> CliResult<()> {
+    if !super::points::point_problems(points, listing).is_empty() {
+        return Err(CliError::verification(
+            "a recovery point is damaged; prune kept every backup (see above)",
+        ));
+    }
     if listing.is_complete() {
         return Ok(());
     }
@@ -112,13 +120,15 @@ fn unreadable_outcome(listing: &Listing) -> CliResult<()> {
 
 /// Every backup's retention decision: each source's policy, then recovery points kept whole.
 /// A source holding a manifest of a newer format is left alone: all its backups are kept
-/// (this build cannot know what the newer backups depend on).
+/// (this build cannot know what the newer backups depend on). While a recovery point is
+/// damaged (unreadable, or naming backups that are not there) every backup is kept: the
+/// point's members are unknown.
 pub(super) async fn retention_plan(
     app: &App,
     repo: &Repository,
     listing: &Listing,
     now: chrono::DateTime<chrono::Utc>,
-) -> CliResult<(Vec<Decision>, Vec<RecoveryPoint>)> {
+) -> CliResult<(Vec<Decision>, PointListing)> {
     let manifests = &listing.backups;
     let mut by_source: BTreeMap<&str, Vec<RetentionItem>> = BTreeMap::new();
     for m in manifests {
@@ -144,7 +154,14 @@ pub(super) async fn retention_plan(
         .points()
         .await
         .doing(|| "listing recovery points".into())?;
-    Ok((keep_points_whole(decisions, manifests, &points), points))
+    let mut decisions = keep_points_whole(decisions, manifests, &points.points);
+    if !super::points::point_problems(&points, listing).is_empty() {
+        for d in &mut decisions {
+            d.keep = true;
+            d.reasons = vec!["a recovery point is damaged: prune keeps every backup".into()];
+        }
+    }
+    Ok((decisions, points))
 }
 
 /// Applies the recovery points to the per-source plans: a point is kept whole.

@@ -22,11 +22,11 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         other => other?,
     };
     let physical = super::pitr_sources(&chosen);
-    let archives = super::pitr::archive_checks(&repo, &physical).await?;
+    let (archives, archive_failures) = super::verify_wal::archive_checks(&repo, &physical).await;
     let mut reports = Vec::new();
     for manifest in chosen {
         let reader = repo.reader(manifest);
-        let report = verify_one(app, &repo, &reader, level, &archives).await;
+        let report = verify_one(app, &repo, &reader, level, (&archives, &archive_failures)).await;
         bar.finish();
         let report = report?;
         if !app.global.json {
@@ -49,6 +49,9 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     if app.global.json {
         output::json(&reports)?;
     }
+    if target.is_none() {
+        reports.extend(verify_points(app, &repo).await?);
+    }
     if let Err(e) = repo.check_pinned_recipients() {
         eprintln!("PROBLEM {e}");
         return Err(CliError::verification(
@@ -58,13 +61,14 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     outcome(&reports)
 }
 
-/// One backup: the kind's verifier, the backups it depends on, its WAL archive.
+/// One backup: the kind's verifier, the backups it depends on, its WAL archive (every file
+/// a recovery from it replays decoded, at checksums level and above).
 async fn verify_one(
     app: &App,
     repo: &Repository,
     reader: &BackupReader,
     level: VerifyLevel,
-    archives: &[dr_postgres::ArchiveCheck],
+    (archives, archive_failures): (&[dr_postgres::ArchiveCheck], &[(String, String)]),
 ) -> CliResult<VerifyReport> {
     let mut report = verifier(app, repo, reader)?
         .verify(reader, level)
@@ -75,11 +79,22 @@ async fn verify_one(
         .await
         .doing(|| format!("verifying the backups {} depends on", reader.id()))?;
     add_chain_check(&mut report, reader.manifest(), chain);
-    if let Some(check) = archives
-        .iter()
-        .find(|c| c.source == reader.manifest().source)
-    {
+    let source = reader.manifest().source.as_str();
+    if let Some(check) = archives.iter().find(|c| c.source == source) {
         add_archive_check(&mut report, check, reader.id());
+        if let Some((_, run)) = check.runs.iter().find(|(base, _)| base == reader.id()) {
+            let size = dr_postgres::BaseBackupFacts::from_info(
+                &reader.manifest().source_info,
+                reader.id(),
+            )
+            .ok()
+            .map(|f| f.wal_segment_size);
+            super::verify_wal::check_run_files(repo, source, run, (level, size), &mut report).await;
+        }
+    }
+    if reader.manifest().kind == dr_postgres::BASE_KIND {
+        let failures = archive_failures.iter().filter(|(s, _)| s == source);
+        report.problems.extend(failures.map(|(_, p)| p.clone()));
     }
     Ok(report)
 }
@@ -118,6 +133,39 @@ fn outcome(reports: &[VerifyReport]) -> CliResult<()> {
         "{failed} of {} backups failed verification; restore from another backup and investigate the repository",
         reports.len()
     )))
+}
+
+/// The recovery point records: each unreadable record, and each point whose members do not
+/// match the committed backups it names, is a failed report (a member deleted by retention
+/// is not a failure).
+async fn verify_points(app: &App, repo: &Repository) -> CliResult<Vec<VerifyReport>> {
+    let points = repo
+        .points()
+        .await
+        .doing(|| "listing recovery points".into())?;
+    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
+    let mut reports = Vec::new();
+    let mut report = |id: &str, problems: Vec<String>| {
+        if !app.global.json {
+            println!("FAILED  recovery point {id}");
+            for problem in &problems {
+                println!("  PROBLEM {problem}");
+            }
+        }
+        let mut failed = VerifyReport::failed(id, problems.join("; "));
+        failed.problems = problems;
+        reports.push(failed);
+    };
+    for u in &points.unreadable {
+        report(&u.id, vec![u.describe()]);
+    }
+    for point in &points.points {
+        let problems = point.problems(&listing.backups);
+        if !problems.is_empty() {
+            report(&point.id, problems);
+        }
+    }
+    Ok(reports)
 }
 
 /// The backups to verify: one id, the latest of one source, or the latest of every source;
