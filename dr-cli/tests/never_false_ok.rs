@@ -163,7 +163,7 @@ fn an_unreadable_manifest_survives_prune_and_is_reported_everywhere() {
         );
         let (code, out) = dr(&repo.config, &["status"]);
         assert_eq!(code, 3, "{what}: {out}");
-        assert!(out.contains("unreadable manifest"), "{what}: {out}");
+        assert!(out.contains("manifest is unreadable"), "{what}: {out}");
         let (code, out) = dr(&repo.config, &["verify"]);
         assert_eq!(code, 3, "{what}: {out}");
         assert!(
@@ -472,6 +472,6 @@ fn verify_of_a_source_whose_only_manifest_is_damaged_reports_it() {
     std::fs::write(id.join("manifest.json"), "not json").unwrap();
     let (code, out) = dr(&repo.config, &["verify", "other"]);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("unreadable manifest"), "{out}");
+    assert!(out.contains("manifest is unreadable"), "{out}");
     assert!(!out.contains("no backup id or source named"), "{out}");
 }

@@ -47,9 +47,14 @@ impl UnreadableBackup {
         } else {
             "its parts are kept (prune never deletes them); run `dr verify` and see FORMAT.md to recover them by hand"
         };
+        let error = if self.error.contains(&self.key) {
+            self.error.clone()
+        } else {
+            format!("{}: {}", self.key, self.error)
+        };
         format!(
-            "backup {} of {} has an unreadable manifest {}: {}; {advice}",
-            self.id, self.source, self.key, self.error
+            "backup {} of {} is committed but its manifest is unreadable ({error}); {advice}",
+            self.id, self.source
         )
     }
 }

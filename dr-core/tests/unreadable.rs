@@ -257,7 +257,7 @@ async fn status_reports_a_newest_backup_whose_base_is_unreadable_or_gone() {
         status
             .problems
             .iter()
-            .any(|p| p.contains("unreadable manifest"))
+            .any(|p| p.contains("manifest is unreadable"))
     );
     facts.unreadable.clear();
     let status = dr_core::status::evaluate(&facts, chrono::Utc::now());
