@@ -88,12 +88,14 @@ impl From<dr_core::Error> for CliError {
             E::CorruptPart { .. }
             | E::DamagedPart { .. }
             | E::MissingObject { .. }
-            | E::ChecksFailed { .. } => Failure::Verification,
+            | E::ChecksFailed { .. }
+            | E::BadManifest { .. }
+            | E::UnreadableManifest { .. }
+            | E::NoSuchArtifact { .. } => Failure::Verification,
             E::InvalidName { .. }
             | E::InvalidLocation { .. }
             | E::BackupNotFound { .. }
-            | E::Refused(_)
-            | E::NoSuchArtifact { .. } => Failure::Usage,
+            | E::Refused(_) => Failure::Usage,
             _ => Failure::Operational,
         };
         CliError {

@@ -475,3 +475,54 @@ fn verify_of_a_source_whose_only_manifest_is_damaged_reports_it() {
     assert!(out.contains("manifest is unreadable"), "{out}");
     assert!(!out.contains("no backup id or source named"), "{out}");
 }
+
+#[test]
+fn status_is_not_ok_when_a_part_of_the_newest_backup_is_gone() {
+    let repo = Repo::with_backups();
+    let (code, _) = dr(&repo.config, &["prune"]);
+    assert_eq!(code, 0);
+    let (code, out) = dr(&repo.config, &["status"]);
+    assert_eq!(code, 0, "{out}");
+    let newest = &repo.ids()[0];
+    std::fs::remove_file(repo.backup_dir(newest).join("db.000000.zst.age")).unwrap();
+    let (code, out) = dr(&repo.config, &["status"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("db.000000.zst.age"), "{out}");
+}
+
+#[test]
+fn prune_keeps_the_base_of_a_kept_increment_whose_manifest_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("big.bin"), vec![7u8; 200_000]).unwrap();
+    let config = dir.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n[retention]\nkeep_last = 1\n[sources.files]\nkind = \"directory\"\npath = \"{0}/tree\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    ok(&config, &["keygen"]);
+    ok(&config, &["init"]);
+    ok(&config, &["backup", "files"]);
+    std::fs::write(tree.join("small.txt"), "new").unwrap();
+    ok(&config, &["backup", "files"]);
+    let backups = dir.path().join("repo/backups/files");
+    let mut ids: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    ids.sort();
+    let base = backups.join(&ids[0]);
+    std::fs::remove_file(base.join("manifest.json")).unwrap();
+    let before = std::fs::read_dir(&base).unwrap().count();
+    let _ = dr(&config, &["prune", "--orphan-grace", "0s"]);
+    assert_eq!(
+        std::fs::read_dir(&base).unwrap().count(),
+        before,
+        "prune took the base"
+    );
+}

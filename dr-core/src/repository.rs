@@ -247,13 +247,15 @@ impl Repository {
         opts.labels
             .iter()
             .try_for_each(|l| check_name("label", l))?;
+        // Before the lease: a refusal leaves nothing behind.
+        let recipients = self.recipients()?;
         let started_at = Utc::now();
         let (id, lease) = self.claim_id(source, started_at).await?;
         let dir = backup_dir(source, &id);
         let ctx = Arc::new(WriteContext::new(
             self.store.clone(),
             dir.clone(),
-            self.recipients()?,
+            recipients,
             self.pipeline.clone(),
             self.progress.clone(),
         ));
@@ -518,13 +520,22 @@ impl Repository {
             .into_iter()
             .map(|(source, id)| backup_dir(&source, &id))
             .collect();
-        let committed: std::collections::HashSet<String> =
+        let mut committed: std::collections::HashSet<String> =
             list_objects(self.store.as_ref(), &Path::from("backups"))
                 .await?
                 .into_iter()
                 .filter(|meta| meta.location.filename() == Some(MANIFEST_NAME))
                 .filter_map(|meta| parent_dir(&meta.location))
                 .collect();
+        // A backup a committed backup depends on is never an orphan, even without its
+        // manifest: its parts are what the increment needs (and may decode by hand).
+        for m in self.list(None).await?.backups {
+            committed.extend(
+                m.depends_on
+                    .iter()
+                    .map(|dep| backup_dir(&m.source, dep).to_string()),
+            );
+        }
         let mut orphans: Vec<Orphan> = all
             .into_iter()
             .filter(|meta| parent_dir(&meta.location).is_none_or(|dir| !committed.contains(&dir)))

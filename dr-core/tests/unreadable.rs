@@ -267,3 +267,25 @@ async fn status_reports_a_newest_backup_whose_base_is_unreadable_or_gone() {
         status.problems
     );
 }
+
+#[tokio::test]
+async fn the_base_of_a_kept_increment_is_never_an_orphan_even_without_its_manifest() {
+    let (repo, raw, base, _) = damaged_chain(Damage::InvalidJson).await;
+    let manifest = format!("backups/db/{base}/manifest.json");
+    raw.delete(&Path::from(manifest.as_str())).await.unwrap();
+    let before: Vec<String> = keys(raw.as_ref())
+        .await
+        .into_iter()
+        .filter(|k| k.contains(&base))
+        .collect();
+    assert!(!before.is_empty());
+    let future = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    let removed = repo.remove_orphans(future).await.unwrap();
+    assert!(removed.is_empty(), "removed {removed:?}");
+    let after: Vec<String> = keys(raw.as_ref())
+        .await
+        .into_iter()
+        .filter(|k| k.contains(&base))
+        .collect();
+    assert_eq!(after, before);
+}

@@ -206,6 +206,32 @@ impl<'a> WalArchive<'a> {
         Ok(Some(plain))
     }
 
+    /// Compares the summary recorded for segment `name` (what "recoverable until" is read
+    /// from) with a fresh reading of its decoded bytes `plain`; a problem naming the segment
+    /// when they differ (the record was altered: the advertised limit would be wrong).
+    ///
+    /// # Errors
+    /// A damaged record, store errors.
+    pub async fn check_recorded_summary(
+        &self,
+        name: &str,
+        plain: Vec<u8>,
+    ) -> Result<Option<String>> {
+        let Some(recorded) = self.record(name).await?.and_then(|r| r.summary) else {
+            return Ok(None);
+        };
+        let actual = tokio::task::spawn_blocking(move || walscan::summarize(&plain))
+            .await
+            .map_err(|e| Error::Usage(format!("WAL reader task failed: {e}")))?;
+        if actual == Some(recorded) {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "the record of WAL file {name} ({}) does not describe the segment it commits (recorded {recorded:?}, read {actual:?}): the record is damaged and the recoverable limit read from it is wrong",
+            self.key(name, "json")
+        )))
+    }
+
     /// What recovery can reach in the archived segment `name`: from its record, or (for a
     /// segment archived by an older dr) read from the segment itself when the identity is
     /// loaded; `None` when not archived or not known.

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use dr_core::status::{CopyFacts, SourceFacts, SourceStatus, evaluate, prometheus};
-use dr_core::{Manifest, Repository};
+use dr_core::{Manifest, Repository, VerifyLevel};
 
 use crate::app::App;
 use crate::exit::{CliError, CliResult, Context};
@@ -113,6 +113,39 @@ pub async fn gather(app: &App, repo: &Repository) -> CliResult<Vec<SourceStatus>
             status
         })
         .collect();
+    check_newest_present(repo, manifests, statuses).await
+}
+
+/// The newest backup of each source and the backups it depends on: every part present with
+/// its recorded size (a HEAD per part, no download). `ok` must not be said of a newest backup
+/// whose parts are gone or truncated; flipped bytes are for `dr verify` to find.
+async fn check_newest_present(
+    repo: &Repository,
+    manifests: &[Manifest],
+    mut statuses: Vec<SourceStatus>,
+) -> CliResult<Vec<SourceStatus>> {
+    for status in &mut statuses {
+        let Some(newest) = manifests.iter().find(|m| m.source == status.source) else {
+            continue;
+        };
+        let quick = VerifyLevel::Quick;
+        let report = repo
+            .reader(newest.clone())
+            .verify_objects(quick)
+            .await
+            .doing(|| format!("checking the parts of backup {}", newest.id))?;
+        let chain = repo
+            .verify_dependencies(newest, quick)
+            .await
+            .doing(|| format!("checking the backups {} depends on", newest.id))?;
+        let problems = report.problems.into_iter().chain(chain);
+        status.problems.extend(problems.map(|p| {
+            format!(
+                "the newest backup {} cannot be restored as it is: {p}",
+                newest.id
+            )
+        }));
+    }
     Ok(statuses)
 }
 

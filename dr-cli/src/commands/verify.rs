@@ -38,7 +38,7 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
         .iter()
         .map(|u| (format!("{} {} (manifest unreadable)", u.source, u.id), u.id.clone(), u.describe()))
         .chain(headless.iter().map(|dir| (format!("{dir} (no manifest)"), last_segment(dir), format!(
-            "{dir}/manifest.json is missing but {dir}/SHA256SUMS is there: the backup's manifest was deleted, or it died while committing (its parts may still decode by hand, see FORMAT.md; `dr prune` removes them as orphans)"
+            "{dir}/manifest.json is missing but {dir}/SHA256SUMS is there: the backup's manifest was deleted, or it died while committing (its parts may still decode by hand, see FORMAT.md; `dr prune` keeps them while a committed backup depends on them, and removes them as orphans otherwise)"
         ))));
     for (what, id, problem) in problems {
         if !app.global.json {

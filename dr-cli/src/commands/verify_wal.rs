@@ -97,7 +97,11 @@ pub(super) async fn damaged_files(
     let mut problems = Vec::new();
     for name in names {
         let problem = match archive.fetch_bytes(name).await {
-            Ok(Some(_)) => continue,
+            Ok(Some(plain)) => match archive.check_recorded_summary(name, plain).await {
+                Ok(None) => continue,
+                Ok(Some(problem)) => problem,
+                Err(e) => format!("WAL file {name} is damaged ({e}): recovery through it aborts"),
+            },
             Ok(None) if missing_ok => continue,
             Ok(None) => format!("WAL file {name} is listed in the archive but has no record"),
             Err(e) => format!("WAL file {name} is damaged ({e}): recovery through it aborts"),
