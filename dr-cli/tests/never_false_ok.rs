@@ -511,12 +511,14 @@ fn prune_keeps_the_base_of_a_kept_increment_whose_manifest_is_gone() {
     std::fs::write(tree.join("small.txt"), "new").unwrap();
     ok(&config, &["backup", "files"]);
     let backups = dir.path().join("repo/backups/files");
-    let mut ids: Vec<String> = std::fs::read_dir(&backups)
+    // The base is the backup the other depends on (ids of one second do not sort by time).
+    let increment: serde_json::Value = std::fs::read_dir(&backups)
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    ids.sort();
-    let base = backups.join(&ids[0]);
+        .map(|e| e.unwrap().path().join("manifest.json"))
+        .map(|p| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap())
+        .find(|m: &serde_json::Value| m["depends_on"].is_array())
+        .expect("the second backup is an increment");
+    let base = backups.join(increment["depends_on"][0].as_str().unwrap());
     std::fs::remove_file(base.join("manifest.json")).unwrap();
     let before = std::fs::read_dir(&base).unwrap().count();
     let _ = dr(&config, &["prune", "--orphan-grace", "0s"]);

@@ -199,6 +199,16 @@ impl<'a> WalArchive<'a> {
                 stored_sha256: &record.stored_sha256,
                 recipients: &recipients,
             };
+            // The stored hash too: a record altered in it would otherwise pass unnoticed.
+            let actual = dr_core::sha256_hex(&stored);
+            if actual != record.stored_sha256 {
+                return Err(Error::CorruptPart {
+                    key: key_text.clone(),
+                    what: "stored",
+                    expected: record.stored_sha256.clone(),
+                    actual,
+                });
+            }
             decode_part(&stored, &identities, expected)
         })
         .await
@@ -217,7 +227,19 @@ impl<'a> WalArchive<'a> {
         name: &str,
         plain: Vec<u8>,
     ) -> Result<Option<String>> {
-        let Some(recorded) = self.record(name).await?.and_then(|r| r.summary) else {
+        let key = self.key(name, "json");
+        let stored = get_object(self.store().as_ref(), &key).await?;
+        let Some(record) = self.record(name).await? else {
+            return Ok(None);
+        };
+        // dr writes records in one canonical form: anything else (a renamed or unknown
+        // field, an altered value that still parses) was changed after the push.
+        if serde_json::to_vec_pretty(&record).ok().as_deref() != Some(stored.as_ref()) {
+            return Ok(Some(format!(
+                "the record of WAL file {name} ({key}) is not as dr wrote it: it was altered after the push"
+            )));
+        }
+        let Some(recorded) = record.summary else {
             return Ok(None);
         };
         let actual = tokio::task::spawn_blocking(move || walscan::summarize(&plain))

@@ -83,13 +83,23 @@ async fn verify_one(
     if let Some(check) = archives.iter().find(|c| c.source == source) {
         add_archive_check(&mut report, check, reader.id());
         if let Some((_, run)) = check.runs.iter().find(|(base, _)| base == reader.id()) {
-            let size = dr_postgres::BaseBackupFacts::from_info(
+            let facts = dr_postgres::BaseBackupFacts::from_info(
                 &reader.manifest().source_info,
                 reader.id(),
             )
-            .ok()
-            .map(|f| f.wal_segment_size);
+            .ok();
+            let size = facts.as_ref().map(|f| f.wal_segment_size);
             super::verify_wal::check_run_files(repo, source, run, (level, size), &mut report).await;
+            // The base backup's own first and last segments: recovery asks the archive for
+            // them first, and a damaged copy there aborts it.
+            let own: Vec<String> = facts
+                .iter()
+                .flat_map(|f| [f.start_wal_file.clone(), f.stop_wal_file.clone()])
+                .collect();
+            if level >= VerifyLevel::Checksums && !repo.identities().is_empty() {
+                let damaged = super::verify_wal::damaged_files(repo, source, &own, true).await;
+                report.problems.extend(damaged);
+            }
         }
     }
     if reader.manifest().kind == dr_postgres::BASE_KIND {
