@@ -32,14 +32,7 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn ids(config: &Path, source: &str) -> Vec<String> {
-    let listed: serde_json::Value =
-        serde_json::from_str(&ok(config, &["list", "--json", source])).unwrap();
-    listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["id"].as_str().unwrap().to_owned())
-        .collect()
+    common::listed_ids(config, Some(source))
 }
 
 fn write_config(dir: &Path, sources: &str) -> PathBuf {

@@ -42,14 +42,7 @@ impl Repo {
     }
 
     fn ids(&self) -> Vec<String> {
-        let listed: serde_json::Value =
-            serde_json::from_str(&ok(&self.config, &["list", "--json"])).unwrap();
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| b["id"].as_str().unwrap().to_owned())
-            .collect()
+        common::listed_ids(&self.config, None)
     }
 
     fn backup_dir(&self, id: &str) -> PathBuf {

@@ -54,3 +54,16 @@ pub fn ok(config: &Path, args: &[&str]) -> String {
     assert_eq!(code, 0, "dr {args:?}: {out}");
     out
 }
+
+/// The ids `dr list --json [SOURCE]` shows, newest first.
+pub fn listed_ids(config: &Path, source: Option<&str>) -> Vec<String> {
+    let mut args = vec!["list", "--json"];
+    args.extend(source);
+    let listed: serde_json::Value = serde_json::from_str(&ok(config, &args)).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_owned())
+        .collect()
+}
