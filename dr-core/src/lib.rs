@@ -60,6 +60,7 @@ mod sealed;
 mod selector;
 pub mod status;
 pub mod store;
+pub mod swap;
 mod traits;
 pub mod untar;
 mod verify;
