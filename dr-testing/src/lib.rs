@@ -6,6 +6,7 @@
 pub mod conformance;
 pub mod data;
 pub mod faulty;
+pub mod fidelity;
 pub mod postgres;
 pub mod redis;
 pub mod s3;

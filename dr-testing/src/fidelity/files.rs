@@ -1,0 +1,1 @@
+//! Fidelity fingerprint for files (see the module above).

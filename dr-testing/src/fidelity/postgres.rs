@@ -1,0 +1,1 @@
+//! Fidelity fingerprint for postgres (see the module above).

@@ -1,0 +1,1 @@
+//! Fidelity fingerprint for redis (see the module above).

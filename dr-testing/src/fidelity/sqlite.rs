@@ -1,0 +1,1 @@
+//! Fidelity fingerprint for sqlite (see the module above).
