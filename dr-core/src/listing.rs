@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::manifest::Manifest;
+use crate::manifest::SAFETY_LABEL;
 use crate::selector::BackupSelector;
 
 /// A committed backup (its `manifest.json` object exists) whose manifest could not be read.
@@ -135,14 +136,40 @@ impl Listing {
                 },
             });
         }
+        let passed_over = selector.passed_over(&mine);
+        if let (Some(id), Some(safety)) = (&picked, passed_over.first()) {
+            tracing::info!(
+                source,
+                picked = %id,
+                safety_backup = %safety.id,
+                "passed over newer safety backups (label {SAFETY_LABEL}): they are restored only by id"
+            );
+        }
         let not_found = || Error::BackupNotFound {
-            selector: format!("source {source}, {selector} ({})", what_exists(&mine)),
+            selector: format!(
+                "source {source}, {selector} ({}{})",
+                what_exists(&mine),
+                safety_note(&passed_over)
+            ),
         };
         let id = picked.ok_or_else(not_found)?;
         self.backups
             .iter()
             .find(|m| m.source == source && m.id == id)
             .ok_or_else(not_found)
+    }
+}
+
+/// Names the safety backups a selector passed over, for a "not found" message.
+fn safety_note(passed_over: &[&Manifest]) -> String {
+    let ids: Vec<&str> = passed_over.iter().map(|m| m.id.as_str()).collect();
+    match ids.as_slice() {
+        [] => String::new(),
+        ids => format!(
+            "; safety backups (label {SAFETY_LABEL}, the target as it was before a restore) are \
+             restored only by id: {}",
+            ids.join(", ")
+        ),
     }
 }
 

@@ -94,7 +94,18 @@ pub struct PartRecord {
     pub stored_sha256: String,
 }
 
+/// The label of a safety backup: the target as it was just before a restore replaced it
+/// (`dr restore --in-place`, Redis `--force`). [`crate::BackupSelector::Latest`] and
+/// [`crate::BackupSelector::AtOrBefore`] pass over such backups: the next "restore latest"
+/// must not bring back the damage the restore repaired. Selected by id, it restores as any.
+pub const SAFETY_LABEL: &str = "pre-restore";
+
 impl Manifest {
+    /// Whether this is a restore's safety backup ([`SAFETY_LABEL`]).
+    pub fn is_safety_backup(&self) -> bool {
+        self.labels.iter().any(|l| l == SAFETY_LABEL)
+    }
+
     /// Parses and checks a manifest.
     ///
     /// # Errors

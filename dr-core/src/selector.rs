@@ -10,20 +10,41 @@ use crate::manifest::Manifest;
 pub enum BackupSelector {
     /// Exactly this id.
     Id(String),
-    /// The newest committed backup.
+    /// The newest committed backup that is not a restore's safety backup
+    /// ([`crate::SAFETY_LABEL`]).
     Latest,
-    /// The newest backup that started at or before this time.
+    /// The newest backup that started at or before this time, safety backups passed over.
     AtOrBefore(DateTime<Utc>),
 }
 
 impl BackupSelector {
     /// Picks from manifests sorted newest first (as [`crate::Repository::list`] returns them).
+    /// Only [`BackupSelector::Id`] picks a safety backup.
     pub fn pick<'a>(&self, newest_first: &'a [Manifest]) -> Option<&'a Manifest> {
+        let mut regular = newest_first.iter().filter(|m| !m.is_safety_backup());
         match self {
             BackupSelector::Id(id) => newest_first.iter().find(|m| &m.id == id),
-            BackupSelector::Latest => newest_first.first(),
-            BackupSelector::AtOrBefore(t) => newest_first.iter().find(|m| m.started_at <= *t),
+            BackupSelector::Latest => regular.next(),
+            BackupSelector::AtOrBefore(t) => regular.find(|m| m.started_at <= *t),
         }
+    }
+
+    /// The safety backups newer than what this selector picks (or all, when it picks none):
+    /// what a user asking for "latest" may have meant, named in messages.
+    pub fn passed_over<'a>(&self, newest_first: &'a [Manifest]) -> Vec<&'a Manifest> {
+        if matches!(self, BackupSelector::Id(_)) {
+            return Vec::new();
+        }
+        let picked = self.pick(newest_first).map(|m| m.started_at);
+        newest_first
+            .iter()
+            .filter(|m| m.is_safety_backup())
+            .filter(|m| picked.is_none_or(|p| m.started_at >= p))
+            .filter(|m| match self {
+                BackupSelector::AtOrBefore(t) => m.started_at <= *t,
+                _ => true,
+            })
+            .collect()
     }
 }
 

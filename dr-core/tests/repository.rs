@@ -151,3 +151,34 @@ async fn a_failing_reader_is_a_source_error() {
     assert!(matches!(err, Error::Source(_)), "{err:?}");
     assert!(err.to_string().contains("pipe closed"), "{err}");
 }
+
+#[tokio::test]
+async fn a_safety_backup_is_never_latest_unless_named() {
+    use dr_core::{BackupSelector, SAFETY_LABEL};
+    let (_store, repo, _ids) = repo().await;
+    let source = StreamSource { seed: 3, size: 10 };
+    let mut safety_only = BackupOptions::default();
+    safety_only.labels = vec![SAFETY_LABEL.into()];
+    let first_safety = repo.backup("db", &source, &safety_only).await.unwrap();
+    let err = repo.find("db", &BackupSelector::Latest).await.unwrap_err();
+    assert!(matches!(err, Error::BackupNotFound { .. }), "{err}");
+    assert!(err.to_string().contains(&first_safety.id), "{err}");
+    assert!(err.to_string().contains("restored only by id"), "{err}");
+
+    let regular = repo
+        .backup("db", &source, &BackupOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let safety = repo.backup("db", &source, &safety_only).await.unwrap();
+    let latest = repo.find("db", &BackupSelector::Latest).await.unwrap();
+    assert_eq!(
+        latest.id, regular.id,
+        "the safety backup is newer but not latest"
+    );
+    let at = BackupSelector::AtOrBefore(safety.started_at);
+    assert_eq!(repo.find("db", &at).await.unwrap().id, regular.id);
+    let named = BackupSelector::Id(safety.id.clone());
+    assert_eq!(repo.find("db", &named).await.unwrap().id, safety.id);
+    assert!(safety.is_safety_backup() && !regular.is_safety_backup());
+}
