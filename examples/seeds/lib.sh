@@ -135,3 +135,66 @@ now_utc() {
 stop_cluster() {
   "$PG_BIN/pg_ctl" -D "$1" -m fast -w stop > /dev/null 2>&1 || true
 }
+
+# --- Digests of the whole thing, computed by the datastores' own tools (never by dr) -------
+# A runbook takes them from the source before the backup and compares them after each
+# recovery: equal digests mean the same data, not merely the same number of rows.
+
+# pg_digest PORT DB: every user table's content (md5 of its rows, sorted) and the schema
+# (`pg_dump --schema-only` without comments and without the random key of its `\restrict`
+# lines), one line each.
+pg_digest() {
+  local port=$1 db=$2 table
+  for table in $(sql_on "$port" "$db" "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"); do
+    printf 'table %s %s\n' "$table" \
+      "$(sql_on "$port" "$db" "SELECT md5(coalesce(string_agg(t::text, E'\n' ORDER BY t::text), '')) FROM $table t")"
+  done
+  local schema digest
+  schema=$(mktemp "$WORK/schema.XXXXXX")
+  "$PG_BIN/pg_dump" --schema-only -h 127.0.0.1 -p "$port" -U postgres "$db" \
+    | grep -v -e '^--' -e '^\\restrict ' -e '^\\unrestrict ' > "$schema"
+  digest=$(sha256sum < "$schema" | cut -c1-64)
+  mv "$schema" "$WORK/schema-$digest.sql"   # kept: `diff` two of them when digests differ
+  printf 'schema %s\n' "$digest"
+}
+
+# expect_db WHAT ACTUAL EXPECTED: expect for two pg_digest results; on a difference, shows
+# the diff of the two schemas.
+expect_db() {
+  if [ "$2" != "$3" ]; then
+    local a b
+    a=$(sed -n 's/^schema //p' <<< "$3"); b=$(sed -n 's/^schema //p' <<< "$2")
+    [ "$a" = "$b" ] || diff "$WORK/schema-$a.sql" "$WORK/schema-$b.sql" >&2 || true
+  fi
+  expect "$@"
+}
+
+# pg_sequences PORT DB: every sequence's value. Apart from pg_digest: a physical recovery
+# legitimately moves sequences ahead (PostgreSQL logs them 32 values in advance).
+pg_sequences() {
+  sql_on "$1" "$2" "SELECT coalesce(string_agg(format('%I.%I=%s', schemaname, sequencename, coalesce(last_value::text, 'unset')), ' ' ORDER BY schemaname, sequencename), 'none') FROM pg_sequences"
+}
+
+# sqlite_digest DB: content (`.sha3sum`), page size, journal mode, user_version,
+# application_id, owner and mode of the file.
+sqlite_digest() {
+  printf '%s page_size=%s journal_mode=%s user_version=%s application_id=%s owner=%s\n' \
+    "$(sqlite3 "$1" .sha3sum)" "$(sqlite3 "$1" 'PRAGMA page_size')" "$(sqlite3 "$1" 'PRAGMA journal_mode')" \
+    "$(sqlite3 "$1" 'PRAGMA user_version')" "$(sqlite3 "$1" 'PRAGMA application_id')" "$(stat -c '%u:%g:%a' "$1")"
+}
+
+# redis_digest: `DEBUG DIGEST` of every database and the key count of each.
+redis_digest() {
+  printf '%s %s\n' "$(rcli DEBUG DIGEST)" "$(rcli INFO keyspace | grep '^db' | cut -d, -f1,2 | tr -d '\r' | tr '\n' ' ')"
+}
+
+# tree_digest DIR [FIND ARGS]: every entry's path, type, mode, symlink target, and every
+# file's size, mtime and SHA-256, as `find` and `sha256sum` see them.
+tree_digest() {
+  local dir=$1; shift
+  (cd "$dir" && {
+    find . "$@" -printf '%P %y %m %l\n' | LC_ALL=C sort
+    find . "$@" -type f -printf '%P %s %T@\n' | LC_ALL=C sort
+    find . "$@" -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum
+  }) | sha256sum | cut -c1-64
+}

@@ -33,19 +33,26 @@ done
 for i in $(seq 1 200); do rcli HSET "session:$i" user "$((i % 50))" csrf "t$i" > /dev/null; rcli EXPIRE "session:$i" 86400 > /dev/null; done
 rcli RPUSH queue:publish job-1 job-2 job-3 > /dev/null
 KEYS=$(rcli DBSIZE)
+# What the recoveries must bring back, as psql, pg_dump, redis-cli, find and sha256sum see it.
+DB_DIGEST=$(pg_digest "$PGPORT" content_crew)
+SEQUENCES=$(pg_sequences "$PGPORT" content_crew)
+STORAGE_DIGEST=$(tree_digest "$STORAGE")
+CACHE_DIGEST=$(redis_digest)
 
 validate_db() {
-  expect "users" "$(sql content_crew 'SELECT count(*) FROM users')" 50
-  expect "content jobs" "$(sql content_crew 'SELECT count(*) FROM content_jobs')" 2000
+  expect_db "database as backed up (every table's rows, the schema)" "$(pg_digest "$PGPORT" content_crew)" "$DB_DIGEST"
+  expect "sequences" "$(pg_sequences "$PGPORT" content_crew)" "$SEQUENCES"
   expect "newest job (recent data)" "$(sql content_crew 'SELECT max(created_at) FROM content_jobs')" "$NEWEST"
   expect "orphaned artifacts" "$(sql content_crew 'SELECT count(*) FROM artifacts a LEFT JOIN content_jobs j ON j.id = a.job_id WHERE j.id IS NULL')" 0
 }
 validate_storage() {
   expect "files restored and unchanged" "$(cd "$WORK" && sha256sum --quiet -c files.sha256 2>&1 | wc -l)" 0
   expect "zero-byte files" "$(find "$STORAGE" -type f -size 0 | wc -l)" 0
+  expect "storage tree as backed up" "$(tree_digest "$STORAGE")" "$STORAGE_DIGEST"
 }
 validate_cache() {
   expect "redis keys" "$(rcli DBSIZE)" "$KEYS"
+  expect "redis data as backed up (DEBUG DIGEST)" "$(redis_digest)" "$CACHE_DIGEST"
   expect "session TTL kept" "$([ "$(rcli TTL session:7)" -gt 80000 ] && echo yes)" yes
 }
 

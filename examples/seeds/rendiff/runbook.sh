@@ -37,6 +37,10 @@ echo "-----BEGIN CERTIFICATE-----" > "$APP/config/certs/server.pem"
 echo "-----BEGIN PRIVATE KEY-----" > "$APP/config/certs/server.key"
 chmod 600 "$APP/config/certs/server.key"
 (cd "$APP" && find storage config -type f ! -path 'storage/tmp/*' | sort | xargs sha256sum) > "$WORK/files.sha256"
+# What the recoveries must bring back, as sqlite3, find and sha256sum see it.
+DB_DIGEST=$(sqlite_digest "$DB")
+STORAGE_DIGEST=$(tree_digest "$APP/storage" ! -path './tmp*')
+CONFIG_DIGEST=$(tree_digest "$APP/config")
 
 say "setup: a key and an encrypted local repository"
 render
@@ -52,8 +56,8 @@ dd if=/dev/urandom of="$DB" bs=4096 seek=1 count=2 conv=notrunc status=none
 if [ "$(sqlite3 "$DB" 'PRAGMA integrity_check' 2>&1 | head -1)" = ok ]; then die "the corruption did not take"; fi
 timed T_DB dr restore database
 expect "integrity_check" "$(sqlite3 "$DB" 'PRAGMA integrity_check')" ok
+expect "database as backed up (content, pragmas, owner, mode)" "$(sqlite_digest "$DB")" "$DB_DIGEST"
 expect "jobs" "$(sqlite3 "$DB" 'SELECT count(*) FROM jobs')" 500
-expect "api keys" "$(sqlite3 "$DB" 'SELECT count(*) FROM api_keys')" 2
 expect "corrupted file kept aside" "$(ls "$APP/data" | grep -c 'rendiff.db.pre-restore-' || true)" 1
 
 say "scenario 2: storage failure (the uploads volume is lost)"
@@ -62,19 +66,23 @@ timed T_STORAGE dr restore storage
 expect "files restored and unchanged" "$(cd "$APP" && sha256sum --quiet -c "$WORK/files.sha256" 2>&1 | wc -l)" 0
 expect "zero-size files" "$(find "$APP/storage" -type f -size 0 | wc -l)" 0
 expect "uploads" "$(ls "$APP/storage/uploads" | wc -l)" 40
+expect "storage tree as backed up" "$(tree_digest "$APP/storage")" "$STORAGE_DIGEST"
 
 say "scenario 3: configuration loss"
 rm -f "$APP/config/.env"
 timed T_CONFIG dr restore config
 expect ".env back" "$(grep -c API_SECRET "$APP/config/.env")" 1
 expect ".env mode" "$(stat -c %a "$APP/config/.env")" 600
+expect "configuration tree as backed up" "$(tree_digest "$APP/config")" "$CONFIG_DIGEST"
 
 say "scenario 4: complete system failure (database, storage and configuration lost)"
 rm -rf "$APP"
 timed T_SYSTEM dr restore --point latest
 expect "integrity_check" "$(sqlite3 "$DB" 'PRAGMA integrity_check')" ok
-expect "completed jobs" "$(sqlite3 "$DB" "SELECT count(*) FROM jobs WHERE status = 'completed'")" 450
+expect "database as backed up" "$(sqlite_digest "$DB")" "$DB_DIGEST"
 expect "files restored and unchanged" "$(cd "$APP" && sha256sum --quiet -c "$WORK/files.sha256" 2>&1 | wc -l)" 0
+expect "storage tree as backed up" "$(tree_digest "$APP/storage")" "$STORAGE_DIGEST"
+expect "configuration tree as backed up" "$(tree_digest "$APP/config")" "$CONFIG_DIGEST"
 expect "certificate key mode" "$(stat -c %a "$APP/config/certs/server.key")" 600
 
 say "monthly recovery test: a drill of the newest recovery point, with the report"

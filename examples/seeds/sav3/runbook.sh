@@ -30,6 +30,7 @@ for i in $(seq 1 15); do
 done
 for i in $(seq 1 150); do rcli SET "feed:user:$i" "cached-feed-$i" EX 3600 > /dev/null; done
 KEYS=$(rcli DBSIZE)
+REDIS_DIGEST=$(redis_digest)
 
 validate_media() {
   expect "media objects" "$(s3_count media/)" 15
@@ -43,11 +44,14 @@ say "the daily backup of the system (one recovery point), WAL archived continuou
 dr backup --group sav3 --label daily
 sql sav3 "INSERT INTO videos (user_id, media_key) SELECT 1, 'media/late-' || i || '.mp4' FROM generate_series(1, 40) i"
 archive_now
+# The database as the newest archived WAL holds it: what a recovery to "latest" must return.
+DB_DIGEST=$(pg_digest "$PGPORT" sav3)
 dr verify --level restore
 
 say "scenario 2: database failure: PITR to the newest archived WAL, into a new data directory"
 timed T_DB dr restore db --at latest --to "$RECOVERED" --start --port "$SPARE_PORT"
 expect "videos including those after the base backup" "$(sql_on "$SPARE_PORT" sav3 'SELECT count(*) FROM videos')" 840
+expect_db "database as at the newest archived WAL (every table's rows, the schema)" "$(pg_digest "$SPARE_PORT" sav3)" "$DB_DIGEST"
 stop_cluster "$RECOVERED"; rm -rf "$RECOVERED"
 
 say "scenario 3: media storage failure: objects lost, one overwritten"
@@ -60,6 +64,7 @@ say "scenario 4: application service failure: the Redis cache is lost"
 rcli FLUSHALL > /dev/null
 timed T_CACHE dr restore cache
 expect "redis keys" "$(rcli DBSIZE)" "$KEYS"
+expect "redis data as backed up (DEBUG DIGEST)" "$(redis_digest)" "$REDIS_DIGEST"
 
 say "scenario 1: complete infrastructure failure"
 rcli FLUSHALL > /dev/null
@@ -68,7 +73,8 @@ timed T_POINT dr restore --point latest
 timed T_INFRA_DB dr restore db --at latest --to "$RECOVERED" --start --port "$SPARE_PORT"
 validate_media
 expect "redis keys" "$(rcli DBSIZE)" "$KEYS"
-expect "database" "$(sql_on "$SPARE_PORT" sav3 'SELECT count(*) FROM videos')" 840
+expect "redis data as backed up (DEBUG DIGEST)" "$(redis_digest)" "$REDIS_DIGEST"
+expect_db "database" "$(pg_digest "$SPARE_PORT" sav3)" "$DB_DIGEST"
 stop_cluster "$RECOVERED"; rm -rf "$RECOVERED"
 T_INFRA=$(awk -v a="$T_POINT" -v b="$T_INFRA_DB" 'BEGIN { printf "%.2f", a + b }')
 

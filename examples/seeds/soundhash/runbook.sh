@@ -27,6 +27,8 @@ sql soundhash "
 say "the nightly base backup and dump, copied offsite"
 dr backup db
 dr backup db-dump
+DUMPED=$(pg_digest "$PGPORT" soundhash)
+DUMPED_SEQUENCES=$(pg_sequences "$PGPORT" soundhash)
 sql soundhash "INSERT INTO tracks (title) SELECT 'added after the backup ' || i FROM generate_series(1, 200) i"
 archive_now
 dr copy
@@ -36,11 +38,14 @@ say "scenario 1: database corruption: full restore from the dump into a new data
 sql soundhash "UPDATE fingerprints SET hash = 0"
 timed T_FULL dr restore db-dump --swap
 expect "tracks as dumped" "$(sql soundhash 'SELECT count(*) FROM tracks')" 1000
+expect_db "database as dumped (every table's rows, the schema)" "$(pg_digest "$PGPORT" soundhash)" "$DUMPED"
+expect "sequences as dumped" "$(pg_sequences "$PGPORT" soundhash)" "$DUMPED_SEQUENCES"
 expect "fingerprints intact" "$(sql soundhash 'SELECT count(*) FROM fingerprints WHERE hash = 0')" 0
 sql postgres "DROP DATABASE IF EXISTS $(sql postgres "SELECT string_agg(quote_ident(datname), ', ') FROM pg_database WHERE datname LIKE 'soundhash_pre_restore_%'")"
 sql soundhash "INSERT INTO tracks (title) SELECT 'added after the backup ' || i FROM generate_series(1, 200) i"
 
 say "scenario 2: accidental data deletion at a known time"
+AT_T=$(pg_digest "$PGPORT" soundhash)
 T=$(now_utc)
 sql soundhash "INSERT INTO tracks (title) SELECT 'added after T ' || i FROM generate_series(1, 30) i"
 sql soundhash "DELETE FROM tracks WHERE title LIKE 'track %'"
@@ -50,13 +55,16 @@ timed T_PITR dr restore db --at "$T" --to "$RECOVERED" --start --port "$SPARE_PO
 expect "tracks at T" "$(sql_on "$SPARE_PORT" soundhash 'SELECT count(*) FROM tracks')" 1200
 expect "none written after T" "$(sql_on "$SPARE_PORT" soundhash "SELECT count(*) FROM tracks WHERE title LIKE 'added after T%'")" 0
 expect "fingerprints at T" "$(sql_on "$SPARE_PORT" soundhash 'SELECT count(*) FROM fingerprints')" 5000
+expect_db "database as at T (every table's rows, the schema)" "$(pg_digest "$SPARE_PORT" soundhash)" "$AT_T"
 stop_cluster "$RECOVERED"; rm -rf "$RECOVERED"
 
 say "scenario 3: complete server failure: recover to the newest archived WAL"
 sql soundhash "INSERT INTO tracks (title) VALUES ('the last track before the failure')"
 archive_now
+LAST=$(pg_digest "$PGPORT" soundhash)
 timed T_LATEST dr restore db --at latest --to "$RECOVERED" --start --port "$SPARE_PORT"
 expect "the last write is there" "$(sql_on "$SPARE_PORT" soundhash "SELECT count(*) FROM tracks WHERE title = 'the last track before the failure'")" 1
+expect_db "database as at the failure" "$(pg_digest "$SPARE_PORT" soundhash)" "$LAST"
 stop_cluster "$RECOVERED"; rm -rf "$RECOVERED"
 
 say "scenario 4: region failure: the repository is lost, the copies are not"
@@ -64,7 +72,7 @@ dr copy
 mv "$WORK/backups" "$WORK/backups.lost"
 dr list
 timed T_REGION dr restore db --at latest --to "$RECOVERED" --start --port "$SPARE_PORT"
-expect "recovered from the copy" "$(sql_on "$SPARE_PORT" soundhash "SELECT count(*) FROM tracks WHERE title = 'the last track before the failure'")" 1
+expect_db "recovered from the copy" "$(pg_digest "$SPARE_PORT" soundhash)" "$LAST"
 stop_cluster "$RECOVERED"; rm -rf "$RECOVERED"
 mv "$WORK/backups.lost" "$WORK/backups"
 

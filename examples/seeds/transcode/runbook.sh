@@ -25,10 +25,13 @@ done
 for i in $(seq 1 300); do rcli SET "job:$i:progress" 100 EX 604800 > /dev/null; done
 rcli RPUSH queue:transcode 1501 1502 > /dev/null
 KEYS=$(rcli DBSIZE)
+DB_DIGEST=$(pg_digest "$PGPORT" transcode)
+SEQUENCES=$(pg_sequences "$PGPORT" transcode)
+REDIS_DIGEST=$(redis_digest)
 
 validate_db() {
-  expect "jobs" "$(sql transcode 'SELECT count(*) FROM jobs')" 1500
-  expect "presets" "$(sql transcode 'SELECT count(*) FROM presets')" 3
+  expect_db "database as backed up (every table's rows, the schema)" "$(pg_digest "$PGPORT" transcode)" "$DB_DIGEST"
+  expect "sequences" "$(pg_sequences "$PGPORT" transcode)" "$SEQUENCES"
 }
 validate_videos() {
   expect "videos in the bucket" "$(s3_count videos/in/)" 12
@@ -52,6 +55,7 @@ say "Redis recovery"
 rcli FLUSHALL > /dev/null
 timed T_REDIS dr restore redis
 expect "redis keys" "$(rcli DBSIZE)" "$KEYS"
+expect "redis data as backed up (DEBUG DIGEST)" "$(redis_digest)" "$REDIS_DIGEST"
 
 say "video files deleted from the bucket"
 for i in 3 4 5; do s3 DELETE "videos/in/$i.mov" > /dev/null; done
@@ -68,6 +72,7 @@ timed T_CLUSTER dr restore --point latest
 validate_db
 validate_videos
 expect "redis keys" "$(rcli DBSIZE)" "$KEYS"
+expect "redis data as backed up (DEBUG DIGEST)" "$(redis_digest)" "$REDIS_DIGEST"
 
 say "DR drill of every source, with the report"
 dr drill --report "$WORK/drill-report.md"
