@@ -145,7 +145,7 @@ pub fn plan(backups: &[RetentionItem], policy: &RetentionPolicy, now: DateTime<U
     let mut decisions = Vec::with_capacity(backups.len());
     for mut items in by_source.into_values() {
         items.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
-        let mut reasons = reasons_by_rule(&items, policy, now);
+        let mut reasons = reasons_with_safety_backups(&items, policy, now);
         keep_dependencies(&items, &mut reasons);
         decisions.extend(items.iter().zip(reasons).map(|(item, reasons)| Decision {
             id: item.id.clone(),
@@ -156,6 +156,48 @@ pub fn plan(backups: &[RetentionItem], policy: &RetentionPolicy, now: DateTime<U
         }));
     }
     Plan { decisions }
+}
+
+/// Reasons per item (same order as `items`, newest first). The rules rank regular backups
+/// only: a restore's safety backup ([`crate::SAFETY_LABEL`]) must not take the "newest" or a
+/// daily slot from the backup that was restored. A safety backup is kept while a regular
+/// backup at least as old is kept (it ages out with the schedule), or while there is none.
+fn reasons_with_safety_backups(
+    items: &[&RetentionItem],
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Vec<Vec<String>> {
+    let is_safety = |it: &RetentionItem| it.labels.iter().any(|l| l == crate::SAFETY_LABEL);
+    let regular: Vec<&RetentionItem> = items.iter().copied().filter(|it| !is_safety(it)).collect();
+    let ranked = reasons_by_rule(&regular, policy, now);
+    let oldest_kept = regular
+        .iter()
+        .zip(&ranked)
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(it, _)| it.time)
+        .min();
+    let mut ranked = ranked.into_iter();
+    items
+        .iter()
+        .map(|it| {
+            if !is_safety(it) {
+                return ranked.next().unwrap_or_default();
+            }
+            if policy.is_empty() {
+                return vec!["no retention policy".to_owned()];
+            }
+            if policy.keep_labels.iter().any(|l| l == crate::SAFETY_LABEL) {
+                return vec![format!("label {}", crate::SAFETY_LABEL)];
+            }
+            match oldest_kept {
+                Some(oldest) if it.time < oldest => Vec::new(),
+                Some(_) => {
+                    vec!["safety backup of a restore, newer than the oldest kept backup".to_owned()]
+                }
+                None => vec!["safety backup of a restore, no regular backup kept".to_owned()],
+            }
+        })
+        .collect()
 }
 
 /// Reasons per item (same order as `items`, newest first).

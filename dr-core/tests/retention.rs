@@ -273,3 +273,62 @@ proptest! {
         prop_assert!(kept.is_subset(&kept_ids(&plan(&items, &generous, now))));
     }
 }
+
+#[test]
+fn a_safety_backup_takes_no_slot_from_the_backup_it_was_taken_before() {
+    let day = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    let mut items = daily_at_two(day, 10);
+    // A restore on the last day, at 03:00: its safety backup is the newest of that day.
+    let mut safety = item("db", day + TimeDelta::days(9) + TimeDelta::hours(3), 100);
+    safety.labels = vec![dr_core::SAFETY_LABEL.into()];
+    // An old safety backup, older than anything the policy keeps: it ages out.
+    let mut old_safety = item("db", day - TimeDelta::days(30), 101);
+    old_safety.labels = vec![dr_core::SAFETY_LABEL.into()];
+    items.push(safety.clone());
+    items.push(old_safety.clone());
+    let policy = RetentionPolicy {
+        keep_daily: 3,
+        ..RetentionPolicy::default()
+    };
+    let p = plan(&items, &policy, day + TimeDelta::days(10));
+    let decision = |id: &str| p.decisions.iter().find(|d| d.id == id).unwrap().clone();
+    let restored_from = decision(&items[9].id);
+    assert!(restored_from.keep, "{restored_from:?}");
+    assert!(
+        restored_from.reasons.contains(&"newest".to_owned()),
+        "{restored_from:?}"
+    );
+    assert!(
+        restored_from
+            .reasons
+            .iter()
+            .any(|r| r.starts_with("daily 1/"))
+    );
+    let kept_safety = decision(&safety.id);
+    assert!(kept_safety.keep, "{kept_safety:?}");
+    assert!(
+        kept_safety.reasons[0].starts_with("safety backup"),
+        "{kept_safety:?}"
+    );
+    assert!(!decision(&old_safety.id).keep);
+    assert_eq!(
+        p.kept().count(),
+        4,
+        "3 daily + the recent safety backup: {p:?}"
+    );
+}
+
+#[test]
+fn without_a_policy_safety_backups_are_kept_like_everything() {
+    let day = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+    let mut items = daily_at_two(day, 3);
+    let mut old_safety = item("db", day - TimeDelta::days(30), 100);
+    old_safety.labels = vec![dr_core::SAFETY_LABEL.into()];
+    items.push(old_safety);
+    let p = plan(
+        &items,
+        &RetentionPolicy::default(),
+        day + TimeDelta::days(3),
+    );
+    assert_eq!(p.kept().count(), 4, "{p:?}");
+}
