@@ -79,12 +79,13 @@ pub(crate) fn recorded_counts(backup: &BackupReader) -> BTreeMap<u32, DbCounts> 
 pub(crate) async fn parsed_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>> {
     if backup.manifest().kind == LOGICAL_KIND {
         let mut artifact = backup.artifact(KEYS_ARTIFACT)?;
-        let mut reader = KeyReader::new(&mut artifact).await?;
+        let started_ms = backup.manifest().started_at.timestamp_millis();
+        let mut reader = KeyReader::new(&mut artifact, started_ms).await?;
         let mut counts: BTreeMap<u32, DbCounts> = BTreeMap::new();
         while let Some(record) = reader.next().await? {
             let entry = counts.entry(record.db).or_default();
             entry.keys += 1;
-            entry.expires += u64::from(record.pttl_ms.is_some());
+            entry.expires += u64::from(record.expires_at_ms.is_some());
         }
         // Parts past the end marker (there should be none) are checked all the same.
         while artifact.next_chunk().await?.is_some() {}
