@@ -568,8 +568,7 @@ mod tests {
     fn functions_libraries_are_handed_out_before_the_keys() {
         let code = b"#!lua name=l\nredis.register_function('f', function() return 1 end)";
         let mut rdb = b"REDIS0010".to_vec();
-        rdb.push(0xF5);
-        rdb.push(code.len() as u8);
+        rdb.extend_from_slice(&[0xF5, 0x40, code.len() as u8]);
         rdb.extend_from_slice(code);
         rdb.extend_from_slice(&[0xFE, 0, 0, 1, b'a', 1, b'1', 0xFF]);
         let crc = CRC64.checksum(&rdb);
