@@ -96,6 +96,7 @@ impl Restore for RedisReplayTarget {
                     backup: backup.id(),
                     total,
                     existing,
+                    libraries,
                     safety: safety.as_ref(),
                 };
                 return Err(self.stopped(&stopped, &replay, &e));
@@ -118,7 +119,7 @@ impl Restore for RedisReplayTarget {
         }
         report.previous_kept_at = safety.map(|m| {
             format!(
-                "safety backup {id} of {source} (label {PRE_RESTORE_LABEL}; to go back: FLUSHALL on {conn}, then dr restore {source} {id} --server {conn})",
+                "safety backup {id} of {source} (label {PRE_RESTORE_LABEL}; to go back: FLUSHALL and FUNCTION FLUSH on {conn}, then dr restore {source} {id} --server {conn})",
                 id = m.id,
                 source = m.source,
                 conn = self.conn
@@ -135,6 +136,7 @@ struct Stopped<'a> {
     backup: &'a str,
     total: u64,
     existing: u64,
+    libraries: u64,
     safety: Option<&'a Manifest>,
 }
 
@@ -211,14 +213,17 @@ impl RedisReplayTarget {
                 "; {n} more were sent as the connection was lost and may or may not have been written"
             ),
         };
-        let undo = match (at.existing, at.safety) {
-            (0, _) => format!("empty it (FLUSHALL on {conn}): it held no keys before"),
+        let undo = match (at.existing + at.libraries, at.safety) {
             (_, Some(m)) => format!(
-                "empty it (FLUSHALL on {conn}) and restore its safety backup: dr restore {} {} --server {conn}",
+                "empty it (FLUSHALL and FUNCTION FLUSH on {conn}) and restore its safety backup: dr restore {} {} --server {conn}",
                 m.source, m.id
             ),
-            (n, None) => format!(
-                "no safety backup was taken of the {n} keys it held before (none configured)"
+            (0, None) => format!(
+                "empty it (FLUSHALL and FUNCTION FLUSH on {conn}): it held no keys and no Functions libraries before"
+            ),
+            (_, None) => format!(
+                "no safety backup was taken of the {} keys and {} Functions libraries it held before (none configured)",
+                at.existing, at.libraries
             ),
         };
         let expired = expired_note(replay.expired);

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use dr_core::{BackupOptions, Identities, Manifest, Repository, Restore, RestoreOptions, Verify};
+use dr_core::{BackupOptions, Identities, Manifest, Repository, Restore, RestoreOptions};
 use dr_redis::{RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget, RedisSource};
 use dr_testing::RedisServer;
 use dr_testing::fidelity::redis::{
