@@ -63,7 +63,10 @@ pub(crate) async fn backup(client: &mut RespClient, out: &mut BackupWriter) -> R
     let databases: Vec<u32> = keyspace(&client.info("keyspace").await?)
         .into_keys()
         .collect();
-    let libraries = function_libraries(client).await?;
+    let (libraries, unreadable) = match readable_libraries(client).await? {
+        Ok(libraries) => (libraries, None),
+        Err(refusal) => (Vec::new(), Some(refusal)),
+    };
     let expiry = Expiry::probe(client).await;
     let mut writer = out.artifact(KEYS_ARTIFACT)?;
     let io = |e| Error::from_io("writing the key records", e);
@@ -110,16 +113,35 @@ pub(crate) async fn backup(client: &mut RespClient, out: &mut BackupWriter) -> R
     if !libraries.is_empty() {
         info.insert("functions".into(), libraries.len().into());
     }
+    if let Some(refusal) = unreadable {
+        info.insert(
+            "functions_not_backed_up".into(),
+            format!("the server refused FUNCTION LIST: {refusal}").into(),
+        );
+    }
     Ok(info)
 }
 
 /// The code of every Functions library (`FUNCTION LIST WITHCODE`); none before Redis 7.
+/// A server that refuses the command (an ACL without `FUNCTION`) counts as having none, with
+/// a warning; [`readable_libraries`] says which it was.
 pub(crate) async fn function_libraries(client: &mut RespClient) -> Result<Vec<Vec<u8>>> {
+    Ok(readable_libraries(client).await?.unwrap_or_default())
+}
+
+/// As [`function_libraries`], `Err(refusal)` inside `Ok` when the server refused to list them.
+pub(crate) async fn readable_libraries(
+    client: &mut RespClient,
+) -> Result<std::result::Result<Vec<Vec<u8>>, String>> {
     let reply = match client.command(&[b"FUNCTION", b"LIST", b"WITHCODE"]).await {
         Ok(reply) => reply,
         Err(Error::Source(message)) if message.to_ascii_lowercase().contains("unknown") => {
             tracing::debug!(%message, "no Redis Functions on this server");
-            return Ok(Vec::new());
+            return Ok(Ok(Vec::new()));
+        }
+        Err(Error::Source(message)) if message.contains("NOPERM") => {
+            tracing::warn!(%message, "the server refuses FUNCTION LIST: its Functions libraries, if any, are not handled");
+            return Ok(Err(message));
         }
         Err(e) => return Err(e),
     };
@@ -142,7 +164,8 @@ pub(crate) async fn function_libraries(client: &mut RespClient) -> Result<Vec<Ve
             }
             Err(bad())
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()
+        .map(Ok)
 }
 
 /// How the absolute expiry time of a key is read.

@@ -257,3 +257,34 @@ async fn the_restored_dump_rdb_keeps_the_owner_and_mode_of_the_file_it_replaces(
     let loaded = RedisServer::start_on(fresh, None);
     assert_faithful_within("RDB file restore", &before, &fingerprint_server(&loaded), 0);
 }
+
+#[tokio::test]
+async fn a_logical_backup_by_a_user_without_function_rights_says_the_libraries_are_not_in_it() {
+    let source = RedisServer::start();
+    source.cli(&["SET", "a", "1"]);
+    source.cli(&["FUNCTION", "LOAD", dr_testing::redis::MYLIB]);
+    source.cli(&[
+        "ACL",
+        "SETUSER",
+        "backup",
+        "on",
+        ">pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-function",
+    ]);
+    let url = format!("redis://backup:pw@127.0.0.1:{}", source.port());
+    let repo = repository().await;
+    let logical =
+        RedisSource::new(RedisConnection::from_url(&url).unwrap()).with_mode(RedisMode::Logical);
+    let manifest = repo
+        .backup("cache", &logical, &BackupOptions::default())
+        .await
+        .unwrap();
+    let note = manifest.source_info["functions_not_backed_up"]
+        .as_str()
+        .unwrap();
+    assert!(note.contains("NOPERM"), "{note}");
+    assert_eq!(manifest.source_info["databases"]["0"]["keys"], 1);
+}
