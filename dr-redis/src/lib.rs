@@ -6,11 +6,13 @@
 //!   CRC64) while the per-database key counts are taken; in [`RedisMode::Logical`], for
 //!   managed servers that refuse SYNC, `SCAN` + pipelined `DUMP`/`PTTL` into a documented
 //!   record stream ([`logical`]: each key is consistent, the whole is not one point in time).
-//! - [`RedisFileTarget`]: the RDB written beside the target file, checked, the previous file
-//!   kept as `<name>.pre-restore-<time>`, with optional stop/start commands around the swap.
-//! - [`RedisReplayTarget`]: keys replayed into a running server with pipelined
-//!   `RESTORE ... REPLACE` (TTLs kept), from logical backups and from RDB backups (each RDB
-//!   entry becomes a DUMP payload). The whole backup is read and checked before the first
+//! - [`RedisFileTarget`]: the RDB staged beside the target file ([`dr_core::swap`]), checked,
+//!   given the replaced file's owner, group and mode, the previous file kept as
+//!   `<name>.pre-restore-<time>[-N]`, with optional stop/start commands around the swap.
+//! - [`RedisReplayTarget`]: Functions libraries (`FUNCTION LOAD REPLACE`) then keys replayed
+//!   into a running server with pipelined `RESTORE ... ABSTTL REPLACE` (the absolute expiry
+//!   times of the backup; keys expired since are skipped and counted), from logical backups
+//!   and from RDB backups (each RDB entry becomes a DUMP payload). The whole backup is read and checked before the first
 //!   key is written; `--force` over existing keys takes a safety backup of the target first
 //!   (label `pre-restore`); a failure part of the way says how many keys were written and
 //!   not, and how to finish or undo.

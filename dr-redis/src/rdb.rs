@@ -38,6 +38,13 @@ pub struct RdbSummary {
     pub checksum: Option<u64>,
     /// Bytes read.
     pub bytes: u64,
+    /// Redis Functions libraries (opcode `0xF5`, Redis 7); omitted when none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub functions: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RdbSummary {
@@ -62,13 +69,43 @@ pub struct RdbEntry<'a> {
 /// Called with each key of an RDB.
 pub type EntryVisitor<'v> = dyn FnMut(RdbEntry<'_>) -> Result<()> + 'v;
 
+/// What an RDB holds besides its AUX fields, in file order: Redis 7 writes its Functions
+/// libraries before the first database.
+pub enum RdbItem<'a> {
+    /// A key.
+    Key(RdbEntry<'a>),
+    /// A Redis Functions library: its code (`#!lua name=<library>` ...), as `FUNCTION LOAD`
+    /// takes it.
+    Function(&'a [u8]),
+}
+
+/// Called with each key and library of an RDB.
+pub type ItemVisitor<'v> = dyn FnMut(RdbItem<'_>) -> Result<()> + 'v;
+
 /// Reads an RDB from `input` to its end, calling `on_entry` for each key when given.
 ///
 /// # Errors
 /// [`Error::Source`] naming the byte offset and what was wrong; errors from `on_entry`.
-pub fn read_rdb<R: Read>(
+pub fn read_rdb<R: Read>(input: R, on_entry: Option<&mut EntryVisitor<'_>>) -> Result<RdbSummary> {
+    match on_entry {
+        Some(on_entry) => {
+            let mut keys_only = |item: RdbItem<'_>| match item {
+                RdbItem::Key(entry) => on_entry(entry),
+                RdbItem::Function(_) => Ok(()),
+            };
+            read_rdb_items(input, Some(&mut keys_only))
+        }
+        None => read_rdb_items(input, None),
+    }
+}
+
+/// As [`read_rdb`], calling `on_item` for each key and each Functions library.
+///
+/// # Errors
+/// [`Error::Source`] naming the byte offset and what was wrong; errors from `on_item`.
+pub fn read_rdb_items<R: Read>(
     input: R,
-    mut on_entry: Option<&mut EntryVisitor<'_>>,
+    mut on_entry: Option<&mut ItemVisitor<'_>>,
 ) -> Result<RdbSummary> {
     let mut r = Tracked {
         input,
@@ -126,7 +163,11 @@ pub fn read_rdb<R: Read>(
                 r.length()?;
             }
             0xF5 => {
-                r.skip_string()?;
+                summary.functions += 1;
+                match on_entry.as_mut() {
+                    Some(callback) => callback(RdbItem::Function(&r.string()?))?,
+                    None => r.skip_string()?,
+                }
             }
             0xF6 | 0xF7 => {
                 return Err(r.damaged_at(
@@ -143,12 +184,12 @@ pub fn read_rdb<R: Read>(
                 counts.keys += 1;
                 counts.expires += u64::from(expire_ms.is_some());
                 if let Some(callback) = on_entry.as_mut() {
-                    callback(RdbEntry {
+                    callback(RdbItem::Key(RdbEntry {
                         db,
                         key: &key,
                         expire_ms,
                         serialized: &serialized,
-                    })?;
+                    }))?;
                 }
                 expire_ms = None;
             }
@@ -521,6 +562,29 @@ mod tests {
         let err = read_rdb(&trailer[..], None).unwrap_err().to_string();
         assert!(err.contains("CRC64 mismatch"), "{err}");
         assert!(read_rdb(&b"RADIS0010"[..], None).is_err());
+    }
+
+    #[test]
+    fn functions_libraries_are_handed_out_before_the_keys() {
+        let code = b"#!lua name=l\nredis.register_function('f', function() return 1 end)";
+        let mut rdb = b"REDIS0010".to_vec();
+        rdb.extend_from_slice(&[0xF5, 0x40, code.len() as u8]);
+        rdb.extend_from_slice(code);
+        rdb.extend_from_slice(&[0xFE, 0, 0, 1, b'a', 1, b'1', 0xFF]);
+        let crc = CRC64.checksum(&rdb);
+        rdb.extend_from_slice(&crc.to_le_bytes());
+        let mut seen = Vec::new();
+        let mut visit = |item: RdbItem<'_>| {
+            seen.push(match item {
+                RdbItem::Function(code) => code.to_vec(),
+                RdbItem::Key(entry) => entry.key.to_vec(),
+            });
+            Ok(())
+        };
+        let summary = read_rdb_items(&rdb[..], Some(&mut visit)).unwrap();
+        assert_eq!(summary.functions, 1);
+        assert_eq!(seen, vec![code.to_vec(), b"a".to_vec()]);
+        assert_eq!(read_rdb(&rdb[..], None).unwrap().total_keys(), 1);
     }
 
     #[test]

@@ -60,9 +60,13 @@ impl Restore for RedisReplayTarget {
         let started = Instant::now();
         let mut client = self.conn.connect().await.map_err(in_restore)?;
         let existing = key_count(&mut client).await?;
-        if existing > 0 && !opts.force {
+        let libraries = crate::logical::function_libraries(&mut client)
+            .await
+            .map_err(in_restore)?
+            .len() as u64;
+        if existing + libraries > 0 && !opts.force {
             return Err(Error::Refused(format!(
-                "{} already holds {existing} keys: restoring replaces the keys of the backup and keeps the others; pass --force to do it anyway (a safety backup of it is taken first), or restore into an empty server",
+                "{} already holds {existing} keys and {libraries} Functions libraries: restoring replaces the keys and libraries of the backup and keeps the others; pass --force to do it anyway (a safety backup of it is taken first), or restore into an empty server",
                 self.conn
             )));
         }
@@ -74,11 +78,12 @@ impl Restore for RedisReplayTarget {
         } else {
             self.check_whole(backup).await?
         };
-        let safety = match existing {
+        let safety = match existing + libraries {
             0 => None,
             _ => self.safety_backup(existing).await?,
         };
-        let mut replay = Replay::new(&mut client);
+        let now_ms = server_time_ms(&mut client).await?;
+        let mut replay = Replay::new(&mut client, now_ms);
         let replayed = match backup.manifest().kind.as_str() {
             RDB_KIND => replay_rdb(backup, &mut replay).await,
             LOGICAL_KIND => replay_logical(backup, &mut replay).await,
@@ -91,6 +96,7 @@ impl Restore for RedisReplayTarget {
                     backup: backup.id(),
                     total,
                     existing,
+                    libraries,
                     safety: safety.as_ref(),
                 };
                 return Err(self.stopped(&stopped, &replay, &e));
@@ -98,10 +104,22 @@ impl Restore for RedisReplayTarget {
         };
         let mut report = RestoreReport::default();
         report.backup_id = backup.id().to_owned();
-        report.target = format!("{} ({} keys)", self.conn, replay.written);
+        report.target = format!(
+            "{} ({} keys, {} Functions libraries{})",
+            self.conn,
+            replay.written,
+            replay.libraries,
+            expired_note(replay.expired)
+        );
+        if replay.expired > 0 {
+            tracing::info!(
+                expired = replay.expired,
+                "keys had expired since the backup and were not restored"
+            );
+        }
         report.previous_kept_at = safety.map(|m| {
             format!(
-                "safety backup {id} of {source} (label {PRE_RESTORE_LABEL}; to go back: FLUSHALL on {conn}, then dr restore {source} {id} --server {conn})",
+                "safety backup {id} of {source} (label {PRE_RESTORE_LABEL}; to go back: FLUSHALL and FUNCTION FLUSH on {conn}, then dr restore {source} {id} --server {conn})",
                 id = m.id,
                 source = m.source,
                 conn = self.conn
@@ -118,6 +136,7 @@ struct Stopped<'a> {
     backup: &'a str,
     total: u64,
     existing: u64,
+    libraries: u64,
     safety: Option<&'a Manifest>,
 }
 
@@ -186,7 +205,7 @@ impl RedisReplayTarget {
         let cause = replay.failure.clone().unwrap_or_else(|| detail(e));
         let not_written = at
             .total
-            .saturating_sub(replay.written + replay.unknown)
+            .saturating_sub(replay.written + replay.unknown + replay.expired)
             .max(replay.refused);
         let unknown = match replay.unknown {
             0 => String::new(),
@@ -194,21 +213,41 @@ impl RedisReplayTarget {
                 "; {n} more were sent as the connection was lost and may or may not have been written"
             ),
         };
-        let undo = match (at.existing, at.safety) {
-            (0, _) => format!("empty it (FLUSHALL on {conn}): it held no keys before"),
+        let undo = match (at.existing + at.libraries, at.safety) {
             (_, Some(m)) => format!(
-                "empty it (FLUSHALL on {conn}) and restore its safety backup: dr restore {} {} --server {conn}",
+                "empty it (FLUSHALL and FUNCTION FLUSH on {conn}) and restore its safety backup: dr restore {} {} --server {conn}",
                 m.source, m.id
             ),
-            (n, None) => format!(
-                "no safety backup was taken of the {n} keys it held before (none configured)"
+            (0, None) => format!(
+                "empty it (FLUSHALL and FUNCTION FLUSH on {conn}): it held no keys and no Functions libraries before"
+            ),
+            (_, None) => format!(
+                "no safety backup was taken of the {} keys and {} Functions libraries it held before (none configured)",
+                at.existing, at.libraries
             ),
         };
+        let expired = expired_note(replay.expired);
         Error::Restore(format!(
-            "stopped part of the way: {} of the {} keys of backup {} were written to {conn}, {not_written} were not{unknown}. Cause: {cause}. To finish, fix the cause and run the same restore again with --force (RESTORE ... REPLACE rewrites the keys already written). To undo, {undo}",
+            "stopped part of the way: {} of the {} keys of backup {} were written to {conn}, {not_written} were not{unknown}{expired}. Cause: {cause}. To finish, fix the cause and run the same restore again with --force (RESTORE ... REPLACE rewrites the keys already written). To undo, {undo}",
             replay.written, at.total, at.backup
         ))
     }
+}
+
+/// `; N keys had expired since the backup and were not restored`, or nothing.
+fn expired_note(expired: u64) -> String {
+    match expired {
+        0 => String::new(),
+        1 => "; 1 key had expired since the backup and was not restored".to_owned(),
+        n => format!("; {n} keys had expired since the backup and were not restored"),
+    }
+}
+
+/// The server's clock (`TIME`) in Unix ms: expiry times are compared with it.
+async fn server_time_ms(client: &mut RespClient) -> Result<i64> {
+    let reply = client.command(&[b"TIME"]).await.map_err(in_restore)?;
+    crate::logical::server_time_ms(&reply)
+        .ok_or_else(|| Error::Restore(format!("unexpected TIME reply {reply:?}")))
 }
 
 /// Keys in every database of the server.

@@ -1,29 +1,34 @@
-//! The writing half of a replay: keys from a logical record stream or an RDB's entries,
-//! sent in pipelined batches of `RESTORE ... REPLACE`, every reply counted.
+//! The writing half of a replay: Functions libraries (`FUNCTION LOAD REPLACE`, before the
+//! keys) and keys from a logical record stream or an RDB's entries, sent in pipelined
+//! batches of `RESTORE ... ABSTTL REPLACE` with the absolute expiry time recorded at backup,
+//! every reply counted. Keys whose expiry time passed since the backup are not sent: they
+//! are counted as expired.
+
+use std::time::Instant;
 
 use dr_core::{BackupReader, Error, Result};
 use tokio::sync::mpsc;
 
 use crate::backup::RDB_ARTIFACT;
-use crate::logical::{KEYS_ARTIFACT, KeyReader, KeyRecord};
-use crate::rdb::{dump_payload, read_rdb};
+use crate::logical::{KEYS_ARTIFACT, KeyReader, KeyRecord, Record};
+use crate::rdb::{RdbItem, dump_payload, read_rdb_items};
 use crate::resp::RespClient;
 use crate::restore::detail;
 
 const BATCH: usize = 500;
 
-/// A key to restore: TTL relative (logical) or absolute (RDB), as RESTORE takes them.
+/// A key to restore, with its absolute expiry time in Unix ms.
 pub(crate) struct Pending {
     db: u32,
     key: Vec<u8>,
-    ttl: Ttl,
+    expires_at_ms: Option<i64>,
     payload: Vec<u8>,
 }
 
-enum Ttl {
-    None,
-    Relative(i64),
-    Absolute(i64),
+/// What a backup hands the replay, in order.
+enum Item {
+    Library(Vec<u8>),
+    Key(Pending),
 }
 
 /// Batches of pipelined RESTOREs with the count of every outcome: after a failure,
@@ -32,8 +37,14 @@ pub(crate) struct Replay<'a> {
     client: &'a mut RespClient,
     db: Option<u32>,
     batch: Vec<Pending>,
+    /// The target server's clock (Unix ms) when the replay started, and when that was here.
+    clock: (i64, Instant),
     /// Keys the server answered OK.
     pub(crate) written: u64,
+    /// Keys not sent because their expiry time had passed.
+    pub(crate) expired: u64,
+    /// Functions libraries loaded.
+    pub(crate) libraries: u64,
     /// Keys the server refused (error replies).
     pub(crate) refused: u64,
     /// Keys sent whose replies were lost with the connection.
@@ -43,19 +54,33 @@ pub(crate) struct Replay<'a> {
 }
 
 impl<'a> Replay<'a> {
-    pub(crate) fn new(client: &'a mut RespClient) -> Self {
+    /// A replay into `client`, whose clock reads `server_now_ms` (Unix ms, from `TIME`).
+    pub(crate) fn new(client: &'a mut RespClient, server_now_ms: i64) -> Self {
         Replay {
             client,
             db: None,
             batch: Vec::with_capacity(BATCH),
+            clock: (server_now_ms, Instant::now()),
             written: 0,
+            expired: 0,
+            libraries: 0,
             refused: 0,
             unknown: 0,
             failure: None,
         }
     }
 
+    /// The target server's clock now, in Unix ms.
+    fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.clock.1.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.clock.0.saturating_add(elapsed)
+    }
+
     async fn push(&mut self, pending: Pending) -> Result<()> {
+        if pending.expires_at_ms.is_some_and(|at| at <= self.now_ms()) {
+            self.expired += 1;
+            return Ok(());
+        }
         if self.batch.last().is_some_and(|p| p.db != pending.db) || self.batch.len() >= BATCH {
             self.flush().await?;
         }
@@ -81,10 +106,7 @@ impl<'a> Replay<'a> {
         let ttls: Vec<String> = self
             .batch
             .iter()
-            .map(|p| match p.ttl {
-                Ttl::None => "0".to_owned(),
-                Ttl::Relative(ms) | Ttl::Absolute(ms) => ms.to_string(),
-            })
+            .map(|p| p.expires_at_ms.unwrap_or(0).to_string())
             .collect();
         let commands: Vec<Vec<&[u8]>> = self
             .batch
@@ -93,7 +115,7 @@ impl<'a> Replay<'a> {
             .map(|(p, ttl)| {
                 let mut c: Vec<&[u8]> =
                     vec![b"RESTORE", &p.key, ttl.as_bytes(), &p.payload, b"REPLACE"];
-                if matches!(p.ttl, Ttl::Absolute(_)) {
+                if p.expires_at_ms.is_some() {
                     c.push(b"ABSTTL");
                 }
                 c
@@ -129,41 +151,85 @@ impl<'a> Replay<'a> {
         }
     }
 
+    /// Loads a Functions library (replacing one of the same name), after the keys sent so far.
+    async fn load_library(&mut self, code: &[u8]) -> Result<()> {
+        self.flush().await?;
+        match self
+            .client
+            .command(&[b"FUNCTION", b"LOAD", b"REPLACE", code])
+            .await
+        {
+            Ok(_) => {
+                self.libraries += 1;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(format!(
+                "FUNCTION LOAD of the library {:?} failed: {}",
+                library_name(code),
+                detail(&e)
+            ))),
+        }
+    }
+
+    async fn take(&mut self, item: Item) -> Result<()> {
+        match item {
+            Item::Library(code) => self.load_library(&code).await,
+            Item::Key(pending) => self.push(pending).await,
+        }
+    }
+
     fn fail(&mut self, failure: String) -> Error {
         self.failure = Some(failure.clone());
         Error::Restore(failure)
     }
 }
 
+/// The `name=` of a library's `#!lua name=<name>` first line, for messages.
+fn library_name(code: &[u8]) -> String {
+    let first = code.split(|b| *b == b'\n').next().unwrap_or_default();
+    let first = String::from_utf8_lossy(first);
+    first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("name="))
+        .unwrap_or("?")
+        .to_owned()
+}
+
 pub(crate) async fn replay_logical(backup: &BackupReader, replay: &mut Replay<'_>) -> Result<u64> {
-    let mut reader = KeyReader::new(backup.artifact(KEYS_ARTIFACT)?).await?;
+    let started_ms = backup.manifest().started_at.timestamp_millis();
+    let mut reader = KeyReader::new(backup.artifact(KEYS_ARTIFACT)?, started_ms).await?;
     let mut bytes = 0u64;
-    while let Some(KeyRecord {
-        db,
-        key,
-        pttl_ms,
-        payload,
-    }) = reader.next().await?
-    {
-        bytes += payload.len() as u64;
-        let ttl = pttl_ms.map_or(Ttl::None, |ms| Ttl::Relative(ms.max(1)));
-        replay
-            .push(Pending {
+    while let Some(record) = reader.next_record().await? {
+        let item = match record {
+            Record::Library(code) => {
+                bytes += code.len() as u64;
+                Item::Library(code)
+            }
+            Record::Key(KeyRecord {
                 db,
                 key,
-                ttl,
+                expires_at_ms,
                 payload,
-            })
-            .await?;
+            }) => {
+                bytes += payload.len() as u64;
+                Item::Key(Pending {
+                    db,
+                    key,
+                    expires_at_ms,
+                    payload,
+                })
+            }
+        };
+        replay.take(item).await?;
     }
     replay.flush().await?;
     Ok(bytes)
 }
 
-/// Parses the RDB on a blocking thread and replays its entries as they come.
+/// Parses the RDB on a blocking thread and replays its libraries and entries as they come.
 pub(crate) async fn replay_rdb(backup: &BackupReader, replay: &mut Replay<'_>) -> Result<u64> {
     let artifact = backup.artifact(RDB_ARTIFACT)?;
-    let (tx, mut rx) = mpsc::channel::<Pending>(BATCH * 2);
+    let (tx, mut rx) = mpsc::channel::<Item>(BATCH * 2);
     let handle = tokio::runtime::Handle::current();
     let parser = tokio::task::spawn_blocking(move || {
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(artifact, handle);
@@ -176,20 +242,23 @@ pub(crate) async fn replay_rdb(backup: &BackupReader, replay: &mut Replay<'_>) -
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut send = |entry: crate::rdb::RdbEntry<'_>| {
-            let pending = Pending {
-                db: entry.db,
-                key: entry.key.to_vec(),
-                ttl: entry.expire_ms.map_or(Ttl::None, Ttl::Absolute),
-                payload: dump_payload(entry.serialized, version),
+        let mut send = |item: RdbItem<'_>| {
+            let item = match item {
+                RdbItem::Function(code) => Item::Library(code.to_vec()),
+                RdbItem::Key(entry) => Item::Key(Pending {
+                    db: entry.db,
+                    key: entry.key.to_vec(),
+                    expires_at_ms: entry.expire_ms,
+                    payload: dump_payload(entry.serialized, version),
+                }),
             };
-            tx.blocking_send(pending)
+            tx.blocking_send(item)
                 .map_err(|_| Error::Restore("the restore stopped".into()))
         };
-        read_rdb(std::io::Read::chain(&magic[..], reader), Some(&mut send))
+        read_rdb_items(std::io::Read::chain(&magic[..], reader), Some(&mut send))
     });
-    while let Some(pending) = rx.recv().await {
-        replay.push(pending).await?;
+    while let Some(item) = rx.recv().await {
+        replay.take(item).await?;
     }
     let summary = parser
         .await

@@ -1,11 +1,17 @@
-//! The RDB file placed into a data directory: written beside the target while it is checked
-//! (every part's SHA-256, every opcode, CRC64), the previous file kept, the server stopped
-//! and started by commands the user configures; nothing of the target is touched before the
-//! whole file was checked. Keys replayed into a running server are in [`crate::replay`].
+//! The RDB file placed into a data directory: staged beside the target with
+//! [`dr_core::swap`] and checked while it is written (every part's SHA-256, every opcode,
+//! CRC64); then the server is stopped by the command the user configures, the file gets the
+//! owner, group, mode and extended attributes of the `dump.rdb` it replaces (or, with none,
+//! the owner and group of its directory, mode 0600), the previous file is kept as
+//! `<name>.pre-restore-<time>[-N]`, and the server is started. Nothing of the target is
+//! touched before the whole file was checked. Keys replayed into a running server are in
+//! [`crate::replay`].
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use dr_core::swap::{Attributes, Inherit, Staging};
 use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, async_trait};
 use tokio::io::AsyncWriteExt;
 
@@ -51,11 +57,10 @@ impl Restore for RedisFileTarget {
             )));
         }
         let target = opts.target.clone().unwrap_or_else(|| self.rdb_path.clone());
-        let staged = dr_core::sibling_path(&target, ".dr-partial");
-        let summary = match stage(backup, &staged).await {
+        let staging = Staging::file(&target)?;
+        let summary = match stage(backup, staging.path()).await {
             Ok(summary) => summary,
             Err(e) => {
-                let _ = tokio::fs::remove_file(&staged).await;
                 return Err(match e {
                     Error::Source(problems) => Error::ChecksFailed {
                         subject: format!("the RDB of backup {}", backup.id()),
@@ -66,24 +71,11 @@ impl Restore for RedisFileTarget {
             }
         };
         run_hook(self.stop_command.as_deref(), "stop_command").await?;
-        let kept = dr_core::sibling_path(
-            &target,
-            &format!(
-                ".pre-restore-{}",
-                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-            ),
-        );
-        let previous = match tokio::fs::rename(&target, &kept).await {
-            Ok(()) => Some(kept.display().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(Error::io(format!("keeping {}", target.display()), e)),
-        };
-        tokio::fs::rename(&staged, &target).await.map_err(|e| {
-            Error::io(
-                format!("moving the restored RDB to {}", target.display()),
-                e,
-            )
-        })?;
+        let inherit = attributes_for(staging.target())?;
+        let swapped = tokio::task::spawn_blocking(move || staging.commit(&inherit))
+            .await
+            .map_err(|e| Error::Restore(format!("swapping the restored RDB in failed: {e}")))??;
+        let previous = swapped.previous.map(|p| p.display().to_string());
         run_hook(self.start_command.as_deref(), "start_command").await?;
         let mut report = RestoreReport::default();
         report.backup_id = backup.id().to_owned();
@@ -95,11 +87,38 @@ impl Restore for RedisFileTarget {
     }
 }
 
+/// What the restored file inherits: the replaced `dump.rdb`'s attributes; with none (an empty
+/// machine), as root, the owner and group of its directory (`/var/lib/redis` is the server's)
+/// with mode 0600, so the server can read it; otherwise the restoring user's, mode 0600.
+fn attributes_for(target: &Path) -> Result<Inherit> {
+    if std::fs::symlink_metadata(target).is_ok() {
+        return Ok(Inherit::Replaced);
+    }
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let meta = std::fs::metadata(dir)
+        .map_err(|e| Error::io(format!("reading the owner of {}", dir.display()), e))?;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        return Ok(Inherit::Staged);
+    }
+    Ok(Inherit::Set(Attributes {
+        uid: meta.uid(),
+        gid: meta.gid(),
+        mode: 0o600,
+        xattrs: Vec::new(),
+    }))
+}
+
 /// Writes the RDB to `staged` while the RDB reader checks the same bytes (one pass, no
 /// second read of the file); fsyncs it.
 async fn stage(backup: &BackupReader, staged: &Path) -> Result<crate::rdb::RdbSummary> {
     let io = |e| Error::io(format!("writing {}", staged.display()), e);
-    let mut file = tokio::fs::File::create(staged).await.map_err(io)?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(staged)
+        .await
+        .map_err(io)?;
     let mut artifact = backup.artifact(RDB_ARTIFACT)?;
     let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
     let checker = tokio::task::spawn_blocking(move || {

@@ -46,13 +46,16 @@ impl Verify for RedisVerifier {
         }
         if level == VerifyLevel::Restore && report.is_ok() {
             match scratch_counts(backup).await {
-                Ok(counts) => compare(
-                    &mut report,
-                    "a scratch redis-server",
-                    &recorded,
-                    &counts,
-                    true,
-                ),
+                Ok((counts, libraries)) => {
+                    compare(
+                        &mut report,
+                        "a scratch redis-server",
+                        &recorded,
+                        &counts,
+                        true,
+                    );
+                    compare_libraries(&mut report, recorded_libraries(backup), libraries);
+                }
                 Err(e) => report
                     .problems
                     .push(format!("test restore failed: {}", detail(&e))),
@@ -75,16 +78,41 @@ pub(crate) fn recorded_counts(backup: &BackupReader) -> BTreeMap<u32, DbCounts> 
         .unwrap_or_default()
 }
 
+/// The number of Functions libraries recorded at backup time (0 when none were recorded).
+fn recorded_libraries(backup: &BackupReader) -> u64 {
+    let info = &backup.manifest().source_info;
+    info.get("rdb")
+        .and_then(|rdb| rdb.get("functions"))
+        .or_else(|| info.get("functions"))
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
+
+fn compare_libraries(report: &mut VerifyReport, recorded: u64, loaded: u64) {
+    if recorded == loaded {
+        if recorded > 0 {
+            report.passed.push(format!(
+                "a scratch redis-server holds the recorded {recorded} Functions libraries"
+            ));
+        }
+    } else {
+        report.problems.push(format!(
+            "a scratch redis-server holds {loaded} Functions libraries, the backup recorded {recorded}"
+        ));
+    }
+}
+
 /// Reads the backup's artifact to its end (every part checked) and parses all of it.
 pub(crate) async fn parsed_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>> {
     if backup.manifest().kind == LOGICAL_KIND {
         let mut artifact = backup.artifact(KEYS_ARTIFACT)?;
-        let mut reader = KeyReader::new(&mut artifact).await?;
+        let started_ms = backup.manifest().started_at.timestamp_millis();
+        let mut reader = KeyReader::new(&mut artifact, started_ms).await?;
         let mut counts: BTreeMap<u32, DbCounts> = BTreeMap::new();
         while let Some(record) = reader.next().await? {
             let entry = counts.entry(record.db).or_default();
             entry.keys += 1;
-            entry.expires += u64::from(record.pttl_ms.is_some());
+            entry.expires += u64::from(record.expires_at_ms.is_some());
         }
         // Parts past the end marker (there should be none) are checked all the same.
         while artifact.next_chunk().await?.is_some() {}
@@ -153,7 +181,7 @@ pub(crate) fn mismatches(
 }
 
 /// Loads the backup into a scratch redis-server and reads its keyspace.
-async fn scratch_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>> {
+async fn scratch_counts(backup: &BackupReader) -> Result<(BTreeMap<u32, DbCounts>, u64)> {
     let dir = tempfile::Builder::new()
         .prefix("dr-verify-redis-")
         .tempdir()
@@ -180,7 +208,8 @@ async fn scratch_counts(backup: &BackupReader) -> Result<BTreeMap<u32, DbCounts>
         .into_iter()
         .map(|(db, (keys, expires))| (db, DbCounts { keys, expires }))
         .collect();
-    Ok(counts)
+    let libraries = crate::logical::function_libraries(&mut client).await?.len() as u64;
+    Ok((counts, libraries))
 }
 
 /// A redis-server on a scratch directory, killed when dropped.
