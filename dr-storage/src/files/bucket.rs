@@ -111,6 +111,7 @@ impl Backup for BucketSource {
             version: 1,
             entries,
             vanished,
+            root: None,
         };
         write_index(out, &index).await?;
         let stored_files = (to_fetch.len() - index.vanished.len()) as u64;
@@ -266,24 +267,14 @@ fn listing_error(e: dr_core::object_store::Error) -> Error {
 }
 
 fn object_entry(meta: &ObjectMeta, relative: &str) -> FileEntry {
-    FileEntry {
-        path: Some(relative.to_owned()),
-        path_hex: None,
-        kind: EntryKind::File,
-        size: meta.size,
-        mtime_ns: i128::from(meta.last_modified.timestamp()) * 1_000_000_000
-            + i128::from(meta.last_modified.timestamp_subsec_nanos()),
-        ctime_ns: None,
-        mode: 0o644,
-        uid: None,
-        gid: None,
-        inode: 0,
-        sha256: None,
-        target: None,
-        etag: meta.e_tag.clone(),
-        stored_in: None,
-        changed_during_backup: false,
-    }
+    let mut entry = FileEntry::empty(EntryKind::File);
+    entry.path = Some(relative.to_owned());
+    entry.size = meta.size;
+    entry.mtime_ns = i128::from(meta.last_modified.timestamp()) * 1_000_000_000
+        + i128::from(meta.last_modified.timestamp_subsec_nanos());
+    entry.mode = 0o644;
+    entry.etag = meta.e_tag.clone();
+    entry
 }
 
 /// Same size, and the same ETag, or the same time when the store has no ETags.
