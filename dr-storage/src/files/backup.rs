@@ -205,7 +205,10 @@ fn add_entry(
 ) -> Result<FileEntry> {
     let relative = entry.relative_path();
     let mut header = header_for(&entry);
-    pax_records(tar, &entry)?;
+    // Unchanged files are not in this tar: the PAX header goes with each appended entry.
+    if entry.kind != EntryKind::File {
+        pax_records(tar, &entry)?;
+    }
     let io = |e| Error::from_io(&format!("adding {} to the tar", relative.display()), e);
     match entry.kind {
         EntryKind::Dir => {
@@ -249,6 +252,7 @@ fn add_entry(
                 entry.stored_in = first.stored_in.clone();
                 entry.changed_during_backup = first.changed_during_backup;
                 stats.hard_links += 1;
+                pax_records(tar, &entry)?;
                 header.set_entry_type(tar::EntryType::Link);
                 tar.append_link(&mut header, &relative, primary)
                     .map_err(io)?;
@@ -259,6 +263,7 @@ fn add_entry(
                 entry.stored_in = earlier.stored_in.clone();
                 return Ok(entry);
             }
+            pax_records(tar, &entry)?;
             store_file(tar, root, &mut entry, &mut header, stats)?;
             entry.stored_in = Some(id.to_owned());
         }
