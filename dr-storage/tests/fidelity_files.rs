@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use dr_core::{BackupOptions, Identities, Manifest, Repository, RestoreOptions};
 use dr_storage::files::{DirectorySource, DirectoryTarget, TreeReport, read_index};
-use dr_testing::fidelity::files::{fingerprint_tree, is_root, make_corpus, without_owners};
+use dr_testing::fidelity::files::{
+    fingerprint_tree, is_root, make_corpus, modify_corpus, without_owners,
+};
 use dr_testing::fidelity::{Fingerprint, assert_faithful};
 
 async fn repository() -> Repository {
@@ -50,22 +52,6 @@ fn faithful(mode: &str, source: &Fingerprint, restored: &Path, owners: bool) {
     }
 }
 
-/// Changes of every kind: a deleted file and directory, a new file, new bytes, a new
-/// mode, an xattr removed, a broken hard link, a retargeted symlink.
-fn modify(root: &Path) {
-    std::fs::remove_file(root.join("plain.txt")).unwrap();
-    std::fs::remove_dir_all(root.join("nested")).unwrap();
-    std::fs::write(root.join("added.txt"), b"new in the second backup\n").unwrap();
-    std::fs::write(root.join("data/random.bin"), b"rewritten\n").unwrap();
-    std::fs::remove_file(root.join("elsewhere/c")).unwrap();
-    std::fs::write(root.join("elsewhere/c"), b"no longer a link\n").unwrap();
-    xattr::remove(root.join("xattr.txt"), "user.binary").unwrap();
-    std::fs::remove_file(root.join("relative")).unwrap();
-    std::os::unix::fs::symlink("added.txt", root.join("relative")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root.join("setuid"), std::fs::Permissions::from_mode(0o700)).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_restores_keep_every_attribute() {
     let work = tempfile::tempdir().unwrap();
@@ -75,12 +61,24 @@ async fn directory_restores_keep_every_attribute() {
     oracle_sees_the_awkward_cases(&first);
     let repo = repository().await;
     let full = repo
-        .backup("files", &DirectorySource::new(&root), &BackupOptions::default())
+        .backup(
+            "files",
+            &DirectorySource::new(&root),
+            &BackupOptions::default(),
+        )
         .await
         .unwrap();
-    assert_eq!(fingerprint_tree(&root), first, "the backup changed the source");
+    assert_eq!(
+        fingerprint_tree(&root),
+        first,
+        "the backup changed the source"
+    );
     if is_root() {
-        assert_eq!(full.source_info["special_files"], 2, "{:?}", full.source_info);
+        assert_eq!(
+            full.source_info["special_files"], 2,
+            "{:?}",
+            full.source_info
+        );
     }
     assert_eq!(full.source_info["hard_links"], 2, "{:?}", full.source_info);
 
@@ -88,14 +86,18 @@ async fn directory_restores_keep_every_attribute() {
     let tree = restore(&repo, &full, &root, Some(&fresh), false).await;
     faithful("into a new directory", &first, &fresh, false);
     assert_eq!(tree.hard_links, 2);
-    assert!(tree.special_not_created.is_empty(), "{:?}", tree.special_not_created);
+    assert!(
+        tree.special_not_created.is_empty(),
+        "{:?}",
+        tree.special_not_created
+    );
     if is_root() {
         let owned = work.path().join("owned");
         restore(&repo, &full, &root, Some(&owned), true).await;
         faithful("into a new directory with --owners", &first, &owned, true);
     }
 
-    modify(&root);
+    modify_corpus(&root);
     let second = fingerprint_tree(&root);
     let mut options = BackupOptions::default();
     options.depends_on = vec![full.id.clone()];
@@ -116,7 +118,12 @@ async fn directory_restores_keep_every_attribute() {
     let empty = work.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     restore(&repo, &increment, &root, Some(&empty), is_root()).await;
-    faithful("an incremental chain into an empty directory", &second, &empty, is_root());
+    faithful(
+        "an incremental chain into an empty directory",
+        &second,
+        &empty,
+        is_root(),
+    );
 
     // In place over the (again modified) tree: the full backup's tree comes back exactly,
     // without what the second backup added, the root included.
@@ -124,7 +131,12 @@ async fn directory_restores_keep_every_attribute() {
     restore(&repo, &full, &root, None, is_root()).await;
     faithful("in place over a modified tree", &first, &root, is_root());
     restore(&repo, &increment, &root, None, is_root()).await;
-    faithful("in place, from the incremental chain", &second, &root, is_root());
+    faithful(
+        "in place, from the incremental chain",
+        &second,
+        &root,
+        is_root(),
+    );
 }
 
 fn modify_more(root: &Path) {
@@ -137,7 +149,11 @@ fn modify_more(root: &Path) {
 /// The oracle looks at what the corpus made (so a restore losing it cannot pass).
 fn oracle_sees_the_awkward_cases(fp: &Fingerprint) {
     let expect = |field: &str, value: &str| {
-        assert_eq!(fp.get(field), Some(value), "source fingerprint field {field}");
+        assert_eq!(
+            fp.get(field),
+            Some(value),
+            "source fingerprint field {field}"
+        );
     };
     expect("hard links", "elsewhere/c = links/a = links/b");
     expect("sparse.img sparse", "sparse");
@@ -151,9 +167,20 @@ fn oracle_sees_the_awkward_cases(fp: &Fingerprint) {
     expect(". mtime", "1650000000.000000042");
     expect("plain.txt mtime", "1.000000001");
     expect("empty mtime", "4102444800.999999999");
-    expect("xattr.txt xattrs", "user.binary=00ff010a user.comment=68656c6c6f");
-    assert!(fp.get("acl acl.txt").is_some_and(|a| a.contains("user:65534:r--")), "{fp:?}");
-    assert!(fp.get("acl acl-dir").is_some_and(|a| a.contains("default:user:65534:rwx")), "{fp:?}");
+    expect(
+        "xattr.txt xattrs",
+        "user.binary=00ff010a user.comment=68656c6c6f",
+    );
+    assert!(
+        fp.get("acl acl.txt")
+            .is_some_and(|a| a.contains("user:65534:r--")),
+        "{fp:?}"
+    );
+    assert!(
+        fp.get("acl acl-dir")
+            .is_some_and(|a| a.contains("default:user:65534:rwx")),
+        "{fp:?}"
+    );
     assert!(fp.get("long-target target").is_some_and(|t| t.len() > 100));
     assert!(fp.get("new\\nline type").is_some(), "{fp:?}");
     if is_root() {

@@ -97,9 +97,12 @@ pub(crate) fn make_special(path: &Path, entry: &FileEntry) -> Result<Option<Stri
         dev,
     ) {
         Ok(()) => Ok(None),
-        Err(e) if e == rustix::io::Errno::PERM || e == rustix::io::Errno::ACCESS => Ok(Some(
-            format!("{what}: creating it needs root (mknod: {e})"),
+        Err(e) if e == rustix::io::Errno::PERM || e == rustix::io::Errno::ACCESS => {
+            Ok(Some(format!("{what}: creating it needs root (mknod: {e})")))
+        }
+        Err(e) => Err(Error::io(
+            format!("creating the {what} {}", path.display()),
+            e.into(),
         )),
-        Err(e) => Err(Error::io(format!("creating the {what} {}", path.display()), e.into())),
     }
 }

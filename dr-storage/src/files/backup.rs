@@ -63,10 +63,11 @@ impl Backup for DirectorySource {
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
         let (root, filter) = (self.root.clone(), self.filter.clone());
-        let (entries, root_entry) =
-            tokio::task::spawn_blocking(move || Ok::<_, Error>((walk(&root, &filter)?, root_entry(&root)?)))
-                .await
-                .map_err(|e| Error::Source(format!("walking the tree failed: {e}")))??;
+        let (entries, root_entry) = tokio::task::spawn_blocking(move || {
+            Ok::<_, Error>((walk(&root, &filter)?, root_entry(&root)?))
+        })
+        .await
+        .map_err(|e| Error::Source(format!("walking the tree failed: {e}")))??;
         let parent = self.parent_files();
         let links = Links {
             primaries: FileIndex {
@@ -89,7 +90,9 @@ impl Backup for DirectorySource {
             let mut done = BTreeMap::new();
             add_root(&mut tar, &tar_root)?;
             for entry in entries {
-                let entry = add_entry(&mut tar, &root, entry, &parent, &links, &done, &id, &mut stats)?;
+                let entry = add_entry(
+                    &mut tar, &root, entry, &parent, &links, &done, &id, &mut stats,
+                )?;
                 if entry.link_group.is_some() {
                     done.insert(entry.relative_path(), entry.clone());
                 }
@@ -128,7 +131,10 @@ impl DirectorySource {
         index
             .entries
             .iter()
-            .filter(|e| e.link_group.is_none_or(|g| primaries.get(&g) == Some(&e.relative_path())))
+            .filter(|e| {
+                e.link_group
+                    .is_none_or(|g| primaries.get(&g) == Some(&e.relative_path()))
+            })
             .map(|e| (e.relative_path(), e.clone()))
             .collect()
     }
@@ -246,7 +252,10 @@ fn add_entry(
             if let Some(primary) = primary {
                 // A second name of a file already in the index: a hard link to it.
                 let first = done.get(primary).ok_or_else(|| {
-                    Error::Source(format!("the hard link {} lost its group", relative.display()))
+                    Error::Source(format!(
+                        "the hard link {} lost its group",
+                        relative.display()
+                    ))
                 })?;
                 entry.sha256 = first.sha256.clone();
                 entry.stored_in = first.stored_in.clone();

@@ -102,8 +102,17 @@ impl Plan<'_> {
                 apply(&path, entry, self.owners)?;
             }
         }
-        for entry in self.entries.iter().filter(|e| e.kind == EntryKind::Dir).rev() {
-            apply(&dir.join(inside(&entry.relative_path())?), entry, self.owners)?;
+        for entry in self
+            .entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::Dir)
+            .rev()
+        {
+            apply(
+                &dir.join(inside(&entry.relative_path())?),
+                entry,
+                self.owners,
+            )?;
         }
         Ok(tree)
     }
@@ -186,7 +195,10 @@ async fn extract(
                 match &first {
                     None => write_checked(&mut item, &path, entry, &mut buffer)?,
                     Some(first) => std::fs::hard_link(first, &path).map_err(|e| {
-                        Error::io(format!("linking {} to {}", path.display(), first.display()), e)
+                        Error::io(
+                            format!("linking {} to {}", path.display(), first.display()),
+                            e,
+                        )
                     })?,
                 }
                 first.get_or_insert(path);

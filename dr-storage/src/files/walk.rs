@@ -96,7 +96,12 @@ fn group_links(entries: Vec<(FileEntry, u64, u64)>) -> Vec<FileEntry> {
 /// # Errors
 /// [`Error::Io`] when they cannot be listed or read.
 pub(crate) fn read_xattrs(path: &Path) -> Result<BTreeMap<String, String>> {
-    let io = |e| Error::io(format!("reading the extended attributes of {}", path.display()), e);
+    let io = |e| {
+        Error::io(
+            format!("reading the extended attributes of {}", path.display()),
+            e,
+        )
+    };
     let names = match xattr::list(path) {
         Ok(names) => names,
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => {
