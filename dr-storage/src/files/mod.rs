@@ -5,6 +5,7 @@
 mod attrs;
 mod backup;
 mod bucket;
+mod bucket_meta;
 mod bucket_restore;
 mod index;
 mod restore;
