@@ -103,3 +103,90 @@ fn restores_and_the_by_hand_recipe_give_the_tree_back() {
         "a file deleted before the newest backup came back"
     );
 }
+
+/// As root, the same restore run as `nobody` (`runuser`): the device node cannot be created
+/// and the output says so and counts it; everything else (FIFO, xattrs, ACLs, set-id modes,
+/// mtimes, hard links) still comes back.
+#[test]
+fn a_restore_as_another_user_reports_the_nodes_it_cannot_create() {
+    if !is_root() {
+        eprintln!("skipped: needs root to run a restore as nobody");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("storage");
+    make_corpus(&data);
+    let source = fingerprint_tree(&data);
+    let config = work.path().join("dr.toml");
+    let write_config = |repo: &std::path::Path, key: &std::path::Path, path: &std::path::Path| {
+        format!(
+            "repository = \"{}\"\nidentity = \"{}\"\n[sources.storage]\nkind = \"directory\"\npath = \"{}\"\n",
+            repo.display(),
+            key.display(),
+            path.display()
+        )
+    };
+    let (repo, key) = (work.path().join("repo"), work.path().join("key.txt"));
+    std::fs::write(&config, write_config(&repo, &key, &data)).unwrap();
+    common::ok(&config, &["keygen"]);
+    common::ok(&config, &["init"]);
+    common::ok(&config, &["backup", "storage"]);
+    // nobody's own copy of the repository, key and configuration.
+    let theirs = work.path().join("nobody");
+    std::fs::create_dir(&theirs).unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .args([&repo, &key])
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let their_config = theirs.join("dr.toml");
+    let restored = theirs.join("restored");
+    std::fs::write(
+        &their_config,
+        write_config(&theirs.join("repo"), &theirs.join("key.txt"), &data),
+    )
+    .unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let chmod = Command::new("chmod")
+        .arg("755")
+        .arg(work.path())
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(env!("CARGO_BIN_EXE_dr"))
+        .arg("--config")
+        .arg(&their_config)
+        .args(["restore", "storage", "--to"])
+        .arg(&restored)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: 1 FIFOs or device nodes were not created: null (character device 1:3: creating it needs root"),
+        "{text}"
+    );
+    let null = fields_ending(&source, &[""])
+        .into_iter()
+        .filter(|f| f.starts_with("null "))
+        .collect::<Vec<_>>();
+    let null: Vec<&str> = null.iter().map(String::as_str).collect();
+    assert_faithful(
+        "dr restore as nobody",
+        &without_owners(&source.without(&null)),
+        &without_owners(&fingerprint_tree(&restored)),
+    );
+}

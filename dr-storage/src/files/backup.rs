@@ -68,17 +68,19 @@ impl Backup for DirectorySource {
         })
         .await
         .map_err(|e| Error::Source(format!("walking the tree failed: {e}")))??;
-        let parent = self.parent_files();
-        let links = Links {
+        let mut context = Context {
+            root: self.root.clone(),
+            id: out.id().to_owned(),
+            parent: self.parent_files(),
             primaries: FileIndex {
                 entries: entries.clone(),
                 ..FileIndex::default()
             }
             .link_primaries(),
+            done: BTreeMap::new(),
         };
         let tar_root = root_entry.clone();
         let writer = out.artifact(TAR_ARTIFACT)?;
-        let (root, id) = (self.root.clone(), out.id().to_owned());
         let handle = tokio::runtime::Handle::current();
         let (writer, index, stats) = tokio::task::spawn_blocking(move || {
             let mut tar = tar::Builder::new(tokio_util::io::SyncIoBridge::new_with_handle(
@@ -87,14 +89,11 @@ impl Backup for DirectorySource {
             tar.mode(tar::HeaderMode::Complete);
             let mut stats = Stats::default();
             let mut index = Vec::with_capacity(entries.len());
-            let mut done = BTreeMap::new();
             add_root(&mut tar, &tar_root)?;
             for entry in entries {
-                let entry = add_entry(
-                    &mut tar, &root, entry, &parent, &links, &done, &id, &mut stats,
-                )?;
+                let entry = add_entry(&mut tar, &mut context, entry, &mut stats)?;
                 if entry.link_group.is_some() {
-                    done.insert(entry.relative_path(), entry.clone());
+                    context.done.insert(entry.relative_path(), entry.clone());
                 }
                 index.push(entry);
             }
@@ -193,22 +192,33 @@ impl Stats {
 
 type TarOut = tar::Builder<tokio_util::io::SyncIoBridge<dr_core::ArtifactWriter>>;
 
-/// What the walk and the parent say about hard links.
-pub(crate) struct Links {
-    /// This backup's first path of each link group.
+/// What each entry of the tar is added with.
+struct Context {
+    /// The tree's root.
+    root: PathBuf,
+    /// This backup's id (`stored_in` of the files it stores).
+    id: String,
+    /// The parent's files, by path.
+    parent: BTreeMap<PathBuf, FileEntry>,
+    /// This backup's first path of each hard-link group.
     primaries: BTreeMap<u64, PathBuf>,
+    /// The entries of link groups added so far.
+    done: BTreeMap<PathBuf, FileEntry>,
 }
 
 fn add_entry(
     tar: &mut TarOut,
-    root: &Path,
+    context: &mut Context,
     mut entry: FileEntry,
-    parent: &BTreeMap<PathBuf, FileEntry>,
-    links: &Links,
-    done: &BTreeMap<PathBuf, FileEntry>,
-    id: &str,
     stats: &mut Stats,
 ) -> Result<FileEntry> {
+    let Context {
+        root,
+        id,
+        parent,
+        primaries,
+        done,
+    } = context;
     let relative = entry.relative_path();
     let mut header = header_for(&entry);
     // Unchanged files are not in this tar: the PAX header goes with each appended entry.
@@ -247,7 +257,7 @@ fn add_entry(
             stats.bytes += entry.size;
             let primary = entry
                 .link_group
-                .and_then(|g| links.primaries.get(&g))
+                .and_then(|g| primaries.get(&g))
                 .filter(|p| **p != relative);
             if let Some(primary) = primary {
                 // A second name of a file already in the index: a hard link to it.
@@ -274,7 +284,7 @@ fn add_entry(
             }
             pax_records(tar, &entry)?;
             store_file(tar, root, &mut entry, &mut header, stats)?;
-            entry.stored_in = Some(id.to_owned());
+            entry.stored_in = Some(id.clone());
         }
     }
     Ok(entry)

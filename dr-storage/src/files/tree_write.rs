@@ -78,10 +78,10 @@ impl Plan<'_> {
         for entry in self.entries {
             let relative = inside(&entry.relative_path())?;
             let path = dir.join(&relative);
-            if entry.kind == EntryKind::Symlink || entry.kind.is_special() {
-                if let Some(parent) = path.parent() {
-                    unpacker.ensure_dir(parent, &relative)?;
-                }
+            if (entry.kind == EntryKind::Symlink || entry.kind.is_special())
+                && let Some(parent) = path.parent()
+            {
+                unpacker.ensure_dir(parent, &relative)?;
             }
             if entry.kind == EntryKind::Symlink {
                 std::os::unix::fs::symlink(entry.link_target(), &path)
