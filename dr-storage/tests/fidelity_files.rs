@@ -91,6 +91,22 @@ async fn directory_restores_keep_every_attribute() {
         "{:?}",
         tree.special_not_created
     );
+    // Only the second and third names of a hard-linked file (its bytes are in the tar under
+    // the first, `elsewhere/c`): they come back, linked to each other.
+    let some = work.path().join("some");
+    let (_, tree) = DirectoryTarget::new(&root, repo.clone())
+        .with_selection(vec!["links".into()])
+        .restore_tree(
+            &repo.reader(full.clone()),
+            &RestoreOptions::default().with_target(&some),
+        )
+        .await
+        .unwrap();
+    assert_eq!((tree.files, tree.hard_links), (2, 1));
+    let selected = fingerprint_tree(&some);
+    assert_eq!(selected.get("hard links"), Some("links/a = links/b"));
+    assert_eq!(selected.get("links/b sha256"), first.get("links/b sha256"));
+    assert!(!some.join("elsewhere").exists());
     if is_root() {
         let owned = work.path().join("owned");
         restore(&repo, &full, &root, Some(&owned), true).await;
