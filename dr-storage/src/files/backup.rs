@@ -1,5 +1,6 @@
-//! Directory backups: a POSIX tar of the tree (directories, symlinks, files with modes and
-//! mtimes; GNU long-name entries for long and non-UTF-8 names) plus the per-file index.
+//! Directory backups: a tar of the tree (the root itself, directories, symlinks, hard links,
+//! FIFOs, device nodes and files, with modes, owners, nanosecond mtimes and xattrs in PAX
+//! records; GNU long-name entries for long and non-UTF-8 names) plus the per-file index.
 //! Incremental: files unchanged since the parent (size, mtime, ctime, inode) are referenced, not
 //! stored again. Files that change while read are recorded as such, never silently torn.
 
@@ -314,12 +315,17 @@ fn header_for(entry: &FileEntry) -> tar::Header {
     header
 }
 
-/// A PAX extended header before the entry: `mtime` with nanoseconds and one
+/// A PAX extended header before the entry (when the mtime has nanoseconds or the entry has
+/// extended attributes): `mtime` with nanoseconds and one
 /// `SCHILY.xattr.<name>` record per extended attribute (what GNU tar `--xattrs` writes and
 /// reads; POSIX ACLs are the `system.posix_acl_*` attributes).
 fn pax_records(tar: &mut TarOut, entry: &FileEntry) -> Result<()> {
     let secs = entry.mtime_ns.div_euclid(1_000_000_000);
     let nanos = entry.mtime_ns.rem_euclid(1_000_000_000);
+    if nanos == 0 && entry.xattrs.is_empty() {
+        // The header's whole seconds say it all.
+        return Ok(());
+    }
     let mut body = Vec::new();
     record(&mut body, "mtime", format!("{secs}.{nanos:09}").as_bytes());
     for (name, value) in &entry.xattrs {

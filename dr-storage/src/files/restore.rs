@@ -1,6 +1,7 @@
-//! Restoring a directory backup: the whole tree or selected paths, into a new directory or
-//! over the original through a staging directory swapped in only after every file matched
-//! its SHA-256. Paths come from the index and are checked to stay inside the target; the
+//! Restoring a directory backup: the whole tree or selected paths, into a new or empty
+//! directory or over the original through [`dr_core::swap::Staging`] (swapped in only after
+//! every file matched its SHA-256, the previous tree kept), every entry and the root with
+//! the attributes the backup recorded. Paths come from the index and are checked to stay inside the target; the
 //! tar's own names are only used to find the index entry.
 
 use std::os::unix::ffi::OsStrExt;
@@ -156,7 +157,9 @@ impl DirectoryTarget {
             };
             let swapped = staging.commit(&inherit).map_err(|e| {
                 Error::Restore(format!(
-                    "the restored tree was complete and checked, but swapping it into {} failed: {e}",
+                    "the restored tree was complete and checked, but swapping it into {} failed \
+                     ({e}); a mount point cannot be swapped: empty it and restore into it, or \
+                     restore with --to ANOTHER_PATH",
                     target.display()
                 ))
             })?;
