@@ -141,6 +141,31 @@ async fn directory_restores_keep_every_attribute() {
         is_root(),
     );
 
+    // A third backup after one new file: the hard-linked file is referenced from the second
+    // backup, its second name a link in this one's tar.
+    std::fs::write(root.join("third.txt"), b"third\n").unwrap();
+    let third_fp = fingerprint_tree(&root);
+    let mut options = BackupOptions::default();
+    options.depends_on = vec![full.id.clone(), increment.id.clone()];
+    let index = read_index(&repo.reader(increment.clone())).await.unwrap();
+    let third = repo
+        .backup(
+            "files",
+            &DirectorySource::new(&root).with_parent(&increment.id, index),
+            &options,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        third.source_info["stored_files"], 1,
+        "{:?}",
+        third.source_info
+    );
+    let chain = work.path().join("chain");
+    restore(&repo, &third, &root, Some(&chain), is_root()).await;
+    faithful("a chain of three", &third_fp, &chain, is_root());
+    std::fs::remove_file(root.join("third.txt")).unwrap();
+
     // In place over the (again modified) tree: the full backup's tree comes back exactly,
     // without what the second backup added, the root included.
     modify_more(&root);
