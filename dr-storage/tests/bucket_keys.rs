@@ -109,7 +109,10 @@ async fn awkward_keys_round_trip_byte_exact() {
         .await
         .unwrap();
     assert_eq!(increment.source_info["stored_files"], 2);
-    assert_eq!(increment.source_info["change_detection"], "size and ETag");
+    assert_eq!(
+        increment.source_info["change_detection"],
+        "size, ETag and last-modified time"
+    );
 
     let target = open(&server, &server.url("dst"));
     let (n, _) = BucketTarget::new(target, None, repo.clone())

@@ -120,6 +120,19 @@ pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> C
         report.target,
         report.elapsed_ms as f64 / 1000.0
     );
+    if tree.hard_links > 0 || tree.special > 0 {
+        println!(
+            "{} hard links restored as links, {} FIFOs and device nodes created",
+            tree.hard_links, tree.special
+        );
+    }
+    if !tree.special_not_created.is_empty() {
+        println!(
+            "warning: {} FIFOs or device nodes were not created: {}",
+            tree.special_not_created.len(),
+            tree.special_not_created.join("; ")
+        );
+    }
     if !tree.zero_size.is_empty() {
         println!(
             "zero-size files ({}): {}",

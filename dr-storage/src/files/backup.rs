@@ -1,5 +1,6 @@
-//! Directory backups: a POSIX tar of the tree (directories, symlinks, files with modes and
-//! mtimes; GNU long-name entries for long and non-UTF-8 names) plus the per-file index.
+//! Directory backups: a tar of the tree (the root itself, directories, symlinks, hard links,
+//! FIFOs, device nodes and files, with modes, owners, nanosecond mtimes and xattrs in PAX
+//! records; GNU long-name entries for long and non-UTF-8 names) plus the per-file index.
 //! Incremental: files unchanged since the parent (size, mtime, ctime, inode) are referenced, not
 //! stored again. Files that change while read are recorded as such, never silently torn.
 
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::index::{EntryKind, FileEntry, FileIndex};
-use super::walk::{TreeFilter, absolute, walk};
+use super::walk::{TreeFilter, absolute, root_entry, walk};
 
 /// The manifest kind of directory backups.
 pub const FILES_KIND: &str = "files";
@@ -63,17 +64,24 @@ impl Backup for DirectorySource {
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
         let (root, filter) = (self.root.clone(), self.filter.clone());
-        let entries = tokio::task::spawn_blocking(move || walk(&root, &filter))
-            .await
-            .map_err(|e| Error::Source(format!("walking the tree failed: {e}")))??;
-        let parent: BTreeMap<PathBuf, FileEntry> = self
-            .parent
-            .iter()
-            .flat_map(|(_, index)| index.entries.iter())
-            .map(|e| (e.relative_path(), e.clone()))
-            .collect();
+        let (entries, root_entry) = tokio::task::spawn_blocking(move || {
+            Ok::<_, Error>((walk(&root, &filter)?, root_entry(&root)?))
+        })
+        .await
+        .map_err(|e| Error::Source(format!("walking the tree failed: {e}")))??;
+        let mut context = Context {
+            root: self.root.clone(),
+            id: out.id().to_owned(),
+            parent: self.parent_files(),
+            primaries: FileIndex {
+                entries: entries.clone(),
+                ..FileIndex::default()
+            }
+            .link_primaries(),
+            done: BTreeMap::new(),
+        };
+        let tar_root = root_entry.clone();
         let writer = out.artifact(TAR_ARTIFACT)?;
-        let (root, id) = (self.root.clone(), out.id().to_owned());
         let handle = tokio::runtime::Handle::current();
         let (writer, index, stats) = tokio::task::spawn_blocking(move || {
             let mut tar = tar::Builder::new(tokio_util::io::SyncIoBridge::new_with_handle(
@@ -82,8 +90,13 @@ impl Backup for DirectorySource {
             tar.mode(tar::HeaderMode::Complete);
             let mut stats = Stats::default();
             let mut index = Vec::with_capacity(entries.len());
+            add_root(&mut tar, &tar_root)?;
             for entry in entries {
-                index.push(add_entry(&mut tar, &root, entry, &parent, &id, &mut stats)?);
+                let entry = add_entry(&mut tar, &mut context, entry, &mut stats)?;
+                if entry.link_group.is_some() {
+                    context.done.insert(entry.relative_path(), entry.clone());
+                }
+                index.push(entry);
             }
             let bridge = tar
                 .into_inner()
@@ -99,10 +112,31 @@ impl Backup for DirectorySource {
                 version: 1,
                 entries: index,
                 vanished: Vec::new(),
+                root: Some(root_entry),
             },
         )
         .await?;
         Ok(stats.into_info(self.parent.as_ref().map(|(id, _)| id.as_str())))
+    }
+}
+
+impl DirectorySource {
+    /// The parent's files whose bytes its tar holds under their own name (not the second
+    /// names of hard links), by path.
+    fn parent_files(&self) -> BTreeMap<PathBuf, FileEntry> {
+        let Some((_, index)) = &self.parent else {
+            return BTreeMap::new();
+        };
+        let primaries = index.link_primaries();
+        index
+            .entries
+            .iter()
+            .filter(|e| {
+                e.link_group
+                    .is_none_or(|g| primaries.get(&g) == Some(&e.relative_path()))
+            })
+            .map(|e| (e.relative_path(), e.clone()))
+            .collect()
     }
 }
 
@@ -122,6 +156,8 @@ struct Stats {
     files: u64,
     dirs: u64,
     symlinks: u64,
+    special: u64,
+    hard_links: u64,
     bytes: u64,
     stored_files: u64,
     stored_bytes: u64,
@@ -137,6 +173,12 @@ impl Stats {
         info.insert("directories".into(), self.dirs.into());
         info.insert("symlinks".into(), self.symlinks.into());
         info.insert("bytes".into(), self.bytes.into());
+        if self.special > 0 {
+            info.insert("special_files".into(), self.special.into());
+        }
+        if self.hard_links > 0 {
+            info.insert("hard_links".into(), self.hard_links.into());
+        }
         info.insert("stored_files".into(), self.stored_files.into());
         info.insert("stored_bytes".into(), self.stored_bytes.into());
         if let Some(parent) = parent {
@@ -151,48 +193,165 @@ impl Stats {
 
 type TarOut = tar::Builder<tokio_util::io::SyncIoBridge<dr_core::ArtifactWriter>>;
 
+/// What each entry of the tar is added with.
+struct Context {
+    /// The tree's root.
+    root: PathBuf,
+    /// This backup's id (`stored_in` of the files it stores).
+    id: String,
+    /// The parent's files, by path.
+    parent: BTreeMap<PathBuf, FileEntry>,
+    /// This backup's first path of each hard-link group.
+    primaries: BTreeMap<u64, PathBuf>,
+    /// The entries of link groups added so far.
+    done: BTreeMap<PathBuf, FileEntry>,
+}
+
 fn add_entry(
     tar: &mut TarOut,
-    root: &Path,
+    context: &mut Context,
     mut entry: FileEntry,
-    parent: &BTreeMap<PathBuf, FileEntry>,
-    id: &str,
     stats: &mut Stats,
 ) -> Result<FileEntry> {
+    let Context {
+        root,
+        id,
+        parent,
+        primaries,
+        done,
+    } = context;
     let relative = entry.relative_path();
-    let mut header = tar::Header::new_gnu();
-    header.set_mode(entry.mode);
-    header.set_mtime(u64::try_from(entry.mtime_ns / 1_000_000_000).unwrap_or(0));
+    let mut header = header_for(&entry);
+    // Unchanged files are not in this tar: the PAX header goes with each appended entry.
+    if entry.kind != EntryKind::File {
+        pax_records(tar, &entry)?;
+    }
     let io = |e| Error::from_io(&format!("adding {} to the tar", relative.display()), e);
     match entry.kind {
         EntryKind::Dir => {
             stats.dirs += 1;
             header.set_entry_type(tar::EntryType::Directory);
-            header.set_size(0);
             tar.append_data(&mut header, &relative, std::io::empty())
                 .map_err(io)?;
         }
         EntryKind::Symlink => {
             stats.symlinks += 1;
             header.set_entry_type(tar::EntryType::Symlink);
-            header.set_size(0);
-            let target = entry.target.clone().unwrap_or_default();
-            tar.append_link(&mut header, &relative, target)
+            tar.append_link(&mut header, &relative, entry.link_target())
+                .map_err(io)?;
+        }
+        EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice => {
+            stats.special += 1;
+            header.set_entry_type(match entry.kind {
+                EntryKind::Fifo => tar::EntryType::Fifo,
+                EntryKind::CharDevice => tar::EntryType::Char,
+                _ => tar::EntryType::Block,
+            });
+            let [major, minor] = entry.device.unwrap_or_default();
+            header.set_device_major(major).map_err(io)?;
+            header.set_device_minor(minor).map_err(io)?;
+            tar.append_data(&mut header, &relative, std::io::empty())
                 .map_err(io)?;
         }
         EntryKind::File => {
             stats.files += 1;
             stats.bytes += entry.size;
+            let primary = entry
+                .link_group
+                .and_then(|g| primaries.get(&g))
+                .filter(|p| **p != relative);
+            if let Some(primary) = primary {
+                // A second name of a file already in the index: a hard link to it.
+                let first = done.get(primary).ok_or_else(|| {
+                    Error::Source(format!(
+                        "the hard link {} lost its group",
+                        relative.display()
+                    ))
+                })?;
+                entry.sha256 = first.sha256.clone();
+                entry.stored_in = first.stored_in.clone();
+                entry.changed_during_backup = first.changed_during_backup;
+                stats.hard_links += 1;
+                pax_records(tar, &entry)?;
+                header.set_entry_type(tar::EntryType::Link);
+                tar.append_link(&mut header, &relative, primary)
+                    .map_err(io)?;
+                return Ok(entry);
+            }
             if let Some(earlier) = parent.get(&relative).filter(|p| entry.unchanged_since(p)) {
                 entry.sha256 = earlier.sha256.clone();
                 entry.stored_in = earlier.stored_in.clone();
                 return Ok(entry);
             }
+            pax_records(tar, &entry)?;
             store_file(tar, root, &mut entry, &mut header, stats)?;
-            entry.stored_in = Some(id.to_owned());
+            entry.stored_in = Some(id.clone());
         }
     }
     Ok(entry)
+}
+
+/// The root directory's own entry, `./`: `tar -x -C DIR` gives DIR its mode, owner and
+/// mtime.
+fn add_root(tar: &mut TarOut, root: &FileEntry) -> Result<()> {
+    let io = |e| Error::from_io("adding the root directory to the tar", e);
+    pax_records(tar, root)?;
+    let mut header = header_for(root);
+    header.set_entry_type(tar::EntryType::Directory);
+    header.as_old_mut().name[..2].copy_from_slice(b"./");
+    header.set_cksum();
+    tar.append(&header, std::io::empty()).map_err(io)
+}
+
+/// A GNU header with the entry's mode, owner and whole-second mtime (the PAX record before
+/// it holds the nanoseconds).
+fn header_for(entry: &FileEntry) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(entry.mode);
+    header.set_uid(u64::from(entry.uid.unwrap_or(0)));
+    header.set_gid(u64::from(entry.gid.unwrap_or(0)));
+    header.set_mtime(u64::try_from(entry.mtime_ns.div_euclid(1_000_000_000)).unwrap_or(0));
+    header.set_size(0);
+    header
+}
+
+/// A PAX extended header before the entry (when the mtime has nanoseconds or the entry has
+/// extended attributes): `mtime` with nanoseconds and one
+/// `SCHILY.xattr.<name>` record per extended attribute (what GNU tar `--xattrs` writes and
+/// reads; POSIX ACLs are the `system.posix_acl_*` attributes).
+fn pax_records(tar: &mut TarOut, entry: &FileEntry) -> Result<()> {
+    let secs = entry.mtime_ns.div_euclid(1_000_000_000);
+    let nanos = entry.mtime_ns.rem_euclid(1_000_000_000);
+    if nanos == 0 && entry.xattrs.is_empty() {
+        // The header's whole seconds say it all.
+        return Ok(());
+    }
+    let mut body = Vec::new();
+    record(&mut body, "mtime", format!("{secs}.{nanos:09}").as_bytes());
+    for (name, value) in &entry.xattrs {
+        let value = hex::decode(value).unwrap_or_default();
+        record(&mut body, &format!("SCHILY.xattr.{name}"), &value);
+    }
+    let mut header = tar::Header::new_ustar();
+    header.as_old_mut().name[..14].copy_from_slice(b"././@PaxHeader");
+    header.set_entry_type(tar::EntryType::XHeader);
+    header.set_mode(0o644);
+    header.set_size(body.len() as u64);
+    header.set_cksum();
+    tar.append(&header, body.as_slice())
+        .map_err(|e| Error::from_io("adding a PAX header to the tar", e))
+}
+
+/// One PAX record: `<length> <key>=<value>\n`, the length counting itself.
+fn record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + rest.to_string().len();
+    if len.to_string().len() + rest != len {
+        len = rest + len.to_string().len();
+    }
+    out.extend_from_slice(format!("{len} {key}=").as_bytes());
+    out.extend_from_slice(value);
+    out.push(b'\n');
 }
 
 /// Streams one file into the tar, hashing it; exactly `size` bytes go in (zero padding if

@@ -1,6 +1,8 @@
 //! Buckets: an object-store prefix (S3/MinIO, GCS, Azure, a local directory) backed up into
 //! the repository as a tar of its objects plus the same per-file index as directories,
-//! incrementally by size and ETag (the last-modified time for objects without one; a local
+//! with each object's metadata (Content-Type and the other standard headers, user metadata),
+//! incrementally by size, ETag and last-modified time (size and time for objects without an
+//! ETag; a local
 //! directory's ETag is object_store's inode-size-mtime, so there a same-size rewrite with its
 //! mtime put back is missed: back such trees up as a directory source).
 //!
@@ -43,8 +45,8 @@ impl BucketSource {
         }
     }
 
-    /// Incremental over backup `id` with `index`: objects with the same size and ETag (or
-    /// last-modified time, for stores without ETags) are referenced, not copied again.
+    /// Incremental over backup `id` with `index`: objects with the same size, ETag and
+    /// last-modified time are referenced, not copied again.
     pub fn with_parent(mut self, id: impl Into<String>, index: FileIndex) -> Self {
         self.parent = Some((id.into(), index));
         self
@@ -85,6 +87,7 @@ impl Backup for BucketSource {
             match entry.path.as_ref().and_then(|p| parent.get(p)) {
                 Some(earlier) if same_object(&entry, earlier) => {
                     entry.sha256 = earlier.sha256.clone();
+                    entry.attributes = earlier.attributes.clone();
                     entry.stored_in = earlier.stored_in.clone();
                 }
                 _ => {
@@ -111,6 +114,7 @@ impl Backup for BucketSource {
             version: 1,
             entries,
             vanished,
+            root: None,
         };
         write_index(out, &index).await?;
         let stored_files = (to_fetch.len() - index.vanished.len()) as u64;
@@ -151,6 +155,7 @@ impl BucketSource {
                 Err(e) => return Err(Error::store("reading an object of the bucket", e)),
             };
             let entry = &mut entries[i];
+            entry.attributes = super::bucket_meta::to_index(&result.attributes);
             let sha = append_object(tar, entry, result.into_stream()).await?;
             stored_bytes += entry.size;
             entry.sha256 = Some(sha);
@@ -204,9 +209,9 @@ impl BucketSource {
         info.insert("stored_bytes".into(), stored_bytes.into());
         let by_etag = index.entries.iter().all(|e| e.etag.is_some());
         let detection = if by_etag {
-            "size and ETag"
+            "size, ETag and last-modified time"
         } else {
-            "size and ETag, or last-modified time for objects without an ETag"
+            "size, ETag and last-modified time (size and time for objects without an ETag)"
         };
         info.insert("change_detection".into(), detection.into());
         if let Some((id, _)) = &self.parent {
@@ -266,34 +271,27 @@ fn listing_error(e: dr_core::object_store::Error) -> Error {
 }
 
 fn object_entry(meta: &ObjectMeta, relative: &str) -> FileEntry {
-    FileEntry {
-        path: Some(relative.to_owned()),
-        path_hex: None,
-        kind: EntryKind::File,
-        size: meta.size,
-        mtime_ns: i128::from(meta.last_modified.timestamp()) * 1_000_000_000
-            + i128::from(meta.last_modified.timestamp_subsec_nanos()),
-        ctime_ns: None,
-        mode: 0o644,
-        uid: None,
-        gid: None,
-        inode: 0,
-        sha256: None,
-        target: None,
-        etag: meta.e_tag.clone(),
-        stored_in: None,
-        changed_during_backup: false,
-    }
+    let mut entry = FileEntry::empty(EntryKind::File);
+    entry.path = Some(relative.to_owned());
+    entry.size = meta.size;
+    entry.mtime_ns = i128::from(meta.last_modified.timestamp()) * 1_000_000_000
+        + i128::from(meta.last_modified.timestamp_subsec_nanos());
+    entry.mode = 0o644;
+    entry.etag = meta.e_tag.clone();
+    entry
 }
 
-/// Same size, and the same ETag, or the same time when the store has no ETags.
+/// Same size, the same last-modified time, and the same ETag when the store has them. The
+/// time matters even with an ETag: a copy in place that replaces an object's metadata keeps
+/// its ETag (the MD5 of the same bytes) but not its time.
 fn same_object(now: &FileEntry, earlier: &FileEntry) -> bool {
     now.size == earlier.size
         && earlier.sha256.is_some()
         && earlier.stored_in.is_some()
+        && now.mtime_ns == earlier.mtime_ns
         && match (&now.etag, &earlier.etag) {
             (Some(a), Some(b)) => a == b,
-            _ => now.mtime_ns == earlier.mtime_ns,
+            _ => true,
         }
 }
 

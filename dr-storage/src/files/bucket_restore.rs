@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dr_core::object_store::path::Path as ObjectPath;
-use dr_core::object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use dr_core::object_store::{
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+};
 use dr_core::{BackupReader, Error, Result, VerifyLevel};
 use sha2::{Digest, Sha256};
 
 use super::backup::TAR_ARTIFACT;
 use super::bucket::exact_path;
+use super::bucket_meta::from_index;
 use super::index::{EntryKind, FileEntry};
 use super::tar_stream::TarStream;
 
@@ -174,18 +177,9 @@ impl BucketTarget {
             if entry.sha256.as_deref() != Some(hex::encode(hasher.finalize()).as_str()) {
                 return Err(mismatch());
             }
-            return self
-                .store
-                .put(key, PutPayload::from(body))
-                .await
-                .map(drop)
-                .map_err(|e| Error::store(format!("writing {key}"), e));
+            return self.put(key, PutPayload::from(body), entry).await;
         }
-        let upload = self
-            .store
-            .put_multipart(key)
-            .await
-            .map_err(|e| Error::store(format!("writing {key}"), e))?;
+        let upload = self.start_multipart(key, entry).await?;
         let mut writer = WriteMultipart::new(upload);
         let streamed = tar
             .body(size, |chunk| {
@@ -203,6 +197,44 @@ impl BucketTarget {
             .await
             .map(drop)
             .map_err(|e| Error::store(format!("writing {key}"), e))
+    }
+
+    /// One put with the object's recorded metadata. A store that cannot hold metadata (a
+    /// local directory) gets the bytes without it, with a warning.
+    async fn put(&self, key: &ObjectPath, body: PutPayload, entry: &FileEntry) -> Result<()> {
+        let opts = PutOptions {
+            attributes: from_index(&entry.attributes),
+            ..PutOptions::default()
+        };
+        let result = match self.store.put_opts(key, body.clone(), opts).await {
+            Err(dr_core::object_store::Error::NotImplemented { .. }) => {
+                warn_metadata_dropped(key, entry);
+                self.store.put(key, body).await
+            }
+            other => other,
+        };
+        result
+            .map(drop)
+            .map_err(|e| Error::store(format!("writing {key}"), e))
+    }
+
+    async fn start_multipart(
+        &self,
+        key: &ObjectPath,
+        entry: &FileEntry,
+    ) -> Result<Box<dyn dr_core::object_store::MultipartUpload>> {
+        let opts = PutMultipartOptions {
+            attributes: from_index(&entry.attributes),
+            ..PutMultipartOptions::default()
+        };
+        let result = match self.store.put_multipart_opts(key, opts).await {
+            Err(dr_core::object_store::Error::NotImplemented { .. }) => {
+                warn_metadata_dropped(key, entry);
+                self.store.put_multipart(key).await
+            }
+            other => other,
+        };
+        result.map_err(|e| Error::store(format!("writing {key}"), e))
     }
 
     /// The error of a restore that failed after writing `written`: what failed, how many
@@ -265,6 +297,12 @@ async fn check_whole(reader: &BackupReader) -> Result<()> {
         })?;
     }
     Ok(())
+}
+
+fn warn_metadata_dropped(key: &ObjectPath, entry: &FileEntry) {
+    if !entry.attributes.is_empty() {
+        tracing::warn!(%key, "the target store cannot hold object metadata (Content-Type, user metadata): restored without it");
+    }
 }
 
 /// One key a line, readable by the owner only (keys are names).

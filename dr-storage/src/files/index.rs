@@ -17,6 +17,22 @@ pub enum EntryKind {
     Dir,
     /// A symbolic link.
     Symlink,
+    /// A named pipe (FIFO).
+    Fifo,
+    /// A character device (recreated only when restoring as root).
+    CharDevice,
+    /// A block device (recreated only when restoring as root).
+    BlockDevice,
+}
+
+impl EntryKind {
+    /// FIFOs and device nodes: recreated with `mknod`, not stored as bytes.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            EntryKind::Fifo | EntryKind::CharDevice | EntryKind::BlockDevice
+        )
+    }
 }
 
 /// One path of the tree.
@@ -55,9 +71,29 @@ pub struct FileEntry {
     /// SHA-256 of the content (files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Link target (symlinks).
+    /// Link target (symlinks), UTF-8 (`target_hex` holds other targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// Link target as hex bytes, for targets that are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_hex: Option<String>,
+    /// Device number `[major, minor]` (character and block devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<[u32; 2]>,
+    /// Files with more than one name in the tree: the inode they share when backed up. The
+    /// first entry of a group (in index order) holds the bytes; the others are hard links
+    /// to it (tar `Link` entries naming it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_group: Option<u64>,
+    /// Extended attributes (POSIX ACLs included, as `system.posix_acl_access` and
+    /// `system.posix_acl_default`): name to value in hex.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub xattrs: BTreeMap<String, String>,
+    /// Object metadata (bucket backups): `content-type`, `content-encoding`,
+    /// `cache-control`, `content-disposition`, `content-language`, and `meta:<name>` for
+    /// user metadata (`x-amz-meta-<name>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
     /// The object's ETag (bucket backups).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
@@ -110,6 +146,57 @@ impl FileEntry {
             && earlier.stored_in.is_some()
             && !earlier.changed_during_backup
     }
+
+    /// The symlink target, byte for byte.
+    pub fn link_target(&self) -> PathBuf {
+        match (&self.target, &self.target_hex) {
+            (Some(t), _) => PathBuf::from(t),
+            (None, Some(h)) => PathBuf::from(std::ffi::OsStr::from_bytes(
+                &hex::decode(h).unwrap_or_default(),
+            )),
+            (None, None) => PathBuf::new(),
+        }
+    }
+
+    /// Sets the symlink target, as UTF-8 when it is.
+    pub fn set_link_target(&mut self, target: &Path) {
+        match target.to_str() {
+            Some(t) => {
+                self.target = Some(t.to_owned());
+                self.target_hex = None;
+            }
+            None => {
+                self.target = None;
+                self.target_hex = Some(hex::encode(target.as_os_str().as_bytes()));
+            }
+        }
+    }
+
+    /// An entry of `kind` with nothing else recorded yet.
+    pub fn empty(kind: EntryKind) -> FileEntry {
+        FileEntry {
+            path: None,
+            path_hex: None,
+            kind,
+            size: 0,
+            mtime_ns: 0,
+            ctime_ns: None,
+            mode: 0,
+            uid: None,
+            gid: None,
+            inode: 0,
+            sha256: None,
+            target: None,
+            target_hex: None,
+            device: None,
+            link_group: None,
+            xattrs: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+            etag: None,
+            stored_in: None,
+            changed_during_backup: false,
+        }
+    }
 }
 
 /// The index of one backup.
@@ -123,6 +210,10 @@ pub struct FileIndex {
     /// here, encrypted, rather than in the plaintext manifest, which only counts them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vanished: Vec<String>,
+    /// Directory backups: the root directory's own mode, owner, mtime and extended
+    /// attributes (absent in indexes of older dr).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<FileEntry>,
 }
 
 impl FileIndex {
@@ -132,6 +223,19 @@ impl FileIndex {
             .iter()
             .map(|e| (e.relative_path(), e))
             .collect()
+    }
+
+    /// The first path of each hard-link group (the one whose bytes the tar holds).
+    pub fn link_primaries(&self) -> BTreeMap<u64, PathBuf> {
+        let mut primaries = BTreeMap::new();
+        for entry in &self.entries {
+            if let Some(group) = entry.link_group {
+                primaries
+                    .entry(group)
+                    .or_insert_with(|| entry.relative_path());
+            }
+        }
+        primaries
     }
 
     /// The backups holding the bytes of this index's files.
@@ -154,23 +258,7 @@ mod tests {
     #[test]
     fn non_utf8_names_round_trip() {
         let name = Path::new(std::ffi::OsStr::from_bytes(b"caf\xe9/menu.txt"));
-        let mut entry = FileEntry {
-            path: None,
-            path_hex: None,
-            kind: EntryKind::File,
-            size: 1,
-            mtime_ns: 0,
-            ctime_ns: None,
-            mode: 0o644,
-            uid: None,
-            gid: None,
-            inode: 1,
-            sha256: None,
-            target: None,
-            etag: None,
-            stored_in: None,
-            changed_during_backup: false,
-        };
+        let mut entry = FileEntry::empty(EntryKind::File);
         entry.set_path(name);
         assert!(entry.path.is_none());
         let json = serde_json::to_string(&entry).unwrap();

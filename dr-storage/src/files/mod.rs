@@ -2,12 +2,15 @@
 //! parent backup), and a restore of the whole tree or selected paths, every file checked
 //! against its SHA-256 and nothing written outside the target.
 
+mod attrs;
 mod backup;
 mod bucket;
+mod bucket_meta;
 mod bucket_restore;
 mod index;
 mod restore;
 mod tar_stream;
+mod tree_write;
 mod verify;
 mod walk;
 

@@ -1,25 +1,24 @@
-//! Restoring a directory backup: the whole tree or selected paths, into a new directory or
-//! over the original through a staging directory swapped in only after every file matched
-//! its SHA-256. Paths come from the index and are checked to stay inside the target; the
+//! Restoring a directory backup: the whole tree or selected paths, into a new or empty
+//! directory or over the original through [`dr_core::swap::Staging`] (swapped in only after
+//! every file matched its SHA-256, the previous tree kept), every entry and the root with
+//! the attributes the backup recorded. Paths come from the index and are checked to stay inside the target; the
 //! tar's own names are only used to find the index entry.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dr_core::untar::{Unpacker, inside};
+use dr_core::swap::{Attributes, Inherit, Staging};
 use dr_core::{
-    BackupReader, BackupSelector, Error, Repository, Restore, RestoreOptions, RestoreReport,
-    Result, SparseFile, async_trait,
+    BackupReader, Error, Repository, Restore, RestoreOptions, RestoreReport, Result, async_trait,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
-use super::backup::{INDEX_ARTIFACT, TAR_ARTIFACT};
-use super::index::{EntryKind, FileEntry, FileIndex};
+use super::attrs::{apply, set_mtime};
+use super::backup::INDEX_ARTIFACT;
+use super::index::{FileEntry, FileIndex};
+use super::tree_write::Plan;
 use super::walk::glob_match;
 
 /// What a tree restore wrote, beyond [`RestoreReport`].
@@ -29,10 +28,17 @@ pub struct TreeReport {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
-    /// Directories and symlinks created.
+    /// Directories created.
     pub directories: u64,
     /// Symlinks created.
     pub symlinks: u64,
+    /// Second names of files, restored as hard links.
+    pub hard_links: u64,
+    /// FIFOs and device nodes created.
+    pub special: u64,
+    /// FIFOs and device nodes that could not be created here (a device node needs root),
+    /// each with why: `path (character device 1:3: creating it needs root ...)`.
+    pub special_not_created: Vec<String>,
     /// Files of size zero (the seeds check these after a restore).
     pub zero_size: Vec<String>,
     /// Files that had changed while they were backed up (their bytes may be torn).
@@ -100,150 +106,75 @@ impl DirectoryTarget {
             .map(|e| e.relative_path().as_os_str().as_bytes().to_vec())
             .collect();
         require_matches(&self.select, &paths, backup.id())?;
+        let primaries = index.link_primaries();
         let entries: Vec<FileEntry> = index
             .entries
             .into_iter()
             .filter(|e| self.selected(&e.relative_path()))
             .collect();
+        let plan = Plan {
+            backup,
+            repo: &self.repo,
+            entries: &entries,
+            primaries: &primaries,
+            owners: self.owners,
+        };
+        let root = index.root.as_ref();
+        let existing = std::fs::symlink_metadata(&target).ok();
+        if existing.as_ref().is_some_and(|m| !m.is_dir()) {
+            return Err(Error::Refused(format!(
+                "{} exists and is not a directory: restore the tree with --to a new path, or \
+                 move that file away first; nothing was changed",
+                target.display()
+            )));
+        }
         let occupied = std::fs::read_dir(&target)
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-        let staging = if occupied {
-            dr_core::sibling_path(&target, &format!(".dr-staging-{stamp}"))
-        } else {
-            target.clone()
-        };
-        std::fs::create_dir_all(&staging)
-            .map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
-        let written = self.write_tree(backup, &entries, &staging).await;
-        let tree = match written {
-            Ok(tree) => tree,
-            Err(e) => {
-                let _ = if occupied {
-                    std::fs::remove_dir_all(&staging)
-                } else {
-                    empty(&staging)
-                };
-                return Err(e);
-            }
-        };
         let mut report = RestoreReport::default();
-        if occupied {
-            let kept = dr_core::sibling_path(&target, &format!(".pre-restore-{stamp}"));
-            std::fs::rename(&target, &kept).map_err(|e| {
+        let tree = if existing.is_some() && !occupied {
+            // An empty directory (perhaps a mount point): written in place.
+            match plan.write(&target).await {
+                Ok(tree) => {
+                    finish_root(&target, root, self.owners, None)?;
+                    tree
+                }
+                Err(e) => {
+                    let _ = empty(&target);
+                    return Err(e);
+                }
+            }
+        } else {
+            let staging = Staging::dir(&target)?;
+            let tree = plan.write(staging.path()).await?;
+            let inherit = match root {
+                Some(_) => {
+                    let replaced = occupied.then(|| Attributes::read(&target)).transpose()?;
+                    finish_root(staging.path(), root, self.owners, replaced.as_ref())?;
+                    Inherit::Staged
+                }
+                None => Inherit::Replaced,
+            };
+            let swapped = staging.commit(&inherit).map_err(|e| {
                 Error::Restore(format!(
-                    "the restored tree is complete and checked in {}, but {} could not be moved aside ({e}; a mount point?): swap them yourself",
-                    staging.display(),
+                    "the restored tree was complete and checked, but swapping it into {} failed \
+                     ({e}); a mount point cannot be swapped: empty it and restore into it, or \
+                     restore with --to ANOTHER_PATH",
                     target.display()
                 ))
             })?;
-            std::fs::rename(&staging, &target).map_err(|e| {
-                Error::io(
-                    format!("moving the restored tree to {}", target.display()),
-                    e,
-                )
-            })?;
-            report.previous_kept_at = Some(kept.display().to_string());
-        }
+            if let Some(root) = root {
+                // The swap's renames may touch the root: its mtime goes last.
+                set_mtime(&target, root.mtime_ns)?;
+            }
+            report.previous_kept_at = swapped.previous.map(|p| p.display().to_string());
+            tree
+        };
         report.backup_id = backup.id().to_owned();
         report.target = format!("{} ({} files)", target.display(), tree.files);
         report.restored_bytes = tree.bytes;
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok((report, tree))
-    }
-
-    async fn write_tree(
-        &self,
-        backup: &BackupReader,
-        entries: &[FileEntry],
-        dir: &Path,
-    ) -> Result<TreeReport> {
-        let mut tree = TreeReport::default();
-        let mut unpacker = Unpacker::new(dir);
-        for entry in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
-            let path = dir.join(inside(&entry.relative_path())?);
-            std::fs::create_dir_all(&path)
-                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-            tree.directories += 1;
-        }
-        // Files, grouped by the backup whose tar holds them.
-        let mut by_holder: BTreeMap<&str, BTreeMap<PathBuf, &FileEntry>> = BTreeMap::new();
-        for entry in entries.iter().filter(|e| e.kind == EntryKind::File) {
-            let holder = entry.stored_in.as_deref().unwrap_or(backup.id());
-            by_holder
-                .entry(holder)
-                .or_default()
-                .insert(entry.relative_path(), entry);
-            if entry.changed_during_backup {
-                tree.changed_during_backup
-                    .push(entry.relative_path().display().to_string());
-            }
-        }
-        for (holder, wanted) in by_holder {
-            let reader = if holder == backup.id() {
-                backup.clone()
-            } else {
-                let selector = BackupSelector::Id(holder.to_owned());
-                self.repo
-                    .open_backup(&backup.manifest().source, &selector)
-                    .await
-                    .map_err(|e| {
-                        Error::Restore(format!(
-                            "backup {holder}, which holds files of {}, cannot be read: {e}",
-                            backup.id()
-                        ))
-                    })?
-            };
-            let (found, unpacker_back) =
-                extract(&reader, wanted.clone(), dir.to_owned(), unpacker).await?;
-            unpacker = unpacker_back;
-            let missing: Vec<String> = wanted
-                .keys()
-                .filter(|p| !found.contains(*p))
-                .map(|p| p.display().to_string())
-                .collect();
-            if !missing.is_empty() {
-                return Err(Error::Restore(format!(
-                    "backup {holder} lacks {} files of the index: {}",
-                    missing.len(),
-                    missing.join(", ")
-                )));
-            }
-            for entry in wanted.values() {
-                tree.files += 1;
-                tree.bytes += entry.size;
-                if entry.size == 0 {
-                    tree.zero_size
-                        .push(entry.relative_path().display().to_string());
-                }
-            }
-        }
-        for entry in entries.iter().filter(|e| e.kind == EntryKind::Symlink) {
-            let path = dir.join(inside(&entry.relative_path())?);
-            if let Some(parent) = path.parent() {
-                unpacker.ensure_dir(parent, &entry.relative_path())?;
-            }
-            std::os::unix::fs::symlink(entry.target.clone().unwrap_or_default(), &path)
-                .map_err(|e| Error::io(format!("creating the link {}", path.display()), e))?;
-            tree.symlinks += 1;
-        }
-        for entry in entries.iter().filter(|e| e.kind == EntryKind::Dir).rev() {
-            let path = dir.join(inside(&entry.relative_path())?);
-            set_metadata(&path, entry)?;
-        }
-        if self.owners {
-            for entry in entries {
-                let path = dir.join(inside(&entry.relative_path())?);
-                std::os::unix::fs::lchown(&path, entry.uid, entry.gid).map_err(|e| {
-                    Error::io(
-                        format!("giving {} its owner (this needs root)", path.display()),
-                        e,
-                    )
-                })?;
-            }
-        }
-        Ok(tree)
     }
 }
 
@@ -273,102 +204,27 @@ pub async fn read_index(backup: &BackupReader) -> Result<FileIndex> {
     })
 }
 
-/// Streams one backup's tar, writing the wanted files (hash-checked); returns which were found.
-async fn extract(
-    reader: &BackupReader,
-    wanted: BTreeMap<PathBuf, &FileEntry>,
-    dir: PathBuf,
-    mut unpacker: Unpacker,
-) -> Result<(BTreeSet<PathBuf>, Unpacker)> {
-    let wanted: BTreeMap<PathBuf, FileEntry> =
-        wanted.into_iter().map(|(p, e)| (p, e.clone())).collect();
-    let artifact = reader.artifact(TAR_ARTIFACT)?;
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
-        let bridge = tokio_util::io::SyncIoBridge::new_with_handle(artifact, handle);
-        let mut archive = tar::Archive::new(std::io::BufReader::with_capacity(1 << 20, bridge));
-        let mut found = BTreeSet::new();
-        let mut buffer = vec![0u8; 1 << 20];
-        for item in archive
-            .entries()
-            .map_err(|e| Error::from_io("reading the tar", e))?
-        {
-            let mut item = item.map_err(|e| Error::from_io("reading the tar", e))?;
-            if !item.header().entry_type().is_file() {
-                continue;
-            }
-            let name = item
-                .path()
-                .map_err(|e| Error::from_io("reading the tar", e))?
-                .into_owned();
-            let Some(entry) = wanted.get(&name) else {
-                continue;
-            };
-            let relative = inside(&name)?;
-            let path = dir.join(&relative);
-            if let Some(parent) = path.parent() {
-                unpacker.ensure_dir(parent, &relative)?;
-            }
-            write_checked(&mut item, &path, entry, &mut buffer)?;
-            set_metadata(&path, entry)?;
-            found.insert(name);
-        }
-        Ok((found, unpacker))
-    })
-    .await
-    .map_err(|e| Error::Restore(format!("the tar reader failed: {e}")))?
-}
-
-fn write_checked(
-    input: &mut impl Read,
-    path: &Path,
-    entry: &FileEntry,
-    buffer: &mut [u8],
+/// Gives the restored root directory its recorded mode, xattrs and mtime, and its recorded
+/// owner with `--owners` (else the owner of the tree it replaces, if any).
+fn finish_root(
+    dir: &Path,
+    root: Option<&FileEntry>,
+    owners: bool,
+    replaced: Option<&Attributes>,
 ) -> Result<()> {
-    let io = |e| Error::io(format!("writing {}", path.display()), e);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io)?;
-    let mut file = SparseFile::new(file);
-    let mut hasher = Sha256::new();
-    loop {
-        let n = input
-            .read(buffer)
-            .map_err(|e| Error::from_io("reading the tar", e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        file.write(&buffer[..n]).map_err(io)?;
-    }
-    file.finish().map_err(io)?;
-    let actual = hex::encode(hasher.finalize());
-    if entry.sha256.as_deref() != Some(actual.as_str()) {
-        return Err(Error::Restore(format!(
-            "{} does not match its SHA-256 (index {}, restored {actual})",
-            entry.relative_path().display(),
-            entry.sha256.as_deref().unwrap_or("none")
-        )));
-    }
-    Ok(())
-}
-
-fn set_metadata(path: &Path, entry: &FileEntry) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let io = |e| {
-        Error::io(
-            format!("setting the mode and time of {}", path.display()),
-            e,
-        )
+    let Some(root) = root else {
+        return Ok(());
     };
-    let mtime = std::time::UNIX_EPOCH
-        + std::time::Duration::from_nanos(u64::try_from(entry.mtime_ns).unwrap_or(0));
-    std::fs::File::open(path)
-        .and_then(|file| file.set_modified(mtime))
-        .map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(entry.mode)).map_err(io)
+    if !owners && let Some(replaced) = replaced {
+        std::os::unix::fs::lchown(dir, Some(replaced.uid), Some(replaced.gid)).map_err(|e| {
+            Error::Restore(format!(
+                "cannot give the restored tree the owner {}:{} of the one it replaces ({e}); \
+                 the target was not changed",
+                replaced.uid, replaced.gid
+            ))
+        })?;
+    }
+    apply(dir, root, owners)
 }
 
 fn empty(dir: &Path) -> std::io::Result<()> {

@@ -1,6 +1,7 @@
 //! Walking a directory tree: entries in path order, include/exclude globs, staying on one
 //! filesystem unless asked otherwise.
 
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -47,7 +48,74 @@ pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Vec<FileEntry>> {
     }
     let mut entries = Vec::new();
     visit(root, Path::new(""), meta.dev(), filter, &mut entries)?;
-    Ok(entries)
+    Ok(group_links(entries))
+}
+
+/// The root directory's own entry: mode, owner, mtime, extended attributes (no path).
+///
+/// # Errors
+/// [`Error::Io`] when the root cannot be read.
+pub fn root_entry(root: &Path) -> Result<FileEntry> {
+    let meta =
+        std::fs::metadata(root).map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
+    let mut entry = entry_from(&meta, EntryKind::Dir);
+    entry.xattrs = read_xattrs(root)?;
+    entry.path = Some(String::new());
+    Ok(entry)
+}
+
+/// Files with more than one name in the walk get one link group per inode (and device).
+fn group_links(entries: Vec<(FileEntry, u64, u64)>) -> Vec<FileEntry> {
+    let mut count: HashMap<(u64, u64), usize> = HashMap::new();
+    for (entry, dev, nlink) in &entries {
+        if entry.kind == EntryKind::File && *nlink > 1 {
+            *count.entry((*dev, entry.inode)).or_default() += 1;
+        }
+    }
+    let mut groups: HashMap<(u64, u64), u64> = HashMap::new();
+    let mut next = 0u64;
+    entries
+        .into_iter()
+        .map(|(mut entry, dev, _)| {
+            let key = (dev, entry.inode);
+            if count.get(&key).is_some_and(|n| *n > 1) {
+                let group = *groups.entry(key).or_insert_with(|| {
+                    next += 1;
+                    next
+                });
+                entry.link_group = Some(group);
+            }
+            entry
+        })
+        .collect()
+}
+
+/// Every extended attribute of `path` (not following a symbolic link), values in hex;
+/// nothing on filesystems without them.
+///
+/// # Errors
+/// [`Error::Io`] when they cannot be listed or read.
+pub(crate) fn read_xattrs(path: &Path) -> Result<BTreeMap<String, String>> {
+    let io = |e| {
+        Error::io(
+            format!("reading the extended attributes of {}", path.display()),
+            e,
+        )
+    };
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error()) => {
+            return Ok(BTreeMap::new());
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let mut out = BTreeMap::new();
+    for name in names {
+        if let Some(value) = xattr::get(path, &name).map_err(io)? {
+            out.insert(name.to_string_lossy().into_owned(), hex::encode(value));
+        }
+    }
+    Ok(out)
 }
 
 fn visit(
@@ -55,7 +123,7 @@ fn visit(
     relative: &Path,
     device: u64,
     filter: &TreeFilter,
-    out: &mut Vec<FileEntry>,
+    out: &mut Vec<(FileEntry, u64, u64)>,
 ) -> Result<()> {
     let dir = root.join(relative);
     let io = |e| Error::io(format!("reading {}", dir.display()), e);
@@ -77,14 +145,8 @@ fn visit(
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
         };
-        let kind = if meta.file_type().is_symlink() {
-            EntryKind::Symlink
-        } else if meta.is_dir() {
-            EntryKind::Dir
-        } else if meta.is_file() {
-            EntryKind::File
-        } else {
-            tracing::info!(path = %path.display(), "skipping a special file (socket, fifo, device)");
+        let Some(kind) = kind_of(&meta) else {
+            tracing::warn!(path = %path.display(), "skipping a socket: it cannot be backed up (the program that owns it recreates it)");
             continue;
         };
         if kind != EntryKind::Dir && !filter.included(&rel) {
@@ -95,9 +157,10 @@ fn visit(
         if kind == EntryKind::Symlink {
             let target = std::fs::read_link(&path)
                 .map_err(|e| Error::io(format!("reading the link {}", path.display()), e))?;
-            entry.target = Some(target.to_string_lossy().into_owned());
+            entry.set_link_target(&target);
         }
-        out.push(entry);
+        entry.xattrs = read_xattrs(&path)?;
+        out.push((entry, meta.dev(), meta.nlink()));
         if kind == EntryKind::Dir && (filter.cross_filesystems || meta.dev() == device) {
             visit(root, &rel, device, filter, out)?;
         }
@@ -105,29 +168,45 @@ fn visit(
     Ok(())
 }
 
+fn kind_of(meta: &std::fs::Metadata) -> Option<EntryKind> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    Some(if t.is_symlink() {
+        EntryKind::Symlink
+    } else if t.is_dir() {
+        EntryKind::Dir
+    } else if t.is_file() {
+        EntryKind::File
+    } else if t.is_fifo() {
+        EntryKind::Fifo
+    } else if t.is_char_device() {
+        EntryKind::CharDevice
+    } else if t.is_block_device() {
+        EntryKind::BlockDevice
+    } else {
+        return None;
+    })
+}
+
 /// An index entry from metadata (no path, no hash yet).
 pub(crate) fn entry_from(meta: &std::fs::Metadata, kind: EntryKind) -> FileEntry {
-    FileEntry {
-        path: None,
-        path_hex: None,
-        kind,
-        size: if kind == EntryKind::File {
-            meta.len()
-        } else {
-            0
-        },
-        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        ctime_ns: Some(ctime_ns(meta)),
-        mode: meta.mode() & 0o7777,
-        uid: Some(meta.uid()),
-        gid: Some(meta.gid()),
-        inode: meta.ino(),
-        sha256: None,
-        target: None,
-        etag: None,
-        stored_in: None,
-        changed_during_backup: false,
+    let mut entry = FileEntry::empty(kind);
+    entry.size = if kind == EntryKind::File {
+        meta.len()
+    } else {
+        0
+    };
+    entry.mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+    entry.ctime_ns = Some(ctime_ns(meta));
+    entry.mode = meta.mode() & 0o7777;
+    entry.uid = Some(meta.uid());
+    entry.gid = Some(meta.gid());
+    entry.inode = meta.ino();
+    if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
+        let rdev = meta.rdev();
+        entry.device = Some([rustix::fs::major(rdev), rustix::fs::minor(rdev)]);
     }
+    entry
 }
 
 /// The inode change time in nanoseconds since the Unix epoch.

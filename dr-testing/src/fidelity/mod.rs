@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod buckets;
 pub mod files;
 pub mod postgres;
 pub mod redis;
