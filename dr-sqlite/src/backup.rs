@@ -284,10 +284,19 @@ fn open_in_read_transaction(path: &Path, options: &SqliteOptions) -> Result<Conn
     if options.method == SnapshotMethod::Auto {
         checkpoint_if_wal(path);
     }
+    // Read-write, although it only reads: in WAL mode a read-only connection leaves the `-wal`
+    // and `-shm` it created beside an idle database; a read-write one, the last to close,
+    // removes them. Read-only when the file is not writable by this user.
     let source = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
+    .or_else(|_| {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    })
     .map_err(|e| sqlite_error(&format!("opening {}", path.display()), e))?;
     source
         .busy_timeout(Duration::from_secs(30))
