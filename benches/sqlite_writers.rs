@@ -42,11 +42,22 @@ fn main() {
         let _ = std::fs::remove_file(&out);
         let dot = format!(".backup {}", out.display());
         let run = under_writer(&db, || {
-            let out = std::process::Command::new("sqlite3")
+            let mut child = std::process::Command::new("sqlite3")
                 .arg(&db)
                 .args([".timeout 5000", &dot])
-                .output()
+                .stderr(std::process::Stdio::piped())
+                .spawn()
                 .expect("sqlite3");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while child.try_wait().expect("wait").is_none() {
+                if Instant::now() > deadline {
+                    child.kill().expect("kill");
+                    child.wait().expect("wait");
+                    return Err("did not finish in 60 s, killed".into());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let out = child.wait_with_output().expect("sqlite3");
             let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
             if out.status.success() && stderr.is_empty() {
                 Ok(())
@@ -73,7 +84,13 @@ fn main() {
                     &SqliteSource::new(&db),
                     &BackupOptions::default(),
                 ))
-                .map(|_| ())
+                .map(|m| {
+                    let info = &m.source_info;
+                    eprintln!(
+                        "{journal}: dr snapshot by {}, read lock held for the copy {} ms",
+                        info["snapshot_method"], info["snapshot_ms"]
+                    );
+                })
                 .map_err(|e| e.to_string())
         });
         run.print(journal, "dr backup");
