@@ -93,6 +93,10 @@ pub struct RestoreReport {
     pub restored_bytes: u64,
     /// Wall time.
     pub elapsed_ms: u64,
+    /// What the user should know about the restored target (e.g. an owner that could not be
+    /// given), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How deep a verification goes.

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use dr_core::{Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
 use rusqlite::backup::StepResult;
 use rusqlite::{Connection, OpenFlags};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use tokio::io::AsyncReadExt;
 
 use crate::{DB_ARTIFACT, KIND, sibling, sqlite_error};
@@ -28,12 +30,17 @@ pub struct SqliteOptions {
 /// How a snapshot is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SnapshotMethod {
-    /// Stream the database file itself while a read transaction pins it, when SQLite
-    /// guarantees the file is the snapshot: in rollback-journal mode (the shared lock keeps
-    /// writers out of the file), and in WAL mode when the WAL is empty once the transaction
-    /// began (dr first runs a `TRUNCATE` checkpoint, which changes no data; while the reader
-    /// reads from the file alone, no checkpoint may write to it). Snapshot and compression
-    /// then overlap, with no temporary space. Otherwise falls back to `BackupApi`.
+    /// In WAL mode, stream the database file itself while a read transaction pins it, when
+    /// SQLite guarantees the file is the snapshot: the WAL is empty once the transaction began
+    /// (dr first runs a `TRUNCATE` checkpoint, which changes no data; while the reader reads
+    /// from the file alone, no checkpoint may write to it). WAL readers do not block writers,
+    /// so snapshot and compression overlap with no temporary space; with frames left in the
+    /// WAL, `BackupApi` is used.
+    ///
+    /// In rollback-journal mode a reader's shared lock blocks every commit, so the file is
+    /// copied at disk speed into a temporary file under the read lock (the lock keeps writers
+    /// out of the file: the copy is the snapshot) and the lock is released before the copy is
+    /// compressed, encrypted and uploaded. Writers wait only for the local copy.
     #[default]
     Auto,
     /// Copy through SQLite's online backup API into a temporary file, then stream that.
@@ -134,7 +141,7 @@ impl Backup for SqliteSource {
 enum Snapshot {
     /// The database file itself, pinned by a read transaction, up to `len` bytes.
     Direct { len: u64, info: SourceInfo },
-    /// A copy made by the backup API (removed when dropped).
+    /// A copy (removed when dropped).
     Copied {
         temp: tempfile::NamedTempFile,
         info: SourceInfo,
@@ -174,14 +181,15 @@ async fn stream_snapshot(
 }
 
 /// On a blocking thread: opens one read transaction, reads the facts, decides how to
-/// snapshot, hands the snapshot over, and keeps the transaction open until released.
+/// snapshot, hands the snapshot over. A direct snapshot keeps the transaction open until
+/// released; a copy ends it as soon as the copy is made (row counts are then read from the
+/// copy, so in rollback-journal mode the full scans do not block writers either).
 fn hold_snapshot(
     path: &Path,
     options: &SqliteOptions,
     ready: tokio::sync::oneshot::Sender<Result<Snapshot>>,
     release: std::sync::mpsc::Receiver<()>,
 ) -> Result<()> {
-    let started = Instant::now();
     let source = match open_in_read_transaction(path, options) {
         Ok(source) => source,
         Err(e) => {
@@ -189,37 +197,81 @@ fn hold_snapshot(
             return Ok(());
         }
     };
-    let prepared = facts(&source, options.count_rows).and_then(|mut info| {
-        let direct = options.method == SnapshotMethod::Auto && file_is_the_snapshot(path, &info);
-        info.insert(
-            "snapshot_method".into(),
-            if direct { "direct" } else { "backup_api" }.into(),
-        );
-        if direct {
-            let len = page_bytes(&info);
-            return Ok(Snapshot::Direct { len, info });
+    let prepared = take_snapshot(&source, path, options);
+    if let Ok(Snapshot::Direct { .. }) = prepared {
+        if ready.send(prepared).is_ok() {
+            let _ = release.recv(); // returns when the streaming side is done (sender dropped)
         }
-        let temp = copy_to_temp(&source, options)?;
-        info.insert(
-            "temp_bytes".into(),
-            temp.as_file()
-                .metadata()
-                .map(|m| m.len())
-                .unwrap_or(0)
-                .into(),
-        );
-        info.insert(
-            "snapshot_ms".into(),
-            (started.elapsed().as_millis() as u64).into(),
-        );
-        Ok(Snapshot::Copied { temp, info })
-    });
-    let direct = matches!(prepared, Ok(Snapshot::Direct { .. }));
-    if ready.send(prepared).is_err() || !direct {
         return end_transaction(&source);
     }
-    let _ = release.recv(); // returns when the streaming side is done (sender dropped)
-    end_transaction(&source)
+    let ended = end_transaction(&source);
+    drop(source);
+    let prepared = prepared.and_then(|snapshot| {
+        ended?;
+        count_rows_of_copy(snapshot, options.count_rows)
+    });
+    let _ = ready.send(prepared);
+    Ok(())
+}
+
+/// Under the open read transaction: the facts, then the direct snapshot or a copy.
+fn take_snapshot(source: &Connection, path: &Path, options: &SqliteOptions) -> Result<Snapshot> {
+    let started = Instant::now();
+    let mut info = facts(source)?;
+    info.extend(file_attributes(path)?);
+    let wal = info.get("journal_mode").and_then(|v| v.as_str()) == Some("wal");
+    let method = match options.method {
+        SnapshotMethod::Auto if wal && wal_is_empty(path) => "direct",
+        SnapshotMethod::Auto if !wal => "file_copy",
+        _ => "backup_api",
+    };
+    info.insert("snapshot_method".into(), method.into());
+    if method == "direct" {
+        if options.count_rows {
+            insert_row_counts(&mut info, source)?;
+        }
+        let len = page_bytes(&info);
+        return Ok(Snapshot::Direct { len, info });
+    }
+    let temp = new_temp(options)?;
+    if method == "file_copy" {
+        copy_file(path, page_bytes(&info), temp.path())?;
+    } else {
+        copy_pages(source, temp.path(), options.pages_per_step)?;
+    }
+    let bytes = temp.as_file().metadata().map(|m| m.len()).unwrap_or(0);
+    info.insert("temp_bytes".into(), bytes.into());
+    info.insert(
+        "snapshot_ms".into(),
+        (started.elapsed().as_millis() as u64).into(),
+    );
+    Ok(Snapshot::Copied { temp, info })
+}
+
+/// Adds the row counts of a copied snapshot, read from the copy itself.
+fn count_rows_of_copy(snapshot: Snapshot, count_rows: bool) -> Result<Snapshot> {
+    let Snapshot::Copied { temp, mut info } = snapshot else {
+        return Ok(snapshot);
+    };
+    if count_rows {
+        let copy = crate::check::open_immutable(temp.path())?;
+        insert_row_counts(&mut info, &copy)?;
+    }
+    Ok(Snapshot::Copied { temp, info })
+}
+
+/// The database file's owner, group and mode (`file_mode` in octal, as `chmod` takes it).
+fn file_attributes(path: &Path) -> Result<SourceInfo> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Error::io(format!("reading the attributes of {}", path.display()), e))?;
+    let mut info = SourceInfo::new();
+    info.insert("file_uid".into(), meta.uid().into());
+    info.insert("file_gid".into(), meta.gid().into());
+    info.insert(
+        "file_mode".into(),
+        format!("{:04o}", meta.mode() & 0o7777).into(),
+    );
+    Ok(info)
 }
 
 fn open_in_read_transaction(path: &Path, options: &SqliteOptions) -> Result<Connection> {
@@ -232,10 +284,19 @@ fn open_in_read_transaction(path: &Path, options: &SqliteOptions) -> Result<Conn
     if options.method == SnapshotMethod::Auto {
         checkpoint_if_wal(path);
     }
+    // Read-write, although it only reads: in WAL mode a read-only connection leaves the `-wal`
+    // and `-shm` it created beside an idle database; a read-write one, the last to close,
+    // removes them. Read-only when the file is not writable by this user.
     let source = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
+    .or_else(|_| {
+        Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+    })
     .map_err(|e| sqlite_error(&format!("opening {}", path.display()), e))?;
     source
         .busy_timeout(Duration::from_secs(30))
@@ -271,14 +332,9 @@ fn checkpoint_if_wal(path: &Path) {
     }
 }
 
-/// Whether the database file alone is the snapshot of the open read transaction.
-fn file_is_the_snapshot(path: &Path, info: &SourceInfo) -> bool {
-    let wal_mode = info.get("journal_mode").and_then(|v| v.as_str()) == Some("wal");
-    if !wal_mode {
-        return true; // the shared lock keeps writers out of the file
-    }
-    // Checked after the read transaction began: an empty WAL means this reader reads the file
-    // alone, and while it does no checkpoint may write to the file.
+/// Checked after the read transaction began: an empty WAL means this reader reads the file
+/// alone, and while it does no checkpoint may write to the file.
+fn wal_is_empty(path: &Path) -> bool {
     std::fs::metadata(sibling(path, "-wal"))
         .map(|m| m.len())
         .unwrap_or(0)
@@ -290,17 +346,35 @@ fn page_bytes(info: &SourceInfo) -> u64 {
     get("page_size") * get("page_count")
 }
 
-/// Copies the snapshot of the open read transaction into a temporary file.
-fn copy_to_temp(source: &Connection, options: &SqliteOptions) -> Result<tempfile::NamedTempFile> {
-    let temp = match &options.temp_dir {
+fn new_temp(options: &SqliteOptions) -> Result<tempfile::NamedTempFile> {
+    match &options.temp_dir {
         Some(dir) => tempfile::Builder::new()
             .prefix("dr-sqlite-")
             .tempfile_in(dir),
         None => tempfile::Builder::new().prefix("dr-sqlite-").tempfile(),
     }
-    .map_err(|e| Error::io("creating the temporary snapshot file", e))?;
-    copy_pages(source, temp.path(), options.pages_per_step)?;
-    Ok(temp)
+    .map_err(|e| Error::io("creating the temporary snapshot file", e))
+}
+
+/// Copies the first `len` bytes of the database file (in-kernel where it can:
+/// `copy_file_range`). Only while a read transaction keeps writers out of the file.
+fn copy_file(path: &Path, len: u64, target: &Path) -> Result<()> {
+    let mut from = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
+        .take(len);
+    let mut to = std::fs::OpenOptions::new()
+        .write(true)
+        .open(target)
+        .map_err(|e| Error::io("opening the temporary snapshot file", e))?;
+    let copied = std::io::copy(&mut from, &mut to)
+        .map_err(|e| Error::io("copying the database file to the temporary snapshot", e))?;
+    if copied != len {
+        return Err(Error::Source(format!(
+            "{} has {copied} bytes, its header says {len}",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 fn copy_pages(source: &Connection, target: &Path, pages_per_step: i32) -> Result<()> {
@@ -321,7 +395,7 @@ fn copy_pages(source: &Connection, target: &Path, pages_per_step: i32) -> Result
     }
 }
 
-fn facts(db: &Connection, count_rows: bool) -> Result<SourceInfo> {
+fn facts(db: &Connection) -> Result<SourceInfo> {
     let pragma = |name: &str| -> Result<serde_json::Value> {
         db.query_row(&format!("PRAGMA {name}"), [], |row| {
             row.get::<_, rusqlite::types::Value>(0)
@@ -331,16 +405,26 @@ fn facts(db: &Connection, count_rows: bool) -> Result<SourceInfo> {
     };
     let mut info = SourceInfo::new();
     info.insert("sqlite_version".into(), rusqlite::version().into());
-    for name in ["page_size", "page_count", "journal_mode", "user_version"] {
+    for name in [
+        "page_size",
+        "page_count",
+        "journal_mode",
+        "user_version",
+        "application_id",
+        "auto_vacuum",
+        "encoding",
+    ] {
         info.insert(name.into(), pragma(name)?);
     }
-    if count_rows {
-        info.insert(
-            "row_counts".into(),
-            serde_json::to_value(row_counts(db)?).unwrap_or_default(),
-        );
-    }
     Ok(info)
+}
+
+fn insert_row_counts(info: &mut SourceInfo, db: &Connection) -> Result<()> {
+    info.insert(
+        "row_counts".into(),
+        serde_json::to_value(row_counts(db)?).unwrap_or_default(),
+    );
+    Ok(())
 }
 
 /// Exact row counts of every table (not views, not SQLite's internal tables).

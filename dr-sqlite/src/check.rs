@@ -55,16 +55,55 @@ pub fn check_database(
 ) -> Result<CheckOutcome> {
     let db = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(|e| sqlite_error(&format!("opening {}", path.display()), e))?;
+    Ok(run_checks(&db, expected_rows, user_checks, integrity))
+}
+
+/// [`check_database`] of a restored copy that no other connection uses, opened `immutable`:
+/// SQLite takes no locks and creates no `-wal` or `-shm` beside it (a read-only connection
+/// to a WAL-mode file would, and leave them behind).
+pub(crate) fn check_restored(
+    path: &Path,
+    expected_rows: Option<&BTreeMap<String, u64>>,
+    user_checks: &[UserCheck],
+    integrity: Integrity,
+) -> Result<CheckOutcome> {
+    let db = open_immutable(path)?;
+    Ok(run_checks(&db, expected_rows, user_checks, integrity))
+}
+
+/// Opens a file no other connection uses read-only, without locks, `-wal` or `-shm`.
+pub(crate) fn open_immutable(path: &Path) -> Result<Connection> {
+    let mut uri = String::from("file:");
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| sqlite_error(&format!("opening {}", path.display()), e))
+}
+
+fn run_checks(
+    db: &Connection,
+    expected_rows: Option<&BTreeMap<String, u64>>,
+    user_checks: &[UserCheck],
+    integrity: Integrity,
+) -> CheckOutcome {
     let mut outcome = CheckOutcome::default();
-    record(&mut outcome, integrity_check(&db, integrity));
-    record(&mut outcome, foreign_keys(&db));
+    record(&mut outcome, integrity_check(db, integrity));
+    record(&mut outcome, foreign_keys(db));
     if let Some(expected) = expected_rows {
-        record(&mut outcome, compare_rows(&db, expected));
+        record(&mut outcome, compare_rows(db, expected));
     }
     for check in user_checks {
-        record(&mut outcome, run_user_check(&db, check));
+        record(&mut outcome, run_user_check(db, check));
     }
-    Ok(outcome)
+    outcome
 }
 
 fn record(outcome: &mut CheckOutcome, result: std::result::Result<String, String>) {

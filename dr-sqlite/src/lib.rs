@@ -1,13 +1,17 @@
 //! SQLite backend for dr.
 //!
 //! - [`SqliteSource`] takes a consistent snapshot of a live database (other connections may
-//!   keep writing, WAL or rollback-journal mode) inside one read transaction: it streams the
-//!   database file itself where SQLite guarantees the file is the snapshot (see
-//!   [`SnapshotMethod::Auto`]), otherwise copies it with the online backup API into a
-//!   temporary file that is streamed and removed afterwards, also on failure.
-//! - [`SqliteTarget`] restores into a temporary file beside the target, checks it
-//!   (`quick_check` by default or `integrity_check`, row counts, user checks), fsyncs it and renames it into place, keeping the previous
-//!   file (and its `-wal`/`-shm`) as `<name>.pre-restore-<time>`.
+//!   keep writing, WAL or rollback-journal mode) inside one read transaction. In WAL mode it
+//!   streams the database file itself where SQLite guarantees the file is the snapshot (WAL
+//!   readers do not block writers); in rollback-journal mode, where a reader blocks every
+//!   commit, it copies the file at disk speed into a temporary file under the read lock and
+//!   streams that copy after releasing it (see [`SnapshotMethod::Auto`]). It records the
+//!   file's owner, group and mode (`file_uid`, `file_gid`, `file_mode`).
+//! - [`SqliteTarget`] restores through [`dr_core::swap`]: a staged file beside the target,
+//!   checked (`quick_check` by default or `integrity_check`, row counts, user checks), given
+//!   the replaced file's owner, group, mode and extended attributes (or, at a new path, those
+//!   the backup recorded), fsynced and renamed into place, keeping the previous file (and its
+//!   `-wal`/`-shm`/`-journal`) as `<name>.pre-restore-<time>`.
 //! - [`SqliteVerifier`] adds, at [`dr_core::VerifyLevel::Restore`], a restore into a scratch
 //!   file with `integrity_check`, `foreign_key_check`, the recorded row counts and user checks.
 //!
@@ -24,6 +28,7 @@
 
 mod backup;
 mod check;
+mod in_use;
 mod restore;
 mod verify;
 
@@ -34,6 +39,8 @@ pub use verify::SqliteVerifier;
 
 /// The artifact holding the database file.
 pub const DB_ARTIFACT: &str = "db";
+/// Files beside a database that belong to it.
+const SIDECARS: &[&str] = &["-wal", "-shm", "-journal"];
 /// The manifest kind.
 pub const KIND: &str = "sqlite";
 

@@ -1,13 +1,18 @@
-//! Atomic restore: temporary file beside the target, checked, fsynced, renamed into place.
+//! Restore through [`dr_core::swap`]: staged beside the target, checked, given its
+//! attributes, fsynced and swapped into place.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, async_trait};
-use rusqlite::Connection;
+use dr_core::swap::{Attributes, Inherit, Staging};
+use dr_core::{
+    BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, SourceInfo, async_trait,
+};
 
-use crate::check::{Integrity, UserCheck, check_database, recorded_rows, require_clean};
-use crate::{DB_ARTIFACT, sibling, sqlite_error};
+use crate::check::{Integrity, UserCheck, check_restored, recorded_rows, require_clean};
+use crate::in_use::refuse_if_in_use;
+use crate::{DB_ARTIFACT, SIDECARS};
 
 /// Where to restore a SQLite backup (the target may not exist yet).
 #[derive(Debug, Clone)]
@@ -44,23 +49,29 @@ impl SqliteTarget {
 
 #[async_trait]
 impl Restore for SqliteTarget {
+    /// Over an existing file, the restored file gets that file's owner, group, mode and
+    /// extended attributes; at a new path, the owner, group and mode the backup recorded
+    /// (`file_uid`, `file_gid`, `file_mode`), except that only root can give another owner:
+    /// a restore by another user gives the file that user's ownership (like `cp`) and says
+    /// so in [`RestoreReport::notes`].
     async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport> {
         let started = Instant::now();
         let target = std::path::absolute(opts.target.as_deref().unwrap_or(&self.path))
             .map_err(|e| Error::io("resolving the restore target", e))?;
+        let mut notes = Vec::new();
         if !opts.force {
-            refuse_if_in_use(&target)?;
+            notes.extend(refuse_if_in_use(&target)?);
         }
-        let staged = stage_beside(&target)?;
-        let restored_bytes = write_artifact(backup, staged.path()).await?;
+        let staging = Staging::file(&target)?.with_sidecars(SIDECARS);
+        let restored_bytes = write_artifact(backup, staging.path()).await?;
         let expected = recorded_rows(&backup.manifest().source_info);
         let (checks, staged_path, integrity) = (
             self.user_checks.clone(),
-            staged.path().to_owned(),
+            staging.path().to_owned(),
             self.integrity,
         );
         let outcome = tokio::task::spawn_blocking(move || {
-            check_database(&staged_path, expected.as_ref(), &checks, integrity)
+            check_restored(&staged_path, expected.as_ref(), &checks, integrity)
         })
         .await
         .map_err(|e| Error::Usage(format!("check task failed: {e}")))??;
@@ -68,57 +79,23 @@ impl Restore for SqliteTarget {
             &outcome,
             &format!("the restored copy of backup {}", backup.id()),
         )?;
-        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-        let previous = swap_into_place(staged, &target, &stamp)?;
+        let (inherit, note) = attributes_for(&staging, &backup.manifest().source_info)?;
+        notes.extend(note);
+        let swapped = tokio::task::spawn_blocking(move || staging.commit(&inherit))
+            .await
+            .map_err(|e| Error::Usage(format!("swap task failed: {e}")))??;
+        for note in &notes {
+            tracing::warn!(target = %target.display(), "{note}");
+        }
         tracing::info!(target = %target.display(), backup = backup.id(), "SQLite database restored");
         let mut report = RestoreReport::default();
         report.backup_id = backup.id().to_owned();
         report.target = target.display().to_string();
-        report.previous_kept_at = previous.map(|p| p.display().to_string());
+        report.previous_kept_at = swapped.previous.map(|p| p.display().to_string());
         report.restored_bytes = restored_bytes;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
+        report.notes = notes;
         Ok(report)
-    }
-}
-
-/// A temporary file in the target's directory (same filesystem, so the rename is atomic);
-/// removed automatically unless it is renamed into place. A missing directory is created
-/// (a whole-system recovery onto an empty machine).
-fn stage_beside(target: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::io(format!("creating the directory {}", dir.display()), e))?;
-    let name = file_name(target);
-    let prefix = format!(".{name}.dr-restore-");
-    remove_abandoned(dir, &prefix);
-    tempfile::Builder::new()
-        .prefix(&format!("{prefix}{}-", std::process::id()))
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))
-}
-
-/// Removes staged files of restores whose process is gone (killed before it could clean
-/// up): their names carry the PID of the restore that wrote them.
-fn remove_abandoned(dir: &Path, prefix: &str) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
-            continue;
-        };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-            match std::fs::remove_file(entry.path()) {
-                Ok(()) => {
-                    tracing::info!(file = %entry.path().display(), "removed the staged file of an interrupted restore")
-                }
-                Err(e) => {
-                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove the staged file of an interrupted restore")
-                }
-            }
-        }
     }
 }
 
@@ -135,119 +112,56 @@ async fn write_artifact(backup: &BackupReader, staged: &Path) -> Result<u64> {
     Ok(written)
 }
 
-/// Moves the old file and its `-wal`/`-shm` aside (they must never be replayed onto the new
-/// file), then renames the staged file over the target and syncs the directory.
-fn swap_into_place(
-    staged: tempfile::NamedTempFile,
-    target: &Path,
-    stamp: &str,
-) -> Result<Option<PathBuf>> {
-    let kept = unused_name(target, stamp);
-    for suffix in ["-wal", "-shm"] {
-        let side = sibling(target, suffix);
-        if side.exists() {
-            rename(&side, &sibling(&kept, suffix))?;
-        }
-    }
-    let previous = if target.exists() {
-        std::fs::hard_link(target, &kept)
-            .map_err(|e| Error::io(format!("keeping {}", kept.display()), e))?;
-        Some(kept)
-    } else {
-        None
+/// The owner, group and mode the database file had at backup time, if the backup recorded
+/// them (backups made before dr recorded them did not).
+pub(crate) fn recorded_attributes(info: &SourceInfo) -> Option<(u32, u32, u32)> {
+    let id = |k: &str| {
+        info.get(k)
+            .and_then(|v| v.as_u64())
+            .and_then(|v| u32::try_from(v).ok())
     };
-    staged.persist(target).map_err(|e| {
-        Error::io(
-            format!("renaming the restored file to {}", target.display()),
-            e.error,
-        )
-    })?;
-    sync_dir(target)?;
-    Ok(previous)
+    let mode = info
+        .get("file_mode")
+        .and_then(|v| v.as_str())
+        .and_then(|m| u32::from_str_radix(m, 8).ok())?;
+    Some((id("file_uid")?, id("file_gid")?, mode))
 }
 
-/// `<name>.pre-restore-<stamp>`, or with `-2`, `-3`... when a restore in the same second
-/// already kept one.
-fn unused_name(target: &Path, stamp: &str) -> PathBuf {
-    let base = format!("{}.pre-restore-{stamp}", file_name(target));
-    (1..)
-        .map(|n| match n {
-            1 => target.with_file_name(&base),
-            n => target.with_file_name(format!("{base}-{n}")),
+/// What the staged file's attributes come from, and a note when the recorded owner cannot
+/// be given.
+fn attributes_for(staging: &Staging, info: &SourceInfo) -> Result<(Inherit, Option<String>)> {
+    if std::fs::symlink_metadata(staging.target()).is_ok() {
+        return Ok((Inherit::Replaced, None));
+    }
+    let Some((uid, gid, mode)) = recorded_attributes(info) else {
+        return Ok((
+            Inherit::Staged,
+            Some(format!(
+                "the backup did not record the database file's owner and mode (made by an older dr): {} is owned by the restoring user with mode 0600",
+                staging.target().display()
+            )),
+        ));
+    };
+    // The staged file was created by this process: its owner is the restoring user.
+    let own = std::fs::metadata(staging.path())
+        .map_err(|e| Error::io(format!("reading {}", staging.path().display()), e))?;
+    let set = |uid, gid| {
+        Inherit::Set(Attributes {
+            uid,
+            gid,
+            mode,
+            xattrs: Vec::new(),
         })
-        .find(|p| !p.exists() && !sibling(p, "-wal").exists())
-        .unwrap_or_else(|| target.with_file_name(base))
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to)
-        .map_err(|e| Error::io(format!("moving {} to {}", from.display(), to.display()), e))
-}
-
-fn sync_dir(target: &Path) -> Result<()> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
-}
-
-/// Refuses when another process has the database (or its `-wal`/`-shm`) open, or holds a lock.
-fn refuse_if_in_use(target: &Path) -> Result<()> {
-    if !target.exists() {
-        return Ok(());
+    };
+    if own.uid() == 0 || (own.uid() == uid && own.gid() == gid) {
+        return Ok((set(uid, gid), None));
     }
-    let files = [
-        target.to_owned(),
-        sibling(target, "-wal"),
-        sibling(target, "-shm"),
-    ];
-    if let Some(pid) = process_holding(&files) {
-        return Err(in_use(target, &format!("process {pid} has it open")));
-    }
-    let db = Connection::open(target).map_err(|e| sqlite_error("opening the restore target", e))?;
-    if db.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_err() {
-        return Err(in_use(target, "another connection holds a lock on it"));
-    }
-    Ok(())
-}
-
-fn in_use(target: &Path, why: &str) -> Error {
-    Error::Usage(format!(
-        "refusing to replace {} while it is in use ({why}): stop the application first, restore with --to ANOTHER_PATH, or force it",
-        target.display()
-    ))
-}
-
-/// The pid of another process with one of `files` open (Linux /proc), if any.
-fn process_holding(files: &[PathBuf]) -> Option<u32> {
-    let own = std::process::id();
-    let wanted: Vec<PathBuf> = files.iter().filter_map(|f| f.canonicalize().ok()).collect();
-    let processes = std::fs::read_dir("/proc").ok()?;
-    for entry in processes.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == own {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        if fds
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| wanted.contains(&p)))
-        {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name()
-        .map_or_else(|| "database".into(), |n| n.to_string_lossy().into_owned())
+    let note = format!(
+        "{} is owned by {}:{} (the restoring user), not by {uid}:{gid} as the backed-up file was: only root can give a file another owner; run `chown {uid}:{gid} {}` as root",
+        staging.target().display(),
+        own.uid(),
+        own.gid(),
+        staging.target().display()
+    );
+    Ok((set(own.uid(), own.gid()), Some(note)))
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use dr_core::{BackupReader, Error, Result, Verify, VerifyLevel, VerifyReport, async_trait};
 
 use crate::DB_ARTIFACT;
-use crate::check::{Integrity, UserCheck, check_database, recorded_rows};
+use crate::check::{Integrity, UserCheck, check_restored, recorded_rows};
 
 /// Verifies SQLite backups; at [`VerifyLevel::Restore`] restores into a scratch file and runs
 /// `integrity_check`, `foreign_key_check`, the recorded row counts and the user checks.
@@ -72,7 +72,7 @@ impl SqliteVerifier {
         let expected = recorded_rows(&backup.manifest().source_info);
         let checks = self.user_checks.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            check_database(&path, expected.as_ref(), &checks, Integrity::Full)
+            check_restored(&path, expected.as_ref(), &checks, Integrity::Full)
         })
         .await
         .map_err(|e| Error::Usage(format!("check task failed: {e}")))??;

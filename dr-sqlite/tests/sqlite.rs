@@ -211,8 +211,8 @@ async fn snapshot_under_writes(wal: bool, method: SnapshotMethod) {
         assert!(used == "backup_api" || wal, "{used}");
     } else {
         assert_eq!(
-            used, "direct",
-            "rollback journal: the shared lock pins the file"
+            used, "file_copy",
+            "rollback journal: copied under the shared lock, streamed after it"
         );
     }
 

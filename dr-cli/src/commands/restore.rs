@@ -138,5 +138,8 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     if let Some(kept) = &report.previous_kept_at {
         println!("the previous data is kept at {kept}");
     }
+    for note in &report.notes {
+        println!("note: {note}");
+    }
     Ok(())
 }
