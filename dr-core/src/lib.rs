@@ -70,8 +70,8 @@ pub use fs::{SparseFile, sibling_path};
 pub use keys::{Identities, Recipients, generate_identity_file};
 pub use listing::{Listing, UnreadableBackup};
 pub use manifest::{
-    ArtifactRecord, Encoding, MANIFEST_FORMAT_VERSION, Manifest, PartRecord, SAFETY_LABEL,
-    SourceInfo, check_name,
+    ArtifactRecord, Encoding, MANIFEST_FORMAT_VERSION, Manifest, NOTES_KEY, PartRecord,
+    SAFETY_LABEL, SourceInfo, backup_notes, check_name,
 };
 pub use pipeline::{
     ArtifactReader, ArtifactWriter, BackupReader, BackupWriter, DEFAULT_PART_SIZE, EncodedPart,

@@ -94,6 +94,24 @@ pub struct PartRecord {
     pub stored_sha256: String,
 }
 
+/// The `source_info` key of what a backup wants its user to know (a list of sentences, no
+/// secrets, no paths): printed by `dr backup` after its summary line, e.g. that sockets
+/// were passed over or that roles were stored without their passwords.
+pub const NOTES_KEY: &str = "notes";
+
+/// The notes a backup recorded under [`NOTES_KEY`].
+pub fn backup_notes(info: &SourceInfo) -> Vec<String> {
+    info.get(NOTES_KEY)
+        .and_then(|v| v.as_array())
+        .map(|notes| {
+            notes
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The label of a safety backup: the target as it was just before a restore replaced it
 /// (`dr restore --in-place`, Redis `--force`). [`crate::BackupSelector::Latest`] and
 /// [`crate::BackupSelector::AtOrBefore`] pass over such backups: the next "restore latest"

@@ -105,6 +105,10 @@ impl Attributes {
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(self.mode))
                 .map_err(|e| Error::io(format!("setting the mode of {}", path.display()), e))?;
         }
+        let recorded = |acl: &str| self.xattrs.iter().any(|(name, _)| name == acl);
+        if ACL_XATTRS.iter().any(|acl| !recorded(acl)) {
+            strip_inherited_acls(path)?;
+        }
         for (name, value) in &self.xattrs {
             xattr::set(path, name, value).map_err(|e| {
                 Error::Restore(format!(
@@ -120,6 +124,30 @@ impl Attributes {
 
 fn unsupported(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(rustix::io::Errno::NOTSUP.raw_os_error())
+}
+
+/// The extended attributes that hold POSIX ACLs.
+const ACL_XATTRS: [&str; 2] = ["system.posix_acl_access", "system.posix_acl_default"];
+
+/// Removes the ACLs `path` inherited from its directory's default ACL on creation: a
+/// restored entry has the ACLs it had when it was backed up (given afterwards), not those
+/// of wherever it was restored to.
+fn strip_inherited_acls(path: &Path) -> Result<()> {
+    for name in ACL_XATTRS {
+        match xattr::remove(path, name) {
+            Ok(()) => {}
+            Err(e)
+                if unsupported(&e)
+                    || e.raw_os_error() == Some(rustix::io::Errno::NODATA.raw_os_error()) => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format!("removing the inherited ACL {name} of {}", path.display()),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A file or directory being restored beside its target.
@@ -143,8 +171,9 @@ const STAGING_MARK: &str = ".dr-restore-";
 const SWAPPING_SUFFIX: &str = ".swapping";
 
 impl Staging {
-    /// An empty staged file (mode 0600) beside `target`; the target's directory is created
-    /// if missing (a recovery onto an empty machine).
+    /// An empty staged file (mode 0600, without the ACLs a default ACL of its directory
+    /// would give it) beside `target`; the target's directory is created if missing (a
+    /// recovery onto an empty machine).
     ///
     /// # Errors
     /// I/O errors creating the directory or the file.
@@ -155,10 +184,12 @@ impl Staging {
             .create_new(true)
             .open(&staging.staged)
             .map_err(|e| Error::io(format!("creating {}", staging.staged.display()), e))?;
+        strip_inherited_acls(&staging.staged)?;
         Ok(staging)
     }
 
-    /// An empty staged directory (mode 0700) beside `target`.
+    /// An empty staged directory (mode 0700, without inherited ACLs: what is restored into
+    /// it inherits nothing it did not have) beside `target`.
     ///
     /// # Errors
     /// I/O errors creating the parent directory or the staged one.
@@ -168,6 +199,7 @@ impl Staging {
             .map_err(|e| Error::io(format!("creating {}", staging.staged.display()), e))?;
         std::fs::set_permissions(&staging.staged, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| Error::io(format!("securing {}", staging.staged.display()), e))?;
+        strip_inherited_acls(&staging.staged)?;
         Ok(staging)
     }
 

@@ -242,3 +242,35 @@ fn a_process_holding_a_file_is_named() {
     child.wait().unwrap();
     assert_eq!(held, Some(child.id()));
 }
+
+#[test]
+fn acls_inherited_from_where_it_is_restored_are_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = std::process::Command::new("setfacl")
+        .args(["-d", "-m", "u:nobody:rwx"])
+        .arg(dir.path())
+        .status();
+    if !set.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: setfacl (Debian package acl) is missing or ACLs are unsupported here");
+        return;
+    }
+    let acl = |p: &Path| xattr::get(p, "system.posix_acl_access").unwrap();
+    let target = dir.path().join("app.db");
+    let staging = Staging::file(&target).unwrap();
+    assert_eq!(
+        acl(staging.path()),
+        None,
+        "the staged file inherited an ACL"
+    );
+    staging.commit(&Inherit::Replaced).unwrap();
+    assert_eq!(acl(&target), None);
+    let tree = Staging::dir(&dir.path().join("tree")).unwrap();
+    assert_eq!(acl(tree.path()), None);
+    let child = tree.path().join("f");
+    std::fs::write(&child, b"x").unwrap();
+    assert_eq!(
+        acl(&child),
+        None,
+        "a child inherited the target directory's default ACL"
+    );
+}

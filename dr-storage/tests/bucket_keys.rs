@@ -115,10 +115,11 @@ async fn awkward_keys_round_trip_byte_exact() {
     );
 
     let target = open(&server, &server.url("dst"));
-    let (n, _) = BucketTarget::new(target, None, repo.clone())
+    let n = BucketTarget::new(target, None, repo.clone())
         .restore_objects(&repo.reader(increment), &[])
         .await
-        .unwrap();
+        .unwrap()
+        .objects;
     assert_eq!(n, objects.len() as u64);
     let expected = oracle.dump("dr-test", "src/");
     for (key, body) in &rewritten {

@@ -100,10 +100,11 @@ async fn round_trip(source: Arc<dyn ObjectStore>, target: Arc<dyn ObjectStore>) 
     );
 
     let restore = BucketTarget::new(target.clone(), Some("restored"), repo.clone());
-    let (objects_written, _) = restore
+    let objects_written = restore
         .restore_objects(&repo.reader(increment.clone()), &[])
         .await
-        .unwrap();
+        .unwrap()
+        .objects;
     assert_eq!(objects_written, 24);
     for (key, bytes) in objects() {
         let Some(relative) = key.strip_prefix("media/") else {
@@ -123,10 +124,11 @@ async fn round_trip(source: Arc<dyn ObjectStore>, target: Arc<dyn ObjectStore>) 
 
     // One object alone, into another prefix.
     let single = BucketTarget::new(target.clone(), Some("one"), repo.clone());
-    let (n, bytes) = single
+    let restored = single
         .restore_objects(&repo.reader(increment), &["videos/intro.mp4".into()])
         .await
         .unwrap();
+    let (n, bytes) = (restored.objects, restored.bytes);
     assert_eq!((n, bytes), (1, 12 << 20));
     assert_eq!(read(&target, "one/videos/intro.mp4").await.len(), 12 << 20);
 }

@@ -142,4 +142,24 @@ async fn bucket_restores_keep_keys_bytes_and_metadata() {
         &second,
         &fingerprint_bucket(&server, "dr-test", "again/"),
     );
+
+    // A local directory cannot hold metadata: the bytes are restored and the loss is counted,
+    // never reported as a plain success.
+    let dir = tempfile::tempdir().unwrap();
+    let local: Arc<dyn ObjectStore> = Arc::new(
+        dr_core::object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap(),
+    );
+    let restored = BucketTarget::new(local, None, repo.clone())
+        .restore_objects(&repo.reader(increment), &[])
+        .await
+        .unwrap();
+    assert_eq!(restored.objects, 4);
+    assert_eq!(
+        restored.metadata_dropped, 4,
+        "every object of the increment has metadata now"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("site/index.html")).unwrap(),
+        b"<html>hello</html>"
+    );
 }

@@ -266,3 +266,30 @@ async fn entries_outside_the_target_are_refused() {
     assert!(err.contains("outside the target"), "{err}");
     assert!(!work.path().join("escaped").exists());
 }
+
+#[tokio::test]
+async fn a_socket_passed_over_is_counted_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.txt"), b"kept").unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(dir.path().join("app.sock")).unwrap();
+    let repo = repository().await;
+    let manifest = repo
+        .backup(
+            "tree",
+            &DirectorySource::new(dir.path()),
+            &BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(manifest.source_info["sockets_not_backed_up"], 1);
+    let notes = dr_core::backup_notes(&manifest.source_info);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("1 sockets were not backed up"),
+        "{notes:?}"
+    );
+    assert!(
+        !notes[0].contains("app.sock"),
+        "no path in the plaintext manifest"
+    );
+}

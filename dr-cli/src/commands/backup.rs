@@ -109,6 +109,9 @@ pub async fn backup(app: &App, run: BackupRun<'_>) -> CliResult<()> {
                         output::size(manifest.stored_size()),
                         manifest.id
                     );
+                    for note in dr_core::backup_notes(&manifest.source_info) {
+                        println!("note: {note}");
+                    }
                 }
                 done.push(json!({ "source": name, "id": manifest.id,
                     "plain_bytes": manifest.plain_size(), "stored_bytes": manifest.stored_size(),

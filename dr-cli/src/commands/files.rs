@@ -66,22 +66,31 @@ pub async fn restore_bucket(
         .as_ref()
         .map_or_else(|| url.to_owned(), |t| t.display().to_string());
     let store = config.bucket_store(&target_url)?;
-    let (objects, bytes) = BucketTarget::new(store, None, repo.clone())
+    let restored = BucketTarget::new(store, None, repo.clone())
         .restore_objects(&reader, &args.only)
         .await
         .doing(|| format!("restoring backup {} of {}", reader.id(), args.source_name()))?;
     let shown = dr_core::redact_url(&target_url);
+    let (objects, dropped) = (restored.objects, restored.metadata_dropped);
     if app.global.json {
         return output::json(&serde_json::json!({
-            "backup": reader.id(), "target": shown, "objects": objects, "bytes": bytes
+            "backup": reader.id(), "target": shown, "objects": objects,
+            "bytes": restored.bytes, "metadata_dropped": dropped
         }));
     }
     println!(
         "restored {objects} objects ({}) of {} {} into {shown}; every object matched its SHA-256",
-        output::size(bytes),
+        output::size(restored.bytes),
         args.source_name(),
         reader.id(),
     );
+    if dropped > 0 {
+        println!(
+            "note: {dropped} of them had metadata (Content-Type, Cache-Control, user metadata...) \
+             that {shown} cannot hold: their bytes were restored without it; restore into an \
+             object store to keep it"
+        );
+    }
     Ok(())
 }
 

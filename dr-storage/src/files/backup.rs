@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::index::{EntryKind, FileEntry, FileIndex};
-use super::walk::{TreeFilter, absolute, root_entry, walk};
+use super::walk::{TreeFilter, absolute, root_entry, walk_counting_sockets};
 
 /// The manifest kind of directory backups.
 pub const FILES_KIND: &str = "files";
@@ -64,8 +64,8 @@ impl Backup for DirectorySource {
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
         let (root, filter) = (self.root.clone(), self.filter.clone());
-        let (entries, root_entry) = tokio::task::spawn_blocking(move || {
-            Ok::<_, Error>((walk(&root, &filter)?, root_entry(&root)?))
+        let ((entries, sockets), root_entry) = tokio::task::spawn_blocking(move || {
+            Ok::<_, Error>((walk_counting_sockets(&root, &filter)?, root_entry(&root)?))
         })
         .await
         .map_err(|e| Error::Source(format!("walking the tree failed: {e}")))??;
@@ -88,7 +88,10 @@ impl Backup for DirectorySource {
                 writer, handle,
             ));
             tar.mode(tar::HeaderMode::Complete);
-            let mut stats = Stats::default();
+            let mut stats = Stats {
+                sockets,
+                ..Stats::default()
+            };
             let mut index = Vec::with_capacity(entries.len());
             add_root(&mut tar, &tar_root)?;
             for entry in entries {
@@ -153,6 +156,7 @@ pub(crate) async fn write_index(out: &mut BackupWriter, index: &FileIndex) -> Re
 
 #[derive(Default)]
 struct Stats {
+    sockets: u64,
     files: u64,
     dirs: u64,
     symlinks: u64,
@@ -186,6 +190,15 @@ impl Stats {
         }
         if self.changed > 0 {
             info.insert("changed_during_backup".into(), self.changed.into());
+        }
+        if self.sockets > 0 {
+            info.insert("sockets_not_backed_up".into(), self.sockets.into());
+            let note = format!(
+                "{} sockets were not backed up: a socket cannot be (the program that owns it \
+                 recreates it); their paths are in the log",
+                self.sockets
+            );
+            info.insert(dr_core::NOTES_KEY.into(), vec![note].into());
         }
         info
     }

@@ -38,6 +38,20 @@ pub struct BucketTarget {
 struct Written {
     keys: Vec<String>,
     bytes: u64,
+    metadata_dropped: u64,
+}
+
+/// What a bucket restore wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BucketRestored {
+    /// Objects written.
+    pub objects: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Objects whose recorded metadata (Content-Type, user metadata, ...) the target store
+    /// cannot hold (a local directory): their bytes were restored without it.
+    pub metadata_dropped: u64,
 }
 
 impl BucketTarget {
@@ -73,7 +87,7 @@ impl BucketTarget {
         &self,
         backup: &BackupReader,
         select: &[String],
-    ) -> Result<(u64, u64)> {
+    ) -> Result<BucketRestored> {
         let index = super::restore::read_index(backup).await?;
         let keys: Vec<Vec<u8>> = index
             .entries
@@ -95,7 +109,11 @@ impl BucketTarget {
                 return Err(self.failed_midway(backup.id(), e, &written));
             }
         }
-        Ok((written.keys.len() as u64, written.bytes))
+        Ok(BucketRestored {
+            objects: written.keys.len() as u64,
+            bytes: written.bytes,
+            metadata_dropped: written.metadata_dropped,
+        })
     }
 
     async fn holder(&self, backup: &BackupReader, holder: &str) -> Result<BackupReader> {
@@ -130,7 +148,9 @@ impl BucketTarget {
                 continue;
             };
             let key = self.key(&name)?;
-            self.upload_one(&mut tar, &key, entry, size).await?;
+            if self.upload_one(&mut tar, &key, entry, size).await? {
+                written.metadata_dropped += 1;
+            }
             written.keys.push(key.to_string());
             written.bytes += size;
             found += 1;
@@ -157,14 +177,14 @@ impl BucketTarget {
 
     /// Writes one object: up to [`SINGLE_PUT_BYTES`] buffered, checked, then one put (a
     /// mismatch never reaches the target); larger ones by multipart upload, aborted on a
-    /// mismatch.
+    /// mismatch. True when its recorded metadata could not be given.
     async fn upload_one(
         &self,
         tar: &mut TarStream,
         key: &ObjectPath,
         entry: &FileEntry,
         size: u64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mismatch = || Error::Restore(format!("{key} does not match its SHA-256: not restored"));
         let mut hasher = Sha256::new();
         if size <= SINGLE_PUT_BYTES {
@@ -179,7 +199,7 @@ impl BucketTarget {
             }
             return self.put(key, PutPayload::from(body), entry).await;
         }
-        let upload = self.start_multipart(key, entry).await?;
+        let (upload, dropped) = self.start_multipart(key, entry).await?;
         let mut writer = WriteMultipart::new(upload);
         let streamed = tar
             .body(size, |chunk| {
@@ -195,26 +215,27 @@ impl BucketTarget {
         writer
             .finish()
             .await
-            .map(drop)
+            .map(|_| dropped)
             .map_err(|e| Error::store(format!("writing {key}"), e))
     }
 
     /// One put with the object's recorded metadata. A store that cannot hold metadata (a
-    /// local directory) gets the bytes without it, with a warning.
-    async fn put(&self, key: &ObjectPath, body: PutPayload, entry: &FileEntry) -> Result<()> {
+    /// local directory) gets the bytes without it: true then, and the caller reports it.
+    async fn put(&self, key: &ObjectPath, body: PutPayload, entry: &FileEntry) -> Result<bool> {
+        let mut dropped = false;
         let opts = PutOptions {
             attributes: from_index(&entry.attributes),
             ..PutOptions::default()
         };
         let result = match self.store.put_opts(key, body.clone(), opts).await {
             Err(dr_core::object_store::Error::NotImplemented { .. }) => {
-                warn_metadata_dropped(key, entry);
+                dropped = metadata_dropped(key, entry);
                 self.store.put(key, body).await
             }
             other => other,
         };
         result
-            .map(drop)
+            .map(|_| dropped)
             .map_err(|e| Error::store(format!("writing {key}"), e))
     }
 
@@ -222,19 +243,22 @@ impl BucketTarget {
         &self,
         key: &ObjectPath,
         entry: &FileEntry,
-    ) -> Result<Box<dyn dr_core::object_store::MultipartUpload>> {
+    ) -> Result<(Box<dyn dr_core::object_store::MultipartUpload>, bool)> {
+        let mut dropped = false;
         let opts = PutMultipartOptions {
             attributes: from_index(&entry.attributes),
             ..PutMultipartOptions::default()
         };
         let result = match self.store.put_multipart_opts(key, opts).await {
             Err(dr_core::object_store::Error::NotImplemented { .. }) => {
-                warn_metadata_dropped(key, entry);
+                dropped = metadata_dropped(key, entry);
                 self.store.put_multipart(key).await
             }
             other => other,
         };
-        result.map_err(|e| Error::store(format!("writing {key}"), e))
+        result
+            .map(|upload| (upload, dropped))
+            .map_err(|e| Error::store(format!("writing {key}"), e))
     }
 
     /// The error of a restore that failed after writing `written`: what failed, how many
@@ -299,10 +323,13 @@ async fn check_whole(reader: &BackupReader) -> Result<()> {
     Ok(())
 }
 
-fn warn_metadata_dropped(key: &ObjectPath, entry: &FileEntry) {
-    if !entry.attributes.is_empty() {
-        tracing::warn!(%key, "the target store cannot hold object metadata (Content-Type, user metadata): restored without it");
+/// Whether `entry` had metadata to lose (logged per key; counted by the caller).
+fn metadata_dropped(key: &ObjectPath, entry: &FileEntry) -> bool {
+    if entry.attributes.is_empty() {
+        return false;
     }
+    tracing::warn!(%key, "the target store cannot hold object metadata (Content-Type, user metadata): restored without it");
+    true
 }
 
 /// One key a line, readable by the owner only (keys are names).

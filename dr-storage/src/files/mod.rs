@@ -16,7 +16,7 @@ mod walk;
 
 pub use backup::{DirectorySource, FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
 pub use bucket::BucketSource;
-pub use bucket_restore::BucketTarget;
+pub use bucket_restore::{BucketRestored, BucketTarget};
 pub use index::{EntryKind, FileEntry, FileIndex};
 pub use restore::{DirectoryTarget, TreeReport, read_index};
 pub use verify::TreeVerifier;

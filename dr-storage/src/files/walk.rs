@@ -38,6 +38,15 @@ impl TreeFilter {
 /// # Errors
 /// [`Error::Io`] when the root or a directory cannot be read.
 pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Vec<FileEntry>> {
+    walk_counting_sockets(root, filter).map(|(entries, _)| entries)
+}
+
+/// [`walk`], also counting the sockets passed over (a socket cannot be backed up: the
+/// program that owns it recreates it), so the backup can say so.
+///
+/// # Errors
+/// As [`walk`].
+pub fn walk_counting_sockets(root: &Path, filter: &TreeFilter) -> Result<(Vec<FileEntry>, u64)> {
     let meta =
         std::fs::metadata(root).map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
     if !meta.is_dir() {
@@ -46,9 +55,9 @@ pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Vec<FileEntry>> {
             root.display()
         )));
     }
-    let mut entries = Vec::new();
-    visit(root, Path::new(""), meta.dev(), filter, &mut entries)?;
-    Ok(group_links(entries))
+    let mut walked = Walked::default();
+    visit(root, Path::new(""), meta.dev(), filter, &mut walked)?;
+    Ok((group_links(walked.entries), walked.sockets))
 }
 
 /// The root directory's own entry: mode, owner, mtime, extended attributes (no path).
@@ -118,12 +127,18 @@ pub(crate) fn read_xattrs(path: &Path) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+#[derive(Default)]
+struct Walked {
+    entries: Vec<(FileEntry, u64, u64)>,
+    sockets: u64,
+}
+
 fn visit(
     root: &Path,
     relative: &Path,
     device: u64,
     filter: &TreeFilter,
-    out: &mut Vec<(FileEntry, u64, u64)>,
+    out: &mut Walked,
 ) -> Result<()> {
     let dir = root.join(relative);
     let io = |e| Error::io(format!("reading {}", dir.display()), e);
@@ -147,6 +162,7 @@ fn visit(
         };
         let Some(kind) = kind_of(&meta) else {
             tracing::warn!(path = %path.display(), "skipping a socket: it cannot be backed up (the program that owns it recreates it)");
+            out.sockets += 1;
             continue;
         };
         if kind != EntryKind::Dir && !filter.included(&rel) {
@@ -160,7 +176,7 @@ fn visit(
             entry.set_link_target(&target);
         }
         entry.xattrs = read_xattrs(&path)?;
-        out.push((entry, meta.dev(), meta.nlink()));
+        out.entries.push((entry, meta.dev(), meta.nlink()));
         if kind == EntryKind::Dir && (filter.cross_filesystems || meta.dev() == device) {
             visit(root, &rel, device, filter, out)?;
         }
