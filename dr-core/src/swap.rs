@@ -165,6 +165,10 @@ pub struct Staging {
 pub struct Swapped {
     /// Where the replaced target is kept, if there was one.
     pub previous: Option<PathBuf>,
+    /// Sidecars found beside a target that did not exist (a `-wal` left after the database
+    /// file was deleted): moved to these paths, never left to be replayed into the restored
+    /// file.
+    pub sidecars_kept: Vec<PathBuf>,
 }
 
 const STAGING_MARK: &str = ".dr-restore-";
@@ -206,6 +210,7 @@ impl Staging {
     fn new(target: &Path, is_dir: bool) -> Result<Staging> {
         let target = std::path::absolute(target)
             .map_err(|e| Error::io(format!("resolving {}", target.display()), e))?;
+        let target = follow_symlink(target)?;
         let dir = parent(&target).to_owned();
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating the directory {}", dir.display()), e))?;
@@ -235,7 +240,7 @@ impl Staging {
         &self.staged
     }
 
-    /// The absolute target path.
+    /// The absolute target path, a symbolic link followed to the file it names.
     pub fn target(&self) -> &Path {
         &self.target
     }
@@ -256,7 +261,12 @@ impl Staging {
             remove_if_present(&crate::sibling_path(&self.staged, suffix))?;
         }
         sync(&self.staged)?;
+        let mut sidecars_kept = Vec::new();
         let previous = if !replaced {
+            let kept = unused_name(&self.target, &self.sidecars);
+            for suffix in self.move_sidecars(&self.target, &kept)? {
+                sidecars_kept.push(crate::sibling_path(&kept, &suffix));
+            }
             rename(&self.staged, &self.target)?;
             None
         } else if self.is_dir {
@@ -266,7 +276,10 @@ impl Staging {
         };
         self.committed = true;
         sync(parent(&self.target))?;
-        Ok(Swapped { previous })
+        Ok(Swapped {
+            previous,
+            sidecars_kept,
+        })
     }
 
     /// Keeps the old file by a hard link, moves its sidecars to the kept name, renames the
@@ -357,6 +370,26 @@ impl Drop for Staging {
             let _ = std::fs::remove_file(crate::sibling_path(&self.staged, suffix));
         }
     }
+}
+
+/// The file a symbolic link at `target` points to (followed to the end): a restore
+/// replaces the database the link names, never the link itself. A dangling link resolves
+/// to where it points.
+fn follow_symlink(mut target: PathBuf) -> Result<PathBuf> {
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&target) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let link = std::fs::read_link(&target)
+                    .map_err(|e| Error::io(format!("reading the link {}", target.display()), e))?;
+                target = parent(&target).join(link);
+            }
+            _ => return Ok(target),
+        }
+    }
+    Err(Error::Restore(format!(
+        "{} is a chain of too many symbolic links (a loop?)",
+        target.display()
+    )))
 }
 
 fn staging_prefix(target: &Path) -> String {

@@ -274,3 +274,36 @@ fn acls_inherited_from_where_it_is_restored_are_not_kept() {
         "a child inherited the target directory's default ACL"
     );
 }
+
+#[test]
+fn sidecars_beside_a_missing_target_are_kept_away_from_the_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("app.db");
+    std::fs::write(sibling_path(&target, "-wal"), b"a stale wal").unwrap();
+    let staging = Staging::file(&target)
+        .unwrap()
+        .with_sidecars(&["-wal", "-shm"]);
+    std::fs::write(staging.path(), b"new").unwrap();
+    let swapped = staging.commit(&Inherit::Replaced).unwrap();
+    assert!(swapped.previous.is_none());
+    assert!(!sibling_path(&target, "-wal").exists(), "{:?}", names(dir.path()));
+    assert_eq!(swapped.sidecars_kept.len(), 1);
+    assert_eq!(std::fs::read(&swapped.sidecars_kept[0]).unwrap(), b"a stale wal");
+}
+
+#[test]
+fn a_symlinked_target_is_restored_where_the_link_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.db");
+    std::fs::write(&real, b"old").unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.path().join("app.db");
+    std::os::unix::fs::symlink("real.db", &link).unwrap();
+    let staging = Staging::file(&link).unwrap();
+    assert_eq!(staging.target(), real);
+    std::fs::write(staging.path(), b"new").unwrap();
+    staging.commit(&Inherit::Replaced).unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(&real).unwrap(), b"new");
+    assert_eq!(std::fs::metadata(&real).unwrap().mode() & 0o7777, 0o640);
+}

@@ -33,6 +33,15 @@ pub(crate) fn refuse_if_in_use(target: &Path) -> Result<Vec<String>> {
             target.display()
         )]);
     }
+    let journal = sibling(target, "-journal");
+    if std::fs::metadata(&journal).is_ok_and(|m| m.len() > 0) {
+        // No process has it open: a crashed writer's hot journal. Opening the database would
+        // roll it back into the file that is about to be kept; leave both as they are.
+        return Ok(vec![format!(
+            "{} had the hot journal of a crashed writer beside it; both were kept as they were (not rolled back)",
+            target.display()
+        )]);
+    }
     match write_lock_test(target) {
         Ok(()) => Ok(Vec::new()),
         Err(e) => match e.sqlite_error_code() {

@@ -63,6 +63,7 @@ impl Restore for SqliteTarget {
             notes.extend(refuse_if_in_use(&target)?);
         }
         let staging = Staging::file(&target)?.with_sidecars(SIDECARS);
+        let target = staging.target().to_owned();
         let restored_bytes = write_artifact(backup, staging.path()).await?;
         let expected = recorded_rows(&backup.manifest().source_info);
         let (checks, staged_path, integrity) = (
@@ -84,6 +85,13 @@ impl Restore for SqliteTarget {
         let swapped = tokio::task::spawn_blocking(move || staging.commit(&inherit))
             .await
             .map_err(|e| Error::Usage(format!("swap task failed: {e}")))??;
+        for kept in &swapped.sidecars_kept {
+            notes.push(format!(
+                "{} was beside the missing database (a leftover that SQLite would have replayed into the restored file): moved to {}",
+                kept.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                kept.display()
+            ));
+        }
         for note in &notes {
             tracing::warn!(target = %target.display(), "{note}");
         }

@@ -293,3 +293,72 @@ async fn restore_refuses_while_a_process_holds_the_file_naming_it() {
         assert_eq!(std::fs::read(&db).unwrap(), before, "target untouched");
     }
 }
+
+/// Leftovers of another database beside a target that does not exist (restore `--to` a new
+/// path, or in place after the file itself was deleted): a stray `-wal` must never be
+/// replayed into the restored file, and a source path that is a symbolic link is restored
+/// where it points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_sidecars_and_symlinked_paths_do_not_change_the_restored_database() {
+    let fx = Fixture::new().await;
+    let db = fx.db_in("live");
+    corpus(&db, 4096, Journal::Wal);
+    let source = fingerprint_database(&db);
+    let manifest = fx
+        .repo
+        .backup("app", &SqliteSource::new(&db), &BackupOptions::default())
+        .await
+        .unwrap();
+
+    // A foreign WAL (from another database) beside the new path.
+    let foreign = fx.db_in("foreign");
+    sqlite3(&foreign, &["PRAGMA journal_mode=WAL;"]);
+    crash_after(&foreign, "PRAGMA wal_autocheckpoint=0; CREATE TABLE evil (x); INSERT INTO evil VALUES (1);");
+    let new_path = fx.db_in("new");
+    for suffix in ["-wal", "-shm"] {
+        let from = dr_core::sibling_path(&foreign, suffix);
+        if from.exists() {
+            std::fs::copy(&from, dr_core::sibling_path(&new_path, suffix)).unwrap();
+        }
+    }
+    assert!(dr_core::sibling_path(&new_path, "-wal").exists());
+    let report = restore(&fx, &manifest, &new_path).await;
+    assert!(
+        report.notes.iter().any(|n| n.contains("-wal")),
+        "{:?}",
+        report.notes
+    );
+    assert_faithful(
+        "to a new path beside a stray -wal",
+        &source.without(&["owner", "mode", "beside"]),
+        &fingerprint_database(&new_path).without(&["owner", "mode", "beside"]),
+    );
+    assert!(!dr_core::sibling_path(&new_path, "-wal").exists());
+
+    // In place after the database file was deleted, its -wal left behind.
+    crash_after(&db, "PRAGMA wal_autocheckpoint=0; INSERT INTO audit (what) VALUES ('late');");
+    assert!(dr_core::sibling_path(&db, "-wal").exists());
+    std::fs::remove_file(&db).unwrap();
+    restore(&fx, &manifest, &db).await;
+    assert_faithful(
+        "in place after the file was deleted",
+        &source,
+        &fingerprint_database(&db),
+    );
+
+    // The configured path is a symbolic link to the database.
+    let real = fx.db_in("linked").with_file_name("real.db");
+    std::fs::copy(&db, &real).unwrap();
+    std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    let link = real.with_file_name("app.db");
+    std::os::unix::fs::symlink("real.db", &link).unwrap();
+    sqlite3(&real, &["INSERT INTO audit (what) VALUES ('after the backup');"]);
+    restore(&fx, &manifest, &link).await;
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_faithful(
+        "through a symbolic link",
+        &source.without(&["beside"]),
+        &fingerprint_database(&real).without(&["beside"]),
+    );
+}
