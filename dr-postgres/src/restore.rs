@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dr_core::checks::UserCheck;
 use dr_core::{
@@ -16,6 +16,12 @@ use crate::checks::{
 };
 use crate::child;
 use crate::conn::{PgConnection, quote_ident};
+use crate::dbprops::DatabaseProperties;
+use crate::sessions::{empty_database, lock_waits};
+
+/// How long a swap waits for sessions to leave, and an in-place restore for a lock, unless
+/// told otherwise.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 /// Restores a logical backup on the server of `conn`; the database of `conn` is the original
 /// that `swap` replaces.
@@ -24,6 +30,7 @@ pub struct PostgresTarget {
     conn: PgConnection,
     user_checks: Vec<UserCheck>,
     in_place: bool,
+    wait: Duration,
 }
 
 impl PostgresTarget {
@@ -33,7 +40,16 @@ impl PostgresTarget {
             conn,
             user_checks: Vec::new(),
             in_place: false,
+            wait: DEFAULT_WAIT,
         }
+    }
+
+    /// How long a swap waits for the sessions connected to the original to leave (without
+    /// `force`, it then gives up and names them; with `force` it ends them at once), and an
+    /// in-place restore's statements wait for a lock (`lock_timeout`). Default 30 s.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// Restores into the existing database itself: `pg_restore --clean --if-exists
@@ -62,9 +78,10 @@ impl PostgresTarget {
         name: &str,
         force: bool,
     ) -> Result<CheckOutcome> {
+        let props = DatabaseProperties::recorded(backup).await?;
         let admin = self.conn.with_database("postgres").connect().await?;
         drop_abandoned_restores(&admin, &self.conn).await?;
-        prepare_database(&admin, &self.conn, name, force).await?;
+        prepare_database(&admin, &self.conn, name, force, props.as_ref()).await?;
         // A session held on the new database while it is being filled tells concurrent
         // restores that it is not abandoned.
         let _in_use = self.conn.with_database(name).connect().await?;
@@ -75,14 +92,22 @@ impl PostgresTarget {
             &format!("{INCOMPLETE} of backup {}", backup.id()),
         )
         .await?;
-        let outcome = self.fill_and_check(backup, name).await;
+        let mut outcome = self.fill_and_check(backup, name).await;
         if outcome.is_ok() {
-            let done = format!(
-                "dr: restored from backup {} at {}",
-                backup.id(),
-                chrono::Utc::now().to_rfc3339()
-            );
-            mark(&admin, &self.conn, name, &done).await?;
+            outcome = match &props {
+                // The database's own comment, owner, privileges and settings replace the mark.
+                Some(props) => apply_properties(&admin, &self.conn, props, name)
+                    .await
+                    .and(outcome),
+                None => {
+                    let done = format!(
+                        "dr: restored from backup {} at {} (a backup without its database properties: owner, privileges and settings are the server's defaults)",
+                        backup.id(),
+                        chrono::Utc::now().to_rfc3339()
+                    );
+                    mark(&admin, &self.conn, name, &done).await.and(outcome)
+                }
+            };
         }
         if outcome.is_err() {
             let dropped = admin
@@ -176,7 +201,14 @@ impl Restore for PostgresTarget {
             ));
         }
         let admin = self.conn.with_database("postgres").connect().await?;
-        let kept = swap(&admin, &self.conn, &original, &name, &stamp).await?;
+        let kept = swap(&admin, &self.conn, (&original, &name), &stamp, (self.wait, opts.force))
+            .await
+            .map_err(|e| match e {
+                Error::Refused(why) => Error::Refused(format!(
+                    "{why}; the restored and checked copy is kept as database {name}"
+                )),
+                e => e,
+            })?;
         Ok(report(backup, self.conn.clone(), kept, started))
     }
 }
@@ -189,18 +221,24 @@ impl PostgresTarget {
     ) -> Result<RestoreReport> {
         let name = self.conn.database().to_owned();
         check_whole_backup(backup, &name).await?;
-        run_pg_restore(
+        let props = DatabaseProperties::recorded(backup).await?;
+        let admin = self.conn.with_database("postgres").connect().await?;
+        let application = format!("dr-restore-{}", std::process::id());
+        let restoring = run_pg_restore_waiting(
             &self.conn,
             backup,
             &["--clean", "--if-exists", "--single-transaction"],
-        )
-        .await
-        .map_err(|e| {
+            (&admin, &application, self.wait),
+        );
+        restoring.await.map_err(|e| {
             Error::Restore(format!(
                 "pg_restore of backup {} into {name} failed and its single transaction was rolled back: {name} is as it was ({e})",
                 backup.id()
             ))
         })?;
+        if let Some(props) = &props {
+            apply_properties(&admin, &self.conn, props, &name).await?;
+        }
         self.check(&self.conn, backup, &name).await.map_err(|e| {
             Error::Restore(format!(
                 "backup {} was restored into {name} and committed, but checking it failed: {e}",
@@ -307,6 +345,7 @@ async fn prepare_database(
     conn: &PgConnection,
     name: &str,
     force: bool,
+    props: Option<&DatabaseProperties>,
 ) -> Result<()> {
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -325,10 +364,22 @@ async fn prepare_database(
             .await
             .map_err(|e| conn.explain(&format!("dropping {name} on"), &e))?;
     }
-    admin
-        .batch_execute(&format!("CREATE DATABASE {quoted} TEMPLATE template0"))
-        .await
-        .map_err(|e| conn.explain(&format!("creating database {name} on"), &e))
+    let create = props.map_or(format!("CREATE DATABASE {quoted} TEMPLATE template0"), |p| {
+        p.create_sql(name)
+    });
+    admin.batch_execute(&create).await.map_err(|e| match (props, e.as_db_error()) {
+        // 22023 invalid locale name, 42704 ICU locale or collation missing, 22P03/22021 encoding
+        (Some(p), Some(db)) if matches!(db.code().code(), "22023" | "42704" | "42809" | "0A000") => Error::Restore(format!(
+            "creating database {name} as the backup's {} was (encoding {}, LC_COLLATE {}, LC_CTYPE {}{}) failed on {conn}: {}; install that locale on the target server (e.g. `locale-gen` / the locales package) and restart it, then restore again",
+            p.name,
+            p.encoding,
+            p.collate,
+            p.ctype,
+            p.icu_locale.as_deref().map(|l| format!(", ICU locale {l}")).unwrap_or_default(),
+            db.message()
+        )),
+        _ => conn.explain(&format!("creating database {name} on"), &e),
+    })
 }
 
 /// Streams the dump into `pg_restore --exit-on-error` on stdin.
@@ -337,7 +388,69 @@ async fn run_pg_restore(
     backup: &BackupReader,
     extra: &[&str],
 ) -> Result<()> {
+    run_pg_restore_with(target, backup, extra, target.command("pg_restore"))
+        .await
+        .map_err(explain_missing_role)
+}
+
+/// pg_restore with `lock_timeout = wait`, saying meanwhile which locks it waits for (which
+/// relation, held by which session) and, after a lock timeout, which it waited for.
+async fn run_pg_restore_waiting(
+    target: &PgConnection,
+    backup: &BackupReader,
+    extra: &[&str],
+    (admin, application, wait): (&Client, &str, Duration),
+) -> Result<()> {
     let mut command = target.command("pg_restore");
+    command
+        .env("PGAPPNAME", application)
+        .env("PGOPTIONS", format!("-c lock_timeout={}", wait.as_millis().max(1)));
+    let restoring = run_pg_restore_with(target, backup, extra, command);
+    tokio::pin!(restoring);
+    let mut seen: Vec<String> = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let result = loop {
+        tokio::select! {
+            result = &mut restoring => break result,
+            _ = tick.tick() => {
+                let waits = lock_waits(admin, application).await;
+                if !waits.is_empty() && waits != seen {
+                    tracing::warn!(
+                        "the restore waits (lock_timeout {} s) for: {}",
+                        wait.as_secs(),
+                        waits.join("; ")
+                    );
+                    seen = waits;
+                }
+            }
+        }
+    };
+    result.map_err(|e| match e {
+        Error::Source(m) if m.contains("lock timeout") && !seen.is_empty() => Error::Source(format!(
+            "{m} (after waiting {} s for: {}; end that session, wait longer with --wait, or retry when it is done)",
+            wait.as_secs(),
+            seen.join("; ")
+        )),
+        e => explain_missing_role(e),
+    })
+}
+
+/// pg_restore failing on a role the server lacks: say how to create the backup's roles.
+fn explain_missing_role(e: Error) -> Error {
+    match e {
+        Error::Source(m) if m.contains("role \"") && m.contains("does not exist") => Error::Source(format!(
+            "{m} (the backup's roles are not on this server: create them first with `dr restore SOURCE --globals`, with --server URL for another server)"
+        )),
+        e => e,
+    }
+}
+
+async fn run_pg_restore_with(
+    target: &PgConnection,
+    backup: &BackupReader,
+    extra: &[&str],
+    mut command: tokio::process::Command,
+) -> Result<()> {
     command
         .args([
             "--no-password",
@@ -386,13 +499,14 @@ fn recorded_newest(backup: &BackupReader) -> Newest {
     (columns, newest)
 }
 
-/// Swaps `restored` in as `original`, keeping the original as `<original>_pre_restore_<stamp>`.
+/// Swaps `restored` in as `original`, keeping the original as `<original>_pre_restore_<stamp>`,
+/// once the sessions on the original have left (`wait`), or ended with `force`.
 async fn swap(
     admin: &Client,
     conn: &PgConnection,
-    original: &str,
-    restored: &str,
+    (original, restored): (&str, &str),
     stamp: &str,
+    (wait, force): (Duration, bool),
 ) -> Result<Option<String>> {
     let explain = |e: tokio_postgres::Error| conn.explain("swapping databases on", &e);
     let exists = admin
@@ -403,18 +517,7 @@ async fn swap(
     let kept = format!("{original}_pre_restore_{stamp}");
     if exists {
         let (orig, keep) = (quote_ident(original), quote_ident(&kept));
-        // No new sessions, end the current ones, then rename.
-        admin
-            .batch_execute(&format!("ALTER DATABASE {orig} ALLOW_CONNECTIONS false"))
-            .await
-            .map_err(explain)?;
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&original],
-            )
-            .await
-            .map_err(explain)?;
+        empty_database(admin, conn, original, wait, force).await?;
         admin
             .batch_execute(&format!("ALTER DATABASE {orig} RENAME TO {keep}"))
             .await
@@ -433,4 +536,18 @@ async fn swap(
         .await
         .map_err(explain)?;
     Ok(exists.then_some(kept))
+}
+
+/// Gives the restored database `name` the recorded properties; roles the server lacks are
+/// warned about (the restore goes on).
+async fn apply_properties(
+    admin: &Client,
+    conn: &PgConnection,
+    props: &DatabaseProperties,
+    name: &str,
+) -> Result<()> {
+    for note in props.apply(admin, conn, name).await? {
+        tracing::warn!("{note}");
+    }
+    Ok(())
 }
