@@ -113,7 +113,10 @@ impl Backup for PostgresSource {
             .await?;
         if self.with_globals {
             let passwords = client
-                .query_one("SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')", &[])
+                .query_one(
+                    "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')",
+                    &[],
+                )
                 .await
                 .map_err(|e| explain("checking access to pg_authid on", e))?
                 .get::<_, bool>(0);

@@ -142,12 +142,23 @@ impl DatabaseProperties {
     ///
     /// # Errors
     /// [`Error::Restore`] naming the statement that failed (nothing is changed then).
-    pub async fn apply(&self, client: &Client, conn: &PgConnection, name: &str) -> Result<Vec<String>> {
+    pub async fn apply(
+        &self,
+        client: &Client,
+        conn: &PgConnection,
+        name: &str,
+    ) -> Result<Vec<String>> {
         let existing = existing_roles(client, conn).await?;
         let mut notes = Vec::new();
         let mut sql = self.basic_sql(name, &existing, &mut notes);
-        sql.extend(self.acl_sql(client, conn, name, &existing, &mut notes).await?);
-        sql.extend(self.settings_sql(client, conn, name, &existing, &mut notes).await?);
+        sql.extend(
+            self.acl_sql(client, conn, name, &existing, &mut notes)
+                .await?,
+        );
+        sql.extend(
+            self.settings_sql(client, conn, name, &existing, &mut notes)
+                .await?,
+        );
         run_in_transaction(client, &sql).await.map_err(|e| {
             Error::Restore(format!(
                 "giving database {name} the properties of {} failed: {e}; the restored data is in place but its owner, privileges, settings and comment are not (see `dr restore --help`)",
@@ -161,11 +172,17 @@ impl DatabaseProperties {
         let db = quote_ident(name);
         let comment = self.comment.as_deref().map_or("NULL".into(), literal);
         let mut sql = vec![
-            format!("ALTER DATABASE {db} CONNECTION LIMIT {}", self.connection_limit),
+            format!(
+                "ALTER DATABASE {db} CONNECTION LIMIT {}",
+                self.connection_limit
+            ),
             format!("COMMENT ON DATABASE {db} IS {comment}"),
         ];
         if existing.contains(&self.owner) {
-            sql.insert(0, format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(&self.owner)));
+            sql.insert(
+                0,
+                format!("ALTER DATABASE {db} OWNER TO {}", quote_ident(&self.owner)),
+            );
         } else {
             notes.push(format!(
                 "role {} does not exist on this server: database {name} keeps its owner (restore the roles first: `dr restore SOURCE --globals`)",
@@ -204,7 +221,9 @@ impl DatabaseProperties {
             grantees.push(quote_ident(&self.owner));
         }
         for grantee in grantees {
-            sql.push(format!("REVOKE ALL ON DATABASE {db} FROM {grantee} CASCADE"));
+            sql.push(format!(
+                "REVOKE ALL ON DATABASE {db} FROM {grantee} CASCADE"
+            ));
         }
         for item in self.acl.iter().filter_map(|i| AclItem::parse(i)) {
             let missing = [&item.grantee, &item.grantor]
@@ -242,7 +261,10 @@ impl DatabaseProperties {
             .map_err(|e| conn.explain("reading role settings on", &e))?;
         for row in current_roles {
             let role: String = row.get(0);
-            sql.push(format!("ALTER ROLE {} IN DATABASE {db} RESET ALL", quote_ident(&role)));
+            sql.push(format!(
+                "ALTER ROLE {} IN DATABASE {db} RESET ALL",
+                quote_ident(&role)
+            ));
         }
         for item in &self.settings {
             sql.push(format!("ALTER DATABASE {db} {}", set_clause(item)));
@@ -268,16 +290,27 @@ impl DatabaseProperties {
 }
 
 /// Runs `statements` in one transaction; the error names the statement that failed.
-pub(crate) async fn run_in_transaction(client: &Client, statements: &[String]) -> std::result::Result<(), String> {
-    client.batch_execute("BEGIN").await.map_err(|e| e.to_string())?;
+pub(crate) async fn run_in_transaction(
+    client: &Client,
+    statements: &[String],
+) -> std::result::Result<(), String> {
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| e.to_string())?;
     for statement in statements {
         if let Err(e) = client.batch_execute(statement).await {
             let _ = client.batch_execute("ROLLBACK").await;
-            let detail = e.as_db_error().map_or(e.to_string(), |d| d.message().to_owned());
+            let detail = e
+                .as_db_error()
+                .map_or(e.to_string(), |d| d.message().to_owned());
             return Err(format!("`{}`: {detail}", redact(statement)));
         }
     }
-    client.batch_execute("COMMIT").await.map_err(|e| e.to_string())
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// A statement as it may be shown: a `PASSWORD '...'` clause is replaced by `PASSWORD ***`.
@@ -308,7 +341,10 @@ pub(crate) fn literal(s: &str) -> String {
 /// elements of a list setting (search_path...) each quoted, any other value one literal.
 fn set_clause(item: &str) -> String {
     let (name, value) = item.split_once('=').unwrap_or((item, ""));
-    let name_sql = if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') {
+    let name_sql = if name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
+    {
         name.to_owned()
     } else {
         quote_ident(name)
@@ -321,7 +357,11 @@ fn set_clause(item: &str) -> String {
         "local_preload_libraries",
     ];
     let value_sql = if LISTS.contains(&name.to_ascii_lowercase().as_str()) {
-        split_list(value).iter().map(|v| literal(v)).collect::<Vec<_>>().join(", ")
+        split_list(value)
+            .iter()
+            .map(|v| literal(v))
+            .collect::<Vec<_>>()
+            .join(", ")
     } else {
         literal(value)
     };
@@ -376,11 +416,20 @@ impl AclItem {
             }
             privileges.push((p, option));
         }
-        Some(AclItem { text: text.to_owned(), grantee, grantor, privileges })
+        Some(AclItem {
+            text: text.to_owned(),
+            grantee,
+            grantor,
+            privileges,
+        })
     }
 
     fn grantee_sql(&self) -> String {
-        if self.grantee.is_empty() { "PUBLIC".into() } else { quote_ident(&self.grantee) }
+        if self.grantee.is_empty() {
+            "PUBLIC".into()
+        } else {
+            quote_ident(&self.grantee)
+        }
     }
 
     fn grant_sql(&self, db: &str, owner: &str) -> Vec<String> {
@@ -392,13 +441,21 @@ impl AclItem {
         };
         let mut sql = Vec::new();
         for option in [false, true] {
-            let privs: Vec<&str> =
-                self.privileges.iter().filter(|(_, o)| *o == option).filter_map(|(p, _)| name(*p)).collect();
+            let privs: Vec<&str> = self
+                .privileges
+                .iter()
+                .filter(|(_, o)| *o == option)
+                .filter_map(|(p, _)| name(*p))
+                .collect();
             if privs.is_empty() {
                 continue;
             }
             let with = if option { " WITH GRANT OPTION" } else { "" };
-            sql.push(format!("GRANT {} ON DATABASE {db} TO {}{with}", privs.join(", "), self.grantee_sql()));
+            sql.push(format!(
+                "GRANT {} ON DATABASE {db} TO {}{with}",
+                privs.join(", "),
+                self.grantee_sql()
+            ));
         }
         if self.grantor != owner && !sql.is_empty() {
             sql.insert(0, format!("SET ROLE {}", quote_ident(&self.grantor)));
@@ -441,19 +498,29 @@ mod tests {
         assert_eq!(item.grantee, "odd \"role");
         assert_eq!(item.privileges, vec![('C', true), ('c', false)]);
         let sql = item.grant_sql("\"shop\"", "app_owner");
-        assert_eq!(sql, vec![
-            "SET ROLE \"postgres\"".to_owned(),
-            "GRANT CONNECT ON DATABASE \"shop\" TO \"odd \"\"role\"".to_owned(),
-            "GRANT CREATE ON DATABASE \"shop\" TO \"odd \"\"role\" WITH GRANT OPTION".to_owned(),
-            "RESET ROLE".to_owned(),
-        ]);
+        assert_eq!(
+            sql,
+            vec![
+                "SET ROLE \"postgres\"".to_owned(),
+                "GRANT CONNECT ON DATABASE \"shop\" TO \"odd \"\"role\"".to_owned(),
+                "GRANT CREATE ON DATABASE \"shop\" TO \"odd \"\"role\" WITH GRANT OPTION"
+                    .to_owned(),
+                "RESET ROLE".to_owned(),
+            ]
+        );
     }
 
     #[test]
     fn settings_are_quoted_like_pg_dump_does() {
         assert_eq!(set_clause("work_mem=8MB"), "SET work_mem TO '8MB'");
-        assert_eq!(set_clause("search_path=\"$user\", app, \"My Schema\""), "SET search_path TO '$user', 'app', 'My Schema'");
-        assert_eq!(set_clause("TimeZone=Europe/Berlin"), "SET \"TimeZone\" TO 'Europe/Berlin'");
+        assert_eq!(
+            set_clause("search_path=\"$user\", app, \"My Schema\""),
+            "SET search_path TO '$user', 'app', 'My Schema'"
+        );
+        assert_eq!(
+            set_clause("TimeZone=Europe/Berlin"),
+            "SET \"TimeZone\" TO 'Europe/Berlin'"
+        );
         assert_eq!(set_clause("app.note=it's"), "SET app.note TO 'it''s'");
     }
 }

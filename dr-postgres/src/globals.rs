@@ -94,7 +94,8 @@ fn plan(statements: &[String], existing: &[String], with_passwords: bool) -> Pla
             }
         } else if let Some((granted, member, grantor)) = membership(&words) {
             if is_new(&granted, &outcome.created) || is_new(&member, &outcome.created) {
-                let known = |r: &str| existing.iter().any(|e| e == r) || is_new(r, &outcome.created);
+                let known =
+                    |r: &str| existing.iter().any(|e| e == r) || is_new(r, &outcome.created);
                 let statement = match grantor {
                     // A grantor the server lacks: granted by the restoring role instead.
                     Some((g, at)) if !known(&g) => statement[..at].trim_end().to_owned(),
@@ -109,7 +110,9 @@ fn plan(statements: &[String], existing: &[String], with_passwords: bool) -> Pla
             } else {
                 "not a role statement dr applies"
             };
-            outcome.skipped.push(format!("{} ({reason})", first_line(statement)));
+            outcome
+                .skipped
+                .push(format!("{} ({reason})", first_line(statement)));
         }
     }
     Plan { sql, outcome }
@@ -221,7 +224,10 @@ pub(crate) fn split_statements(script: &str) -> Vec<String> {
     let (mut single, mut double) = (false, false);
     for line in script.lines() {
         let outside = !single && !double;
-        if outside && current.trim().is_empty() && (line.starts_with("--") || line.starts_with('\\')) {
+        if outside
+            && current.trim().is_empty()
+            && (line.starts_with("--") || line.starts_with('\\'))
+        {
             continue;
         }
         for c in line.chars() {
@@ -262,16 +268,22 @@ CREATE TABLESPACE fast OWNER postgres LOCATION '/srv/fast';\n\\unrestrict abc\n"
         let plan = plan(&statements, &["postgres".into()], false);
         assert_eq!(plan.outcome.created, ["app_owner", "odd;role"]);
         assert_eq!(plan.outcome.existing, ["postgres"]);
-        assert_eq!(plan.outcome.memberships, ["app_owner > odd;role", "app_owner > postgres"]);
-        assert_eq!(plan.sql, [
-            "CREATE ROLE app_owner",
-            "ALTER ROLE app_owner WITH NOSUPERUSER INHERIT LOGIN",
-            "CREATE ROLE \"odd;role\"",
-            "COMMENT ON ROLE \"odd;role\" IS 'it''s;\nmulti'",
-            "ALTER ROLE \"odd;role\" SET statement_timeout TO '5s'",
-            "GRANT app_owner TO \"odd;role\"",
-            "GRANT app_owner TO postgres GRANTED BY postgres",
-        ]);
+        assert_eq!(
+            plan.outcome.memberships,
+            ["app_owner > odd;role", "app_owner > postgres"]
+        );
+        assert_eq!(
+            plan.sql,
+            [
+                "CREATE ROLE app_owner",
+                "ALTER ROLE app_owner WITH NOSUPERUSER INHERIT LOGIN",
+                "CREATE ROLE \"odd;role\"",
+                "COMMENT ON ROLE \"odd;role\" IS 'it''s;\nmulti'",
+                "ALTER ROLE \"odd;role\" SET statement_timeout TO '5s'",
+                "GRANT app_owner TO \"odd;role\"",
+                "GRANT app_owner TO postgres GRANTED BY postgres",
+            ]
+        );
         assert_eq!(plan.outcome.skipped.len(), 1, "{:?}", plan.outcome.skipped);
         let with = super::plan(&statements, &["postgres".into()], true);
         assert!(with.sql[1].ends_with("PASSWORD 'SCRAM-SHA-256$4096:x='"));

@@ -34,10 +34,10 @@ mod base_verify;
 mod checks;
 mod child;
 mod conn;
-mod dbprops;
-mod globals;
 pub mod continuity;
+mod dbprops;
 mod drill;
+mod globals;
 pub mod lsn;
 pub mod pitr;
 pub mod probe;
@@ -55,10 +55,10 @@ pub use checks::{
     CheckOutcome, check_restored, check_restored_with, newest_timestamps, row_counts,
 };
 pub use conn::{PgConnection, quote_ident};
-pub use dbprops::{DATABASE_ARTIFACT, DatabaseProperties};
-pub use globals::{GlobalsOutcome, apply_globals};
 pub use continuity::{ArchiveCheck, WalRun, check_archive, unneeded_wal};
+pub use dbprops::{DATABASE_ARTIFACT, DatabaseProperties};
 pub use drill::RecoveryDrill;
+pub use globals::{GlobalsOutcome, apply_globals};
 pub use lsn::Lsn;
 pub use pitr::{PitrPlan, RecoveryTarget};
 pub use recover::{LOG_FILE, PitrOptions, PitrReport, restore_pitr};

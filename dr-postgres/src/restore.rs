@@ -201,14 +201,20 @@ impl Restore for PostgresTarget {
             ));
         }
         let admin = self.conn.with_database("postgres").connect().await?;
-        let kept = swap(&admin, &self.conn, (&original, &name), &stamp, (self.wait, opts.force))
-            .await
-            .map_err(|e| match e {
-                Error::Refused(why) => Error::Refused(format!(
-                    "{why}; the restored and checked copy is kept as database {name}"
-                )),
-                e => e,
-            })?;
+        let kept = swap(
+            &admin,
+            &self.conn,
+            (&original, &name),
+            &stamp,
+            (self.wait, opts.force),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Refused(why) => Error::Refused(format!(
+                "{why}; the restored and checked copy is kept as database {name}"
+            )),
+            e => e,
+        })?;
         Ok(report(backup, self.conn.clone(), kept, started))
     }
 }
@@ -364,9 +370,10 @@ async fn prepare_database(
             .await
             .map_err(|e| conn.explain(&format!("dropping {name} on"), &e))?;
     }
-    let create = props.map_or(format!("CREATE DATABASE {quoted} TEMPLATE template0"), |p| {
-        p.create_sql(name)
-    });
+    let create = props.map_or(
+        format!("CREATE DATABASE {quoted} TEMPLATE template0"),
+        |p| p.create_sql(name),
+    );
     admin.batch_execute(&create).await.map_err(|e| match (props, e.as_db_error()) {
         // 22023 invalid locale name, 42704 ICU locale or collation missing, 22P03/22021 encoding
         (Some(p), Some(db)) if matches!(db.code().code(), "22023" | "42704" | "42809" | "0A000") => Error::Restore(format!(
@@ -393,8 +400,9 @@ async fn run_pg_restore(
         .map_err(explain_missing_role)
 }
 
-/// pg_restore with `lock_timeout = wait`, saying meanwhile which locks it waits for (which
-/// relation, held by which session) and, after a lock timeout, which it waited for.
+/// pg_restore that gives up waiting for a lock after `wait` (dr cancels its statement: the
+/// archive's own `SET lock_timeout = 0` overrides any setting), saying meanwhile which locks
+/// it waits for (which relation, held by which session) and, after giving up, which.
 async fn run_pg_restore_waiting(
     target: &PgConnection,
     backup: &BackupReader,
@@ -402,32 +410,49 @@ async fn run_pg_restore_waiting(
     (admin, application, wait): (&Client, &str, Duration),
 ) -> Result<()> {
     let mut command = target.command("pg_restore");
-    command
-        .env("PGAPPNAME", application)
-        .env("PGOPTIONS", format!("-c lock_timeout={}", wait.as_millis().max(1)));
+    command.env("PGAPPNAME", application);
     let restoring = run_pg_restore_with(target, backup, extra, command);
     tokio::pin!(restoring);
     let mut seen: Vec<String> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut waiting_since = None::<Instant>;
+    let mut gave_up = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let result = loop {
         tokio::select! {
             result = &mut restoring => break result,
             _ = tick.tick() => {
                 let waits = lock_waits(admin, application).await;
-                if !waits.is_empty() && waits != seen {
+                if waits.is_empty() {
+                    waiting_since = None;
+                    continue;
+                }
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                if waits != seen {
                     tracing::warn!(
-                        "the restore waits (lock_timeout {} s) for: {}",
+                        "the restore waits (at most {} s) for: {}",
                         wait.as_secs(),
                         waits.join("; ")
                     );
                     seen = waits;
                 }
+                if since.elapsed() >= wait && !gave_up {
+                    gave_up = true;
+                    let cancelled = admin
+                        .execute(
+                            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                            &[&application],
+                        )
+                        .await;
+                    if let Err(e) = cancelled {
+                        tracing::warn!(error = %e, "could not cancel the waiting restore");
+                    }
+                }
             }
         }
     };
     result.map_err(|e| match e {
-        Error::Source(m) if m.contains("lock timeout") && !seen.is_empty() => Error::Source(format!(
-            "{m} (after waiting {} s for: {}; end that session, wait longer with --wait, or retry when it is done)",
+        Error::Source(m) if gave_up => Error::Source(format!(
+            "lock timeout: gave up after waiting {} s for: {} ({m}); end that session, wait longer with --wait, or retry when it is done",
             wait.as_secs(),
             seen.join("; ")
         )),
@@ -438,9 +463,11 @@ async fn run_pg_restore_waiting(
 /// pg_restore failing on a role the server lacks: say how to create the backup's roles.
 fn explain_missing_role(e: Error) -> Error {
     match e {
-        Error::Source(m) if m.contains("role \"") && m.contains("does not exist") => Error::Source(format!(
-            "{m} (the backup's roles are not on this server: create them first with `dr restore SOURCE --globals`, with --server URL for another server)"
-        )),
+        Error::Source(m) if m.contains("role \"") && m.contains("does not exist") => {
+            Error::Source(format!(
+                "{m} (the backup's roles are not on this server: create them first with `dr restore SOURCE --globals`, with --server URL for another server)"
+            ))
+        }
         e => e,
     }
 }

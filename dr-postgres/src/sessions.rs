@@ -70,7 +70,8 @@ pub(crate) async fn empty_database(
     force: bool,
 ) -> Result<()> {
     let quoted = quote_ident(db);
-    let explain = |e: tokio_postgres::Error| conn.explain("closing a database to new sessions on", &e);
+    let explain =
+        |e: tokio_postgres::Error| conn.explain("closing a database to new sessions on", &e);
     admin
         .batch_execute(&format!("ALTER DATABASE {quoted} ALLOW_CONNECTIONS false"))
         .await
@@ -83,7 +84,10 @@ pub(crate) async fn empty_database(
             return Ok(());
         }
         if force {
-            tracing::warn!("--force: ending the sessions connected to {db}: {}", list(&sessions));
+            tracing::warn!(
+                "--force: ending the sessions connected to {db}: {}",
+                list(&sessions)
+            );
             admin
                 .execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",

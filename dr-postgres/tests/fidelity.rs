@@ -107,7 +107,11 @@ async fn every_restore_mode_on_the_same_server_is_faithful() {
 
     // --swap after the source drifted: shop is the backup again, name and all.
     drift(port);
-    assert_ne!(fingerprint_database(port, "shop"), source, "the drift changed nothing");
+    assert_ne!(
+        fingerprint_database(port, "shop"),
+        source,
+        "the drift changed nothing"
+    );
     let swapped = target
         .restore(&reader, &RestoreOptions::default().with_swap(true))
         .await
@@ -270,7 +274,11 @@ async fn in_place_lock_wait_times_out_naming_the_relation_and_holder() {
     let fx = fixture().await;
     let port = fx.server.port();
     let reader = fx.backup().await;
-    psql(port, "shop", "INSERT INTO app.accounts VALUES (999, 'x', 0)");
+    psql(
+        port,
+        "shop",
+        "INSERT INTO app.accounts VALUES (999, 'x', 0)",
+    );
     let before = fingerprint_database(port, "shop");
     let (client, connection) = tokio_postgres::Config::new()
         .host("127.0.0.1")

@@ -32,8 +32,26 @@ use crate::postgres::PASSWORD;
 /// returns the unaligned, tuples-only output. Panics with psql's message on failure.
 pub fn psql(port: u16, db: &str, sql: &str) -> String {
     let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-U", "postgres", "-d", db, "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
         .env("PGPASSWORD", PASSWORD)
         .output()
         .expect("run psql");
@@ -82,7 +100,11 @@ fn database_properties(fp: &mut Fingerprint, port: u16, db: &str) {
         "db.istemplate",
     ];
     let values = one_row(port, &sql);
-    assert_eq!(values.len(), fields.len(), "database {db} not found on port {port}");
+    assert_eq!(
+        values.len(),
+        fields.len(),
+        "database {db} not found on port {port}"
+    );
     for (field, value) in fields.iter().zip(values) {
         fp.set(*field, value);
     }
@@ -104,13 +126,26 @@ fn database_properties(fp: &mut Fingerprint, port: u16, db: &str) {
 /// One row of `sql` on database postgres, its fields split (psql's field separator \x1f).
 fn one_row(port: u16, sql: &str) -> Vec<String> {
     let out = Command::new("psql")
-        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+        ])
         .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
         .args(["-F", "\x1f", "-c", sql])
         .env("PGPASSWORD", PASSWORD)
         .output()
         .expect("run psql");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     if text.is_empty() {
