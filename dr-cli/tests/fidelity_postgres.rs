@@ -40,7 +40,7 @@ fn setup(dir: &Path, server: &PgServer, user: &str) -> PathBuf {
     config
 }
 
-fn with_password<'a>(password: &'a str) -> [(&'static str, &'a str); 1] {
+fn with_password(password: &str) -> [(&'static str, &str); 1] {
     [("SHOP_DB_PASSWORD", password)]
 }
 

@@ -123,8 +123,11 @@ fn first_line(statement: &str) -> String {
     crate::dbprops::redact(line)
 }
 
+/// The grantor of a membership and where its `GRANTED BY` clause starts.
+type Grantor = Option<(String, usize)>;
+
 /// `GRANT a TO b [WITH ...] [GRANTED BY c]`: a, b, and c with where its clause starts.
-fn membership(words: &Words) -> Option<(String, String, Option<(String, usize)>)> {
+fn membership(words: &Words) -> Option<(String, String, Grantor)> {
     let rest = words.0.strip_prefix("GRANT ")?;
     if rest.contains(" ON ") {
         return None;
