@@ -51,7 +51,8 @@ impl PostgresSource {
         self
     }
 
-    /// Whether to also dump roles and tablespaces (needs a superuser; default on).
+    /// Whether to also dump roles and tablespaces (default on). A role that may not read
+    /// pg_authid (not a superuser, not in pg_read_all_data) dumps them without passwords.
     pub fn with_globals(mut self, globals: bool) -> Self {
         self.with_globals = globals;
         self

@@ -5,7 +5,9 @@
 //!   the pipeline (zstd does the compressing), from a snapshot exported in a repeatable-read
 //!   transaction that also records the facts (server and pg_dump versions, database size,
 //!   system identifier, row counts), so the counts describe exactly the dump; plus
-//!   `pg_dumpall --globals-only`. The password reaches the children only through `PGPASSWORD`;
+//!   `pg_dumpall --globals-only` (without passwords where pg_authid is unreadable), and the
+//!   database's own properties ([`DatabaseProperties`]: owner, ACL, settings, comment,
+//!   connection limit, encoding, locale), which every restore mode applies. The password reaches the children only through `PGPASSWORD`;
 //!   a child's non-zero exit fails the backup, so a failed dump is never committed.
 //! - [`PostgresTarget`]: restores into a new database (`<db>_restored_<time>`), checks row
 //!   counts, orphans through every foreign key and user checks, drops it again on any failure,
