@@ -368,11 +368,11 @@ fn set_clause(item: &str) -> String {
     format!("SET {name_sql} TO {value_sql}")
 }
 
-/// Splits a flattened list setting (`"$user", public`) into its elements.
+/// Splits a flattened list setting (`"$user", public`, `""`) into its elements.
 fn split_list(value: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
-    let mut quoted = false;
+    let (mut quoted, mut seen) = (false, false);
     let mut chars = value.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
@@ -380,14 +380,27 @@ fn split_list(value: &str) -> Vec<String> {
                 current.push('"');
                 chars.next();
             }
-            '"' => quoted = !quoted,
-            ',' if !quoted => out.push(std::mem::take(&mut current).trim().to_owned()),
-            c if quoted || !c.is_whitespace() || !current.is_empty() => current.push(c),
+            '"' => {
+                quoted = !quoted;
+                seen = true;
+            }
+            ',' if !quoted => {
+                out.push(std::mem::take(&mut current).trim().to_owned());
+                seen = false;
+            }
+            c if quoted || !c.is_whitespace() || !current.is_empty() => {
+                current.push(c);
+                seen = true;
+            }
             _ => {}
         }
     }
-    if !current.trim().is_empty() || !out.is_empty() {
+    if seen || !out.is_empty() {
         out.push(current.trim().to_owned());
+    }
+    if out.is_empty() {
+        // An empty list: one empty element, as `SET search_path TO ''` stores it.
+        out.push(String::new());
     }
     out
 }
@@ -522,5 +535,7 @@ mod tests {
             "SET \"TimeZone\" TO 'Europe/Berlin'"
         );
         assert_eq!(set_clause("app.note=it's"), "SET app.note TO 'it''s'");
+        assert_eq!(set_clause("search_path=\"\""), "SET search_path TO ''");
+        assert_eq!(set_clause("search_path="), "SET search_path TO ''");
     }
 }
