@@ -30,6 +30,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod acl;
 mod backup;
 mod base;
 mod base_verify;
@@ -41,6 +42,7 @@ mod dbprops;
 mod drill;
 mod globals;
 pub mod lsn;
+mod pgrestore;
 pub mod pitr;
 pub mod probe;
 mod recover;

@@ -1,7 +1,6 @@
 //! Restores into a new database, checked, then (on request) swapped in by rename.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dr_core::checks::UserCheck;
@@ -14,10 +13,10 @@ use crate::backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT};
 use crate::checks::{
     CheckOutcome, Expectations, NewestValues, TimestampColumns, check_restored_with,
 };
-use crate::child;
 use crate::conn::{PgConnection, quote_ident};
 use crate::dbprops::DatabaseProperties;
-use crate::sessions::{empty_database, lock_waits};
+use crate::pgrestore::{run_pg_restore, run_pg_restore_waiting};
+use crate::sessions::{apply_properties, swap, warn_on_other_locale};
 
 /// How long a swap waits for sessions to leave, and an in-place restore for a lock, unless
 /// told otherwise.
@@ -244,6 +243,7 @@ impl PostgresTarget {
         })?;
         if let Some(props) = &props {
             apply_properties(&admin, &self.conn, props, &name).await?;
+            warn_on_other_locale(&admin, props, &name).await;
         }
         self.check(&self.conn, backup, &name).await.map_err(|e| {
             Error::Restore(format!(
@@ -389,121 +389,6 @@ async fn prepare_database(
     })
 }
 
-/// Streams the dump into `pg_restore --exit-on-error` on stdin.
-async fn run_pg_restore(
-    target: &PgConnection,
-    backup: &BackupReader,
-    extra: &[&str],
-) -> Result<()> {
-    run_pg_restore_with(target, backup, extra, target.command("pg_restore"))
-        .await
-        .map_err(explain_missing_role)
-}
-
-/// pg_restore that gives up waiting for a lock after `wait` (dr cancels its statement: the
-/// archive's own `SET lock_timeout = 0` overrides any setting), saying meanwhile which locks
-/// it waits for (which relation, held by which session) and, after giving up, which.
-async fn run_pg_restore_waiting(
-    target: &PgConnection,
-    backup: &BackupReader,
-    extra: &[&str],
-    (admin, application, wait): (&Client, &str, Duration),
-) -> Result<()> {
-    let mut command = target.command("pg_restore");
-    command.env("PGAPPNAME", application);
-    let restoring = run_pg_restore_with(target, backup, extra, command);
-    tokio::pin!(restoring);
-    let mut seen: Vec<String> = Vec::new();
-    let mut waiting_since = None::<Instant>;
-    let mut gave_up = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let result = loop {
-        tokio::select! {
-            result = &mut restoring => break result,
-            _ = tick.tick() => {
-                let waits = lock_waits(admin, application).await;
-                if waits.is_empty() {
-                    waiting_since = None;
-                    continue;
-                }
-                let since = *waiting_since.get_or_insert_with(Instant::now);
-                if waits != seen {
-                    tracing::warn!(
-                        "the restore waits (at most {} s) for: {}",
-                        wait.as_secs(),
-                        waits.join("; ")
-                    );
-                    seen = waits;
-                }
-                if since.elapsed() >= wait && !gave_up {
-                    gave_up = true;
-                    let cancelled = admin
-                        .execute(
-                            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-                            &[&application],
-                        )
-                        .await;
-                    if let Err(e) = cancelled {
-                        tracing::warn!(error = %e, "could not cancel the waiting restore");
-                    }
-                }
-            }
-        }
-    };
-    result.map_err(|e| match e {
-        Error::Source(m) if gave_up => Error::Source(format!(
-            "lock timeout: gave up after waiting {} s for: {} ({m}); end that session, wait longer with --wait, or retry when it is done",
-            wait.as_secs(),
-            seen.join("; ")
-        )),
-        e => explain_missing_role(e),
-    })
-}
-
-/// pg_restore failing on a role the server lacks: say how to create the backup's roles.
-fn explain_missing_role(e: Error) -> Error {
-    match e {
-        Error::Source(m) if m.contains("role \"") && m.contains("does not exist") => {
-            Error::Source(format!(
-                "{m} (the backup's roles are not on this server: create them first with `dr restore SOURCE --globals`, with --server URL for another server)"
-            ))
-        }
-        e => e,
-    }
-}
-
-async fn run_pg_restore_with(
-    target: &PgConnection,
-    backup: &BackupReader,
-    extra: &[&str],
-    mut command: tokio::process::Command,
-) -> Result<()> {
-    command
-        .args([
-            "--no-password",
-            "--exit-on-error",
-            "--dbname",
-            target.database(),
-        ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut running = child::spawn(command, "pg_restore")?;
-    let Some(mut stdin) = running.child.stdin.take() else {
-        return Err(running
-            .abort(Error::Source("pg_restore has no stdin".into()))
-            .await);
-    };
-    let fed = backup.copy_artifact(DUMP_ARTIFACT, &mut stdin).await;
-    drop(stdin);
-    match fed {
-        Ok(_) => running.finish().await.map(|_| ()),
-        // pg_restore stopping early (an error) closes its stdin: report its own message.
-        Err(Error::Io { .. }) => running.finish().await.map(|_| ()),
-        Err(e) => Err(running.abort(e).await),
-    }
-}
-
 fn recorded_counts(backup: &BackupReader) -> Option<BTreeMap<String, i64>> {
     let info = &backup.manifest().source_info;
     if info.get("row_counts_exact").and_then(|v| v.as_bool()) != Some(true) {
@@ -524,57 +409,4 @@ fn recorded_newest(backup: &BackupReader) -> Newest {
         .get("newest")
         .and_then(|v| serde_json::from_value(v.clone()).ok());
     (columns, newest)
-}
-
-/// Swaps `restored` in as `original`, keeping the original as `<original>_pre_restore_<stamp>`,
-/// once the sessions on the original have left (`wait`), or ended with `force`.
-async fn swap(
-    admin: &Client,
-    conn: &PgConnection,
-    (original, restored): (&str, &str),
-    stamp: &str,
-    (wait, force): (Duration, bool),
-) -> Result<Option<String>> {
-    let explain = |e: tokio_postgres::Error| conn.explain("swapping databases on", &e);
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&original])
-        .await
-        .map_err(explain)?
-        .is_some();
-    let kept = format!("{original}_pre_restore_{stamp}");
-    if exists {
-        let (orig, keep) = (quote_ident(original), quote_ident(&kept));
-        empty_database(admin, conn, original, wait, force).await?;
-        admin
-            .batch_execute(&format!("ALTER DATABASE {orig} RENAME TO {keep}"))
-            .await
-            .map_err(explain)?;
-        admin
-            .batch_execute(&format!("ALTER DATABASE {keep} ALLOW_CONNECTIONS true"))
-            .await
-            .map_err(explain)?;
-    }
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            quote_ident(restored),
-            quote_ident(original)
-        ))
-        .await
-        .map_err(explain)?;
-    Ok(exists.then_some(kept))
-}
-
-/// Gives the restored database `name` the recorded properties; roles the server lacks are
-/// warned about (the restore goes on).
-async fn apply_properties(
-    admin: &Client,
-    conn: &PgConnection,
-    props: &DatabaseProperties,
-    name: &str,
-) -> Result<()> {
-    for note in props.apply(admin, conn, name).await? {
-        tracing::warn!("{note}");
-    }
-    Ok(())
 }

@@ -7,6 +7,7 @@ use dr_core::{Error, Result};
 use tokio_postgres::Client;
 
 use crate::conn::{PgConnection, quote_ident};
+use crate::dbprops::DatabaseProperties;
 
 /// One backend, as `pg_stat_activity` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,4 +153,89 @@ pub(crate) async fn lock_waits(admin: &Client, application: &str) -> Vec<String>
             )
         })
         .collect()
+}
+
+/// Swaps `restored` in as `original`, keeping the original as `<original>_pre_restore_<stamp>`,
+/// once the sessions on the original have left (`wait`), or ended with `force`.
+pub(crate) async fn swap(
+    admin: &Client,
+    conn: &PgConnection,
+    (original, restored): (&str, &str),
+    stamp: &str,
+    (wait, force): (Duration, bool),
+) -> Result<Option<String>> {
+    let explain = |e: tokio_postgres::Error| conn.explain("swapping databases on", &e);
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&original])
+        .await
+        .map_err(explain)?
+        .is_some();
+    let kept = format!("{original}_pre_restore_{stamp}");
+    if exists {
+        let (orig, keep) = (quote_ident(original), quote_ident(&kept));
+        empty_database(admin, conn, original, wait, force).await?;
+        admin
+            .batch_execute(&format!("ALTER DATABASE {orig} RENAME TO {keep}"))
+            .await
+            .map_err(explain)?;
+        admin
+            .batch_execute(&format!("ALTER DATABASE {keep} ALLOW_CONNECTIONS true"))
+            .await
+            .map_err(explain)?;
+    }
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(restored),
+            quote_ident(original)
+        ))
+        .await
+        .map_err(explain)?;
+    Ok(exists.then_some(kept))
+}
+
+/// An in-place restore cannot change the encoding or locale of the live database: say so
+/// when they differ from the backup's.
+pub(crate) async fn warn_on_other_locale(admin: &Client, props: &DatabaseProperties, name: &str) {
+    let row = admin
+        .query_one(
+            "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text, \
+             datlocprovider::text, daticulocale::text FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .await;
+    let Ok(row) = row else { return };
+    let live = (
+        row.get::<_, String>(0),
+        row.get::<_, String>(1),
+        row.get::<_, String>(2),
+        row.get::<_, String>(3),
+        row.get::<_, Option<String>>(4),
+    );
+    let recorded = (
+        props.encoding.clone(),
+        props.collate.clone(),
+        props.ctype.clone(),
+        props.locale_provider.clone(),
+        props.icu_locale.clone(),
+    );
+    if live != recorded {
+        tracing::warn!(
+            "database {name} keeps its encoding and locale {live:?}, the backup's were {recorded:?}: an in-place restore cannot change them (restore into a new database, the default or --swap, to get them)"
+        );
+    }
+}
+
+/// Gives the restored database `name` the recorded properties; roles the server lacks are
+/// warned about (the restore goes on).
+pub(crate) async fn apply_properties(
+    admin: &Client,
+    conn: &PgConnection,
+    props: &DatabaseProperties,
+    name: &str,
+) -> Result<()> {
+    for note in props.apply(admin, conn, name).await? {
+        tracing::warn!("{note}");
+    }
+    Ok(())
 }
