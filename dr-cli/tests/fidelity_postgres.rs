@@ -212,6 +212,7 @@ fn damaged_backup_before_in_place_takes_no_safety_backup_and_swap_names_sessions
     );
     let _ = holder.kill();
     let _ = holder.wait();
+    eprintln!("--swap with a session:\n{out}");
     assert_ne!(code, 0, "{out}");
     for part in [
         "still connected to shop after 2 s",

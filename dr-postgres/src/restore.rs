@@ -228,12 +228,14 @@ impl PostgresTarget {
         check_whole_backup(backup, &name).await?;
         let props = DatabaseProperties::recorded(backup).await?;
         let admin = self.conn.with_database("postgres").connect().await?;
+        // Watching from the database itself names the relations waited for.
+        let monitor = self.conn.connect().await?;
         let application = format!("dr-restore-{}", std::process::id());
         let restoring = run_pg_restore_waiting(
             &self.conn,
             backup,
             &["--clean", "--if-exists", "--single-transaction"],
-            (&admin, &application, self.wait),
+            (&monitor, &application, self.wait),
         );
         restoring.await.map_err(|e| {
             Error::Restore(format!(

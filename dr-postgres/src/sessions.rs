@@ -111,8 +111,8 @@ pub(crate) async fn empty_database(
             )));
         } else if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             tracing::warn!(
-                "waiting up to {} s for the sessions connected to {db} to leave (new ones are refused): {}",
-                wait.saturating_sub(started.elapsed()).as_secs(),
+                "waiting (at most {} s in all) for the sessions connected to {db} to leave (new ones are refused): {}",
+                wait.as_secs(),
                 list(&sessions)
             );
             last_said = Some(Instant::now());
@@ -126,7 +126,8 @@ pub(crate) async fn empty_database(
 pub(crate) async fn lock_waits(admin: &Client, application: &str) -> Vec<String> {
     let rows = admin
         .query(
-            "SELECT l.mode, coalesce(l.relation::regclass::text, l.locktype), b.pid, \
+            "SELECT l.mode, coalesce((SELECT n.nspname || '.' || c.relname FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = l.relation), l.locktype), b.pid, \
              coalesce(b.usename::text, '?'), coalesce(b.application_name, ''), \
              coalesce(host(b.client_addr), 'the local socket') \
              FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted \
