@@ -324,3 +324,84 @@ async fn in_place_lock_wait_times_out_naming_the_relation_and_holder() {
         &fingerprint_database(port, "shop"),
     );
 }
+
+/// Compiles the de_DE.UTF-8 locale into a directory of its own (for `LOCPATH`), so that
+/// only the server started with it has that locale.
+fn private_locale() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("localedef")
+        .args(["-i", "de_DE", "-f", "UTF-8"])
+        .arg(dir.path().join("de_DE.UTF-8"))
+        .output()
+        .expect("localedef (libc-bin) is missing");
+    assert!(
+        dir.path().join("de_DE.UTF-8").exists(),
+        "localedef failed (apt-get install -y locales): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dr_testing::postgres::give_to_postgres(dir.path());
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_source_locale_is_kept_or_its_absence_is_a_clear_error() {
+    let locales = private_locale();
+    let locpath = locales.path().to_str().unwrap().to_owned();
+    let server = PgServer::start_with_env(&[], &[("LOCPATH", &locpath)]);
+    let port = server.port();
+    psql(
+        port,
+        "postgres",
+        "CREATE DATABASE shop TEMPLATE template0 ENCODING 'UTF8' LOCALE 'de_DE.UTF-8'",
+    );
+    psql(
+        port,
+        "shop",
+        "CREATE TABLE words (w text); INSERT INTO words VALUES ('Äpfel'), ('Zebra'), ('apfel'), ('Öl')",
+    );
+    let source = fingerprint_database(port, "shop");
+    assert_eq!(source.get("db.collate"), Some("de_DE.UTF-8"));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+    let ids = Identities::generate();
+    let repo = Repository::init(store, "local", &ids.to_recipients())
+        .await
+        .unwrap()
+        .with_identities(ids);
+    let manifest = repo
+        .backup(
+            "shop",
+            &PostgresSource::new(conn(&server, "shop")),
+            &BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    let reader = repo.reader(manifest);
+
+    // On a server that has the locale: created with it (the cluster default is another).
+    PostgresTarget::new(conn(&server, "shop"))
+        .restore(&reader, &RestoreOptions::default().with_target("shop2"))
+        .await
+        .unwrap();
+    assert_faithful(
+        "--to on a server with the locale",
+        &source.without(&["db.name"]),
+        &fingerprint_database(port, "shop2").without(&["db.name"]),
+    );
+
+    // On one without it: a clear error, and no database left behind.
+    let other = PgServer::start();
+    let err = PostgresTarget::new(conn(&other, "shop"))
+        .restore(&reader, &RestoreOptions::default().with_target("shop"))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    eprintln!("restore onto a server without the locale: {text}");
+    for part in ["LC_COLLATE de_DE.UTF-8", "install that locale"] {
+        assert!(text.contains(part), "{part} missing from: {text}");
+    }
+    assert!(
+        !dr_testing::fidelity::postgres::database_names(other.port()).contains("shop"),
+        "a database was left on the target"
+    );
+}
