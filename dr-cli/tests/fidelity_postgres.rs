@@ -58,6 +58,13 @@ fn server_restore_onto_an_empty_server_brings_roles_and_database() {
     let config = setup(dir.path(), &source, "postgres");
     let (code, out) = dr_with(&config, &["backup", "shop"], &with_password(PASSWORD));
     assert_eq!(code, 0, "{out}");
+    // The test restore of verify gets the same properties, and leaves nothing behind.
+    let databases = dr_testing::fidelity::postgres::database_names(source.port());
+    ok_with(&config, &["verify", "--level", "restore"], PASSWORD);
+    assert_eq!(
+        dr_testing::fidelity::postgres::database_names(source.port()),
+        databases
+    );
 
     let empty = PgServer::start();
     let url = server_url(&empty);
