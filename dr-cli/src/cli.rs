@@ -273,6 +273,20 @@ pub struct RestoreArgs {
     /// server (redis://...) with RESTORE.
     #[arg(long, conflicts_with_all = ["swap", "in_place"])]
     pub server: Option<String>,
+    /// PostgreSQL: apply only the backup's roles (pg_dumpall --globals-only) to the source's
+    /// server, or to --server URL: missing roles are created with their attributes, settings
+    /// and memberships; existing roles are left as they are and listed.
+    #[arg(long, conflicts_with_all = ["swap", "in_place", "to", "point"])]
+    pub globals: bool,
+    /// PostgreSQL `--globals` and `--server`: also restore the roles' password hashes
+    /// (default: roles are created without passwords).
+    #[arg(long)]
+    pub with_role_passwords: bool,
+    /// PostgreSQL: how long `--swap` waits for the sessions connected to the original to
+    /// leave (they are named; `--force` ends them instead), and how long `--in-place` waits
+    /// for a lock before giving up (naming the relation and who holds it).
+    #[arg(long, default_value = "30s")]
+    pub wait: humantime::Duration,
 }
 
 impl RestoreArgs {
@@ -300,6 +314,9 @@ impl RestoreArgs {
             swap,
             in_place: false,
             server: None,
+            globals: false,
+            with_role_passwords: false,
+            wait: self.wait,
         }
     }
 }

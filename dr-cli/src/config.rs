@@ -298,7 +298,7 @@ impl SourceConfig {
     }
 
     /// The source's connection, or the same database name on another server.
-    fn postgres_on(&self, server: Option<&str>) -> CliResult<PgConnection> {
+    pub fn postgres_on(&self, server: Option<&str>) -> CliResult<PgConnection> {
         let own = self.postgres()?;
         match server {
             None => Ok(own),
@@ -440,6 +440,7 @@ impl SourceConfig {
         in_place: bool,
         server: Option<&str>,
         to: Option<&Path>,
+        wait: std::time::Duration,
     ) -> CliResult<Box<dyn Restore>> {
         Ok(match &self.kind {
             SourceKind::Redis {
@@ -463,7 +464,8 @@ impl SourceConfig {
             SourceKind::Postgres { .. } => Box::new(
                 PostgresTarget::new(self.postgres_on(server)?)
                     .with_checks(self.checks.clone())
-                    .with_in_place(in_place),
+                    .with_in_place(in_place)
+                    .with_wait(wait),
             ),
             SourceKind::Sqlite {
                 path,

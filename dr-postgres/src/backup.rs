@@ -9,6 +9,7 @@ use dr_core::{Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
 use crate::checks::{newest_timestamps, row_counts};
 use crate::child;
 use crate::conn::PgConnection;
+use crate::dbprops::{DATABASE_ARTIFACT, DatabaseProperties};
 
 /// The artifact holding the `pg_dump -Fc` archive.
 pub const DUMP_ARTIFACT: &str = "dump";
@@ -50,7 +51,8 @@ impl PostgresSource {
         self
     }
 
-    /// Whether to also dump roles and tablespaces (needs a superuser; default on).
+    /// Whether to also dump roles and tablespaces (default on). A role that may not read
+    /// pg_authid (not a superuser, not in pg_read_all_data) dumps them without passwords.
     pub fn with_globals(mut self, globals: bool) -> Self {
         self.with_globals = globals;
         self
@@ -101,12 +103,32 @@ impl Backup for PostgresSource {
         }
         info.insert("pg_dump_version".into(), dump_version.into());
         dump(&self.conn, &snapshot, out).await?;
+        let props = DatabaseProperties::read(&client, &self.conn).await?;
         client
             .batch_execute("COMMIT")
             .await
             .map_err(|e| explain("ending the snapshot on", e))?;
+        let json = serde_json::to_vec_pretty(&props)
+            .map_err(|e| Error::Source(format!("recording the database properties: {e}")))?;
+        out.put_artifact(DATABASE_ARTIFACT, &mut json.as_slice())
+            .await?;
         if self.with_globals {
-            globals(&self.conn, out).await?;
+            let passwords = client
+                .query_one(
+                    "SELECT has_table_privilege('pg_catalog.pg_authid', 'SELECT')",
+                    &[],
+                )
+                .await
+                .map_err(|e| explain("checking access to pg_authid on", e))?
+                .get::<_, bool>(0);
+            if !passwords {
+                tracing::warn!(
+                    "{} may not read pg_authid (not a superuser): the roles are backed up without their passwords",
+                    self.conn
+                );
+            }
+            info.insert("globals_role_passwords".into(), passwords.into());
+            globals(&self.conn, passwords, out).await?;
         }
         Ok(info)
     }
@@ -124,10 +146,15 @@ async fn dump(conn: &PgConnection, snapshot: &str, out: &mut BackupWriter) -> Re
         .map(drop)
 }
 
-async fn globals(conn: &PgConnection, out: &mut BackupWriter) -> Result<()> {
+/// `pg_dumpall --globals-only`; with `--no-role-passwords` where pg_authid is unreadable
+/// (a role that is not a superuser), which reads pg_roles instead.
+async fn globals(conn: &PgConnection, passwords: bool, out: &mut BackupWriter) -> Result<()> {
     let mut command = conn.command("pg_dumpall");
+    command.args(["--globals-only", "--no-password"]);
+    if !passwords {
+        command.arg("--no-role-passwords");
+    }
     command
-        .args(["--globals-only", "--no-password"])
         .arg(format!("--dbname={}", conn.with_database("postgres")))
         .env("PGDATABASE", "postgres")
         .stdin(Stdio::null())

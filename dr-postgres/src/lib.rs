@@ -5,7 +5,9 @@
 //!   the pipeline (zstd does the compressing), from a snapshot exported in a repeatable-read
 //!   transaction that also records the facts (server and pg_dump versions, database size,
 //!   system identifier, row counts), so the counts describe exactly the dump; plus
-//!   `pg_dumpall --globals-only`. The password reaches the children only through `PGPASSWORD`;
+//!   `pg_dumpall --globals-only` (without passwords where pg_authid is unreadable), and the
+//!   database's own properties ([`DatabaseProperties`]: owner, ACL, settings, comment,
+//!   connection limit, encoding, locale), which every restore mode applies. The password reaches the children only through `PGPASSWORD`;
 //!   a child's non-zero exit fails the backup, so a failed dump is never committed.
 //! - [`PostgresTarget`]: restores into a new database (`<db>_restored_<time>`), checks row
 //!   counts, orphans through every foreign key and user checks, drops it again on any failure,
@@ -28,6 +30,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod acl;
 mod backup;
 mod base;
 mod base_verify;
@@ -35,12 +38,16 @@ mod checks;
 mod child;
 mod conn;
 pub mod continuity;
+mod dbprops;
 mod drill;
+mod globals;
 pub mod lsn;
+mod pgrestore;
 pub mod pitr;
 pub mod probe;
 mod recover;
 mod restore;
+mod sessions;
 mod verify;
 pub mod wal;
 pub mod walscan;
@@ -53,10 +60,12 @@ pub use checks::{
 };
 pub use conn::{PgConnection, quote_ident};
 pub use continuity::{ArchiveCheck, WalRun, check_archive, unneeded_wal};
+pub use dbprops::{DATABASE_ARTIFACT, DatabaseProperties};
 pub use drill::RecoveryDrill;
+pub use globals::{GlobalsOutcome, apply_globals};
 pub use lsn::Lsn;
 pub use pitr::{PitrPlan, RecoveryTarget};
 pub use recover::{LOG_FILE, PitrOptions, PitrReport, restore_pitr};
-pub use restore::{PostgresTarget, check_whole_backup};
+pub use restore::{DEFAULT_WAIT, PostgresTarget, check_whole_backup};
 pub use verify::PostgresVerifier;
 pub use wal::{ArchiveContents, ArchivedFile, PushOutcome, WalArchive, system_identifier};

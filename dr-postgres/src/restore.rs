@@ -1,8 +1,7 @@
 //! Restores into a new database, checked, then (on request) swapped in by rename.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use dr_core::checks::UserCheck;
 use dr_core::{
@@ -14,8 +13,14 @@ use crate::backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT};
 use crate::checks::{
     CheckOutcome, Expectations, NewestValues, TimestampColumns, check_restored_with,
 };
-use crate::child;
 use crate::conn::{PgConnection, quote_ident};
+use crate::dbprops::DatabaseProperties;
+use crate::pgrestore::{run_pg_restore, run_pg_restore_waiting};
+use crate::sessions::{apply_properties, swap, warn_on_other_locale};
+
+/// How long a swap waits for sessions to leave, and an in-place restore for a lock, unless
+/// told otherwise.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
 /// Restores a logical backup on the server of `conn`; the database of `conn` is the original
 /// that `swap` replaces.
@@ -24,6 +29,7 @@ pub struct PostgresTarget {
     conn: PgConnection,
     user_checks: Vec<UserCheck>,
     in_place: bool,
+    wait: Duration,
 }
 
 impl PostgresTarget {
@@ -33,7 +39,16 @@ impl PostgresTarget {
             conn,
             user_checks: Vec::new(),
             in_place: false,
+            wait: DEFAULT_WAIT,
         }
+    }
+
+    /// How long a swap waits for the sessions connected to the original to leave (without
+    /// `force`, it then gives up and names them; with `force` it ends them at once), and an
+    /// in-place restore's statements wait for a lock (`lock_timeout`). Default 30 s.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
     }
 
     /// Restores into the existing database itself: `pg_restore --clean --if-exists
@@ -62,9 +77,10 @@ impl PostgresTarget {
         name: &str,
         force: bool,
     ) -> Result<CheckOutcome> {
+        let props = DatabaseProperties::recorded(backup).await?;
         let admin = self.conn.with_database("postgres").connect().await?;
         drop_abandoned_restores(&admin, &self.conn).await?;
-        prepare_database(&admin, &self.conn, name, force).await?;
+        prepare_database(&admin, &self.conn, name, force, props.as_ref()).await?;
         // A session held on the new database while it is being filled tells concurrent
         // restores that it is not abandoned.
         let _in_use = self.conn.with_database(name).connect().await?;
@@ -75,14 +91,22 @@ impl PostgresTarget {
             &format!("{INCOMPLETE} of backup {}", backup.id()),
         )
         .await?;
-        let outcome = self.fill_and_check(backup, name).await;
+        let mut outcome = self.fill_and_check(backup, name).await;
         if outcome.is_ok() {
-            let done = format!(
-                "dr: restored from backup {} at {}",
-                backup.id(),
-                chrono::Utc::now().to_rfc3339()
-            );
-            mark(&admin, &self.conn, name, &done).await?;
+            outcome = match &props {
+                // The database's own comment, owner, privileges and settings replace the mark.
+                Some(props) => apply_properties(&admin, &self.conn, props, name)
+                    .await
+                    .and(outcome),
+                None => {
+                    let done = format!(
+                        "dr: restored from backup {} at {} (a backup without its database properties: owner, privileges and settings are the server's defaults)",
+                        backup.id(),
+                        chrono::Utc::now().to_rfc3339()
+                    );
+                    mark(&admin, &self.conn, name, &done).await.and(outcome)
+                }
+            };
         }
         if outcome.is_err() {
             let dropped = admin
@@ -176,7 +200,20 @@ impl Restore for PostgresTarget {
             ));
         }
         let admin = self.conn.with_database("postgres").connect().await?;
-        let kept = swap(&admin, &self.conn, &original, &name, &stamp).await?;
+        let kept = swap(
+            &admin,
+            &self.conn,
+            (&original, &name),
+            &stamp,
+            (self.wait, opts.force),
+        )
+        .await
+        .map_err(|e| match e {
+            Error::Refused(why) => Error::Refused(format!(
+                "{why}; the restored and checked copy is kept as database {name}"
+            )),
+            e => e,
+        })?;
         Ok(report(backup, self.conn.clone(), kept, started))
     }
 }
@@ -189,18 +226,27 @@ impl PostgresTarget {
     ) -> Result<RestoreReport> {
         let name = self.conn.database().to_owned();
         check_whole_backup(backup, &name).await?;
-        run_pg_restore(
+        let props = DatabaseProperties::recorded(backup).await?;
+        let admin = self.conn.with_database("postgres").connect().await?;
+        // Watching from the database itself names the relations waited for.
+        let monitor = self.conn.connect().await?;
+        let application = format!("dr-restore-{}", std::process::id());
+        let restoring = run_pg_restore_waiting(
             &self.conn,
             backup,
             &["--clean", "--if-exists", "--single-transaction"],
-        )
-        .await
-        .map_err(|e| {
+            (&monitor, &application, self.wait),
+        );
+        restoring.await.map_err(|e| {
             Error::Restore(format!(
                 "pg_restore of backup {} into {name} failed and its single transaction was rolled back: {name} is as it was ({e})",
                 backup.id()
             ))
         })?;
+        if let Some(props) = &props {
+            apply_properties(&admin, &self.conn, props, &name).await?;
+            warn_on_other_locale(&admin, props, &name).await;
+        }
         self.check(&self.conn, backup, &name).await.map_err(|e| {
             Error::Restore(format!(
                 "backup {} was restored into {name} and committed, but checking it failed: {e}",
@@ -307,6 +353,7 @@ async fn prepare_database(
     conn: &PgConnection,
     name: &str,
     force: bool,
+    props: Option<&DatabaseProperties>,
 ) -> Result<()> {
     let exists = admin
         .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
@@ -325,43 +372,23 @@ async fn prepare_database(
             .await
             .map_err(|e| conn.explain(&format!("dropping {name} on"), &e))?;
     }
-    admin
-        .batch_execute(&format!("CREATE DATABASE {quoted} TEMPLATE template0"))
-        .await
-        .map_err(|e| conn.explain(&format!("creating database {name} on"), &e))
-}
-
-/// Streams the dump into `pg_restore --exit-on-error` on stdin.
-async fn run_pg_restore(
-    target: &PgConnection,
-    backup: &BackupReader,
-    extra: &[&str],
-) -> Result<()> {
-    let mut command = target.command("pg_restore");
-    command
-        .args([
-            "--no-password",
-            "--exit-on-error",
-            "--dbname",
-            target.database(),
-        ])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut running = child::spawn(command, "pg_restore")?;
-    let Some(mut stdin) = running.child.stdin.take() else {
-        return Err(running
-            .abort(Error::Source("pg_restore has no stdin".into()))
-            .await);
-    };
-    let fed = backup.copy_artifact(DUMP_ARTIFACT, &mut stdin).await;
-    drop(stdin);
-    match fed {
-        Ok(_) => running.finish().await.map(|_| ()),
-        // pg_restore stopping early (an error) closes its stdin: report its own message.
-        Err(Error::Io { .. }) => running.finish().await.map(|_| ()),
-        Err(e) => Err(running.abort(e).await),
-    }
+    let create = props.map_or(
+        format!("CREATE DATABASE {quoted} TEMPLATE template0"),
+        |p| p.create_sql(name),
+    );
+    admin.batch_execute(&create).await.map_err(|e| match (props, e.as_db_error()) {
+        // 22023 invalid locale name, 42704 ICU locale or collation missing, 22P03/22021 encoding
+        (Some(p), Some(db)) if matches!(db.code().code(), "22023" | "42704" | "42809" | "0A000") => Error::Restore(format!(
+            "creating database {name} as the backup's {} was (encoding {}, LC_COLLATE {}, LC_CTYPE {}{}) failed on {conn}: {}; install that locale on the target server (e.g. `locale-gen` / the locales package) and restart it, then restore again",
+            p.name,
+            p.encoding,
+            p.collate,
+            p.ctype,
+            p.icu_locale.as_deref().map(|l| format!(", ICU locale {l}")).unwrap_or_default(),
+            db.message()
+        )),
+        _ => conn.explain(&format!("creating database {name} on"), &e),
+    })
 }
 
 fn recorded_counts(backup: &BackupReader) -> Option<BTreeMap<String, i64>> {
@@ -384,53 +411,4 @@ fn recorded_newest(backup: &BackupReader) -> Newest {
         .get("newest")
         .and_then(|v| serde_json::from_value(v.clone()).ok());
     (columns, newest)
-}
-
-/// Swaps `restored` in as `original`, keeping the original as `<original>_pre_restore_<stamp>`.
-async fn swap(
-    admin: &Client,
-    conn: &PgConnection,
-    original: &str,
-    restored: &str,
-    stamp: &str,
-) -> Result<Option<String>> {
-    let explain = |e: tokio_postgres::Error| conn.explain("swapping databases on", &e);
-    let exists = admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&original])
-        .await
-        .map_err(explain)?
-        .is_some();
-    let kept = format!("{original}_pre_restore_{stamp}");
-    if exists {
-        let (orig, keep) = (quote_ident(original), quote_ident(&kept));
-        // No new sessions, end the current ones, then rename.
-        admin
-            .batch_execute(&format!("ALTER DATABASE {orig} ALLOW_CONNECTIONS false"))
-            .await
-            .map_err(explain)?;
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&original],
-            )
-            .await
-            .map_err(explain)?;
-        admin
-            .batch_execute(&format!("ALTER DATABASE {orig} RENAME TO {keep}"))
-            .await
-            .map_err(explain)?;
-        admin
-            .batch_execute(&format!("ALTER DATABASE {keep} ALLOW_CONNECTIONS true"))
-            .await
-            .map_err(explain)?;
-    }
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            quote_ident(restored),
-            quote_ident(original)
-        ))
-        .await
-        .map_err(explain)?;
-    Ok(exists.then_some(kept))
 }

@@ -26,6 +26,12 @@ impl PgServer {
 
     /// As [`PgServer::start`], with extra `-c name=value` server settings (e.g. archiving).
     pub fn start_with(settings: &[(&str, &str)]) -> PgServer {
+        Self::start_with_env(settings, &[])
+    }
+
+    /// As [`PgServer::start_with`], the server running with extra environment variables
+    /// (e.g. `LOCPATH`: locales only this server has).
+    pub fn start_with_env(settings: &[(&str, &str)], env: &[(&str, &str)]) -> PgServer {
         let initdb = Path::new(BIN).join("initdb");
         assert!(
             initdb.is_file(),
@@ -100,6 +106,7 @@ impl PgServer {
                     .iter()
                     .flat_map(|(k, v)| ["-c".to_owned(), format!("{k}={v}")]),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -112,6 +112,13 @@ pub async fn backup(app: &App, run: BackupRun<'_>) -> CliResult<()> {
                     for note in dr_core::backup_notes(&manifest.source_info) {
                         println!("note: {note}");
                     }
+                    if manifest.source_info.get("globals_role_passwords")
+                        == Some(&serde_json::Value::Bool(false))
+                    {
+                        println!(
+                            "  the roles of {name} were backed up without their passwords: the backup role may not read pg_authid (not a superuser); a restore onto a new server creates them without passwords"
+                        );
+                    }
                 }
                 done.push(json!({ "source": name, "id": manifest.id,
                     "plain_bytes": manifest.plain_size(), "stored_bytes": manifest.stored_size(),

@@ -6,6 +6,7 @@ mod copy;
 mod daemon;
 mod drill;
 mod files;
+mod pg_globals;
 mod pitr;
 mod points;
 mod prune;

@@ -13,6 +13,14 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
         return Box::pin(super::points::restore_point(app, args, point)).await;
     }
     let source = app.config.source(args.source_name())?;
+    if args.globals {
+        return super::pg_globals::restore_globals(app, args, source).await;
+    }
+    if args.with_role_passwords && args.server.is_none() {
+        return Err(CliError::usage(
+            "--with-role-passwords is for --globals and --server (the roles a restore creates)",
+        ));
+    }
     if source.is_physical() {
         return super::pitr::restore(app, args).await;
     }
@@ -40,8 +48,12 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
             "--server is for PostgreSQL (logical) and Redis sources",
         ));
     }
-    let mut restorer =
-        source.restorer(args.in_place, args.server.as_deref(), args.to.as_deref())?;
+    let mut restorer = source.restorer(
+        args.in_place,
+        args.server.as_deref(),
+        args.to.as_deref(),
+        args.wait.into(),
+    )?;
     let selector: BackupSelector = match &args.at {
         Some(at) => {
             let time = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
@@ -71,6 +83,16 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
                 .redis_replay(args.server.as_deref())?
                 .with_safety_backup(repo.clone(), args.source_name()),
         );
+    }
+    if let Some(server) = args
+        .server
+        .as_deref()
+        .filter(|_| source.supports_in_place())
+    {
+        // The roles first: the dump's owners and grants name them.
+        let conn = source.postgres_on(Some(server))?;
+        super::pg_globals::before_server_restore(app, &conn, &reader, args.with_role_passwords)
+            .await?;
     }
     let mut safety_id = None;
     if args.in_place {
