@@ -234,9 +234,13 @@ pub struct RestoreArgs {
     /// name; physical PostgreSQL: the new data directory, which must not exist or be empty).
     #[arg(long)]
     pub to: Option<PathBuf>,
-    /// Directory sources: give every path its recorded owner and group (needs root).
-    #[arg(long)]
+    /// Directory sources: give every path its recorded owner and group (needs root; the
+    /// default when run as root, as `tar -x` and `rsync -a` do).
+    #[arg(long, conflicts_with = "no_owners")]
     pub owners: bool,
+    /// Directory sources: leave owners to the restoring user, even as root.
+    #[arg(long)]
+    pub no_owners: bool,
     /// Directory sources: restore only these paths or globs (repeatable; a directory
     /// selects everything under it).
     #[arg(long)]
@@ -305,6 +309,7 @@ impl RestoreArgs {
             at: None,
             to: None,
             owners: self.owners,
+            no_owners: self.no_owners,
             only: Vec::new(),
             dry_run: false,
             start: false,

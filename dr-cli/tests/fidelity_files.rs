@@ -50,17 +50,42 @@ fn restores_and_the_by_hand_recipe_give_the_tree_back() {
     let newest = common::listed_ids(&config, Some("storage"))[0].clone();
 
     let restored = work.path().join("restored");
-    let owners = if is_root() { vec!["--owners"] } else { vec![] };
-    let mut args = vec!["restore", "storage", "--to", restored.to_str().unwrap()];
-    args.extend(&owners);
-    let out = ok(&args);
+    // As root, owners come back without asking (as with `tar -x` and `rsync -a`).
+    let out = ok(&["restore", "storage", "--to", restored.to_str().unwrap()]);
     assert!(
         out.contains("1 hard links restored as links"),
         "the output counts hard links: {out}"
     );
     let restored_fp = fingerprint_tree(&restored);
     if is_root() {
-        assert_faithful("dr restore --owners", &source, &restored_fp);
+        assert_faithful("dr restore as root", &source, &restored_fp);
+        // In place over a damaged live tree, again without flags.
+        std::fs::remove_dir_all(data.join("data")).unwrap();
+        std::fs::write(data.join("stray-after-damage"), b"x").unwrap();
+        ok(&["restore", "storage"]);
+        assert_faithful(
+            "dr restore in place as root",
+            &source,
+            &fingerprint_tree(&data),
+        );
+        let no_owners = work.path().join("no-owners");
+        ok(&[
+            "restore",
+            "storage",
+            "--to",
+            no_owners.to_str().unwrap(),
+            "--no-owners",
+        ]);
+        assert_faithful(
+            "dr restore --no-owners",
+            &without_owners(&source),
+            &without_owners(&fingerprint_tree(&no_owners)),
+        );
+        assert_ne!(
+            source,
+            fingerprint_tree(&no_owners),
+            "--no-owners leaves the recorded owners (nobody) to root"
+        );
     } else {
         assert!(out.contains("were not created"), "{out}");
         assert_faithful(

@@ -286,9 +286,16 @@ fn sidecars_beside_a_missing_target_are_kept_away_from_the_new_file() {
     std::fs::write(staging.path(), b"new").unwrap();
     let swapped = staging.commit(&Inherit::Replaced).unwrap();
     assert!(swapped.previous.is_none());
-    assert!(!sibling_path(&target, "-wal").exists(), "{:?}", names(dir.path()));
+    assert!(
+        !sibling_path(&target, "-wal").exists(),
+        "{:?}",
+        names(dir.path())
+    );
     assert_eq!(swapped.sidecars_kept.len(), 1);
-    assert_eq!(std::fs::read(&swapped.sidecars_kept[0]).unwrap(), b"a stale wal");
+    assert_eq!(
+        std::fs::read(&swapped.sidecars_kept[0]).unwrap(),
+        b"a stale wal"
+    );
 }
 
 #[test]
@@ -303,7 +310,12 @@ fn a_symlinked_target_is_restored_where_the_link_points() {
     assert_eq!(staging.target(), real);
     std::fs::write(staging.path(), b"new").unwrap();
     staging.commit(&Inherit::Replaced).unwrap();
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(std::fs::read(&real).unwrap(), b"new");
     assert_eq!(std::fs::metadata(&real).unwrap().mode() & 0o7777, 0o640);
 }

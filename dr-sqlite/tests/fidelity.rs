@@ -313,7 +313,10 @@ async fn stray_sidecars_and_symlinked_paths_do_not_change_the_restored_database(
     // A foreign WAL (from another database) beside the new path.
     let foreign = fx.db_in("foreign");
     sqlite3(&foreign, &["PRAGMA journal_mode=WAL;"]);
-    crash_after(&foreign, "PRAGMA wal_autocheckpoint=0; CREATE TABLE evil (x); INSERT INTO evil VALUES (1);");
+    crash_after(
+        &foreign,
+        "PRAGMA wal_autocheckpoint=0; CREATE TABLE evil (x); INSERT INTO evil VALUES (1);",
+    );
     let new_path = fx.db_in("new");
     for suffix in ["-wal", "-shm"] {
         let from = dr_core::sibling_path(&foreign, suffix);
@@ -336,7 +339,10 @@ async fn stray_sidecars_and_symlinked_paths_do_not_change_the_restored_database(
     assert!(!dr_core::sibling_path(&new_path, "-wal").exists());
 
     // In place after the database file was deleted, its -wal left behind.
-    crash_after(&db, "PRAGMA wal_autocheckpoint=0; INSERT INTO audit (what) VALUES ('late');");
+    crash_after(
+        &db,
+        "PRAGMA wal_autocheckpoint=0; INSERT INTO audit (what) VALUES ('late');",
+    );
     assert!(dr_core::sibling_path(&db, "-wal").exists());
     std::fs::remove_file(&db).unwrap();
     restore(&fx, &manifest, &db).await;
@@ -353,9 +359,17 @@ async fn stray_sidecars_and_symlinked_paths_do_not_change_the_restored_database(
     std::fs::set_permissions(&real, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
     let link = real.with_file_name("app.db");
     std::os::unix::fs::symlink("real.db", &link).unwrap();
-    sqlite3(&real, &["INSERT INTO audit (what) VALUES ('after the backup');"]);
+    sqlite3(
+        &real,
+        &["INSERT INTO audit (what) VALUES ('after the backup');"],
+    );
     restore(&fx, &manifest, &link).await;
-    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_faithful(
         "through a symbolic link",
         &source.without(&["beside"]),

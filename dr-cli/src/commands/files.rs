@@ -109,7 +109,7 @@ pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> C
     }
     let restored = DirectoryTarget::new(root, repo.clone())
         .with_selection(args.only.clone())
-        .with_owners(args.owners)
+        .with_owners(args.owners || (running_as_root() && !args.no_owners))
         .restore_tree(&reader, &options)
         .await;
     bar.finish();
@@ -159,4 +159,10 @@ pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> C
         println!("the previous tree is kept at {kept}");
     }
     Ok(())
+}
+
+/// Whether this process runs as root (`/proc/self` belongs to the effective user).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
