@@ -251,7 +251,10 @@ fn a_file_restore_under_a_running_server_is_refused_until_it_is_stopped() {
     assert_eq!(code, 2, "{out}");
     let url = format!("redis://127.0.0.1:{}", source.port());
     for needed in [
-        &format!("the Redis server at {url} is running and saves to {}", rdb.display()) as &str,
+        &format!(
+            "the Redis server at {url} is running and saves to {}",
+            rdb.display()
+        ) as &str,
         "Nothing was written",
         "stop_command = \"systemctl stop redis-server\"",
         &format!("--server {url}"),
@@ -270,7 +273,10 @@ fn a_file_restore_under_a_running_server_is_refused_until_it_is_stopped() {
     assert_eq!(sha256(&rdb), before);
     // Another file is not the server's: fine.
     let elsewhere = work.path().join("copy.rdb");
-    let (code, out) = dr(&plain, &["restore", "cache", "--to", elsewhere.to_str().unwrap()]);
+    let (code, out) = dr(
+        &plain,
+        &["restore", "cache", "--to", elsewhere.to_str().unwrap()],
+    );
     assert_eq!(code, 0, "{out}");
 
     let marker = work.path().join("started");
@@ -294,6 +300,11 @@ fn a_file_restore_under_a_running_server_is_refused_until_it_is_stopped() {
     assert_eq!(listing(), files);
     assert!(!marker.exists(), "start_command ran");
     assert_eq!(source.cli(&["DBSIZE"]), "20");
+
+    // --force swaps the file in under the running server (documented: it is the user's call).
+    let (code, out) = dr(&plain, &["restore", "cache", "--force"]);
+    assert_eq!(code, 0, "{out}");
+    assert_ne!(sha256(&rdb), before);
 
     let port = source.port();
     let dir = source.dir().display().to_string();

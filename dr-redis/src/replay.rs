@@ -251,10 +251,7 @@ fn expired_note(expired: u64) -> String {
 /// restore did not write (they are not in the backup, so they were kept), in words.
 async fn kept_note(client: &mut RespClient, (written, loaded): (u64, u64)) -> Option<String> {
     let keys = key_count(client).await.ok()?.saturating_sub(written);
-    let libraries = crate::logical::function_libraries(client)
-        .await
-        .ok()?
-        .len() as u64;
+    let libraries = crate::logical::function_libraries(client).await.ok()?.len() as u64;
     let libraries = libraries.saturating_sub(loaded);
     if keys + libraries == 0 {
         return None;
@@ -276,9 +273,8 @@ async fn kept_note(client: &mut RespClient, (written, loaded): (u64, u64)) -> Op
         _ => ("were", "they are"),
     };
     Some(format!(
-        "{} not in the backup {was} left as {it} on the target, so it holds the backup plus {}: FLUSHALL and FUNCTION FLUSH before restoring to get exactly the backup",
-        what.join(" and "),
-        if keys + libraries == 1 { "it" } else { "them" }
+        "{} not in the backup {was} left as {it} on the target: FLUSHALL and FUNCTION FLUSH before restoring to get exactly the backup",
+        what.join(" and ")
     ))
 }
 
