@@ -332,4 +332,7 @@ fn a_file_restore_under_a_running_server_is_refused_until_it_is_stopped() {
     shutdown();
     assert_eq!(restored, backed_up, "{out}");
     assert!(out.contains("the previous data is kept at"), "{out}");
+    // Nothing listens at the URL any more: a stopped server is what the check wants.
+    let (code, out) = dr(&plain, &["restore", "cache"]);
+    assert_eq!(code, 0, "{out}");
 }
