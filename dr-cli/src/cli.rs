@@ -262,6 +262,8 @@ pub struct RestoreArgs {
     /// Replace the target even if another process has it open (the previous data is kept);
     /// PostgreSQL: replace an existing target database. Redis `--server`: replay into a
     /// server that holds keys (a safety backup of it, label pre-restore, is taken first).
+    /// Redis `rdb_path`: swap the file in although the server at `url` runs and saves to it
+    /// (it will overwrite the restored file on its next save or shutdown).
     #[arg(long)]
     pub force: bool,
     /// PostgreSQL: after the checks pass, swap the restored database in by rename (the

@@ -297,6 +297,18 @@ impl SourceConfig {
         })
     }
 
+    /// The Redis server a file restore asks whether it is still running: the source's URL,
+    /// without the password when its environment variable is not set (a server that refuses
+    /// the login still counts as running).
+    fn redis_to_probe(&self) -> Option<RedisConnection> {
+        let SourceKind::Redis { url, .. } = &self.kind else {
+            return None;
+        };
+        self.redis()
+            .ok()
+            .or_else(|| RedisConnection::from_url(url).ok())
+    }
+
     /// The source's connection, or the same database name on another server.
     pub fn postgres_on(&self, server: Option<&str>) -> CliResult<PgConnection> {
         let own = self.postgres()?;
@@ -452,7 +464,8 @@ impl SourceConfig {
                 let path = to.or(rdb_path.as_deref()).unwrap_or(Path::new("dump.rdb"));
                 Box::new(
                     RedisFileTarget::new(path)
-                        .with_commands(stop_command.clone(), start_command.clone()),
+                        .with_commands(stop_command.clone(), start_command.clone())
+                        .with_server(self.redis_to_probe()),
                 )
             }
             SourceKind::Directory { .. } | SourceKind::Bucket { .. } => {

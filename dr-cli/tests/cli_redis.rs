@@ -169,6 +169,12 @@ fn a_live_replay_writes_nothing_from_a_damaged_backup_and_keeps_a_safety_backup(
         &["restore", "cache", &id, "--server", &url, "--force"],
     );
     assert!(out.contains("12000 keys"), "{out}");
+    // key:1..3000 were replaced; only-here (db 4) is not in the backup and was kept.
+    assert!(
+        out.contains("note: 1 key not in the backup was left as it is on the target")
+            && out.contains("FLUSHALL and FUNCTION FLUSH before restoring"),
+        "{out}"
+    );
     assert_ne!(state(&target), before);
     let safety = out
         .split("safety backup ")
@@ -185,4 +191,148 @@ fn a_live_replay_writes_nothing_from_a_damaged_backup_and_keeps_a_safety_backup(
     target.cli(&["FLUSHALL"]);
     common::ok(&config, &["restore", "cache", &safety, "--server", &url]);
     assert_eq!(state(&target), before);
+}
+
+fn sha256(path: &Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn file_source(work: &Path, port: u16, rdb: &Path, extra: &str) -> std::path::PathBuf {
+    let config = work.join(format!("dr-{}.toml", extra.len()));
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n[sources.cache]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\npassword_env = \"CACHE_PASSWORD\"\nrdb_path = \"{1}\"\n{extra}",
+            work.display(),
+            rdb.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A file restore under a running server that saves to the same file would be undone on its
+/// next save or shutdown: refused before anything is written (the file's SHA-256 unchanged,
+/// nothing staged), also when the server refuses CONFIG (no password: NOAUTH); a
+/// stop_command that does not stop it is caught after it ran; one that does, with a
+/// start_command that starts it, restores the backup (DEBUG DIGEST of the restarted server).
+#[test]
+fn a_file_restore_under_a_running_server_is_refused_until_it_is_stopped() {
+    let source = RedisServer::start_with(Some("pa55"), &[]);
+    fill(&source, 500, "backed up");
+    let backed_up = state(&source);
+    source.cli(&["SAVE"]);
+    let rdb = source.dir().join("dump.rdb");
+    let work = tempfile::tempdir().unwrap();
+    let plain = file_source(work.path(), source.port(), &rdb, "");
+    common::ok(&plain, &["keygen"]);
+    common::ok(&plain, &["init"]);
+    let (code, out) = dr(&plain, &["backup", "cache"]);
+    assert_eq!(code, 0, "{out}");
+    source.cli(&["FLUSHALL"]);
+    fill(&source, 20, "damaged");
+    source.cli(&["SAVE"]);
+    let before = sha256(&rdb);
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(source.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let files = listing();
+
+    let (code, out) = dr(&plain, &["restore", "cache"]);
+    assert_eq!(code, 2, "{out}");
+    let url = format!("redis://127.0.0.1:{}", source.port());
+    for needed in [
+        &format!(
+            "the Redis server at {url} is running and saves to {}",
+            rdb.display()
+        ) as &str,
+        "Nothing was written",
+        "stop_command = \"systemctl stop redis-server\"",
+        &format!("--server {url}"),
+        "--force",
+    ] {
+        assert!(out.contains(needed), "{needed:?} missing: {out}");
+    }
+    assert!(!out.contains("pa55"), "{out}");
+    assert_eq!(sha256(&rdb), before);
+    assert_eq!(listing(), files);
+    // Without the password the server refuses CONFIG: it still answers, and the target is
+    // the configured rdb_path.
+    let (code, out) = common::dr(&plain, &["restore", "cache"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("CONFIG GET was refused"), "{out}");
+    assert_eq!(sha256(&rdb), before);
+    // Another file is not the server's: fine.
+    let elsewhere = work.path().join("copy.rdb");
+    let (code, out) = dr(
+        &plain,
+        &["restore", "cache", "--to", elsewhere.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    let marker = work.path().join("started");
+    let not_stopping = file_source(
+        work.path(),
+        source.port(),
+        &rdb,
+        &format!(
+            "stop_command = \"true\"\nstart_command = \"touch {}\"\n",
+            marker.display()
+        ),
+    );
+    let (code, out) = dr(&not_stopping, &["restore", "cache"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("stop_command (true) ran, but the Redis server")
+            && out.contains("nothing was swapped"),
+        "{out}"
+    );
+    assert_eq!(sha256(&rdb), before);
+    assert_eq!(listing(), files);
+    assert!(!marker.exists(), "start_command ran");
+    assert_eq!(source.cli(&["DBSIZE"]), "20");
+
+    // --force swaps the file in under the running server (documented: it is the user's call).
+    let (code, out) = dr(&plain, &["restore", "cache", "--force"]);
+    assert_eq!(code, 0, "{out}");
+    assert_ne!(sha256(&rdb), before);
+
+    let port = source.port();
+    let dir = source.dir().display().to_string();
+    let start = format!(
+        "redis-server --port {port} --bind 127.0.0.1 --requirepass pa55 --dir {dir} --dbfilename dump.rdb --save '' --appendonly no --enable-debug-command yes --daemonize yes --pidfile {dir}/restarted.pid --logfile {dir}/restarted.log >/dev/null 2>&1 && for i in $(seq 100); do redis-cli -p {port} -a pa55 --no-auth-warning ping 2>/dev/null | grep -q PONG && exit 0; sleep 0.1; done; exit 1"
+    );
+    let stopping = file_source(
+        work.path(),
+        port,
+        &rdb,
+        &format!(
+            "stop_command = \"redis-cli -p {port} -a pa55 --no-auth-warning shutdown nosave\"\nstart_command = \"{}\"\n",
+            start.replace('"', "\\\"")
+        ),
+    );
+    let (code, out) = dr(&stopping, &["restore", "cache"]);
+    let shutdown = || {
+        source.cli(&["SHUTDOWN", "NOSAVE"]);
+    };
+    if code != 0 {
+        shutdown();
+        panic!("{out}");
+    }
+    let restored = state(&source);
+    shutdown();
+    assert_eq!(restored, backed_up, "{out}");
+    assert!(out.contains("the previous data is kept at"), "{out}");
+    // Nothing listens at the URL any more: a stopped server is what the check wants.
+    let (code, out) = dr(&plain, &["restore", "cache"]);
+    assert_eq!(code, 0, "{out}");
 }

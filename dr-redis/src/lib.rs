@@ -8,7 +8,9 @@
 //!   record stream ([`logical`]: each key is consistent, the whole is not one point in time).
 //! - [`RedisFileTarget`]: the RDB staged beside the target file ([`dr_core::swap`]), checked,
 //!   given the replaced file's owner, group and mode, the previous file kept as
-//!   `<name>.pre-restore-<time>[-N]`, with optional stop/start commands around the swap.
+//!   `<name>.pre-restore-<time>[-N]`, with optional stop/start commands around the swap;
+//!   refused while the server at the source's URL runs and saves to the target file (it
+//!   would overwrite the restored file on its next save or shutdown).
 //! - [`RedisReplayTarget`]: Functions libraries (`FUNCTION LOAD REPLACE`) then keys replayed
 //!   into a running server with pipelined `RESTORE ... ABSTTL REPLACE` (the absolute expiry
 //!   times of the backup; keys expired since are skipped and counted), from logical backups
@@ -31,6 +33,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod backup;
+mod live;
 pub mod logical;
 pub mod rdb;
 mod replay;

@@ -125,6 +125,10 @@ impl Restore for RedisReplayTarget {
                 conn = self.conn
             )
         });
+        let written = (replay.written, replay.libraries);
+        if existing + libraries > 0 {
+            report.notes.extend(kept_note(&mut client, written).await);
+        }
         report.restored_bytes = bytes;
         report.elapsed_ms = elapsed_ms(started);
         Ok(report)
@@ -241,6 +245,37 @@ fn expired_note(expired: u64) -> String {
         1 => "; 1 key had expired since the backup and was not restored".to_owned(),
         n => format!("; {n} keys had expired since the backup and were not restored"),
     }
+}
+
+/// After a replay over existing keys: how many keys and libraries the target holds that the
+/// restore did not write (they are not in the backup, so they were kept), in words.
+async fn kept_note(client: &mut RespClient, (written, loaded): (u64, u64)) -> Option<String> {
+    let keys = key_count(client).await.ok()?.saturating_sub(written);
+    let libraries = crate::logical::function_libraries(client).await.ok()?.len() as u64;
+    let libraries = libraries.saturating_sub(loaded);
+    if keys + libraries == 0 {
+        return None;
+    }
+    let count = |n: u64, one: &str, many: &str| match n {
+        0 => None,
+        1 => Some(format!("1 {one}")),
+        n => Some(format!("{n} {many}")),
+    };
+    let what: Vec<String> = [
+        count(keys, "key", "keys"),
+        count(libraries, "Functions library", "Functions libraries"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let (was, it) = match keys + libraries {
+        1 => ("was", "it is"),
+        _ => ("were", "they are"),
+    };
+    Some(format!(
+        "{} not in the backup {was} left as {it} on the target: FLUSHALL and FUNCTION FLUSH before restoring to get exactly the backup",
+        what.join(" and ")
+    ))
 }
 
 /// The server's clock (`TIME`) in Unix ms: expiry times are compared with it.

@@ -56,20 +56,42 @@ impl RedisConnection {
     /// # Errors
     /// [`Error::Source`] saying whether the server is unreachable or refused the password.
     pub async fn connect(&self) -> Result<RespClient> {
+        let mut client = self.open(Duration::from_secs(10)).await?;
+        self.login(&mut client).await?;
+        Ok(client)
+    }
+
+    /// Opens the TCP connection only (no AUTH): whether something listens at the address.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when nothing answers within `timeout` or the connection is refused.
+    pub async fn open(&self, timeout: Duration) -> Result<RespClient> {
         let address = format!("{}:{}", self.host, self.port);
-        let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&address))
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(&address))
             .await
-            .map_err(|_| Error::Source(format!("Redis at {self} did not answer within 10 s")))?
+            .map_err(|_| {
+                Error::Source(format!(
+                    "Redis at {self} did not answer within {} s",
+                    timeout.as_secs()
+                ))
+            })?
             .map_err(|e| {
                 Error::Source(format!(
                     "cannot reach Redis at {self}: {e} (is it running, and is the address right?)"
                 ))
             })?;
         let _ = stream.set_nodelay(true);
-        let mut client = RespClient {
+        Ok(RespClient {
             stream: BufReader::with_capacity(1 << 20, stream),
             server: self.to_string(),
-        };
+        })
+    }
+
+    /// Sends AUTH on a connection from [`RedisConnection::open`] when a password is set.
+    ///
+    /// # Errors
+    /// [`Error::Source`] when the server refuses the login.
+    pub async fn login(&self, client: &mut RespClient) -> Result<()> {
         if let Some(password) = &self.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
             if let Some(user) = &self.user {
@@ -82,7 +104,7 @@ impl RedisConnection {
                 ))
             })?;
         }
-        Ok(client)
+        Ok(())
     }
 }
 

@@ -4,8 +4,11 @@
 //! owner, group, mode and extended attributes of the `dump.rdb` it replaces (or, with none,
 //! the owner and group of its directory, mode 0600), the previous file is kept as
 //! `<name>.pre-restore-<time>[-N]`, and the server is started. Nothing of the target is
-//! touched before the whole file was checked. Keys replayed into a running server are in
-//! [`crate::replay`].
+//! touched before the whole file was checked. A server that keeps running would save over
+//! the restored file, so when the source's URL is known the restore is refused while the
+//! server there answers and saves to the target: before anything is written when no
+//! `stop_command` is set, and after the `stop_command` ran ([`crate::live`]; `--force`
+//! skips the check). Keys replayed into a running server are in [`crate::replay`].
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +19,9 @@ use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Resul
 use tokio::io::AsyncWriteExt;
 
 use crate::backup::{RDB_ARTIFACT, RDB_KIND};
+use crate::live;
 use crate::rdb::read_rdb;
+use crate::resp::RedisConnection;
 
 /// Restores an RDB backup as the `dump.rdb` of a (stopped) server.
 #[derive(Debug, Clone)]
@@ -24,6 +29,7 @@ pub struct RedisFileTarget {
     rdb_path: PathBuf,
     stop_command: Option<String>,
     start_command: Option<String>,
+    server: Option<RedisConnection>,
 }
 
 impl RedisFileTarget {
@@ -33,7 +39,16 @@ impl RedisFileTarget {
             rdb_path: rdb_path.into(),
             stop_command: None,
             start_command: None,
+            server: None,
         }
+    }
+
+    /// The server that saves to `rdb_path` (the source's URL): the restore is refused while
+    /// it answers and saves to the target (it would overwrite the restored file), unless
+    /// `--force`. Without it, nothing is checked.
+    pub fn with_server(mut self, server: Option<RedisConnection>) -> Self {
+        self.server = server;
+        self
     }
 
     /// Shell commands run before the file is swapped in (stop the server, so it does not
@@ -57,6 +72,10 @@ impl Restore for RedisFileTarget {
             )));
         }
         let target = opts.target.clone().unwrap_or_else(|| self.rdb_path.clone());
+        let server = self.server.as_ref().filter(|_| !opts.force);
+        if let (Some(conn), None) = (server, &self.stop_command) {
+            live::refuse_if_running(conn, &target, &self.rdb_path).await?;
+        }
         let staging = Staging::file(&target)?;
         let summary = match stage(backup, staging.path()).await {
             Ok(summary) => summary,
@@ -71,6 +90,9 @@ impl Restore for RedisFileTarget {
             }
         };
         run_hook(self.stop_command.as_deref(), "stop_command").await?;
+        if let (Some(conn), Some(stop)) = (server, &self.stop_command) {
+            live::refuse_if_still_running(conn, &target, &self.rdb_path, stop).await?;
+        }
         let inherit = attributes_for(staging.target())?;
         let swapped = tokio::task::spawn_blocking(move || staging.commit(&inherit))
             .await
