@@ -328,19 +328,30 @@ fn header_for(entry: &FileEntry) -> tar::Header {
     header
 }
 
+/// A PAX time: the decimal number of seconds, so a time before 1970 is `-` and its distance
+/// from the epoch (1960-05-05 01:02:03.5 is `-304815476.5`, not `-304815477.5`).
+fn pax_time(ns: i128) -> String {
+    let sign = if ns < 0 { "-" } else { "" };
+    let abs = ns.unsigned_abs();
+    let (secs, nanos) = (abs / 1_000_000_000, abs % 1_000_000_000);
+    match nanos {
+        0 => format!("{sign}{secs}"),
+        n => format!("{sign}{secs}.{n:09}"),
+    }
+}
+
 /// A PAX extended header before the entry (when the mtime has nanoseconds or the entry has
 /// extended attributes): `mtime` with nanoseconds and one
 /// `SCHILY.xattr.<name>` record per extended attribute (what GNU tar `--xattrs` writes and
 /// reads; POSIX ACLs are the `system.posix_acl_*` attributes).
 fn pax_records(tar: &mut TarOut, entry: &FileEntry) -> Result<()> {
-    let secs = entry.mtime_ns.div_euclid(1_000_000_000);
     let nanos = entry.mtime_ns.rem_euclid(1_000_000_000);
-    if nanos == 0 && entry.xattrs.is_empty() {
-        // The header's whole seconds say it all.
+    if nanos == 0 && entry.mtime_ns >= 0 && entry.xattrs.is_empty() {
+        // The header's whole seconds say it all (it cannot hold a time before 1970).
         return Ok(());
     }
     let mut body = Vec::new();
-    record(&mut body, "mtime", format!("{secs}.{nanos:09}").as_bytes());
+    record(&mut body, "mtime", pax_time(entry.mtime_ns).as_bytes());
     for (name, value) in &entry.xattrs {
         let value = hex::decode(value).unwrap_or_default();
         record(&mut body, &format!("SCHILY.xattr.{name}"), &value);
@@ -447,5 +458,19 @@ impl Read for HashingExact {
         self.hasher.update(&buf[..n]);
         self.remaining -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pax_time;
+
+    #[test]
+    fn pax_times_before_1970_count_back_from_the_epoch() {
+        assert_eq!(pax_time(-304_815_476_500_000_000), "-304815476.500000000");
+        assert_eq!(pax_time(-1), "-0.000000001");
+        assert_eq!(pax_time(-86_400_000_000_000), "-86400");
+        assert_eq!(pax_time(1_700_000_000_000_000_007), "1700000000.000000007");
+        assert_eq!(pax_time(0), "0");
     }
 }

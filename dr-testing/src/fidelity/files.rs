@@ -321,7 +321,8 @@ pub fn make_corpus(root: &Path) {
     set_times(root);
 }
 
-/// Mtimes: nanoseconds everywhere, 1970 and 2100 for two files, directories deepest first.
+/// Mtimes: nanoseconds everywhere, 1960, 1970 and 2100 for three files, directories deepest
+/// first.
 fn set_times(root: &Path) {
     let mut all = Vec::new();
     let mut stack = vec![root.to_owned()];
@@ -341,6 +342,8 @@ fn set_times(root: &Path) {
     }
     set_mtime(&root.join("plain.txt"), 1, 1);
     set_mtime(&root.join("empty"), 4_102_444_800, 999_999_999);
+    // 1960-05-05 01:02:03.5: before 1970, with a fraction (a PAX time counts back).
+    set_mtime(&root.join("data/random.bin"), -304_815_477, 500_000_000);
     set_mtime(root, 1_650_000_000, 42);
 }
 
