@@ -11,7 +11,8 @@ use std::sync::Arc;
 use dr_core::{BackupOptions, Identities, Manifest, Repository, RestoreOptions};
 use dr_storage::files::{DirectorySource, DirectoryTarget, TreeReport, read_index};
 use dr_testing::fidelity::files::{
-    fingerprint_tree, is_root, make_corpus, modify_corpus, without_owners,
+    fields_under, fingerprint_tree, is_root, make_corpus, modify_corpus, with_source_entries,
+    without_owners,
 };
 use dr_testing::fidelity::{Fingerprint, assert_faithful};
 
@@ -231,42 +232,6 @@ fn oracle_sees_the_awkward_cases(fp: &Fingerprint) {
     }
 }
 
-/// The fields of the entries at or under `path` (`acl <p>` included), renamed to `to`.
-fn fields_under(fp: &Fingerprint, path: &str, to: &str) -> Vec<(String, String)> {
-    let rename = |rest: &str| -> Option<String> {
-        (rest.starts_with(' ') || rest.starts_with('/')).then(|| format!("{to}{rest}"))
-    };
-    fp.fields()
-        .filter_map(|f| {
-            let renamed = match f.strip_prefix("acl ") {
-                Some(p) => p
-                    .strip_prefix(path)
-                    .and_then(|rest| (rest.is_empty() || rest.starts_with('/')).then_some(rest))
-                    .map(|rest| format!("acl {to}{rest}")),
-                None => f.strip_prefix(path).and_then(rename),
-            }?;
-            Some((renamed, fp.get(f).unwrap().to_owned()))
-        })
-        .collect()
-}
-
-/// `live` with the entries at `paths` as `source` recorded them (replacing what `live`
-/// had there).
-fn with_source_entries(live: &Fingerprint, source: &Fingerprint, paths: &[&str]) -> Fingerprint {
-    let mut gone = Vec::new();
-    for p in paths {
-        gone.extend(fields_under(live, p, p).into_iter().map(|(f, _)| f));
-    }
-    let names: Vec<&str> = gone.iter().map(String::as_str).collect();
-    let mut expected = live.without(&names);
-    for p in paths {
-        for (field, value) in fields_under(source, p, p) {
-            expected.set(field, value);
-        }
-    }
-    expected
-}
-
 async fn restore_only(
     repo: &Repository,
     backup: &Manifest,
@@ -308,15 +273,26 @@ async fn only_in_place_puts_the_selection_into_the_live_tree() {
     let source = fingerprint_tree(&root);
     let repo = repository().await;
     let full = repo
-        .backup("files", &DirectorySource::new(&root), &BackupOptions::default())
+        .backup(
+            "files",
+            &DirectorySource::new(&root),
+            &BackupOptions::default(),
+        )
         .await
         .unwrap();
-    std::fs::write(root.join("created-after-backup"), b"newer than the backup\n").unwrap();
+    std::fs::write(
+        root.join("created-after-backup"),
+        b"newer than the backup\n",
+    )
+    .unwrap();
     std::fs::write(root.join("data/newer.bin"), b"also newer\n").unwrap();
     std::fs::remove_file(root.join("xattr.txt")).unwrap();
     std::fs::remove_file(root.join("data/random.bin")).unwrap();
-    std::fs::set_permissions(root.join("read-only"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        root.join("read-only"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     std::fs::remove_dir_all(root.join("read-only")).unwrap();
     std::fs::write(root.join("plain.txt"), b"modified after the backup\n").unwrap();
     std::fs::write(root.join("links/newer"), b"new in a restored directory\n").unwrap();
@@ -324,7 +300,9 @@ async fn only_in_place_puts_the_selection_into_the_live_tree() {
     // Deleted files, one in a directory that is there, one in a directory that is gone.
     let live = fingerprint_tree(&root);
     let only = ["xattr.txt", "data/random.bin", "read-only/inside.txt"];
-    let tree = restore_only(&repo, &full, &root, None, &only).await.unwrap();
+    let tree = restore_only(&repo, &full, &root, None, &only)
+        .await
+        .unwrap();
     let merged = tree.merged.clone().expect("a merge into the live tree");
     assert_eq!(
         merged.placed,
@@ -339,14 +317,20 @@ async fn only_in_place_puts_the_selection_into_the_live_tree() {
 
     // A modified file: restored, the modified one kept aside.
     let live = fingerprint_tree(&root);
-    let tree = restore_only(&repo, &full, &root, None, &["plain.txt"]).await.unwrap();
+    let tree = restore_only(&repo, &full, &root, None, &["plain.txt"])
+        .await
+        .unwrap();
     let merged = tree.merged.unwrap();
     assert_eq!(merged.placed, ["plain.txt"]);
     let [kept] = &merged.kept_aside[..] else {
         panic!("{merged:?}")
     };
     assert_eq!(kept.path, "plain.txt");
-    let kept_name = Path::new(&kept.kept_at).file_name().unwrap().to_str().unwrap();
+    let kept_name = Path::new(&kept.kept_at)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
     assert!(kept_name.starts_with("plain.txt.pre-restore-"), "{kept:?}");
     assert_eq!(Path::new(&kept.kept_at).parent(), Some(root.as_path()));
     let mut expected = with_source_entries(&live, &source, &["plain.txt"]);
@@ -358,7 +342,9 @@ async fn only_in_place_puts_the_selection_into_the_live_tree() {
     // A directory: replaced whole by the recorded one, the live one (with a newer file)
     // kept aside; its hard links come back linked to each other.
     let live = fingerprint_tree(&root);
-    let tree = restore_only(&repo, &full, &root, None, &["links"]).await.unwrap();
+    let tree = restore_only(&repo, &full, &root, None, &["links"])
+        .await
+        .unwrap();
     let merged = tree.merged.unwrap();
     assert_eq!(merged.placed, ["links"]);
     let kept_name = Path::new(&merged.kept_aside[0].kept_at)
