@@ -296,48 +296,64 @@ async fn only_in_place_puts_the_selection_into_the_live_tree() {
     std::fs::remove_dir_all(root.join("read-only")).unwrap();
     std::fs::write(root.join("plain.txt"), b"modified after the backup\n").unwrap();
     std::fs::write(root.join("links/newer"), b"new in a restored directory\n").unwrap();
+    std::fs::remove_file(root.join("pipe")).unwrap();
+    std::fs::remove_file(root.join("relative")).unwrap();
+    std::os::unix::fs::symlink("elsewhere", root.join("relative")).unwrap();
 
     // Deleted files, one in a directory that is there, one in a directory that is gone.
     let live = fingerprint_tree(&root);
-    let only = ["xattr.txt", "data/random.bin", "read-only/inside.txt"];
+    let only = [
+        "xattr.txt",
+        "data/random.bin",
+        "read-only/inside.txt",
+        "pipe",
+    ];
     let tree = restore_only(&repo, &full, &root, None, &only)
         .await
         .unwrap();
     let merged = tree.merged.clone().expect("a merge into the live tree");
     assert_eq!(
         merged.placed,
-        ["data/random.bin", "read-only", "xattr.txt"],
+        ["data/random.bin", "pipe", "read-only", "xattr.txt"],
         "{merged:?}"
     );
     assert!(merged.kept_aside.is_empty(), "{merged:?}");
     assert_eq!(tree.files, 3);
-    let expected = with_source_entries(&live, &source, &["xattr.txt", "data/random.bin"]);
+    let expected = with_source_entries(&live, &source, &["xattr.txt", "data/random.bin", "pipe"]);
     let expected = with_source_entries(&expected, &source, &["read-only"]);
     same("--only deleted files, in place", &expected, &root);
 
-    // A modified file: restored, the modified one kept aside.
+    // A modified file and a symlink pointing elsewhere: restored, the live ones kept aside.
     let live = fingerprint_tree(&root);
-    let tree = restore_only(&repo, &full, &root, None, &["plain.txt"])
+    let tree = restore_only(&repo, &full, &root, None, &["plain.txt", "relative"])
         .await
         .unwrap();
     let merged = tree.merged.unwrap();
-    assert_eq!(merged.placed, ["plain.txt"]);
-    let [kept] = &merged.kept_aside[..] else {
-        panic!("{merged:?}")
-    };
-    assert_eq!(kept.path, "plain.txt");
-    let kept_name = Path::new(&kept.kept_at)
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap();
-    assert!(kept_name.starts_with("plain.txt.pre-restore-"), "{kept:?}");
-    assert_eq!(Path::new(&kept.kept_at).parent(), Some(root.as_path()));
-    let mut expected = with_source_entries(&live, &source, &["plain.txt"]);
-    for (field, value) in fields_under(&live, "plain.txt", kept_name) {
-        expected.set(field, value);
+    assert_eq!(merged.placed, ["plain.txt", "relative"]);
+    let mut expected = with_source_entries(&live, &source, &["plain.txt", "relative"]);
+    for (kept, path) in merged.kept_aside.iter().zip(["plain.txt", "relative"]) {
+        assert_eq!(kept.path, path, "{merged:?}");
+        let kept_at = Path::new(&kept.kept_at);
+        let name = kept_at.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with(&format!("{path}.pre-restore-")),
+            "{kept:?}"
+        );
+        assert_eq!(kept_at.parent(), Some(root.as_path()));
+        for (field, value) in fields_under(&live, path, name) {
+            expected.set(field, value);
+        }
     }
-    same("--only a modified file, in place", &expected, &root);
+    assert_eq!(merged.kept_aside.len(), 2, "{merged:?}");
+    assert_eq!(
+        std::fs::read_link(root.join("relative")).unwrap(),
+        Path::new("plain.txt")
+    );
+    same(
+        "--only a modified file and a changed symlink, in place",
+        &expected,
+        &root,
+    );
 
     // A directory: replaced whole by the recorded one, the live one (with a newer file)
     // kept aside; its hard links come back linked to each other.
