@@ -80,7 +80,9 @@ impl DirectoryTarget {
         self
     }
 
-    /// Only these paths or globs (a directory selects everything under it).
+    /// Only these paths or globs (a directory selects everything under it). Restored into
+    /// an existing non-empty directory (in place, or a `--to` one), the selection is put
+    /// into that tree and the rest of it left as it was (see [`TreeReport::merged`]).
     pub fn with_selection(mut self, select: Vec<String>) -> Self {
         self.select = select;
         self
@@ -98,7 +100,9 @@ impl DirectoryTarget {
     ///
     /// # Errors
     /// A damaged or missing backup, a file whose SHA-256 does not match, an index entry
-    /// outside the target, I/O errors. The target is left as it was.
+    /// outside the target, I/O errors. The target is left as it was, but for a selection
+    /// put into an existing tree that fails between two renames (a mount point inside the
+    /// tree): the error then names what was already put back and what was kept aside.
     pub async fn restore_tree(
         &self,
         backup: &BackupReader,
@@ -143,11 +147,6 @@ impl DirectoryTarget {
         let tree = if occupied && !self.select.is_empty() {
             let merge = Merge::new(&index.entries, &entries, self.owners);
             let (tree, merged) = merge_selection(&plan, merge, &target).await?;
-            report.target = format!(
-                "{} ({} files, put into the existing tree)",
-                target.display(),
-                tree.files
-            );
             TreeReport {
                 merged: Some(merged),
                 ..tree
@@ -191,9 +190,7 @@ impl DirectoryTarget {
             tree
         };
         report.backup_id = backup.id().to_owned();
-        if tree.merged.is_none() {
-            report.target = format!("{} ({} files)", target.display(), tree.files);
-        }
+        report.target = format!("{} ({} files)", target.display(), tree.files);
         report.restored_bytes = tree.bytes;
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok((report, tree))
