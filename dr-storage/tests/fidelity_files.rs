@@ -383,6 +383,38 @@ async fn only_in_place_puts_the_selection_into_the_live_tree() {
         b"new in a restored directory\n"
     );
 
+    // A glob matching a directory but not what is in it (`s*`: `setgid`, not
+    // `setgid/file`): that directory is merged, never replaced by an empty one.
+    std::fs::write(
+        root.join("setgid/newer"),
+        b"in a partly selected directory\n",
+    )
+    .unwrap();
+    let live = fingerprint_tree(&root);
+    let tree = restore_only(&repo, &full, &root, None, &["s*"])
+        .await
+        .unwrap();
+    let merged = tree.merged.unwrap();
+    let whole = ["setuid", "sparse.img", "sticky"];
+    assert_eq!(merged.placed, whole, "{merged:?}");
+    let mut expected = with_source_entries(&live, &source, &whole);
+    for kept in &merged.kept_aside {
+        let name = Path::new(&kept.kept_at)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap();
+        for (field, value) in fields_under(&live, &kept.path, name) {
+            expected.set(field, value);
+        }
+    }
+    assert_eq!(merged.kept_aside.len(), 3, "{merged:?}");
+    same(
+        "--only a glob matching part of a directory",
+        &expected,
+        &root,
+    );
+
     // A selection of nothing is refused, the tree untouched.
     let live = fingerprint_tree(&root);
     let refused = restore_only(&repo, &full, &root, None, &["no-such-path"]).await;
