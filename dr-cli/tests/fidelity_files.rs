@@ -10,7 +10,8 @@ use std::process::Command;
 
 use dr_testing::fidelity::assert_faithful;
 use dr_testing::fidelity::files::{
-    fields_ending, fingerprint_tree, is_root, make_corpus, modify_corpus, without_owners,
+    fields_ending, fields_under, fingerprint_tree, is_root, make_corpus, modify_corpus,
+    with_source_entries, without_owners,
 };
 
 /// The bash block after the `by-hand-directory-recipe` marker in FORMAT.md.
@@ -214,4 +215,105 @@ fn a_restore_as_another_user_reports_the_nodes_it_cannot_create() {
         &without_owners(&source.without(&null)),
         &without_owners(&fingerprint_tree(&restored)),
     );
+}
+
+/// The tester's case: `dr restore storage --only=-leading` over the live tree used to
+/// replace the whole tree with the selection (exit 0). Now the deleted file comes back with
+/// its recorded attributes and everything else (a file created after the backup included)
+/// stays as it was; a modified file is restored with the modified one kept aside; a
+/// selection of nothing is refused with the tree untouched.
+#[test]
+fn only_in_place_restores_into_the_live_tree() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("storage");
+    make_corpus(&data);
+    std::fs::write(data.join("-leading"), b"-\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            data.join("-leading"),
+            std::fs::Permissions::from_mode(0o604),
+        )
+        .unwrap();
+    }
+    let acl = Command::new("setfacl")
+        .args(["-m", "u:65534:rw"])
+        .arg(data.join("-leading"))
+        .status()
+        .unwrap();
+    assert!(acl.success());
+    let source = fingerprint_tree(&data);
+    assert!(source.get("acl -leading").is_some(), "{source:?}");
+    let config = work.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n[sources.storage]\nkind = \"directory\"\npath = \"{1}\"\n",
+            work.path().display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let ok = |args: &[&str]| common::ok(&config, args);
+    ok(&["keygen"]);
+    ok(&["init"]);
+    ok(&["backup", "storage"]);
+    std::fs::remove_file(data.join("-leading")).unwrap();
+    std::fs::write(data.join("after-the-backup"), b"newer\n").unwrap();
+    std::fs::write(data.join("plain.txt"), b"modified\n").unwrap();
+    let owners = if is_root() { vec!["--owners"] } else { vec![] };
+    let compare = |mode: &str, expected: &dr_testing::fidelity::Fingerprint| {
+        let found = fingerprint_tree(&data);
+        if is_root() {
+            assert_faithful(mode, expected, &found);
+        } else {
+            assert_faithful(mode, &without_owners(expected), &without_owners(&found));
+        }
+    };
+
+    let live = fingerprint_tree(&data);
+    let mut args = vec!["restore", "storage", "--only=-leading"];
+    args.extend(&owners);
+    let out = ok(&args);
+    assert!(
+        out.contains(
+            "put 1 selected paths into the existing tree (everything else left as it was): -leading"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("nothing was moved aside"), "{out}");
+    assert!(!out.contains("previous tree"), "{out}");
+    compare(
+        "dr restore --only=-leading in place",
+        &with_source_entries(&live, &source, &["-leading"]),
+    );
+
+    let live = fingerprint_tree(&data);
+    let mut args = vec!["restore", "storage", "--only", "plain.txt"];
+    args.extend(&owners);
+    let out = ok(&args);
+    let kept = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .find(|n| n.starts_with("plain.txt.pre-restore-"))
+        .unwrap_or_else(|| panic!("the modified file is kept aside: {out}"));
+    assert!(
+        out.contains(&format!(
+            "kept aside 1 entries that were in their way: plain.txt -> {}",
+            data.join(&kept).display()
+        )),
+        "{out}"
+    );
+    let mut expected = with_source_entries(&live, &source, &["plain.txt"]);
+    for (field, value) in fields_under(&live, "plain.txt", &kept) {
+        expected.set(field, value);
+    }
+    compare("dr restore --only a modified file in place", &expected);
+    assert_eq!(std::fs::read(data.join(&kept)).unwrap(), b"modified\n");
+
+    let live = fingerprint_tree(&data);
+    let (code, out) = common::dr(&config, &["restore", "storage", "--only", "nothing-here"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("--only nothing-here matches nothing"), "{out}");
+    compare("a refused selection", &live);
 }

@@ -158,6 +158,9 @@ pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> C
     if let Some(kept) = &report.previous_kept_at {
         println!("the previous tree is kept at {kept}");
     }
+    if let Some(merged) = &tree.merged {
+        print_merged(merged);
+    }
     Ok(())
 }
 
@@ -165,4 +168,27 @@ pub async fn restore(app: &App, args: &RestoreArgs, root: &std::path::Path) -> C
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// What a selection restored into an existing tree changed there.
+fn print_merged(merged: &dr_storage::files::Merged) {
+    println!(
+        "put {} selected paths into the existing tree (everything else left as it was): {}",
+        merged.placed.len(),
+        merged.placed.join(", ")
+    );
+    if merged.kept_aside.is_empty() {
+        println!("nothing in the tree was in their way; nothing was moved aside");
+    } else {
+        let kept: Vec<String> = merged
+            .kept_aside
+            .iter()
+            .map(|k| format!("{} -> {}", k.path, k.kept_at))
+            .collect();
+        println!(
+            "kept aside {} entries that were in their way: {}",
+            kept.len(),
+            kept.join("; ")
+        );
+    }
 }

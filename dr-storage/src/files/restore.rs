@@ -1,8 +1,10 @@
 //! Restoring a directory backup: the whole tree or selected paths, into a new or empty
 //! directory or over the original through [`dr_core::swap::Staging`] (swapped in only after
 //! every file matched its SHA-256, the previous tree kept), every entry and the root with
-//! the attributes the backup recorded. Paths come from the index and are checked to stay inside the target; the
-//! tar's own names are only used to find the index entry.
+//! the attributes the backup recorded. A selection restored into an existing tree is put
+//! into it entry by entry (see [`super::merge`]), the rest of the tree left as it was. Paths
+//! come from the index and are checked to stay inside the target; the tar's own names are
+//! only used to find the index entry.
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use tokio::io::AsyncReadExt;
 use super::attrs::{apply, set_mtime};
 use super::backup::INDEX_ARTIFACT;
 use super::index::{FileEntry, FileIndex};
+use super::merge::{Merge, Merged, is_mount_point};
 use super::tree_write::Plan;
 use super::walk::glob_match;
 
@@ -43,6 +46,10 @@ pub struct TreeReport {
     pub zero_size: Vec<String>,
     /// Files that had changed while they were backed up (their bytes may be torn).
     pub changed_during_backup: Vec<String>,
+    /// A selection restored into an existing tree (in place or into a non-empty `--to`
+    /// directory): what was put into it and what was kept aside; everything else was left
+    /// as it was. `None` when the restore wrote a new tree or swapped in a whole one.
+    pub merged: Option<Merged>,
 }
 
 /// Restores directory backups; needs the repository to reach the earlier backups an
@@ -73,7 +80,9 @@ impl DirectoryTarget {
         self
     }
 
-    /// Only these paths or globs (a directory selects everything under it).
+    /// Only these paths or globs (a directory selects everything under it). Restored into
+    /// an existing non-empty directory (in place, or a `--to` one), the selection is put
+    /// into that tree and the rest of it left as it was (see [`TreeReport::merged`]).
     pub fn with_selection(mut self, select: Vec<String>) -> Self {
         self.select = select;
         self
@@ -91,7 +100,9 @@ impl DirectoryTarget {
     ///
     /// # Errors
     /// A damaged or missing backup, a file whose SHA-256 does not match, an index entry
-    /// outside the target, I/O errors. The target is left as it was.
+    /// outside the target, I/O errors. The target is left as it was, but for a selection
+    /// put into an existing tree that fails between two renames (a mount point inside the
+    /// tree): the error then names what was already put back and what was kept aside.
     pub async fn restore_tree(
         &self,
         backup: &BackupReader,
@@ -109,8 +120,9 @@ impl DirectoryTarget {
         let primaries = index.link_primaries();
         let entries: Vec<FileEntry> = index
             .entries
-            .into_iter()
+            .iter()
             .filter(|e| self.selected(&e.relative_path()))
+            .cloned()
             .collect();
         let plan = Plan {
             backup,
@@ -132,7 +144,14 @@ impl DirectoryTarget {
             .map(|mut d| d.next().is_some())
             .unwrap_or(false);
         let mut report = RestoreReport::default();
-        let tree = if existing.is_some() && !occupied {
+        let tree = if occupied && !self.select.is_empty() {
+            let merge = Merge::new(&index.entries, &entries, self.owners);
+            let (tree, merged) = merge_selection(&plan, merge, &target).await?;
+            TreeReport {
+                merged: Some(merged),
+                ..tree
+            }
+        } else if existing.is_some() && !occupied {
             // An empty directory (perhaps a mount point): written in place.
             match plan.write(&target).await {
                 Ok(tree) => {
@@ -176,6 +195,29 @@ impl DirectoryTarget {
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok((report, tree))
     }
+}
+
+/// Writes the selection into a staging directory beside `target` (inside it when `target`
+/// is a mount point), checks it, and puts each selected entry into the existing tree.
+async fn merge_selection(
+    plan: &Plan<'_>,
+    merge: Merge<'_>,
+    target: &Path,
+) -> Result<(TreeReport, Merged)> {
+    let root_mtime = std::fs::symlink_metadata(target)
+        .map(|m| filetime::FileTime::from_last_modification_time(&m))
+        .map_err(|e| Error::io(format!("reading {}", target.display()), e))?;
+    let staging = if is_mount_point(target) {
+        Staging::dir(&target.join(".dr-selection"))?
+    } else {
+        Staging::dir(target)?
+    };
+    let tree = plan.write(staging.path()).await?;
+    let merged = merge.run(staging.path(), target);
+    drop(staging);
+    filetime::set_file_mtime(target, root_mtime)
+        .map_err(|e| Error::io(format!("keeping the mtime of {}", target.display()), e))?;
+    Ok((tree, merged?))
 }
 
 #[async_trait]

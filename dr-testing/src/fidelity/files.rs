@@ -86,6 +86,47 @@ pub fn fields_ending(fp: &Fingerprint, suffixes: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The fields of the entries at or under `path` (`acl <p>` included), renamed to `to`
+/// (the fields of a tree's entry kept under another name).
+pub fn fields_under(fp: &Fingerprint, path: &str, to: &str) -> Vec<(String, String)> {
+    let rename = |rest: &str| -> Option<String> {
+        (rest.starts_with(' ') || rest.starts_with('/')).then(|| format!("{to}{rest}"))
+    };
+    fp.fields()
+        .filter_map(|f| {
+            let renamed = match f.strip_prefix("acl ") {
+                Some(p) => p
+                    .strip_prefix(path)
+                    .and_then(|rest| (rest.is_empty() || rest.starts_with('/')).then_some(rest))
+                    .map(|rest| format!("acl {to}{rest}")),
+                None => f.strip_prefix(path).and_then(rename),
+            }?;
+            Some((renamed, fp.get(f).unwrap().to_owned()))
+        })
+        .collect()
+}
+
+/// `live` with the entries at or under `paths` as `source` has them (replacing what `live`
+/// had there): what a restore of those paths into the live tree must give.
+pub fn with_source_entries(
+    live: &Fingerprint,
+    source: &Fingerprint,
+    paths: &[&str],
+) -> Fingerprint {
+    let mut gone = Vec::new();
+    for p in paths {
+        gone.extend(fields_under(live, p, p).into_iter().map(|(f, _)| f));
+    }
+    let names: Vec<&str> = gone.iter().map(String::as_str).collect();
+    let mut expected = live.without(&names);
+    for p in paths {
+        for (field, value) in fields_under(source, p, p) {
+            expected.set(field, value);
+        }
+    }
+    expected
+}
+
 fn entry_fields(fp: &mut Fingerprint, name: &str, path: &Path, meta: &std::fs::Metadata) {
     use std::os::unix::fs::FileTypeExt;
     let t = meta.file_type();
