@@ -145,7 +145,36 @@ impl Manifest {
                 supported: MANIFEST_FORMAT_VERSION,
             });
         }
-        serde_json::from_slice(bytes).map_err(bad)
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(bad)?;
+        manifest
+            .check_hashes()
+            .map_err(|detail| Error::BadManifest {
+                key: key.to_owned(),
+                detail,
+            })?;
+        Ok(manifest)
+    }
+
+    /// Every recorded SHA-256 is 64 lowercase hex digits: one that is not proves the manifest
+    /// damaged (a restore must not rely on the rest of it), even where the part it describes
+    /// is intact.
+    fn check_hashes(&self) -> std::result::Result<(), String> {
+        let is_sha256 =
+            |h: &str| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        for part in self.parts() {
+            for (what, hash) in [
+                ("plain", &part.plain_sha256),
+                ("stored", &part.stored_sha256),
+            ] {
+                if !is_sha256(hash) {
+                    return Err(format!(
+                        "the {what} SHA-256 of part {} is not a SHA-256 ({hash:?}): the manifest is damaged",
+                        part.object
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Serialises the manifest as pretty JSON.

@@ -182,3 +182,25 @@ async fn a_safety_backup_is_never_latest_unless_named() {
     assert_eq!(repo.find("db", &named).await.unwrap().id, safety.id);
     assert!(safety.is_safety_backup() && !regular.is_safety_backup());
 }
+
+#[tokio::test]
+async fn a_manifest_whose_recorded_hash_is_not_a_sha256_is_damaged() {
+    let (store, repo, _ids) = repo().await;
+    let m = repo
+        .backup(
+            "db",
+            &StreamSource { seed: 4, size: 10 },
+            &BackupOptions::default(),
+        )
+        .await
+        .unwrap();
+    let good = m.to_json().unwrap();
+    assert!(dr_core::Manifest::from_json(&good, "k").is_ok());
+    let text = String::from_utf8(good).unwrap();
+    let hash = &m.parts().next().unwrap().stored_sha256;
+    let flipped = text.replacen(hash.as_str(), &format!("r{}", &hash[1..]), 1);
+    let err = dr_core::Manifest::from_json(flipped.as_bytes(), "k").unwrap_err();
+    assert!(matches!(err, Error::BadManifest { .. }), "{err}");
+    assert!(err.to_string().contains("is not a SHA-256"), "{err}");
+    drop(store);
+}
