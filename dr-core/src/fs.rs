@@ -37,15 +37,25 @@ impl SparseFile {
     /// # Errors
     /// The file's write or seek error.
     pub fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
-        if is_zero(chunk) {
-            let skip = i64::try_from(chunk.len()).map_err(std::io::Error::other)?;
-            self.file.seek(SeekFrom::Current(skip))?;
-            self.ends_in_hole = !chunk.is_empty() || self.ends_in_hole;
-        } else {
-            self.file.write_all(chunk)?;
-            self.ends_in_hole = false;
+        // Runs of whole zero blocks become holes; each run of other blocks is one write.
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let zeros = zero_prefix(rest);
+            if zeros > 0 {
+                let skip = i64::try_from(zeros).map_err(std::io::Error::other)?;
+                self.file.seek(SeekFrom::Current(skip))?;
+                self.ends_in_hole = true;
+            } else {
+                let data = data_prefix(rest);
+                self.file.write_all(&rest[..data])?;
+                self.ends_in_hole = false;
+                rest = &rest[data..];
+                self.len += data as u64;
+                continue;
+            }
+            rest = &rest[zeros..];
+            self.len += zeros as u64;
         }
-        self.len += chunk.len() as u64;
         Ok(())
     }
 
@@ -63,6 +73,27 @@ impl SparseFile {
 
 /// Zeros to compare against: slice equality is a `memcmp`, fast in any build profile.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// The granularity of holes: a filesystem block.
+const BLOCK: usize = 4096;
+
+/// The length of the leading run of all-zero blocks (a short last block counts when zero).
+fn zero_prefix(bytes: &[u8]) -> usize {
+    bytes
+        .chunks(BLOCK)
+        .take_while(|block| is_zero(block))
+        .map(<[u8]>::len)
+        .sum()
+}
+
+/// The length of the leading run of blocks that are not all zero.
+fn data_prefix(bytes: &[u8]) -> usize {
+    bytes
+        .chunks(BLOCK)
+        .take_while(|block| !is_zero(block))
+        .map(<[u8]>::len)
+        .sum()
+}
 
 fn is_zero(chunk: &[u8]) -> bool {
     chunk
@@ -94,6 +125,28 @@ mod tests {
         assert_eq!(bytes.iter().filter(|&&b| b != 0).count(), 11);
         // 512-byte blocks allocated: a few pages, not 65 MiB.
         assert!(std::fs::metadata(&path).unwrap().blocks() < 1024);
+    }
+
+    #[test]
+    fn zeros_inside_a_chunk_become_holes_too() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image");
+        let mut chunk = vec![0u8; 1 << 20];
+        chunk[..4].copy_from_slice(b"head");
+        chunk[(1 << 20) - 3..].copy_from_slice(b"end");
+        chunk[300_000] = 7;
+        let mut file = SparseFile::new(File::create(&path).unwrap());
+        file.write(&chunk).unwrap();
+        file.write(&chunk[..5000]).unwrap();
+        file.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), (1 << 20) + 5000);
+        assert_eq!(&bytes[..1 << 20], &chunk[..]);
+        assert_eq!(&bytes[1 << 20..], &chunk[..5000]);
+        // Four data blocks of 4 KiB (8 sectors each), not a whole MiB (2048 sectors).
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        assert!(blocks <= 64, "{blocks} sectors allocated");
     }
 
     #[test]
