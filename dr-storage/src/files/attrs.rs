@@ -37,9 +37,14 @@ pub(crate) fn apply(path: &Path, entry: &FileEntry, owners: bool) -> Result<()> 
             ))
         })?;
         xattr::set(path, name, &value).map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "trusted.* and security.* attributes (and another user's files) need root: \
+                 restore as root"
+            } else {
+                "does the target's filesystem support extended attributes (and ACLs)?"
+            };
             Error::Restore(format!(
-                "cannot set the extended attribute {name} on {} ({e}): does the target's \
-                 filesystem support extended attributes (and ACLs)?",
+                "cannot set the extended attribute {name} on {} ({e}): {hint}",
                 path.display()
             ))
         })?;
