@@ -1,6 +1,7 @@
 //! Running the `dr` binary from the integration tests.
 #![allow(dead_code)] // each test binary uses its part
 
+pub mod pitr;
 pub mod sweep;
 
 use std::path::Path;

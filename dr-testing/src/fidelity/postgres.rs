@@ -31,6 +31,11 @@ use crate::postgres::PASSWORD;
 /// Runs `sql` with `psql` as the harness superuser on 127.0.0.1:`port`, database `db`;
 /// returns the unaligned, tuples-only output. Panics with psql's message on failure.
 pub fn psql(port: u16, db: &str, sql: &str) -> String {
+    run_psql(port, db, sql, &[]).trim_end().to_owned()
+}
+
+/// `psql -X -A -t -q -v ON_ERROR_STOP=1` with `extra` arguments: its stdout.
+fn run_psql(port: u16, db: &str, sql: &str, extra: &[&str]) -> String {
     let out = Command::new("psql")
         .args([
             "-X",
@@ -42,16 +47,9 @@ pub fn psql(port: u16, db: &str, sql: &str) -> String {
             "-h",
             "127.0.0.1",
         ])
-        .args([
-            "-p",
-            &port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-c",
-            sql,
-        ])
+        .args(["-p", &port.to_string(), "-U", "postgres", "-d", db])
+        .args(extra)
+        .args(["-c", sql])
         .env("PGPASSWORD", PASSWORD)
         .output()
         .expect("run psql");
@@ -60,7 +58,7 @@ pub fn psql(port: u16, db: &str, sql: &str) -> String {
         "psql failed on {sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Quotes a literal for SQL.
@@ -125,29 +123,8 @@ fn database_properties(fp: &mut Fingerprint, port: u16, db: &str) {
 
 /// One row of `sql` on database postgres, its fields split (psql's field separator \x1f).
 fn one_row(port: u16, sql: &str) -> Vec<String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-        ])
-        .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
-        .args(["-F", "\x1f", "-c", sql])
-        .env("PGPASSWORD", PASSWORD)
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let out = run_psql(port, "postgres", sql, &["-F", "\x1f"]);
+    let text = out.strip_suffix('\n').unwrap_or(&out);
     if text.is_empty() {
         return Vec::new();
     }
