@@ -2,8 +2,6 @@
 //! writes objects under raw keys and lists keys with the SHA-256 of their bodies.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use dr_testing::S3Server;
 
@@ -40,29 +38,14 @@ impl<'a> Oracle<'a> {
     }
 
     fn run(&self, cmd: &str, bucket: &str, prefix: &str, input: &str) -> String {
-        let home = std::env::var("HOME").unwrap();
-        let python = format!("{home}/{}/bin/python", dr_testing::s3::MOTO_VENV);
-        let endpoint = self.server.options()[0].1.clone();
-        let mut child = Command::new(&python)
-            .args(["-c", SCRIPT, &endpoint, cmd, bucket, prefix])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{python} (moto's venv, with boto3): {e}"));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "boto3 {cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        dr_testing::fidelity::buckets::run_boto3_script(
+            self.server,
+            SCRIPT,
+            cmd,
+            bucket,
+            prefix,
+            input,
+        )
     }
 
     pub fn create_bucket(&self, bucket: &str) {

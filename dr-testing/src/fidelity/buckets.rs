@@ -47,11 +47,25 @@ elif cmd == "fingerprint":
 "#;
 
 fn boto3(server: &S3Server, cmd: &str, bucket: &str, prefix: &str, input: &str) -> String {
+    run_boto3_script(server, SCRIPT, cmd, bucket, prefix, input)
+}
+
+/// Runs a Python `script` with boto3 from moto's venv against `server`: its arguments are
+/// the endpoint, `cmd`, `bucket` and `prefix`; `input` goes to its stdin; returns its
+/// stdout. Panics with the script's stderr when it fails.
+pub fn run_boto3_script(
+    server: &S3Server,
+    script: &str,
+    cmd: &str,
+    bucket: &str,
+    prefix: &str,
+    input: &str,
+) -> String {
     let home = std::env::var("HOME").unwrap_or_default();
     let python = format!("{home}/{}/bin/python", crate::s3::MOTO_VENV);
     let endpoint = server.options()[0].1.clone();
     let mut child = Command::new(&python)
-        .args(["-c", SCRIPT, &endpoint, cmd, bucket, prefix])
+        .args(["-c", script, &endpoint, cmd, bucket, prefix])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
