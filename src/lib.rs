@@ -28,3 +28,20 @@ pub use dr_postgres as postgres;
 
 #[cfg(feature = "redis")]
 pub use dr_redis as redis;
+
+/// A registry of every backend this build has (by feature): their source types for
+/// configurations and their manifest kinds for verify, restore, drill and bench. Add your
+/// own kinds to it before building a [`core::ops::System`].
+pub fn registry() -> dr_core::Registry {
+    #[allow(unused_mut)]
+    let mut registry = dr_core::Registry::new();
+    #[cfg(feature = "storage")]
+    dr_storage::register(&mut registry);
+    #[cfg(feature = "sqlite")]
+    dr_sqlite::register(&mut registry);
+    #[cfg(feature = "postgres")]
+    dr_postgres::register(&mut registry);
+    #[cfg(feature = "redis")]
+    dr_redis::register(&mut registry);
+    registry
+}

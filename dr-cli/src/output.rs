@@ -82,13 +82,16 @@ impl Bar {
 }
 
 impl dr_core::Progress for Bar {
-    fn stage(&self, name: &str, total_bytes: Option<u64>) {
-        self.bar.set_message(name.to_owned());
-        self.bar.set_position(0);
-        self.bar.set_length(total_bytes.unwrap_or(0));
-    }
-
-    fn advance(&self, bytes: u64) {
-        self.bar.inc(bytes);
+    fn event(&self, scope: &dr_core::Scope, event: &dr_core::Event) {
+        match event {
+            dr_core::Event::Started { phase, total_bytes } => {
+                let what = scope.artifact.as_deref().unwrap_or_default();
+                self.bar.set_message(format!("{phase} {what}"));
+                self.bar.set_position(0);
+                self.bar.set_length(total_bytes.unwrap_or(0));
+            }
+            dr_core::Event::Advanced { bytes } => self.bar.inc(*bytes),
+            _ => {}
+        }
     }
 }

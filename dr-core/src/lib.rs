@@ -49,10 +49,12 @@ mod keys;
 pub mod lease;
 mod listing;
 mod manifest;
+pub mod ops;
 mod pipeline;
 mod points;
 mod progress;
 mod redact;
+pub mod registry;
 pub mod report;
 mod repository;
 pub mod retention;
@@ -80,8 +82,11 @@ pub use pipeline::{
 pub use points::{
     FailedMember, PointListing, PointMember, PointSelector, RecoveryPoint, UnreadablePoint,
 };
-pub use progress::{NoProgress, Progress};
+pub use progress::{Event, NoProgress, Operation, Progress, ProgressHandle, Scope};
 pub use redact::{percent_decode, redact_url};
+pub use registry::{
+    KindSupport, Registry, RestoreRank, RestoreRequest, Source, SourceFactory, SourceSettings,
+};
 pub use repository::{
     BackupOptions, Orphan, REPOSITORY_FORMAT_VERSION, Repository, RepositoryConfig,
 };
@@ -93,4 +98,6 @@ pub use traits::{
 
 /// Re-exported so that backends and tests use the same versions.
 pub use async_trait::async_trait;
+pub use chrono;
 pub use object_store;
+pub use serde_json;

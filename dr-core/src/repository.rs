@@ -19,7 +19,7 @@ use crate::lease::{HeldLease, leases};
 use crate::listing::{Listing, UnreadableBackup};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
 use crate::pipeline::{BackupReader, BackupWriter, PipelineOptions, WriteContext};
-use crate::progress::{NoProgress, Progress};
+use crate::progress::{Progress, ProgressHandle};
 use crate::selector::BackupSelector;
 use crate::store::{create_object, delete_object, get_object, list_objects};
 use crate::traits::Backup;
@@ -51,6 +51,17 @@ pub struct BackupOptions {
     pub depends_on: Vec<String>,
 }
 
+/// The backups a new backup needs: what it declares, then what the caller added (no repeats).
+fn declared_dependencies(backup: &dyn Backup, opts: &BackupOptions) -> Vec<String> {
+    let mut ids = backup.depends_on();
+    for id in &opts.depends_on {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids
+}
+
 /// An object under `backups/` that no manifest references.
 #[derive(Debug, Clone, Serialize)]
 pub struct Orphan {
@@ -70,7 +81,7 @@ pub struct Repository {
     config: RepositoryConfig,
     identities: Identities,
     pipeline: PipelineOptions,
-    progress: Arc<dyn Progress>,
+    progress: ProgressHandle,
     pinned: Option<Vec<String>>,
 }
 
@@ -142,7 +153,7 @@ impl Repository {
             config,
             identities: Identities::default(),
             pipeline: PipelineOptions::default(),
-            progress: Arc::new(NoProgress),
+            progress: ProgressHandle::default(),
             pinned: None,
         }
     }
@@ -192,8 +203,20 @@ impl Repository {
 
     /// Reports progress of backups and restores to `progress`.
     pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = ProgressHandle::new(progress);
+        self
+    }
+
+    /// Reports progress to `progress`, keeping its scope (operations narrow it to the
+    /// operation, source and backup).
+    pub fn with_progress_handle(mut self, progress: ProgressHandle) -> Self {
         self.progress = progress;
         self
+    }
+
+    /// Where this repository reports progress.
+    pub fn progress(&self) -> &ProgressHandle {
+        &self.progress
     }
 
     /// The repository's configuration (`dr-repo.json`).
@@ -324,7 +347,7 @@ impl Repository {
             },
             recipients: self.config.recipients.clone(),
             artifacts,
-            depends_on: opts.depends_on.clone(),
+            depends_on: declared_dependencies(backup, opts),
             labels: opts.labels.clone(),
             source_info,
         };

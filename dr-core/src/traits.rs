@@ -1,6 +1,7 @@
 //! The three traits a datastore backend implements.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,12 @@ pub trait Backup: Send + Sync {
     fn kind(&self) -> &'static str;
     /// Streams the source into `out`; returns kind-specific facts for the manifest.
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo>;
+    /// Ids of the backups a restore of this one needs (an incremental backup's parent and
+    /// the backups holding its unchanged data). The backup declares them itself: the
+    /// repository records them in the manifest, and retention keeps them.
+    fn depends_on(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Restores a backup into a target.
@@ -46,8 +53,9 @@ pub trait Verify: Send + Sync {
     async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport>;
 }
 
-/// Where and how to restore.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// Where and how to restore. Each kind honours the options it supports and refuses the
+/// others with [`crate::Error::Usage`] before anything is read or written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RestoreOptions {
     /// Target path or name; `None` means the source's original location.
@@ -57,6 +65,65 @@ pub struct RestoreOptions {
     /// For kinds that restore beside the original (a PostgreSQL database): after the checks
     /// pass, swap the restored copy in and keep the original under another name.
     pub swap: bool,
+    /// Restore into the live target itself after a safety backup of it (label
+    /// `pre-restore`) is taken into the repository (PostgreSQL).
+    pub in_place: bool,
+    /// Restore onto another server (`postgres://...`, `redis://...`).
+    pub server: Option<String>,
+    /// Restore only these paths or globs (directories) or keys (buckets).
+    pub only: Vec<String>,
+    /// Give files their recorded owners: `None` decides by privilege (yes as root).
+    pub owners: Option<bool>,
+    /// How long to wait for sessions to leave or locks to be granted.
+    #[serde(with = "wait_ms")]
+    pub wait: Duration,
+    /// Apply only the backup's roles (PostgreSQL globals).
+    pub globals: bool,
+    /// Restore roles with their password hashes.
+    pub with_role_passwords: bool,
+    /// Point-in-time recovery target (a time, `latest`, a WAL position).
+    pub recovery_target: Option<String>,
+    /// Only plan: say what would be read and written.
+    pub dry_run: bool,
+    /// Start the restored server on this port and wait for it (physical PostgreSQL).
+    pub start_port: Option<u16>,
+    /// Keep the backup's archive settings in the restored server.
+    pub keep_archiving: bool,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions {
+            target: None,
+            force: false,
+            swap: false,
+            in_place: false,
+            server: None,
+            only: Vec::new(),
+            owners: None,
+            wait: Duration::from_secs(30),
+            globals: false,
+            with_role_passwords: false,
+            recovery_target: None,
+            dry_run: false,
+            start_port: None,
+            keep_archiving: false,
+        }
+    }
+}
+
+mod wait_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
 }
 
 impl RestoreOptions {
@@ -75,6 +142,72 @@ impl RestoreOptions {
     /// Swaps the restored copy in place of the original after the checks pass.
     pub fn with_swap(mut self, swap: bool) -> Self {
         self.swap = swap;
+        self
+    }
+
+    /// Restores into the live target after a safety backup.
+    pub fn with_in_place(mut self, in_place: bool) -> Self {
+        self.in_place = in_place;
+        self
+    }
+
+    /// Restores onto the server at `url`.
+    pub fn with_server(mut self, url: Option<String>) -> Self {
+        self.server = url;
+        self
+    }
+
+    /// Restores only these paths, globs or keys.
+    pub fn with_only(mut self, only: Vec<String>) -> Self {
+        self.only = only;
+        self
+    }
+
+    /// Gives files their recorded owners (`None`: as root only).
+    pub fn with_owners(mut self, owners: Option<bool>) -> Self {
+        self.owners = owners;
+        self
+    }
+
+    /// Waits this long for sessions or locks.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Applies only the roles (PostgreSQL globals).
+    pub fn with_globals(mut self, globals: bool) -> Self {
+        self.globals = globals;
+        self
+    }
+
+    /// Restores roles with their password hashes.
+    pub fn with_role_passwords(mut self, yes: bool) -> Self {
+        self.with_role_passwords = yes;
+        self
+    }
+
+    /// Recovers to this target (physical PostgreSQL).
+    pub fn with_recovery_target(mut self, target: Option<String>) -> Self {
+        self.recovery_target = target;
+        self
+    }
+
+    /// Only plans.
+    pub fn with_dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Starts the restored server on `port` (physical PostgreSQL).
+    pub fn with_start_port(mut self, port: Option<u16>) -> Self {
+        self.start_port = port;
+        self
+    }
+
+    /// Keeps the archive settings of the backup in the restored server.
+    pub fn with_keep_archiving(mut self, keep: bool) -> Self {
+        self.keep_archiving = keep;
         self
     }
 }

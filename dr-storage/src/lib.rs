@@ -29,3 +29,8 @@ mod url_store;
 
 pub use dr_core::redact_url;
 pub use url_store::{StoreLocation, init_repository, open_repository, open_store};
+
+/// Adds this crate's source types and manifest kinds to `registry`.
+pub fn register(registry: &mut dr_core::Registry) {
+    let _ = registry;
+}

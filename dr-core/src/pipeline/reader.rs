@@ -17,7 +17,7 @@ use super::codec::{ExpectedPart, decode_part};
 use crate::error::{Error, Result};
 use crate::keys::Identities;
 use crate::manifest::{ArtifactRecord, Manifest, PartRecord};
-use crate::progress::{NoProgress, Progress};
+use crate::progress::ProgressHandle;
 use crate::store::get_object;
 
 /// One committed backup opened for reading. Given to [`crate::Restore`] and [`crate::Verify`].
@@ -32,7 +32,7 @@ struct ReadShared {
     manifest: Manifest,
     identities: Identities,
     threads: usize,
-    progress: Arc<dyn Progress>,
+    progress: ProgressHandle,
 }
 
 impl BackupReader {
@@ -49,15 +49,16 @@ impl BackupReader {
             manifest,
             identities,
             threads: threads.max(1),
-            progress: Arc::new(NoProgress),
+            progress: ProgressHandle::default(),
         };
         BackupReader {
             shared: Arc::new(shared),
         }
     }
 
-    /// Returns a reader that reports progress to `progress`.
-    pub fn with_progress(&self, progress: Arc<dyn Progress>) -> Self {
+    /// Returns a reader that reports progress to `progress` (each artifact narrows the
+    /// handle's scope to the backup and the artifact).
+    pub fn with_progress(&self, progress: ProgressHandle) -> Self {
         let s = &self.shared;
         let shared = ReadShared {
             store: s.store.clone(),
@@ -123,7 +124,7 @@ impl BackupReader {
         check_part_numbers(&self.shared.manifest, &artifact)?;
         self.shared
             .progress
-            .stage(&format!("restore {name}"), Some(artifact.plain_size));
+            .start("read", Some(artifact.plain_size));
         let (tx, rx) = mpsc::channel(1);
         let task = tokio::spawn(produce_parts(self.shared.clone(), artifact.parts, tx));
         Ok(ArtifactReader {

@@ -19,7 +19,7 @@ use super::codec::encode_part;
 use crate::error::{Error, Result};
 use crate::keys::Recipients;
 use crate::manifest::{ArtifactRecord, PartRecord, check_name};
-use crate::progress::Progress;
+use crate::progress::ProgressHandle;
 
 /// What every part upload of one backup shares.
 pub(crate) struct WriteContext {
@@ -28,7 +28,7 @@ pub(crate) struct WriteContext {
     pub(crate) dir: Path,
     pub(crate) recipients: Recipients,
     pub(crate) options: PipelineOptions,
-    pub(crate) progress: Arc<dyn Progress>,
+    pub(crate) progress: ProgressHandle,
     /// Limits CPU-bound encodes to `options.threads` over all artifacts of the backup.
     encode_slots: Arc<Semaphore>,
     /// Part buffers returned after encoding, reused instead of fresh allocations (fewer page
@@ -42,7 +42,7 @@ impl WriteContext {
         dir: Path,
         recipients: Recipients,
         options: PipelineOptions,
-        progress: Arc<dyn Progress>,
+        progress: ProgressHandle,
     ) -> Self {
         let encode_slots = Arc::new(Semaphore::new(options.threads.max(1)));
         WriteContext {
@@ -127,7 +127,7 @@ impl BackupWriter {
             )));
         }
         registry.opened.push(name.to_owned());
-        self.ctx.progress.stage(&format!("backup {name}"), None);
+        self.ctx.progress.start(format!("write {name}"), None);
         Ok(ArtifactWriter::new(
             self.ctx.clone(),
             self.registry.clone(),

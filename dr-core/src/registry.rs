@@ -1,0 +1,350 @@
+//! The kind registry: the one place that maps a configured source type to its backend, and a
+//! manifest kind to what can verify, restore or archive it.
+//!
+//! dr-core knows no datastore. The facade crate `dr` fills a [`Registry`] with the built-in
+//! backends (`dr::registry()`); a program adds its own kinds with
+//! [`Registry::register_source_type`] and [`Registry::register_kind`], and from then on
+//! every operation (backup, verify, restore, drill, bench, prune, status) serves them like the
+//! built-in ones.
+//!
+//! Two sides:
+//! - a [`SourceFactory`] builds a [`Source`] from a source's settings (a `[sources.NAME]`
+//!   table of dr.toml, or a struct a service serializes): what to back up, how to restore it
+//!   and how to verify it, with this source's location and checks;
+//! - a [`KindSupport`] serves backups of one manifest kind when no configured source is at
+//!   hand (a repository read on another host, a drill into scratch, a bench), and owns the
+//!   kind's continuous archive ([`Archive`], PostgreSQL's WAL) if it has one.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::checks::UserCheck;
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::pipeline::BackupReader;
+use crate::repository::Repository;
+use crate::selector::BackupSelector;
+use crate::traits::{Backup, Restore, RestoreOptions, RestoreReport, Verify, VerifyLevel};
+
+/// The settings of one configured source, as its factory receives them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SourceSettings {
+    /// The kind-specific settings (the `[sources.NAME]` table without the generic keys
+    /// `kind`, `retention`, `checks`, `objectives` and `hooks`). Factories deserialize it
+    /// with `deny_unknown_fields`, so a typo is refused.
+    pub values: serde_json::Value,
+    /// User checks run on a restored copy (verify at restore level, restore, drill).
+    pub checks: Vec<UserCheck>,
+}
+
+impl SourceSettings {
+    /// Settings from kind-specific `values` (a JSON object).
+    pub fn new(values: serde_json::Value) -> Self {
+        SourceSettings {
+            values,
+            checks: Vec::new(),
+        }
+    }
+
+    /// With user checks.
+    pub fn with_checks(mut self, checks: Vec<UserCheck>) -> Self {
+        self.checks = checks;
+        self
+    }
+
+    /// The values deserialized as `T`, or a usage error naming `source_type`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] when the values do not fit `T` (a missing field, a typo).
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, source_type: &str) -> Result<T> {
+        serde_json::from_value(self.values.clone()).map_err(|e| {
+            Error::Usage(format!(
+                "bad settings for a source of kind {source_type:?}: {e}"
+            ))
+        })
+    }
+}
+
+/// Builds configured sources of one type (`kind = "sqlite"` in dr.toml).
+pub trait SourceFactory: Send + Sync {
+    /// The type name used in configurations, e.g. `sqlite`, `postgres`, `directory`.
+    fn source_type(&self) -> &str;
+    /// Builds the source from its settings.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for settings that are wrong (with what to write instead).
+    fn build(&self, settings: &SourceSettings) -> Result<Arc<dyn Source>>;
+}
+
+/// Where a source comes in a whole-system restore (the seeds' order: databases, then caches,
+/// then files and buckets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreRank {
+    /// Databases (PostgreSQL, SQLite).
+    Database,
+    /// Caches (Redis).
+    Cache,
+    /// Files and buckets.
+    Files,
+}
+
+/// What a restore of one source is asked to do: the backup, the options, the repository.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct RestoreRequest<'a> {
+    /// The repository holding the backup (with identities loaded).
+    pub repo: &'a Repository,
+    /// The source's name in the repository.
+    pub source_name: &'a str,
+    /// Which backup.
+    pub selector: &'a BackupSelector,
+    /// Where and how.
+    pub options: &'a RestoreOptions,
+}
+
+impl<'a> RestoreRequest<'a> {
+    /// A request for `selector` of `source_name` in `repo`.
+    pub fn new(
+        repo: &'a Repository,
+        source_name: &'a str,
+        selector: &'a BackupSelector,
+        options: &'a RestoreOptions,
+    ) -> Self {
+        RestoreRequest {
+            repo,
+            source_name,
+            selector,
+            options,
+        }
+    }
+
+    /// Opens the selected backup.
+    ///
+    /// # Errors
+    /// [`Error::NoSuchBackup`] and the repository's errors.
+    pub async fn open(&self) -> Result<BackupReader> {
+        self.repo.open_backup(self.source_name, self.selector).await
+    }
+}
+
+/// One configured source: what to back up, how to restore and verify it.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The manifest kind of this source's backups (`sqlite`, `postgres.logical`...).
+    fn kind(&self) -> &str;
+
+    /// Where it comes in a whole-system restore.
+    fn restore_rank(&self) -> RestoreRank {
+        RestoreRank::Database
+    }
+
+    /// The capture for the next backup of `source_name`, chosen with the repository in view:
+    /// an incremental source reads its newest backup here (unless `full`) and declares
+    /// what it depends on through [`Backup::depends_on`].
+    ///
+    /// # Errors
+    /// When the parent cannot be read (say to pass `full`), or settings are wrong.
+    async fn backup(
+        &self,
+        repo: &Repository,
+        source_name: &str,
+        full: bool,
+    ) -> Result<Box<dyn Backup>>;
+
+    /// The whole restore of this kind as `request` asks: open the backup, the checks and
+    /// safety copies the kind needs, then the restore. Options a kind does not support are
+    /// refused with [`Error::Usage`] before anything is read or written.
+    ///
+    /// # Errors
+    /// Anything that stopped the restore; the target is as it was unless the report says.
+    async fn restore(&self, request: &RestoreRequest<'_>) -> Result<RestoreReport>;
+
+    /// The verifier of this source's backups (with its user checks).
+    ///
+    /// # Errors
+    /// Settings that are wrong.
+    fn verifier(&self, repo: &Repository) -> Result<Box<dyn Verify>>;
+
+    /// A restorer of this source's backups into a scratch directory `scratch` for drills and
+    /// benches (with its user checks), or `None` when the kind restores only to a server.
+    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
+        let _ = scratch;
+        None
+    }
+
+    /// `error` with a hint of this source's own (e.g. which variable holds a password).
+    fn explain(&self, error: Error) -> Error {
+        error
+    }
+}
+
+/// What dr knows about one manifest kind without a configured source.
+pub trait KindSupport: Send + Sync {
+    /// The manifest kind served.
+    fn kind(&self) -> &str;
+
+    /// A verifier for backups of this kind; `None`: checksums only (and the report says that
+    /// no test restore exists for the kind).
+    fn verifier(&self, repo: &Repository) -> Option<Box<dyn Verify>>;
+
+    /// A restorer into the scratch directory `scratch` (drill, bench), or `None`.
+    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
+        let _ = scratch;
+        None
+    }
+
+    /// Where backups of this kind come in a whole-system restore.
+    fn restore_rank(&self) -> RestoreRank {
+        RestoreRank::Database
+    }
+
+    /// The continuous archive backups of this kind rely on (PostgreSQL WAL), if any.
+    fn archive(&self) -> Option<Arc<dyn Archive>> {
+        None
+    }
+}
+
+/// What the archive check found for one backup.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ArchiveFindings {
+    /// The backup these findings are about.
+    pub backup_id: String,
+    /// Checks that passed, in words.
+    pub passed: Vec<String>,
+    /// Problems (a gap, a damaged file), each naming the file.
+    pub problems: Vec<String>,
+    /// Notes that are neither.
+    pub notes: Vec<String>,
+    /// Until when a recovery from this backup can go.
+    pub recoverable_until: Option<DateTime<Utc>>,
+}
+
+/// What prune decided about an archive.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ArchivePrune {
+    /// Archive files no kept backup needs (deleted unless a dry run).
+    pub unneeded: Vec<String>,
+    /// Why nothing was pruned, when nothing was.
+    pub kept_all_because: Option<String>,
+}
+
+/// A continuous archive beside the backups of a kind (PostgreSQL's WAL): what verify, prune
+/// and status need to know about it.
+#[async_trait]
+pub trait Archive: Send + Sync {
+    /// Checks the archive of `source` for each of `backups` (its base backups) at `level`.
+    ///
+    /// # Errors
+    /// When the archive cannot be listed.
+    async fn check(
+        &self,
+        repo: &Repository,
+        source: &str,
+        backups: &[Manifest],
+        level: VerifyLevel,
+    ) -> Result<Vec<ArchiveFindings>>;
+
+    /// The archive files of `source` that none of the `kept` backups needs; deleted unless
+    /// `dry_run`.
+    ///
+    /// # Errors
+    /// When the archive cannot be listed or a delete failed.
+    async fn prune(
+        &self,
+        repo: &Repository,
+        source: &str,
+        kept: &[Manifest],
+        dry_run: bool,
+    ) -> Result<ArchivePrune>;
+}
+
+/// The registry: source types and manifest kinds.
+#[derive(Default, Clone)]
+pub struct Registry {
+    source_types: BTreeMap<String, Arc<dyn SourceFactory>>,
+    kinds: BTreeMap<String, Arc<dyn KindSupport>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field(
+                "source_types",
+                &self.source_types.keys().collect::<Vec<_>>(),
+            )
+            .field("kinds", &self.kinds.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry: every kind is verified by checksums only, nothing restores.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Adds (or replaces) a source type.
+    pub fn register_source_type(&mut self, factory: Arc<dyn SourceFactory>) -> &mut Self {
+        self.source_types
+            .insert(factory.source_type().to_owned(), factory);
+        self
+    }
+
+    /// Adds (or replaces) the support of a manifest kind.
+    pub fn register_kind(&mut self, support: Arc<dyn KindSupport>) -> &mut Self {
+        self.kinds.insert(support.kind().to_owned(), support);
+        self
+    }
+
+    /// The support of `kind`, if registered.
+    pub fn kind(&self, kind: &str) -> Option<&Arc<dyn KindSupport>> {
+        self.kinds.get(kind)
+    }
+
+    /// The registered source types, sorted.
+    pub fn source_types(&self) -> impl Iterator<Item = &str> {
+        self.source_types.keys().map(String::as_str)
+    }
+
+    /// The registered manifest kinds, sorted.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.kinds.keys().map(String::as_str)
+    }
+
+    /// Builds a source of `source_type` from `settings`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the known types when `source_type` is not registered, and
+    /// the factory's errors.
+    pub fn build_source(
+        &self,
+        source_type: &str,
+        settings: &SourceSettings,
+    ) -> Result<Arc<dyn Source>> {
+        let factory = self.source_types.get(source_type).ok_or_else(|| {
+            Error::Usage(format!(
+                "no source kind {source_type:?} in this build (known: {})",
+                self.source_types().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        factory.build(settings)
+    }
+
+    /// The archive kept beside backups of `kind`, if any.
+    pub fn archive(&self, kind: &str) -> Option<Arc<dyn Archive>> {
+        self.kinds.get(kind).and_then(|k| k.archive())
+    }
+}
+
+/// The default time a restore waits for sessions or locks.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
