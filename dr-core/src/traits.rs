@@ -230,6 +230,13 @@ pub struct RestoreReport {
     /// given), in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The safety backup taken of the live target before an in-place restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_backup_id: Option<String>,
+    /// Kind-specific facts for front ends (a recovery plan, the paths merged in place, the
+    /// roles created), as JSON; `null` when there are none.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 /// How deep a verification goes.

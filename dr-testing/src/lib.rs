@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod redis;
 pub mod s3;
 pub mod sources;
+pub mod stall;
 
 pub use data::MixedData;
 pub use faulty::FaultyStore;
