@@ -42,6 +42,11 @@ pub struct SourceSettings {
     pub values: serde_json::Value,
     /// User checks run on a restored copy (verify at restore level, restore, drill).
     pub checks: Vec<UserCheck>,
+    /// The argv that runs this front end again, for commands a datastore calls back (e.g.
+    /// PostgreSQL's `restore_command` running `dr --config FILE wal-fetch %f %p --source
+    /// NAME`); empty when the front end has none.
+    #[serde(default)]
+    pub self_command: Vec<String>,
 }
 
 impl SourceSettings {
@@ -50,7 +55,14 @@ impl SourceSettings {
         SourceSettings {
             values,
             checks: Vec::new(),
+            self_command: Vec::new(),
         }
+    }
+
+    /// With the argv that runs this front end again.
+    pub fn with_self_command(mut self, argv: Vec<String>) -> Self {
+        self.self_command = argv;
+        self
     }
 
     /// With user checks.
@@ -180,9 +192,41 @@ pub trait Source: Send + Sync {
         None
     }
 
+    /// What a drill of `backup` runs: by default the source's verifier at restore level;
+    /// a kind may recover through its archive instead and say until when it can recover.
+    ///
+    /// # Errors
+    /// When the drill cannot be prepared (it is then recorded as failed).
+    async fn drill(&self, repo: &Repository, backup: &BackupReader) -> Result<DrillSetup> {
+        let _ = backup;
+        Ok(DrillSetup {
+            verifier: self.verifier(repo)?,
+            recoverable_until: None,
+        })
+    }
+
     /// `error` with a hint of this source's own (e.g. which variable holds a password).
     fn explain(&self, error: Error) -> Error {
         error
+    }
+}
+
+/// What a drill runs, prepared by [`Source::drill`].
+#[non_exhaustive]
+pub struct DrillSetup {
+    /// Runs the test restore and the checks (at restore level).
+    pub verifier: Box<dyn Verify>,
+    /// Until when a recovery can go (the RPO is measured to it when set).
+    pub recoverable_until: Option<DateTime<Utc>>,
+}
+
+impl DrillSetup {
+    /// A drill run by `verifier`.
+    pub fn new(verifier: Box<dyn Verify>, recoverable_until: Option<DateTime<Utc>>) -> Self {
+        DrillSetup {
+            verifier,
+            recoverable_until,
+        }
     }
 }
 
