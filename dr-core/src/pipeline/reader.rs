@@ -73,6 +73,11 @@ impl BackupReader {
         }
     }
 
+    /// Where reads of this backup report progress (a restorer reports its own phases here).
+    pub fn progress(&self) -> &ProgressHandle {
+        &self.shared.progress
+    }
+
     /// The backup's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.shared.manifest

@@ -89,6 +89,12 @@ pub struct BackupWriter {
 }
 
 impl BackupWriter {
+    /// Where this backup reports progress: a backend reports its own phases here (a
+    /// snapshot copy, a scan), narrowed to an artifact name.
+    pub fn progress(&self) -> &ProgressHandle {
+        &self.ctx.progress
+    }
+
     pub(crate) fn new(ctx: Arc<WriteContext>, id: String, source: String) -> Self {
         BackupWriter {
             ctx,
