@@ -18,6 +18,7 @@ use crate::keys::{Identities, Recipients};
 use crate::lease::{HeldLease, leases};
 use crate::listing::{Listing, UnreadableBackup};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
+use crate::manifest_cache::ManifestCache;
 use crate::pipeline::{BackupReader, BackupWriter, PipelineOptions, WriteContext};
 use crate::progress::{Progress, ProgressHandle};
 use crate::selector::BackupSelector;
@@ -49,6 +50,21 @@ pub struct BackupOptions {
     pub labels: Vec<String>,
     /// Ids of backups this one needs for a restore (incremental parents).
     pub depends_on: Vec<String>,
+}
+
+/// The source and id of the manifest at `key` (`backups/<source>/<id>/manifest.json`).
+fn manifest_place(key: &Path) -> Option<(&str, &str)> {
+    let mut parts = key.as_ref().split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("backups"), Some(source), Some(id), Some(MANIFEST_NAME), None) => Some((source, id)),
+        _ => None,
+    }
 }
 
 /// The backups a new backup needs: what it declares, then what the caller added (no repeats).
@@ -83,6 +99,7 @@ pub struct Repository {
     pipeline: PipelineOptions,
     progress: ProgressHandle,
     pinned: Option<Vec<String>>,
+    cache: Option<ManifestCache>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -155,6 +172,7 @@ impl Repository {
             pipeline: PipelineOptions::default(),
             progress: ProgressHandle::default(),
             pinned: None,
+            cache: None,
         }
     }
 
@@ -211,6 +229,14 @@ impl Repository {
     /// operation, source and backup).
     pub fn with_progress_handle(mut self, progress: ProgressHandle) -> Self {
         self.progress = progress;
+        self
+    }
+
+    /// Caches manifests in `base` (see [`crate::default_cache_dir`]), or not with `None`:
+    /// listings then GET only manifests they have not seen before.
+    pub fn with_cache_dir(mut self, base: Option<&std::path::Path>) -> Self {
+        let created = self.config.created_at.to_rfc3339();
+        self.cache = base.map(|b| ManifestCache::new(b, &self.location, &created));
         self
     }
 
@@ -439,6 +465,12 @@ impl Repository {
     }
 
     async fn read_manifest(&self, key: &Path) -> Result<Manifest> {
+        let place = manifest_place(key);
+        if let (Some(cache), Some((source, id))) = (&self.cache, place) {
+            if let Some(manifest) = cache.get(source, id, key.as_ref()).await {
+                return Ok(manifest);
+            }
+        }
         let bytes = get_object(self.store.as_ref(), key).await?;
         let manifest = Manifest::from_json(&bytes, key.as_ref())?;
         if backup_dir(&manifest.source, &manifest.id).join(MANIFEST_NAME) != *key {
@@ -446,6 +478,9 @@ impl Repository {
                 key: key.to_string(),
                 detail: "its source and id do not match its location".into(),
             });
+        }
+        if let Some(cache) = &self.cache {
+            cache.put(&manifest.source, &manifest.id, &bytes).await;
         }
         Ok(manifest)
     }
@@ -511,6 +546,9 @@ impl Repository {
     pub async fn delete(&self, manifest: &Manifest) -> Result<()> {
         let dir = backup_dir(&manifest.source, &manifest.id);
         delete_object(self.store.as_ref(), &dir.clone().join(MANIFEST_NAME)).await?;
+        if let Some(cache) = &self.cache {
+            cache.remove(&manifest.source, &manifest.id).await;
+        }
         self.delete_prefix(&dir).await?;
         tracing::info!(source = %manifest.source, id = %manifest.id, "backup deleted");
         Ok(())

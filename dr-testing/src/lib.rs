@@ -4,6 +4,7 @@
 #![allow(missing_docs)]
 
 pub mod conformance;
+pub mod counting;
 pub mod data;
 pub mod faulty;
 pub mod fidelity;
