@@ -39,20 +39,20 @@ pub struct Merged {
 }
 
 /// Moves the selection staged under `staged` into the existing tree `live`.
-pub(crate) struct Merge<'a> {
+pub(crate) struct Merge {
     /// The selected entries, by relative path.
     selected: BTreeSet<PathBuf>,
     /// Directories holding a path of the backup that is not selected: merged, not replaced.
     partial: BTreeSet<PathBuf>,
     /// Every entry of the index, by relative path (the recorded attributes of parents).
-    index: BTreeMap<PathBuf, &'a FileEntry>,
+    index: BTreeMap<PathBuf, FileEntry>,
     owners: bool,
     done: Merged,
 }
 
-impl<'a> Merge<'a> {
+impl Merge {
     /// A merge of `selected` (entries of `all`).
-    pub(crate) fn new(all: &'a [FileEntry], selected: &[FileEntry], owners: bool) -> Self {
+    pub(crate) fn new(all: &[FileEntry], selected: &[FileEntry], owners: bool) -> Self {
         let selected: BTreeSet<PathBuf> = selected.iter().map(FileEntry::relative_path).collect();
         let mut partial = BTreeSet::new();
         for entry in all {
@@ -64,7 +64,7 @@ impl<'a> Merge<'a> {
         Merge {
             selected,
             partial,
-            index: all.iter().map(|e| (e.relative_path(), e)).collect(),
+            index: all.iter().map(|e| (e.relative_path(), e.clone())).collect(),
             owners,
             done: Merged::default(),
         }

@@ -4,6 +4,7 @@
 
 mod attrs;
 mod backup;
+mod blocking;
 mod bucket;
 mod bucket_meta;
 mod bucket_restore;
