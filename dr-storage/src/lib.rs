@@ -30,7 +30,12 @@ mod url_store;
 pub use dr_core::redact_url;
 pub use url_store::{StoreLocation, init_repository, open_repository, open_store};
 
-/// Adds this crate's source types and manifest kinds to `registry`.
+/// Adds this crate's source types (`directory`, `bucket`) and manifest kind (`files`) to
+/// `registry`.
 pub fn register(registry: &mut dr_core::Registry) {
-    let _ = registry;
+    use std::sync::Arc;
+    registry
+        .register_source_type(Arc::new(files::DirectoryFactory))
+        .register_source_type(Arc::new(files::BucketFactory))
+        .register_kind(Arc::new(files::FilesKind));
 }

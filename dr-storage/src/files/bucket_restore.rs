@@ -42,7 +42,7 @@ struct Written {
 }
 
 /// What a bucket restore wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct BucketRestored {
     /// Objects written.

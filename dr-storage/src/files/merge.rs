@@ -15,13 +15,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dr_core::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::attrs::apply;
 use super::index::{EntryKind, FileEntry};
 
 /// An entry of the existing tree that was in the way of a selected one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeptAside {
     /// Its path, relative to the tree.
     pub path: String,
@@ -30,7 +30,7 @@ pub struct KeptAside {
 }
 
 /// What a merge changed in the existing tree.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Merged {
     /// The paths renamed into the tree, each with what the selection holds under it.
     pub placed: Vec<String>,

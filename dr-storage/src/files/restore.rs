@@ -15,7 +15,7 @@ use dr_core::swap::{Attributes, Inherit, Staging};
 use dr_core::{
     BackupReader, Error, Repository, Restore, RestoreOptions, RestoreReport, Result, async_trait,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::attrs::{apply, set_mtime};
@@ -27,7 +27,7 @@ use super::tree_write::Plan;
 use super::walk::glob_match;
 
 /// What a tree restore wrote, beyond [`RestoreReport`].
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TreeReport {
     /// Files written (each matched its SHA-256).
     pub files: u64,
