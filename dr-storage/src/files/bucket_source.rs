@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use dr_core::object_store::ObjectStore;
 use dr_core::{
-    Backup, Error, Repository, Restore, RestoreRank, RestoreReport, RestoreRequest, Result,
-    Source, SourceFactory, SourceSettings, Verify, async_trait,
+    Backup, Error, Repository, Restore, RestoreRank, RestoreReport, RestoreRequest, Result, Source,
+    SourceFactory, SourceSettings, Verify, async_trait,
 };
 use serde::{Deserialize, Serialize};
 

@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dr_core::{
-    Backup, BackupSelector, Error, Repository, Restore, RestoreOptions, RestoreRank,
-    RestoreReport, RestoreRequest, Result, Source, SourceFactory, SourceSettings, Verify,
-    async_trait,
+    Backup, BackupSelector, Error, Repository, Restore, RestoreOptions, RestoreRank, RestoreReport,
+    RestoreRequest, Result, Source, SourceFactory, SourceSettings, Verify, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -259,7 +258,10 @@ pub(crate) fn refuse_unsupported(
         (options.dry_run, "dry_run (--dry-run)"),
         (options.start_port.is_some(), "start_port (--start)"),
         (options.keep_archiving, "keep_archiving (--keep-archiving)"),
-        (!tree && options.owners.is_some(), "owners (--owners, --no-owners)"),
+        (
+            !tree && options.owners.is_some(),
+            "owners (--owners, --no-owners)",
+        ),
     ];
     let named: Vec<&str> = refused
         .iter()
