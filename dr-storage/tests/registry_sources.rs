@@ -92,7 +92,7 @@ async fn directory_source_chains_increments_and_restores() {
     let second = back_up(&repo, source.as_ref(), "files", false).await;
     assert_eq!(
         second.depends_on,
-        [first.id.clone()],
+        vec![first.id.clone()],
         "the source chose its parent"
     );
     let stored = second.source_info["stored_files"].as_u64().unwrap();
@@ -316,7 +316,7 @@ async fn bucket_source_backs_up_incrementally_and_restores_against_s3() {
     put_objects(&server, "dr-test", "src/", &bucket_corpus(true));
     let changed = fingerprint_bucket(&server, "dr-test", "src/");
     let second = back_up(&repo, source.as_ref(), "files", false).await;
-    assert_eq!(second.depends_on, [first.id.clone()]);
+    assert_eq!(second.depends_on, vec![first.id.clone()]);
     assert_eq!(
         second.source_info["stored_files"], 1,
         "{:?}",
