@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `/var/backups/dr`, `./repo`, `file:///var/backups/dr` | local directory (the default) |
 //! | `memory://` | in-process memory (tests, demos) |
-//! | `s3://bucket/prefix` | S3 or an S3-compatible server (feature `aws`, on by default) |
+//! | `s3://bucket/prefix` | S3 or an S3-compatible server (feature `aws`: off here, on in the facade's and dr-cli's defaults) |
 //! | `gs://bucket/prefix` | Google Cloud Storage (feature `gcp`) |
 //! | `az://container/prefix` | Azure Blob Storage (feature `azure`) |
 //!
