@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `/var/backups/dr`, `./repo`, `file:///var/backups/dr` | local directory (the default) |
 //! | `memory://` | in-process memory (tests, demos) |
-//! | `s3://bucket/prefix` | S3 or an S3-compatible server (feature `aws`, on by default) |
+//! | `s3://bucket/prefix` | S3 or an S3-compatible server (feature `aws`: off here, on in the facade's and dr-cli's defaults) |
 //! | `gs://bucket/prefix` | Google Cloud Storage (feature `gcp`) |
 //! | `az://container/prefix` | Azure Blob Storage (feature `azure`) |
 //!
@@ -30,7 +30,12 @@ mod url_store;
 pub use dr_core::redact_url;
 pub use url_store::{StoreLocation, init_repository, open_repository, open_store};
 
-/// Adds this crate's source types and manifest kinds to `registry`.
+/// Adds this crate's source types (`directory`, `bucket`) and manifest kind (`files`) to
+/// `registry`.
 pub fn register(registry: &mut dr_core::Registry) {
-    let _ = registry;
+    use std::sync::Arc;
+    registry
+        .register_source_type(Arc::new(files::DirectoryFactory))
+        .register_source_type(Arc::new(files::BucketFactory))
+        .register_kind(Arc::new(files::FilesKind));
 }

@@ -48,8 +48,8 @@ impl DirectorySource {
     }
 
     /// Makes the backup incremental over backup `id` with `index`: unchanged files are
-    /// referenced. The caller passes `id` and the backups it references in
-    /// `BackupOptions::depends_on`, so retention keeps them.
+    /// referenced. The backup declares `id` and the backups holding those files through
+    /// [`Backup::depends_on`], so the repository records them and retention keeps them.
     pub fn with_parent(mut self, id: impl Into<String>, index: FileIndex) -> Self {
         self.parent = Some((id.into(), index));
         self
@@ -60,6 +60,10 @@ impl DirectorySource {
 impl Backup for DirectorySource {
     fn kind(&self) -> &'static str {
         FILES_KIND
+    }
+
+    fn depends_on(&self) -> Vec<String> {
+        parent_dependencies(self.parent.as_ref())
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
@@ -141,6 +145,18 @@ impl DirectorySource {
             .map(|e| (e.relative_path(), e.clone()))
             .collect()
     }
+}
+
+/// What an increment over `parent` needs: the backups holding its unchanged files, then the
+/// parent itself.
+pub(crate) fn parent_dependencies(parent: Option<&(String, FileIndex)>) -> Vec<String> {
+    let Some((id, index)) = parent else {
+        return Vec::new();
+    };
+    let mut ids = index.holders();
+    ids.retain(|holder| holder != id);
+    ids.push(id.clone());
+    ids
 }
 
 /// Writes `index` as the backup's `index.json` artifact.

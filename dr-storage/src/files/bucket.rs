@@ -46,7 +46,8 @@ impl BucketSource {
     }
 
     /// Incremental over backup `id` with `index`: objects with the same size, ETag and
-    /// last-modified time are referenced, not copied again.
+    /// last-modified time are referenced, not copied again. The backup declares `id` and
+    /// the backups holding those objects through [`Backup::depends_on`].
     pub fn with_parent(mut self, id: impl Into<String>, index: FileIndex) -> Self {
         self.parent = Some((id.into(), index));
         self
@@ -69,6 +70,10 @@ impl BucketSource {
 impl Backup for BucketSource {
     fn kind(&self) -> &'static str {
         FILES_KIND
+    }
+
+    fn depends_on(&self) -> Vec<String> {
+        super::backup::parent_dependencies(self.parent.as_ref())
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {

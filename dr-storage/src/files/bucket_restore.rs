@@ -42,7 +42,7 @@ struct Written {
 }
 
 /// What a bucket restore wrote.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct BucketRestored {
     /// Objects written.
@@ -106,7 +106,7 @@ impl BucketTarget {
         let mut written = Written::default();
         for (reader, entries) in readers.iter().zip(by_holder.values()) {
             if let Err(e) = self.upload_from(reader, entries, &mut written).await {
-                return Err(self.failed_midway(backup.id(), e, &written));
+                return Err(self.failed_midway(backup.id(), e, &written).await);
             }
         }
         Ok(BucketRestored {
@@ -263,7 +263,7 @@ impl BucketTarget {
 
     /// The error of a restore that failed after writing `written`: what failed, how many
     /// objects were written, the file listing their keys, and what to run next.
-    fn failed_midway(&self, id: &str, error: Error, written: &Written) -> Error {
+    async fn failed_midway(&self, id: &str, error: Error, written: &Written) -> Error {
         if written.keys.is_empty() {
             return Error::Restore(format!("{error}; nothing was written into the target"));
         }
@@ -272,7 +272,11 @@ impl BucketTarget {
         let path = self
             .journal_dir
             .join(format!("dr-restore-{id}-{stamp}-written.txt"));
-        let listed = match write_journal(&path, &written.keys) {
+        let (at, keys) = (path.clone(), written.keys.clone());
+        let journal = super::blocking::blocking("listing the written keys", move || {
+            write_journal(&at, &keys).map_err(|e| Error::io(format!("writing {}", at.display()), e))
+        });
+        let listed = match journal.await {
             Ok(()) => format!("their keys are listed in {}", path.display()),
             Err(e) => format!("listing their keys in {} failed too ({e})", path.display()),
         };

@@ -15,13 +15,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use dr_core::{Error, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::attrs::apply;
 use super::index::{EntryKind, FileEntry};
 
 /// An entry of the existing tree that was in the way of a selected one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeptAside {
     /// Its path, relative to the tree.
     pub path: String,
@@ -30,7 +30,7 @@ pub struct KeptAside {
 }
 
 /// What a merge changed in the existing tree.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Merged {
     /// The paths renamed into the tree, each with what the selection holds under it.
     pub placed: Vec<String>,
@@ -39,20 +39,20 @@ pub struct Merged {
 }
 
 /// Moves the selection staged under `staged` into the existing tree `live`.
-pub(crate) struct Merge<'a> {
+pub(crate) struct Merge {
     /// The selected entries, by relative path.
     selected: BTreeSet<PathBuf>,
     /// Directories holding a path of the backup that is not selected: merged, not replaced.
     partial: BTreeSet<PathBuf>,
     /// Every entry of the index, by relative path (the recorded attributes of parents).
-    index: BTreeMap<PathBuf, &'a FileEntry>,
+    index: BTreeMap<PathBuf, FileEntry>,
     owners: bool,
     done: Merged,
 }
 
-impl<'a> Merge<'a> {
+impl Merge {
     /// A merge of `selected` (entries of `all`).
-    pub(crate) fn new(all: &'a [FileEntry], selected: &[FileEntry], owners: bool) -> Self {
+    pub(crate) fn new(all: &[FileEntry], selected: &[FileEntry], owners: bool) -> Self {
         let selected: BTreeSet<PathBuf> = selected.iter().map(FileEntry::relative_path).collect();
         let mut partial = BTreeSet::new();
         for entry in all {
@@ -64,7 +64,7 @@ impl<'a> Merge<'a> {
         Merge {
             selected,
             partial,
-            index: all.iter().map(|e| (e.relative_path(), e)).collect(),
+            index: all.iter().map(|e| (e.relative_path(), e.clone())).collect(),
             owners,
             done: Merged::default(),
         }

@@ -4,12 +4,15 @@
 
 mod attrs;
 mod backup;
+mod blocking;
 mod bucket;
 mod bucket_meta;
 mod bucket_restore;
+mod bucket_source;
 mod index;
 mod merge;
 mod restore;
+mod source;
 mod tar_stream;
 mod tree_write;
 mod verify;
@@ -18,8 +21,12 @@ mod walk;
 pub use backup::{DirectorySource, FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
 pub use bucket::BucketSource;
 pub use bucket_restore::{BucketRestored, BucketTarget};
+pub use bucket_source::{BUCKET_SOURCE_TYPE, BucketFactory, BucketSettings, ConfiguredBucket};
 pub use index::{EntryKind, FileEntry, FileIndex};
 pub use merge::{KeptAside, Merged};
 pub use restore::{DirectoryTarget, TreeReport, read_index};
+pub use source::{
+    ConfiguredDirectory, DIRECTORY_SOURCE_TYPE, DirectoryFactory, DirectorySettings, FilesKind,
+};
 pub use verify::TreeVerifier;
 pub use walk::{TreeFilter, glob_match, walk};

@@ -8,24 +8,26 @@
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use dr_core::swap::{Attributes, Inherit, Staging};
 use dr_core::{
     BackupReader, Error, Repository, Restore, RestoreOptions, RestoreReport, Result, async_trait,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
 use super::attrs::{apply, set_mtime};
 use super::backup::INDEX_ARTIFACT;
+use super::blocking::{blocking, drop_blocking};
 use super::index::{FileEntry, FileIndex};
 use super::merge::{Merge, Merged, is_mount_point};
 use super::tree_write::Plan;
 use super::walk::glob_match;
 
 /// What a tree restore wrote, beyond [`RestoreReport`].
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TreeReport {
     /// Files written (each matched its SHA-256).
     pub files: u64,
@@ -57,9 +59,17 @@ pub struct TreeReport {
 #[derive(Clone)]
 pub struct DirectoryTarget {
     root: PathBuf,
-    repo: Repository,
+    repo: Option<Repository>,
     select: Vec<String>,
     owners: bool,
+}
+
+/// What the target is before a restore.
+struct Found {
+    /// Something is at the target path (a directory).
+    exists: bool,
+    /// A directory with entries.
+    occupied: bool,
 }
 
 impl DirectoryTarget {
@@ -68,7 +78,19 @@ impl DirectoryTarget {
     pub fn new(root: impl Into<PathBuf>, repo: Repository) -> Self {
         DirectoryTarget {
             root: root.into(),
-            repo,
+            repo: Some(repo),
+            select: Vec::new(),
+            owners: false,
+        }
+    }
+
+    /// Restores into `root` without a repository: only backups that hold every file
+    /// themselves (a full backup) can be restored; an incremental one fails naming the
+    /// backup it would need (for scratch restores where no repository is at hand).
+    pub fn without_repository(root: impl Into<PathBuf>) -> Self {
+        DirectoryTarget {
+            root: root.into(),
+            repo: None,
             select: Vec::new(),
             owners: false,
         }
@@ -96,7 +118,8 @@ impl DirectoryTarget {
                 .any(|s| selects(s, path.as_os_str().as_bytes()))
     }
 
-    /// Restores and returns the detailed report with the generic one.
+    /// Restores and returns the detailed report with the generic one. Every file-system
+    /// call runs on the blocking pool, never on a runtime thread.
     ///
     /// # Errors
     /// A damaged or missing backup, a file whose SHA-256 does not match, an index entry
@@ -111,82 +134,24 @@ impl DirectoryTarget {
         let started = Instant::now();
         let target = opts.target.clone().unwrap_or_else(|| self.root.clone());
         let index = read_index(backup).await?;
-        let paths: Vec<Vec<u8>> = index
-            .entries
-            .iter()
-            .map(|e| e.relative_path().as_os_str().as_bytes().to_vec())
-            .collect();
-        require_matches(&self.select, &paths, backup.id())?;
-        let primaries = index.link_primaries();
-        let entries: Vec<FileEntry> = index
-            .entries
-            .iter()
-            .filter(|e| self.selected(&e.relative_path()))
-            .cloned()
-            .collect();
-        let plan = Plan {
-            backup,
-            repo: &self.repo,
-            entries: &entries,
-            primaries: &primaries,
-            owners: self.owners,
-        };
-        let root = index.root.as_ref();
-        let existing = std::fs::symlink_metadata(&target).ok();
-        if existing.as_ref().is_some_and(|m| !m.is_dir()) {
-            return Err(Error::Refused(format!(
-                "{} exists and is not a directory: restore the tree with --to a new path, or \
-                 move that file away first; nothing was changed",
-                target.display()
-            )));
-        }
-        let occupied = std::fs::read_dir(&target)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
+        let plan = self.plan(backup, &index)?;
+        let probe = target.clone();
+        let found = blocking("inspecting the restore target", move || inspect(&probe)).await?;
         let mut report = RestoreReport::default();
-        let tree = if occupied && !self.select.is_empty() {
-            let merge = Merge::new(&index.entries, &entries, self.owners);
+        let root = index.root.clone();
+        let tree = if found.occupied && !self.select.is_empty() {
+            let merge = Merge::new(&index.entries, &plan.entries, self.owners);
             let (tree, merged) = merge_selection(&plan, merge, &target).await?;
             TreeReport {
                 merged: Some(merged),
                 ..tree
             }
-        } else if existing.is_some() && !occupied {
+        } else if found.exists && !found.occupied {
             // An empty directory (perhaps a mount point): written in place.
-            match plan.write(&target).await {
-                Ok(tree) => {
-                    finish_root(&target, root, self.owners, None)?;
-                    tree
-                }
-                Err(e) => {
-                    let _ = empty(&target);
-                    return Err(e);
-                }
-            }
+            write_into_empty(&plan, &target, root).await?
         } else {
-            let staging = Staging::dir(&target)?;
-            let tree = plan.write(staging.path()).await?;
-            let inherit = match root {
-                Some(_) => {
-                    let replaced = occupied.then(|| Attributes::read(&target)).transpose()?;
-                    finish_root(staging.path(), root, self.owners, replaced.as_ref())?;
-                    Inherit::Staged
-                }
-                None => Inherit::Replaced,
-            };
-            let swapped = staging.commit(&inherit).map_err(|e| {
-                Error::Restore(format!(
-                    "the restored tree was complete and checked, but swapping it into {} failed \
-                     ({e}); a mount point cannot be swapped: empty it and restore into it, or \
-                     restore with --to ANOTHER_PATH",
-                    target.display()
-                ))
-            })?;
-            if let Some(root) = root {
-                // The swap's renames may touch the root: its mtime goes last.
-                set_mtime(&target, root.mtime_ns)?;
-            }
-            report.previous_kept_at = swapped.previous.map(|p| p.display().to_string());
+            let (tree, previous) = write_and_swap(&plan, &target, root, found.occupied).await?;
+            report.previous_kept_at = previous;
             tree
         };
         report.backup_id = backup.id().to_owned();
@@ -195,29 +160,165 @@ impl DirectoryTarget {
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok((report, tree))
     }
+
+    /// The selected entries of `index` (every pattern must match something).
+    fn plan(&self, backup: &BackupReader, index: &FileIndex) -> Result<Plan> {
+        let paths: Vec<Vec<u8>> = index
+            .entries
+            .iter()
+            .map(|e| e.relative_path().as_os_str().as_bytes().to_vec())
+            .collect();
+        require_matches(&self.select, &paths, backup.id())?;
+        let entries: Vec<FileEntry> = index
+            .entries
+            .iter()
+            .filter(|e| self.selected(&e.relative_path()))
+            .cloned()
+            .collect();
+        Ok(Plan {
+            backup: backup.clone(),
+            repo: self.repo.clone(),
+            entries: Arc::new(entries),
+            primaries: Arc::new(index.link_primaries()),
+            owners: self.owners,
+        })
+    }
+}
+
+/// Whether something is at `target` and has entries; anything but a directory is refused.
+fn inspect(target: &Path) -> Result<Found> {
+    let existing = std::fs::symlink_metadata(target).ok();
+    if existing.as_ref().is_some_and(|m| !m.is_dir()) {
+        return Err(Error::Refused(format!(
+            "{} exists and is not a directory: restore the tree with --to a new path, or \
+             move that file away first; nothing was changed",
+            target.display()
+        )));
+    }
+    let occupied = std::fs::read_dir(target)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    Ok(Found {
+        exists: existing.is_some(),
+        occupied,
+    })
+}
+
+/// Writes the tree into the empty directory `target`, emptying it again on failure.
+async fn write_into_empty(
+    plan: &Plan,
+    target: &Path,
+    root: Option<FileEntry>,
+) -> Result<TreeReport> {
+    let at = target.to_owned();
+    match plan.write(target).await {
+        Ok(tree) => {
+            let owners = plan.owners;
+            blocking("finishing the restored root", move || {
+                finish_root(&at, root.as_ref(), owners, None)
+            })
+            .await?;
+            Ok(tree)
+        }
+        Err(e) => {
+            let _ = blocking("emptying the target again", move || {
+                empty(&at).map_err(|e| Error::io("emptying the target again", e))
+            })
+            .await;
+            Err(e)
+        }
+    }
+}
+
+/// Writes the tree into a staging directory beside `target` and swaps it in, keeping the
+/// previous tree; returns where the previous one is kept.
+async fn write_and_swap(
+    plan: &Plan,
+    target: &Path,
+    root: Option<FileEntry>,
+    occupied: bool,
+) -> Result<(TreeReport, Option<String>)> {
+    let at = target.to_owned();
+    let staging = blocking("staging the restore", move || Staging::dir(&at)).await?;
+    let tree = match plan.write(staging.path()).await {
+        Ok(tree) => tree,
+        Err(e) => {
+            drop_blocking(staging).await;
+            return Err(e);
+        }
+    };
+    let (at, owners) = (target.to_owned(), plan.owners);
+    let previous = blocking("swapping the restored tree in", move || {
+        swap_in(staging, &at, root.as_ref(), owners, occupied)
+    })
+    .await?;
+    Ok((tree, previous))
+}
+
+/// Gives the staged root its attributes, swaps it into `target` and sets the root's mtime
+/// last (the swap's renames may touch it).
+fn swap_in(
+    staging: Staging,
+    target: &Path,
+    root: Option<&FileEntry>,
+    owners: bool,
+    occupied: bool,
+) -> Result<Option<String>> {
+    let inherit = match root {
+        Some(_) => {
+            let replaced = occupied.then(|| Attributes::read(target)).transpose()?;
+            finish_root(staging.path(), root, owners, replaced.as_ref())?;
+            Inherit::Staged
+        }
+        None => Inherit::Replaced,
+    };
+    let swapped = staging.commit(&inherit).map_err(|e| {
+        Error::Restore(format!(
+            "the restored tree was complete and checked, but swapping it into {} failed \
+             ({e}); a mount point cannot be swapped: empty it and restore into it, or \
+             restore with --to ANOTHER_PATH",
+            target.display()
+        ))
+    })?;
+    if let Some(root) = root {
+        set_mtime(target, root.mtime_ns)?;
+    }
+    Ok(swapped.previous.map(|p| p.display().to_string()))
 }
 
 /// Writes the selection into a staging directory beside `target` (inside it when `target`
 /// is a mount point), checks it, and puts each selected entry into the existing tree.
-async fn merge_selection(
-    plan: &Plan<'_>,
-    merge: Merge<'_>,
-    target: &Path,
-) -> Result<(TreeReport, Merged)> {
-    let root_mtime = std::fs::symlink_metadata(target)
-        .map(|m| filetime::FileTime::from_last_modification_time(&m))
-        .map_err(|e| Error::io(format!("reading {}", target.display()), e))?;
-    let staging = if is_mount_point(target) {
-        Staging::dir(&target.join(".dr-selection"))?
-    } else {
-        Staging::dir(target)?
+async fn merge_selection(plan: &Plan, merge: Merge, target: &Path) -> Result<(TreeReport, Merged)> {
+    let at = target.to_owned();
+    let (staging, root_mtime) = blocking("staging the selection", move || {
+        let root_mtime = std::fs::symlink_metadata(&at)
+            .map(|m| filetime::FileTime::from_last_modification_time(&m))
+            .map_err(|e| Error::io(format!("reading {}", at.display()), e))?;
+        let staging = if is_mount_point(&at) {
+            Staging::dir(&at.join(".dr-selection"))?
+        } else {
+            Staging::dir(&at)?
+        };
+        Ok((staging, root_mtime))
+    })
+    .await?;
+    let tree = match plan.write(staging.path()).await {
+        Ok(tree) => tree,
+        Err(e) => {
+            drop_blocking(staging).await;
+            return Err(e);
+        }
     };
-    let tree = plan.write(staging.path()).await?;
-    let merged = merge.run(staging.path(), target);
-    drop(staging);
-    filetime::set_file_mtime(target, root_mtime)
-        .map_err(|e| Error::io(format!("keeping the mtime of {}", target.display()), e))?;
-    Ok((tree, merged?))
+    let at = target.to_owned();
+    let merged = blocking("putting the selection into the tree", move || {
+        let merged = merge.run(staging.path(), &at);
+        drop(staging);
+        filetime::set_file_mtime(&at, root_mtime)
+            .map_err(|e| Error::io(format!("keeping the mtime of {}", at.display()), e))?;
+        merged
+    })
+    .await?;
+    Ok((tree, merged))
 }
 
 #[async_trait]

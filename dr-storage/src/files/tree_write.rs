@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dr_core::untar::{Unpacker, inside};
 use dr_core::{BackupReader, BackupSelector, Error, Repository, Result, SparseFile};
@@ -12,109 +13,58 @@ use sha2::{Digest, Sha256};
 
 use super::attrs::{apply, make_special};
 use super::backup::TAR_ARTIFACT;
+use super::blocking::blocking;
 use super::index::{EntryKind, FileEntry};
 use super::restore::TreeReport;
 
 /// By tar name (the first path of a hard-link group), the paths to give those bytes.
 type Wanted = BTreeMap<PathBuf, Vec<FileEntry>>;
 
-/// What to restore and how.
-pub(crate) struct Plan<'a> {
+/// What to restore and how (cheap to clone: the work runs on the blocking pool).
+#[derive(Clone)]
+pub(crate) struct Plan {
     /// The backup restored.
-    pub backup: &'a BackupReader,
-    /// Reaches the backups holding files of an incremental one.
-    pub repo: &'a Repository,
+    pub backup: BackupReader,
+    /// Reaches the backups holding files of an incremental one; `None`: the backup must
+    /// hold every file itself.
+    pub repo: Option<Repository>,
     /// The selected entries, in index order.
-    pub entries: &'a [FileEntry],
+    pub entries: Arc<Vec<FileEntry>>,
     /// The first path of each hard-link group of the whole index.
-    pub primaries: &'a BTreeMap<u64, PathBuf>,
+    pub primaries: Arc<BTreeMap<u64, PathBuf>>,
     /// Give recorded owners.
     pub owners: bool,
 }
 
-impl Plan<'_> {
-    /// Writes the selected entries under `dir` and gives them their attributes.
+impl Plan {
+    /// Writes the selected entries under `dir` and gives them their attributes; every
+    /// file-system call runs on the blocking pool.
     ///
     /// # Errors
     /// A backup that lacks a file of the index, a SHA-256 mismatch, an entry outside `dir`,
     /// I/O errors.
     pub(crate) async fn write(&self, dir: &Path) -> Result<TreeReport> {
-        let mut tree = TreeReport::default();
-        let mut unpacker = Unpacker::new(dir);
-        for entry in self.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
-            let path = dir.join(inside(&entry.relative_path())?);
-            std::fs::create_dir_all(&path)
-                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-            tree.directories += 1;
-        }
+        let (entries, at) = (self.entries.clone(), dir.to_owned());
+        let (directories, mut unpacker) = blocking("creating the directories", move || {
+            create_dirs(&at, &entries)
+        })
+        .await?;
+        let mut tree = TreeReport {
+            directories,
+            ..TreeReport::default()
+        };
         for (holder, wanted) in self.by_holder(&mut tree) {
             let reader = self.reader(&holder).await?;
             let (found, back) = extract(&reader, wanted.clone(), dir.to_owned(), unpacker).await?;
             unpacker = back;
-            let missing: Vec<String> = wanted
-                .keys()
-                .filter(|p| !found.contains(*p))
-                .map(|p| p.display().to_string())
-                .collect();
-            if !missing.is_empty() {
-                return Err(Error::Restore(format!(
-                    "backup {holder} lacks {} files of the index: {}",
-                    missing.len(),
-                    missing.join(", ")
-                )));
-            }
-            for entry in wanted.values().flatten() {
-                tree.files += 1;
-                if entry.size == 0 {
-                    tree.zero_size
-                        .push(entry.relative_path().display().to_string());
-                }
-            }
-            for paths in wanted.values() {
-                tree.bytes += paths.first().map_or(0, |e| e.size);
-                tree.hard_links += paths.len().saturating_sub(1) as u64;
-            }
+            count_files(&holder, &wanted, &found, &mut tree)?;
         }
-        for entry in self.entries {
-            let relative = inside(&entry.relative_path())?;
-            let path = dir.join(&relative);
-            if (entry.kind == EntryKind::Symlink || entry.kind.is_special())
-                && let Some(parent) = path.parent()
-            {
-                unpacker.ensure_dir(parent, &relative)?;
-            }
-            if entry.kind == EntryKind::Symlink {
-                std::os::unix::fs::symlink(entry.link_target(), &path)
-                    .map_err(|e| Error::io(format!("creating the link {}", path.display()), e))?;
-                tree.symlinks += 1;
-            } else if entry.kind.is_special() {
-                match make_special(&path, entry)? {
-                    None => tree.special += 1,
-                    Some(why) => {
-                        tracing::warn!(path = %relative.display(), "{why}");
-                        tree.special_not_created
-                            .push(format!("{} ({why})", relative.display()));
-                        continue;
-                    }
-                }
-            }
-            if entry.kind != EntryKind::Dir {
-                apply(&path, entry, self.owners)?;
-            }
-        }
-        for entry in self
-            .entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::Dir)
-            .rev()
-        {
-            apply(
-                &dir.join(inside(&entry.relative_path())?),
-                entry,
-                self.owners,
-            )?;
-        }
-        Ok(tree)
+        let (entries, at, owners) = (self.entries.clone(), dir.to_owned(), self.owners);
+        blocking("giving the restored entries their attributes", move || {
+            finish_entries(&at, &entries, owners, &mut unpacker, &mut tree)?;
+            Ok(tree)
+        })
+        .await
     }
 
     /// Files grouped by the backup whose tar holds them, then by tar name.
@@ -147,9 +97,16 @@ impl Plan<'_> {
         if holder == self.backup.id() {
             return Ok(self.backup.clone());
         }
+        let Some(repo) = &self.repo else {
+            return Err(Error::Restore(format!(
+                "backup {} is incremental (its unchanged files are in backup {holder}), and this \
+                 restorer was given no repository to read {holder} from: restore it through its \
+                 source, or verify it at restore level",
+                self.backup.id()
+            )));
+        };
         let selector = BackupSelector::Id(holder.to_owned());
-        self.repo
-            .open_backup(&self.backup.manifest().source, &selector)
+        repo.open_backup(&self.backup.manifest().source, &selector)
             .await
             .map_err(|e| {
                 Error::Restore(format!(
@@ -158,6 +115,94 @@ impl Plan<'_> {
                 ))
             })
     }
+}
+
+/// Creates the selected directories under `dir`; returns how many, and the unpacker that
+/// creates the remaining parents safely.
+fn create_dirs(dir: &Path, entries: &[FileEntry]) -> Result<(u64, Unpacker)> {
+    let mut count = 0;
+    for entry in entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+        let path = dir.join(inside(&entry.relative_path())?);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        count += 1;
+    }
+    Ok((count, Unpacker::new(dir)))
+}
+
+/// Counts the files of `wanted` found in `holder`'s tar, failing when some were not.
+fn count_files(
+    holder: &str,
+    wanted: &Wanted,
+    found: &BTreeSet<PathBuf>,
+    tree: &mut TreeReport,
+) -> Result<()> {
+    let missing: Vec<String> = wanted
+        .keys()
+        .filter(|p| !found.contains(*p))
+        .map(|p| p.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Restore(format!(
+            "backup {holder} lacks {} files of the index: {}",
+            missing.len(),
+            missing.join(", ")
+        )));
+    }
+    for entry in wanted.values().flatten() {
+        tree.files += 1;
+        if entry.size == 0 {
+            tree.zero_size
+                .push(entry.relative_path().display().to_string());
+        }
+    }
+    for paths in wanted.values() {
+        tree.bytes += paths.first().map_or(0, |e| e.size);
+        tree.hard_links += paths.len().saturating_sub(1) as u64;
+    }
+    Ok(())
+}
+
+/// Creates the symlinks and special files, then gives every entry its recorded attributes,
+/// directories last and deepest first.
+fn finish_entries(
+    dir: &Path,
+    entries: &[FileEntry],
+    owners: bool,
+    unpacker: &mut Unpacker,
+    tree: &mut TreeReport,
+) -> Result<()> {
+    for entry in entries {
+        let relative = inside(&entry.relative_path())?;
+        let path = dir.join(&relative);
+        if (entry.kind == EntryKind::Symlink || entry.kind.is_special())
+            && let Some(parent) = path.parent()
+        {
+            unpacker.ensure_dir(parent, &relative)?;
+        }
+        if entry.kind == EntryKind::Symlink {
+            std::os::unix::fs::symlink(entry.link_target(), &path)
+                .map_err(|e| Error::io(format!("creating the link {}", path.display()), e))?;
+            tree.symlinks += 1;
+        } else if entry.kind.is_special() {
+            match make_special(&path, entry)? {
+                None => tree.special += 1,
+                Some(why) => {
+                    tracing::warn!(path = %relative.display(), "{why}");
+                    tree.special_not_created
+                        .push(format!("{} ({why})", relative.display()));
+                    continue;
+                }
+            }
+        }
+        if entry.kind != EntryKind::Dir {
+            apply(&path, entry, owners)?;
+        }
+    }
+    for entry in entries.iter().filter(|e| e.kind == EntryKind::Dir).rev() {
+        apply(&dir.join(inside(&entry.relative_path())?), entry, owners)?;
+    }
+    Ok(())
 }
 
 /// Streams one backup's tar, writing the wanted files (hash-checked) and their hard links;
