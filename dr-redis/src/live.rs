@@ -95,8 +95,7 @@ pub(crate) async fn refuse_if_still_running(
 ) -> Result<()> {
     let deadline = Instant::now() + STOP_GRACE;
     let uses = loop {
-        let Some(uses) = saves_to_off_runtime(probe(conn).await, target, configured).await
-        else {
+        let Some(uses) = saves_to_off_runtime(probe(conn).await, target, configured).await else {
             return Ok(());
         };
         if Instant::now() >= deadline {

@@ -100,8 +100,8 @@ impl Restore for RedisFileTarget {
             let inherit = attributes_for(staging.target())?;
             staging.commit(&inherit)
         })
-            .await
-            .map_err(|e| Error::Restore(format!("swapping the restored RDB in failed: {e}")))??;
+        .await
+        .map_err(|e| Error::Restore(format!("swapping the restored RDB in failed: {e}")))??;
         let previous = swapped.previous.map(|p| p.display().to_string());
         run_hook(self.start_command.as_deref(), "start_command").await?;
         let mut report = RestoreReport::default();

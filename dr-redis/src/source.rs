@@ -90,7 +90,9 @@ impl SourceFactory for RedisSourceFactory {
     }
 
     fn build(&self, settings: &SourceSettings) -> Result<Arc<dyn Source>> {
-        Ok(Arc::new(RedisConfigured::new(settings.parse(SOURCE_TYPE)?)?))
+        Ok(Arc::new(RedisConfigured::new(
+            settings.parse(SOURCE_TYPE)?,
+        )?))
     }
 }
 
@@ -331,9 +333,7 @@ fn refuse_unsupported(options: &RestoreOptions) -> Result<()> {
         ),
     ];
     match refused.iter().find(|(set, _)| *set) {
-        Some((_, why)) => Err(Error::Usage(format!(
-            "{why} (nothing was read or written)"
-        ))),
+        Some((_, why)) => Err(Error::Usage(format!("{why} (nothing was read or written)"))),
         None => Ok(()),
     }
 }

@@ -27,7 +27,10 @@ async fn setup() -> (RedisServer, Repository, Arc<dyn Source>) {
     let mut registry = Registry::new();
     dr_redis::register(&mut registry);
     let source = registry
-        .build_source("redis", &SourceSettings::new(json!({ "url": server.url() })))
+        .build_source(
+            "redis",
+            &SourceSettings::new(json!({ "url": server.url() })),
+        )
         .unwrap();
     let capture = source.backup(&repo, "cache", false).await.unwrap();
     repo.backup("cache", capture.as_ref(), &BackupOptions::default())

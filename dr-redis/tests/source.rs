@@ -64,33 +64,60 @@ async fn file_restore_and_replays_are_faithful() {
     // A file restore (options.target; the server saves elsewhere, so it is not refused).
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("dump.rdb");
-    restore(&repo, source.as_ref(), &RestoreOptions::default().with_target(&file))
-        .await
-        .unwrap();
+    restore(
+        &repo,
+        source.as_ref(),
+        &RestoreOptions::default().with_target(&file),
+    )
+    .await
+    .unwrap();
     assert_eq!(fingerprint_file(&file).get("file.mode"), Some("600"));
     let loaded = RedisServer::start_on(dir, None);
-    assert_faithful_within("file restore", &original, &fingerprint_server(&loaded), EXPIRY_TOLERANCE_MS);
+    assert_faithful_within(
+        "file restore",
+        &original,
+        &fingerprint_server(&loaded),
+        EXPIRY_TOLERANCE_MS,
+    );
 
     // RESTORE replay into another, empty server.
     let other = RedisServer::start();
     let options = RestoreOptions::default().with_server(Some(other.url()));
     restore(&repo, source.as_ref(), &options).await.unwrap();
-    assert_faithful_within("replay", &original, &fingerprint_server(&other), EXPIRY_TOLERANCE_MS);
+    assert_faithful_within(
+        "replay",
+        &original,
+        &fingerprint_server(&other),
+        EXPIRY_TOLERANCE_MS,
+    );
 
     // Replay into the source's own server after it changed: refused without force, then a
     // safety backup of the changed server is taken first.
     server.cli(&["SET", "changed", "after the backup"]);
     let refused = restore(&repo, source.as_ref(), &RestoreOptions::default()).await;
     assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
-    let report = restore(&repo, source.as_ref(), &RestoreOptions::default().with_force(true))
-        .await
-        .unwrap();
+    let report = restore(
+        &repo,
+        source.as_ref(),
+        &RestoreOptions::default().with_force(true),
+    )
+    .await
+    .unwrap();
     let safety = report.safety_backup_id.clone().expect("a safety backup");
     let listing = repo.list(Some("cache")).await.unwrap();
     let taken = listing.backups.iter().find(|m| m.id == safety).unwrap();
-    assert!(taken.labels.iter().any(|l| l == "pre-restore"), "{:?}", taken.labels);
+    assert!(
+        taken.labels.iter().any(|l| l == "pre-restore"),
+        "{:?}",
+        taken.labels
+    );
     server.cli(&["DEL", "changed"]);
-    assert_faithful_within("replay in place", &original, &fingerprint_server(&server), EXPIRY_TOLERANCE_MS);
+    assert_faithful_within(
+        "replay in place",
+        &original,
+        &fingerprint_server(&server),
+        EXPIRY_TOLERANCE_MS,
+    );
 
     // The kind alone: a scratch restore of the RDB.
     let mut registry = Registry::new();
@@ -102,18 +129,37 @@ async fn file_restore_and_replays_are_faithful() {
         .restore(&repo.reader(manifest), &RestoreOptions::default())
         .await
         .unwrap();
-    assert!(registry.kind("redis.logical").unwrap().scratch_restorer(scratch.path()).is_none());
+    assert!(
+        registry
+            .kind("redis.logical")
+            .unwrap()
+            .scratch_restorer(scratch.path())
+            .is_none()
+    );
     assert!(dr_redis::scratch_path(scratch.path()).is_file());
     let loaded = RedisServer::start_on(scratch, None);
-    assert_faithful_within("scratch restore", &original, &fingerprint_server(&loaded), EXPIRY_TOLERANCE_MS);
+    assert_faithful_within(
+        "scratch restore",
+        &original,
+        &fingerprint_server(&loaded),
+        EXPIRY_TOLERANCE_MS,
+    );
 }
 
 #[tokio::test]
 async fn typos_unsupported_options_and_missing_passwords_are_refused() {
     let typo = build(json!({ "url": "redis://127.0.0.1:1", "rdb_pat": "/x" }));
-    assert!(matches!(&typo, Err(Error::Usage(m)) if m.contains("rdb_pat")), "{:?}", typo.err());
+    assert!(
+        matches!(&typo, Err(Error::Usage(m)) if m.contains("rdb_pat")),
+        "{:?}",
+        typo.err()
+    );
     let bad_url = build(json!({ "url": "http://127.0.0.1:1" }));
-    assert!(matches!(&bad_url, Err(Error::Usage(_))), "{:?}", bad_url.err());
+    assert!(
+        matches!(&bad_url, Err(Error::Usage(_))),
+        "{:?}",
+        bad_url.err()
+    );
 
     let server = RedisServer::start();
     server.load_fidelity_corpus();
@@ -138,12 +184,22 @@ async fn typos_unsupported_options_and_missing_passwords_are_refused() {
             "{refused:?}"
         );
     }
-    assert_faithful_within("refused restores", &changed, &fingerprint_server(&server), EXPIRY_TOLERANCE_MS);
+    assert_faithful_within(
+        "refused restores",
+        &changed,
+        &fingerprint_server(&server),
+        EXPIRY_TOLERANCE_MS,
+    );
 
-    let unset = build(json!({ "url": server.url(), "password_env": "DR_TEST_UNSET_REDIS_PW" }))
-        .unwrap();
+    let unset =
+        build(json!({ "url": server.url(), "password_env": "DR_TEST_UNSET_REDIS_PW" })).unwrap();
     let err = unset.backup(&repo, "cache", false).await.err().unwrap();
     assert!(err.to_string().contains("DR_TEST_UNSET_REDIS_PW"), "{err}");
-    let explained = unset.explain(Error::Source("WRONGPASS invalid username-password pair".into()));
-    assert!(explained.to_string().contains("DR_TEST_UNSET_REDIS_PW"), "{explained}");
+    let explained = unset.explain(Error::Source(
+        "WRONGPASS invalid username-password pair".into(),
+    ));
+    assert!(
+        explained.to_string().contains("DR_TEST_UNSET_REDIS_PW"),
+        "{explained}"
+    );
 }

@@ -11,7 +11,9 @@ use dr_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Integrity, KIND, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
+use crate::{
+    Integrity, KIND, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck,
+};
 
 /// The settings of a `kind = "sqlite"` source (the `[sources.NAME]` table of dr.toml).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,9 +198,7 @@ fn refuse_unsupported(options: &RestoreOptions) -> Result<()> {
         ),
     ];
     match refused.iter().find(|(set, _)| *set) {
-        Some((_, why)) => Err(Error::Usage(format!(
-            "{why} (nothing was read or written)"
-        ))),
+        Some((_, why)) => Err(Error::Usage(format!("{why} (nothing was read or written)"))),
         None => Ok(()),
     }
 }
@@ -215,7 +215,11 @@ mod tests {
                 .unwrap();
         assert_eq!(parsed, SqliteSettings::new("/srv/app.db"));
         assert!(refuse_unsupported(&RestoreOptions::default()).is_ok());
-        let err = refuse_unsupported(&RestoreOptions::default().with_force(true).with_in_place(true));
+        let err = refuse_unsupported(
+            &RestoreOptions::default()
+                .with_force(true)
+                .with_in_place(true),
+        );
         assert!(matches!(err, Err(Error::Usage(m)) if m.contains("pre-restore")));
     }
 }

@@ -143,9 +143,12 @@ async fn registry_restore_in_place_does_not_block_the_runtime() {
     let selector = BackupSelector::Id(manifest.id.clone());
     let options = RestoreOptions::default();
     let request = RestoreRequest::new(&fx.repo, "app", &selector, &options);
-    assert_no_stall("SQLite restore through the registry", source.restore(&request))
-        .await
-        .unwrap();
+    assert_no_stall(
+        "SQLite restore through the registry",
+        source.restore(&request),
+    )
+    .await
+    .unwrap();
     assert_faithful("restored in place", &before, &fingerprint_database(&fx.db));
 }
 
@@ -163,4 +166,3 @@ async fn verify_at_restore_level_does_not_block_the_runtime() {
     .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
-

@@ -90,7 +90,10 @@ async fn registry_round_trip_is_faithful() {
         .await
         .unwrap();
     let scratch_copy = fingerprint_database(&dr_sqlite::scratch_path(scratch.path()));
-    assert_eq!(scratch_copy.get("content_sha3"), original.get("content_sha3"));
+    assert_eq!(
+        scratch_copy.get("content_sha3"),
+        original.get("content_sha3")
+    );
 }
 
 #[test]
@@ -127,15 +130,24 @@ async fn unsupported_options_are_refused_with_nothing_changed() {
             "server",
             RestoreOptions::default().with_server(Some("postgres://x/y".into())),
         ),
-        ("only", RestoreOptions::default().with_only(vec!["a".into()])),
+        (
+            "only",
+            RestoreOptions::default().with_only(vec!["a".into()]),
+        ),
         ("globals", RestoreOptions::default().with_globals(true)),
         (
             "recovery_target",
             RestoreOptions::default().with_recovery_target(Some("latest".into())),
         ),
         ("dry_run", RestoreOptions::default().with_dry_run(true)),
-        ("start_port", RestoreOptions::default().with_start_port(Some(5999))),
-        ("keep_archiving", RestoreOptions::default().with_keep_archiving(true)),
+        (
+            "start_port",
+            RestoreOptions::default().with_start_port(Some(5999)),
+        ),
+        (
+            "keep_archiving",
+            RestoreOptions::default().with_keep_archiving(true),
+        ),
     ];
     for (name, options) in cases {
         let options = options.with_force(true);
