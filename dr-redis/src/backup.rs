@@ -21,7 +21,8 @@ pub const RDB_KIND: &str = "redis.rdb";
 pub const LOGICAL_KIND: &str = "redis.logical";
 
 /// How a Redis server is backed up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RedisMode {
     /// The RDB over the replication protocol: one consistent snapshot (the server forks).
     #[default]

@@ -40,6 +40,7 @@ mod replay;
 mod replay_io;
 mod resp;
 mod restore;
+mod source;
 mod stream;
 mod verify;
 
@@ -47,9 +48,19 @@ pub use backup::{LOGICAL_KIND, RDB_ARTIFACT, RDB_KIND, RedisMode, RedisSource};
 pub use replay::{PRE_RESTORE_LABEL, RedisReplayTarget};
 pub use resp::{RedisConnection, Reply, RespClient};
 pub use restore::{RedisFileTarget, check_file};
+pub use source::{
+    RedisConfigured, RedisKind, RedisSettings, RedisSourceFactory, SOURCE_TYPE, explain_auth,
+    scratch_path,
+};
 pub use verify::RedisVerifier;
 
 /// Adds this crate's source types and manifest kinds to `registry`.
+/// `kind = "redis"` sources ([`RedisSourceFactory`]) and the `redis.rdb` and
+/// `redis.logical` manifest kinds ([`RedisKind`]).
 pub fn register(registry: &mut dr_core::Registry) {
-    let _ = registry;
+    use std::sync::Arc;
+    registry
+        .register_source_type(Arc::new(RedisSourceFactory))
+        .register_kind(Arc::new(RedisKind::new(RDB_KIND)))
+        .register_kind(Arc::new(RedisKind::new(LOGICAL_KIND)));
 }

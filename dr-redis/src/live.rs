@@ -76,7 +76,7 @@ pub(crate) async fn refuse_if_running(
     target: &Path,
     configured: &Path,
 ) -> Result<()> {
-    let Some(uses) = saves_to(&probe(conn).await, target, configured) else {
+    let Some(uses) = saves_to_off_runtime(probe(conn).await, target, configured).await else {
         return Ok(());
     };
     Err(Error::Refused(format!(
@@ -95,7 +95,7 @@ pub(crate) async fn refuse_if_still_running(
 ) -> Result<()> {
     let deadline = Instant::now() + STOP_GRACE;
     let uses = loop {
-        let Some(uses) = saves_to(&probe(conn).await, target, configured) else {
+        let Some(uses) = saves_to_off_runtime(probe(conn).await, target, configured).await else {
             return Ok(());
         };
         if Instant::now() >= deadline {
@@ -108,6 +108,14 @@ pub(crate) async fn refuse_if_still_running(
         STOP_GRACE.as_secs(),
         target = target.display()
     )))
+}
+
+/// [`saves_to`] on a blocking thread (it resolves paths on the filesystem).
+async fn saves_to_off_runtime(live: Live, target: &Path, configured: &Path) -> Option<String> {
+    let (target, configured) = (target.to_owned(), configured.to_owned());
+    tokio::task::spawn_blocking(move || saves_to(&live, &target, &configured))
+        .await
+        .unwrap_or_else(|e| Some(format!("could not be asked where it saves ({e})")))
 }
 
 /// How the running server uses `target` (for the message), or `None` when it does not or

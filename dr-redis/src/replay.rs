@@ -117,6 +117,7 @@ impl Restore for RedisReplayTarget {
                 "keys had expired since the backup and were not restored"
             );
         }
+        report.safety_backup_id = safety.as_ref().map(|m| m.id.clone());
         report.previous_kept_at = safety.map(|m| {
             format!(
                 "safety backup {id} of {source} (label {PRE_RESTORE_LABEL}; to go back: FLUSHALL and FUNCTION FLUSH on {conn}, then dr restore {source} {id} --server {conn})",

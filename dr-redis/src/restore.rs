@@ -76,7 +76,10 @@ impl Restore for RedisFileTarget {
         if let (Some(conn), None) = (server, &self.stop_command) {
             live::refuse_if_running(conn, &target, &self.rdb_path).await?;
         }
-        let staging = Staging::file(&target)?;
+        let staged_at = target.clone();
+        let staging = tokio::task::spawn_blocking(move || Staging::file(&staged_at))
+            .await
+            .map_err(|e| Error::Restore(format!("staging the restored RDB failed: {e}")))??;
         let summary = match stage(backup, staging.path()).await {
             Ok(summary) => summary,
             Err(e) => {
@@ -93,10 +96,12 @@ impl Restore for RedisFileTarget {
         if let (Some(conn), Some(stop)) = (server, &self.stop_command) {
             live::refuse_if_still_running(conn, &target, &self.rdb_path, stop).await?;
         }
-        let inherit = attributes_for(staging.target())?;
-        let swapped = tokio::task::spawn_blocking(move || staging.commit(&inherit))
-            .await
-            .map_err(|e| Error::Restore(format!("swapping the restored RDB in failed: {e}")))??;
+        let swapped = tokio::task::spawn_blocking(move || {
+            let inherit = attributes_for(staging.target())?;
+            staging.commit(&inherit)
+        })
+        .await
+        .map_err(|e| Error::Restore(format!("swapping the restored RDB in failed: {e}")))??;
         let previous = swapped.previous.map(|p| p.display().to_string());
         run_hook(self.start_command.as_deref(), "start_command").await?;
         let mut report = RestoreReport::default();

@@ -30,11 +30,13 @@ mod backup;
 mod check;
 mod in_use;
 mod restore;
+mod source;
 mod verify;
 
 pub use backup::{SnapshotMethod, SqliteOptions, SqliteSource};
 pub use check::{CheckOutcome, Integrity, UserCheck, check_database};
 pub use restore::SqliteTarget;
+pub use source::{SqliteConfigured, SqliteKind, SqliteSettings, SqliteSourceFactory, scratch_path};
 pub use verify::SqliteVerifier;
 
 /// The artifact holding the database file.
@@ -51,7 +53,21 @@ fn sqlite_error(what: &str, e: rusqlite::Error) -> dr_core::Error {
     dr_core::Error::Source(format!("SQLite {what}: {e}"))
 }
 
+/// Runs blocking work (rusqlite, file copies, fsyncs, `/proc` scans) on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> dr_core::Result<T> + Send + 'static,
+) -> dr_core::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| dr_core::Error::Restore(format!("{what}: the task failed: {e}")))?
+}
+
 /// Adds this crate's source types and manifest kinds to `registry`.
+/// `kind = "sqlite"` sources ([`SqliteSourceFactory`]) and the `sqlite` manifest kind
+/// ([`SqliteKind`]).
 pub fn register(registry: &mut dr_core::Registry) {
-    let _ = registry;
+    registry
+        .register_source_type(std::sync::Arc::new(SqliteSourceFactory))
+        .register_kind(std::sync::Arc::new(SqliteKind));
 }

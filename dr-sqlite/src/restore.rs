@@ -58,11 +58,17 @@ impl Restore for SqliteTarget {
         let started = Instant::now();
         let target = std::path::absolute(opts.target.as_deref().unwrap_or(&self.path))
             .map_err(|e| Error::io("resolving the restore target", e))?;
-        let mut notes = Vec::new();
-        if !opts.force {
-            notes.extend(refuse_if_in_use(&target)?);
-        }
-        let staging = Staging::file(&target)?.with_sidecars(SIDECARS);
+        let force = opts.force;
+        // The /proc scan, the lock test (which may recover and checkpoint a large WAL) and
+        // the staged file's creation are blocking I/O: off the runtime threads.
+        let (mut notes, staging) = crate::blocking("preparing the restore", move || {
+            let notes = match force {
+                true => Vec::new(),
+                false => refuse_if_in_use(&target)?,
+            };
+            Ok((notes, Staging::file(&target)?.with_sidecars(SIDECARS)))
+        })
+        .await?;
         let target = staging.target().to_owned();
         let restored_bytes = write_artifact(backup, staging.path()).await?;
         let expected = recorded_rows(&backup.manifest().source_info);
@@ -71,20 +77,21 @@ impl Restore for SqliteTarget {
             staging.path().to_owned(),
             self.integrity,
         );
-        let outcome = tokio::task::spawn_blocking(move || {
+        let outcome = crate::blocking("checking the restored copy", move || {
             check_restored(&staged_path, expected.as_ref(), &checks, integrity)
         })
-        .await
-        .map_err(|e| Error::Usage(format!("check task failed: {e}")))??;
+        .await?;
         require_clean(
             &outcome,
             &format!("the restored copy of backup {}", backup.id()),
         )?;
-        let (inherit, note) = attributes_for(&staging, &backup.manifest().source_info)?;
+        let info = backup.manifest().source_info.clone();
+        let (swapped, note) = crate::blocking("swapping the restored copy in", move || {
+            let (inherit, note) = attributes_for(&staging, &info)?;
+            Ok((staging.commit(&inherit)?, note))
+        })
+        .await?;
         notes.extend(note);
-        let swapped = tokio::task::spawn_blocking(move || staging.commit(&inherit))
-            .await
-            .map_err(|e| Error::Usage(format!("swap task failed: {e}")))??;
         for kept in &swapped.sidecars_kept {
             notes.push(format!(
                 "{} was beside the missing database (a leftover that SQLite would have replayed into the restored file): moved to {}",
