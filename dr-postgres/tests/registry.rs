@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dr_core::object_store::local::LocalFileSystem;
+use dr_core::object_store::{ObjectStoreExt, PutPayload};
 use dr_core::serde_json::json;
 use dr_core::{
     BackupOptions, BackupSelector, Error, Identities, Registry, Repository, RestoreOptions,
@@ -440,4 +441,61 @@ async fn physical_base_backup_and_pitr_through_the_registry_without_stalling() {
         "1,2"
     );
     stop_cluster(&data);
+
+    // A drill: the RPO probe goes into the live cluster, and the archive says how far a
+    // recovery reaches.
+    let setup = pg
+        .drill(&repo, &repo.reader(manifest.clone()))
+        .await
+        .unwrap();
+    assert!(setup.recoverable_until.is_some());
+
+    // A damaged archived segment: verify names it, and a restore is refused before it
+    // writes anything.
+    let damaged = names
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap().to_owned())
+        .find(|n| n.len() == 24 && n[..] > start[..])
+        .expect("a segment after the base backup's first");
+    let key = dr_core::object_store::path::Path::from(format!(
+        "wal/pg/{}/{damaged}.zst.age",
+        &damaged[..8]
+    ));
+    let store = LocalFileSystem::new_with_prefix(repo_dir.path()).unwrap();
+    let mut bytes = store
+        .get(&key)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    store.put(&key, PutPayload::from(bytes)).await.unwrap();
+    let findings = wal
+        .check(
+            &repo,
+            "pg",
+            std::slice::from_ref(&manifest),
+            VerifyLevel::Checksums,
+        )
+        .await
+        .unwrap();
+    let problems = findings[0].problems.join("; ");
+    assert!(
+        problems.contains(&format!("WAL file {damaged} is damaged")),
+        "{problems}"
+    );
+    let elsewhere = work.path().join("refused");
+    let options = RestoreOptions::default().with_target(&elsewhere);
+    let err = restore(&repo, "pg", pg.as_ref(), &options)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ChecksFailed { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&damaged) && err.to_string().contains("nothing was written"),
+        "{err}"
+    );
+    assert!(!elsewhere.exists());
 }

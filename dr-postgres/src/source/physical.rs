@@ -200,7 +200,9 @@ impl Source for PhysicalSource {
                 "is required (a new data directory): a point-in-time restore never touches the current data directory",
             ));
         };
-        self.recover(request, plan, &data_dir).await
+        self.recover(request, plan, &data_dir)
+            .await
+            .map_err(|e| self.explain(e))
     }
 
     fn verifier(&self, _: &Repository) -> Result<Box<dyn Verify>> {
