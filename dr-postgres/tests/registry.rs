@@ -130,6 +130,23 @@ async fn logical_restores_to_a_new_database_and_in_place_without_stalling() {
         &changed.without(&["db.name"]),
         &fingerprint_database(port, "before").without(&["db.name"]),
     );
+    // A wrong password from password_env (HOME: set, and surely not the password): the
+    // error names the variable, never its value.
+    let home = std::env::var("HOME").unwrap();
+    let wrong = source(json!({
+        "url": format!("postgres://postgres@127.0.0.1:{port}/shop"),
+        "password_env": "HOME",
+    }));
+    let options = RestoreOptions::default().with_target("never");
+    let err = restore(&repo, "shop", wrong.as_ref(), &options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("variable HOME, named by password_env"),
+        "{err}"
+    );
+    assert!(!err.contains(&home), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,8 +51,13 @@ fn yes() -> bool {
     true
 }
 
-/// What servers answer to a wrong password.
-const AUTH_FAILURES: [&str; 2] = ["password authentication failed", "invalid password"];
+/// What a wrong password shows as: the server's words (pg_dump, psql) and
+/// [`PgConnection::explain`]'s.
+const AUTH_FAILURES: [&str; 3] = [
+    "password authentication failed",
+    "invalid password",
+    "wrong password for user",
+];
 
 impl PostgresSettings {
     /// Settings for the database at `url`, every other field at its default.
