@@ -18,6 +18,10 @@
 //!   positions, timeline and system identifier; [`WalArchive`] behind `dr wal-push`/`wal-fetch`;
 //!   [`pitr::plan`] and [`restore_pitr`]: point-in-time recovery into a new data directory,
 //!   refusing targets the archive does not reach (a gap, WAL not archived yet).
+//! - [`register`]: the `postgres` source type ([`PostgresSourceFactory`] building a
+//!   [`LogicalSource`] or a [`PhysicalSource`] from [`PostgresSettings`], each running its
+//!   whole restore flow from `RestoreOptions`), and the kinds `postgres.logical` and
+//!   `postgres.base` with the WAL archive as a registry archive ([`WalArchiveSupport`]).
 //!
 //! ```no_run
 //! # async fn demo(repo: dr_core::Repository) -> dr_core::Result<()> {
