@@ -137,3 +137,23 @@ pub fn server_binary(program: &str, version_num: i64) -> std::path::PathBuf {
         std::path::PathBuf::from(program)
     }
 }
+
+/// [`running_as_root`] on a blocking thread (it reads `/proc`), for async code.
+pub async fn running_as_root_async() -> bool {
+    tokio::task::spawn_blocking(running_as_root)
+        .await
+        .unwrap_or(false)
+}
+
+/// [`server_binary`] on a blocking thread (it looks at the file system), for async code.
+pub async fn server_binary_async(program: &str, version_num: i64) -> std::path::PathBuf {
+    let name = program.to_owned();
+    tokio::task::spawn_blocking(move || server_binary(&name, version_num))
+        .await
+        .unwrap_or_else(|_| std::path::PathBuf::from(program))
+}
+
+/// Whether `path` exists, asked without blocking the runtime (an error counts as absent).
+pub async fn exists(path: &std::path::Path) -> bool {
+    tokio::fs::try_exists(path).await.unwrap_or(false)
+}

@@ -73,10 +73,12 @@ impl RecoveryDrill {
     async fn recover(&self) -> Result<Vec<String>> {
         let plan = pitr::plan(&self.repo, &self.source, RecoveryTarget::Latest).await?;
         let version = plan.base.server_version_num;
-        let scratch = tempfile::Builder::new()
-            .prefix("dr-drill-pg-")
-            .tempdir()
-            .map_err(|e| Error::io("creating a scratch directory", e))?;
+        let scratch = tokio::task::spawn_blocking(|| {
+            tempfile::Builder::new().prefix("dr-drill-pg-").tempdir()
+        })
+        .await
+        .map_err(|e| Error::Restore(format!("creating a scratch directory: {e}")))?
+        .map_err(|e| Error::io("creating a scratch directory", e))?;
         let data_dir = scratch.path().join("data");
         let port = free_port()?;
         let options = PitrOptions {
@@ -104,6 +106,11 @@ impl RecoveryDrill {
             Err(e) => Err(e),
         };
         stop(&data_dir, version).await;
+        // Removing a whole data directory is a long walk: not on a runtime thread.
+        let removed = tokio::task::spawn_blocking(move || scratch.close()).await;
+        if !matches!(removed, Ok(Ok(()))) {
+            tracing::warn!("could not remove the drill's scratch directory");
+        }
         outcome
     }
 
@@ -167,7 +174,7 @@ impl RecoveryDrill {
 impl Verify for RecoveryDrill {
     async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
         let base = BaseVerifier::new();
-        if level < VerifyLevel::Restore || child::running_as_root() {
+        if level < VerifyLevel::Restore || child::running_as_root_async().await {
             let mut report = base.verify(backup, level).await?;
             if level == VerifyLevel::Restore {
                 report.passed.push(
@@ -202,10 +209,10 @@ fn free_port() -> Result<u16> {
 
 /// Stops the scratch server, if it runs (fast shutdown, waiting for it).
 async fn stop(data_dir: &Path, version: i64) {
-    if !data_dir.join("postmaster.pid").exists() {
+    if !child::exists(&data_dir.join("postmaster.pid")).await {
         return;
     }
-    let pg_ctl: PathBuf = child::server_binary("pg_ctl", version);
+    let pg_ctl: PathBuf = child::server_binary_async("pg_ctl", version).await;
     let stopped = tokio::process::Command::new(pg_ctl)
         .args(["stop", "-m", "fast", "-w", "-D"])
         .arg(data_dir)

@@ -18,6 +18,10 @@
 //!   positions, timeline and system identifier; [`WalArchive`] behind `dr wal-push`/`wal-fetch`;
 //!   [`pitr::plan`] and [`restore_pitr`]: point-in-time recovery into a new data directory,
 //!   refusing targets the archive does not reach (a gap, WAL not archived yet).
+//! - [`register`]: the `postgres` source type ([`PostgresSourceFactory`] building a
+//!   [`LogicalSource`] or a [`PhysicalSource`] from [`PostgresSettings`], each running its
+//!   whole restore flow from `RestoreOptions`), and the kinds `postgres.logical` and
+//!   `postgres.base` with the WAL archive as a registry archive ([`WalArchiveSupport`]).
 //!
 //! ```no_run
 //! # async fn demo(repo: dr_core::Repository) -> dr_core::Result<()> {
@@ -48,6 +52,7 @@ pub mod probe;
 mod recover;
 mod restore;
 mod sessions;
+pub mod source;
 mod verify;
 pub mod wal;
 pub mod walscan;
@@ -67,10 +72,22 @@ pub use lsn::Lsn;
 pub use pitr::{PitrPlan, RecoveryTarget};
 pub use recover::{LOG_FILE, PitrOptions, PitrReport, restore_pitr};
 pub use restore::{DEFAULT_WAIT, PostgresTarget, check_whole_backup};
+pub use source::{
+    BaseKindSupport, GlobalsDetails, LogicalDetails, LogicalKindSupport, LogicalSource, PgMethod,
+    PhysicalSource, PitrDetails, PostgresSettings, PostgresSourceFactory, WalArchiveSupport,
+};
 pub use verify::PostgresVerifier;
 pub use wal::{ArchiveContents, ArchivedFile, PushOutcome, WalArchive, system_identifier};
 
 /// Adds this crate's source types and manifest kinds to `registry`.
+///
+/// - source type `postgres` ([`PostgresSourceFactory`], settings [`PostgresSettings`]);
+/// - manifest kinds `postgres.logical` ([`LogicalKindSupport`]: checksums only without a
+///   configured source) and `postgres.base` ([`BaseKindSupport`]: [`BaseVerifier`] and the
+///   WAL archive, [`WalArchiveSupport`]).
 pub fn register(registry: &mut dr_core::Registry) {
-    let _ = registry;
+    registry
+        .register_source_type(std::sync::Arc::new(PostgresSourceFactory))
+        .register_kind(std::sync::Arc::new(LogicalKindSupport))
+        .register_kind(std::sync::Arc::new(BaseKindSupport));
 }

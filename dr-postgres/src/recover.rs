@@ -64,7 +64,11 @@ pub async fn restore_pitr(
             .await
             .map_err(|e| Error::io(format!("writing {}", marker.display()), e))?;
         let bytes = unpack_base(repo, &plan.source, &plan.base_backup, dir).await?;
-        write_recovery_config(dir, &plan.target, plan.stop, options)?;
+        let settings = recovery_settings(&plan.target, plan.stop, options);
+        let at = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || write_recovery_config(&at, &settings))
+            .await
+            .map_err(|e| Error::Restore(format!("writing the recovery settings: {e}")))??;
         tokio::fs::remove_file(&marker)
             .await
             .map_err(|e| Error::io(format!("removing {}", marker.display()), e))?;
@@ -111,7 +115,7 @@ async fn prepare_target(dir: &Path) -> Result<bool> {
     let io = |e| Error::io(format!("preparing {}", dir.display()), e);
     let created = match tokio::fs::read_dir(dir).await {
         Ok(mut entries) => {
-            if dir.join(IN_PROGRESS).exists() {
+            if crate::child::exists(&dir.join(IN_PROGRESS)).await {
                 return Err(Error::Refused(format!(
                     "{} holds an interrupted restore (it has {IN_PROGRESS}): it is incomplete and must not be started; delete the directory and run the restore again",
                     dir.display()
@@ -223,12 +227,9 @@ fn recovery_settings(target: &RecoveryTarget, stop: RecoveryStop, options: &Pitr
     text
 }
 
-fn write_recovery_config(
-    dir: &Path,
-    target: &RecoveryTarget,
-    stop: RecoveryStop,
-    options: &PitrOptions,
-) -> Result<()> {
+/// Writes `settings` (from [`recovery_settings`]) into `dir` (blocking: call it on a
+/// blocking thread).
+fn write_recovery_config(dir: &Path, settings: &str) -> Result<()> {
     use std::io::Write;
     let io = |what: &str, e| Error::io(format!("writing {what} in {}", dir.display()), e);
     // Debian keeps postgresql.conf in /etc: the copy has none, and postgres needs one.
@@ -245,7 +246,7 @@ fn write_recovery_config(
         .append(true)
         .open(dir.join("postgresql.auto.conf"))
         .map_err(|e| io("postgresql.auto.conf", e))?;
-    auto.write_all(recovery_settings(target, stop, options).as_bytes())
+    auto.write_all(settings.as_bytes())
         .map_err(|e| io("postgresql.auto.conf", e))?;
     std::fs::write(dir.join("recovery.signal"), "").map_err(|e| io("recovery.signal", e))
 }
@@ -256,13 +257,13 @@ pub const LOG_FILE: &str = "dr-recovery.log";
 /// Starts PostgreSQL on the restored directory and waits until recovery has ended and the
 /// server promoted (`recovery.signal` removed); returns the log.
 async fn start_and_wait(dir: &Path, port: u16, version_num: i64) -> Result<String> {
-    if crate::child::running_as_root() {
+    if crate::child::running_as_root_async().await {
         return Err(Error::Refused(
             "PostgreSQL refuses to run as root: run this restore as the postgres user (sudo -u postgres dr restore ...), or leave out --start and start the server yourself".into(),
         ));
     }
     let log = dir.join(LOG_FILE);
-    let pg_ctl = crate::child::server_binary("pg_ctl", version_num);
+    let pg_ctl = crate::child::server_binary_async("pg_ctl", version_num).await;
     let options = format!(
         "-p {port} -c listen_addresses=127.0.0.1 -k {}",
         dir.display()
@@ -285,11 +286,14 @@ async fn start_and_wait(dir: &Path, port: u16, version_num: i64) -> Result<Strin
         tokio::time::sleep(Duration::from_millis(200)).await;
         let text = tokio::fs::read_to_string(&log).await.unwrap_or_default();
         // Give the postmaster a moment to write its pid file before judging it gone.
-        let gone = !pid_file.exists() && started.elapsed() > Duration::from_secs(5);
+        let gone =
+            !crate::child::exists(&pid_file).await && started.elapsed() > Duration::from_secs(5);
         if gone || text.contains("FATAL:") && text.contains("database system is shut down") {
             return Err(recovery_failed(dir, &log, &text));
         }
-        if !signal.exists() && text.contains("database system is ready to accept connections") {
+        if text.contains("database system is ready to accept connections")
+            && !crate::child::exists(&signal).await
+        {
             return Ok(text);
         }
     }
