@@ -211,9 +211,13 @@ pub async fn backup(
     };
     let env = group.map(|g| HookEnv::new("backup").with_group(g));
     if let Some(env) = &env {
-        group_hooks
+        let before = group_hooks
             .run_before(HookPhase::BeforeBackup, env, &mut report.group_hooks)
-            .await?;
+            .await;
+        if let Err(e) = before {
+            group_hooks.run_after(HookPhase::AfterBackup, env).await;
+            return Err(e);
+        }
     }
     for name in &names {
         let one = backup_source(repo, system, name, options, &progress).await;
@@ -249,6 +253,8 @@ async fn backup_source(
         .await
     {
         report.failed(e);
+        let after = hooks.run_after(HookPhase::AfterBackup, &env).await;
+        report.hooks.extend(after);
         return report;
     }
     let progress = progress.narrowed(|s| s.with_source(name));

@@ -7,7 +7,8 @@
 //! `DR_TARGET`, and for the hooks of a group `DR_GROUP` and `DR_POINT`.
 //!
 //! A failing *before* hook aborts the operation with nothing changed; *after* hooks always
-//! run (after a failure too) and their failures are reported. A `health` check runs after
+//! run (after a failed operation or a failed before hook too, so that a service stopped by
+//! a before hook is started again) and their failures are reported. A `health` check runs after
 //! a restore, retried every `interval` until it passes or its `timeout` is over.
 
 use std::time::{Duration, Instant};

@@ -153,9 +153,13 @@ pub async fn restore(
     } else {
         configured.hooks.clone()
     };
-    hooks
+    let before = hooks
         .run_before(HookPhase::BeforeRestore, &env, &mut report.hooks)
-        .await?;
+        .await;
+    if let Err(e) = before {
+        hooks.run_after(HookPhase::AfterRestore, &env).await;
+        return Err(e);
+    }
     let progress = progress.narrowed(|_| {
         Scope::of(Operation::Restore)
             .with_source(name)

@@ -170,9 +170,13 @@ pub async fn restore_point(
         elapsed_ms: 0,
         rto_ms: None,
     };
-    group_hooks
+    let before = group_hooks
         .run_before(HookPhase::BeforeRestore, &env, &mut report.group_hooks)
-        .await?;
+        .await;
+    if let Err(e) = before {
+        group_hooks.run_after(HookPhase::AfterRestore, &env).await;
+        return Err(e);
+    }
     let members = restore_members(repo, system, &point, &order, options, progress, &mut report).await;
     let after = group_hooks.run_after(HookPhase::AfterRestore, &env).await;
     report.group_hooks.extend(after);
