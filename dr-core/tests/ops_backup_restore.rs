@@ -10,8 +10,8 @@ use dr_core::ops::restore::{PointRestoreOptions, RestoreRunOptions, restore, res
 use dr_core::ops::{ConfiguredSource, Group, Hooks, System};
 use dr_core::registry::{RestoreRequest, Source};
 use dr_core::{
-    Backup, BackupWriter, Error, Identities, PointSelector, ProgressHandle, Registry, Repository, RestoreReport,
-    Result, SourceInfo, Verify, async_trait,
+    Backup, BackupWriter, Error, Identities, PointSelector, ProgressHandle, Registry, Repository,
+    RestoreReport, Result, SourceInfo, Verify, async_trait,
 };
 use tokio::io::AsyncReadExt;
 
@@ -112,14 +112,24 @@ async fn a_failing_before_restore_hook_leaves_the_target_untouched() {
         .with_after_restore(log_hook(&log, "after"));
     let system = System::new(Registry::new()).with_source(source("db", &db, false, hooks));
     let repo = repo().await;
-    let made = backup(&repo, &system, &BackupRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    let made = backup(
+        &repo,
+        &system,
+        &BackupRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     assert!(made.is_success());
     std::fs::write(&db, "v2").unwrap();
-    let err = restore(&repo, &system, &RestoreRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap_err();
+    let err = restore(
+        &repo,
+        &system,
+        &RestoreRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::Restore(_)), "{err}");
     assert_eq!(read(&db), "v2", "the target was changed");
     // The after hook runs all the same (it starts what the before hooks stopped).
@@ -133,15 +143,25 @@ async fn after_restore_hooks_run_after_a_failed_restore() {
     std::fs::write(&db, "v1").unwrap();
     let repo = repo().await;
     let good = System::new(Registry::new()).with_source(source("db", &db, false, Hooks::default()));
-    let made = backup(&repo, &good, &BackupRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    let made = backup(
+        &repo,
+        &good,
+        &BackupRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     let id = made.sources[0].id.clone().unwrap();
     let hooks = Hooks::default().with_after_restore(log_hook(&log, "after"));
     let failing = System::new(Registry::new()).with_source(source("db", &db, true, hooks));
-    let report = restore(&repo, &failing, &RestoreRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    let report = restore(
+        &repo,
+        &failing,
+        &RestoreRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     assert!(!report.is_success());
     assert!(report.error.as_deref().unwrap().contains("refuses"));
     assert_eq!(report.rto_ms, None);
@@ -162,13 +182,23 @@ async fn the_rto_runs_until_the_health_check_passed() {
     let hooks = Hooks::default().with_health(health);
     let system = System::new(Registry::new()).with_source(source("db", &db, false, hooks));
     let repo = repo().await;
-    backup(&repo, &system, &BackupRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    backup(
+        &repo,
+        &system,
+        &BackupRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     std::fs::write(&db, "v2").unwrap();
-    let report = restore(&repo, &system, &RestoreRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    let report = restore(
+        &repo,
+        &system,
+        &RestoreRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     assert!(report.is_success(), "{report:?}");
     assert_eq!(read(&db), "v1");
     assert_eq!(report.health.as_ref().unwrap().attempts, 3);
@@ -183,13 +213,23 @@ async fn a_restore_without_the_secret_key_is_refused_before_any_hook() {
     let hooks = Hooks::default().with_before_restore(log_hook(&log, "before"));
     let system = System::new(Registry::new()).with_source(source("db", &db, false, hooks));
     let repo = repo().await;
-    backup(&repo, &system, &BackupRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    backup(
+        &repo,
+        &system,
+        &BackupRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     let keyless = repo.with_identities(Identities::default());
-    let err = restore(&keyless, &system, &RestoreRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap_err();
+    let err = restore(
+        &keyless,
+        &system,
+        &RestoreRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, Error::NoIdentity), "{err}");
     assert!(!log.exists());
 }
@@ -204,11 +244,22 @@ async fn a_failing_before_backup_hook_backs_nothing_up() {
         .with_after_backup(log_hook(&log, "after"));
     let system = System::new(Registry::new()).with_source(source("db", &db, false, hooks));
     let repo = repo().await;
-    let report = backup(&repo, &system, &BackupRunOptions::source("db"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    let report = backup(
+        &repo,
+        &system,
+        &BackupRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     assert!(!report.is_success());
-    assert!(report.sources[0].error.as_deref().unwrap().contains("before_backup hook"));
+    assert!(
+        report.sources[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("before_backup hook")
+    );
     assert!(repo.list(None).await.unwrap().backups.is_empty());
     assert!(read(&log).starts_with("after db"));
 }
@@ -236,15 +287,24 @@ async fn a_group_backs_up_every_source_and_its_point_restores_them_in_order() {
         .with_source(member("c", 2, false))
         .with_group("sys", group.clone());
     let repo = repo().await;
-    let report = backup(&repo, &with_failure, &BackupRunOptions::group("sys"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    let report = backup(
+        &repo,
+        &with_failure,
+        &BackupRunOptions::group("sys"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.sources.len(), 3, "every source attempted");
     let point = report.point.clone().unwrap();
     assert!(!point.is_complete());
     assert_eq!(point.failed[0].source, "b");
     assert_eq!(point.members.len(), 2);
-    assert!(read(&log).contains(&format!("group-backup   {}", point.id)), "{}", read(&log));
+    assert!(
+        read(&log).contains(&format!("group-backup   {}", point.id)),
+        "{}",
+        read(&log)
+    );
     // An incomplete point is refused unless allowed.
     let options = PointRestoreOptions::point(PointSelector::Id(point.id.clone()));
     let err = restore_point(&repo, &with_failure, &options, &ProgressHandle::default())
@@ -257,9 +317,14 @@ async fn a_group_backs_up_every_source_and_its_point_restores_them_in_order() {
         .with_source(member("b", 1, false))
         .with_source(member("c", 2, false))
         .with_group("sys", group);
-    let full = backup(&repo, &healthy, &BackupRunOptions::group("sys"), &ProgressHandle::default())
-        .await
-        .unwrap();
+    let full = backup(
+        &repo,
+        &healthy,
+        &BackupRunOptions::group("sys"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
     assert!(full.is_success());
     for f in &files {
         std::fs::write(f, "v2").unwrap();
@@ -280,6 +345,12 @@ async fn a_group_backs_up_every_source_and_its_point_restores_them_in_order() {
         .collect();
     assert_eq!(
         lines,
-        ["group-before ", "restored c", "restored b", "restored a", "group-after "]
+        [
+            "group-before ",
+            "restored c",
+            "restored b",
+            "restored a",
+            "group-after "
+        ]
     );
 }

@@ -13,7 +13,12 @@ fn sh(script: &str) -> HookCommand {
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie waiting for init to reap it is dead.
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -22,17 +27,20 @@ fn alive(pid: i32) -> bool {
 async fn a_timeout_kills_the_hook_and_what_it_started() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
-    let hook = sh(&format!(
-        "sleep 30 & echo $! > {}; wait",
-        pidfile.display()
-    ))
-    .with_timeout(Duration::from_millis(500));
+    let hook = sh(&format!("sleep 30 & echo $! > {}; wait", pidfile.display()))
+        .with_timeout(Duration::from_millis(500));
     let started = Instant::now();
-    let run = hook.run(HookPhase::AfterRestore, &HookEnv::new("restore")).await;
+    let run = hook
+        .run(HookPhase::AfterRestore, &HookEnv::new("restore"))
+        .await;
     assert!(started.elapsed() < Duration::from_secs(5));
     let error = run.error.expect("a timed-out hook fails");
     assert!(error.contains("killed"), "{error}");
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(3);
     while alive(pid) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -80,7 +88,11 @@ async fn a_failing_before_hook_stops_the_ones_after_it() {
         .with_before_restore(HookCommand::new(["touch", marker.to_str().unwrap()]));
     let mut runs = Vec::new();
     let err = hooks
-        .run_before(HookPhase::BeforeRestore, &HookEnv::new("restore"), &mut runs)
+        .run_before(
+            HookPhase::BeforeRestore,
+            &HookEnv::new("restore"),
+            &mut runs,
+        )
         .await
         .unwrap_err();
     let message = err.to_string();
@@ -103,7 +115,13 @@ async fn hooks_get_the_operation_in_their_environment_and_no_shell() {
         "echo \"$DR_OPERATION $DR_SOURCE $DR_BACKUP_ID $DR_TARGET ${{DR_GROUP:-none}}\" > {}",
         out.display()
     );
-    assert!(sh(&script).run(HookPhase::BeforeRestore, &env).await.error.is_none());
+    assert!(
+        sh(&script)
+            .run(HookPhase::BeforeRestore, &env)
+            .await
+            .error
+            .is_none()
+    );
     assert_eq!(
         std::fs::read_to_string(&out).unwrap().trim(),
         "restore db 20260101T000000Z-abcd /srv/new.db none"

@@ -246,7 +246,10 @@ async fn backup_source(
     progress: &ProgressHandle,
 ) -> SourceBackupReport {
     let mut report = SourceBackupReport::new(name);
-    let hooks: Hooks = system.get(name).map(|s| s.hooks.clone()).unwrap_or_default();
+    let hooks: Hooks = system
+        .get(name)
+        .map(|s| s.hooks.clone())
+        .unwrap_or_default();
     let env = HookEnv::new("backup").with_source(name);
     if let Err(e) = hooks
         .run_before(HookPhase::BeforeBackup, &env, &mut report.hooks)
@@ -295,8 +298,10 @@ async fn backup_once(
         .backup(&repo, name, options.full)
         .await
         .map_err(|e| source.explain(e))?;
-    let mut backup_options = BackupOptions::default();
-    backup_options.labels = options.labels.clone();
+    let backup_options = BackupOptions {
+        labels: options.labels.clone(),
+        ..BackupOptions::default()
+    };
     repo.backup(name, capture.as_ref(), &backup_options)
         .await
         .map_err(|e| source.explain(e))

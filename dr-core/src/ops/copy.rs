@@ -163,10 +163,8 @@ async fn copy_to(
         elapsed_ms: 0,
     };
     for manifest in manifests {
-        let progress = progress.narrowed(|s| {
-            s.with_source(&manifest.source)
-                .with_backup(&manifest.id)
-        });
+        let progress =
+            progress.narrowed(|s| s.with_source(&manifest.source).with_backup(&manifest.id));
         progress.start("copy", Some(manifest.stored_size()));
         match copy_backup(repo, &to.repo, manifest).await {
             Ok(CopyOutcome::AlreadyThere) => report.already_there += 1,

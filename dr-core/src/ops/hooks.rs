@@ -218,7 +218,9 @@ impl HookCommand {
             error: outcome.err(),
         };
         match &run.error {
-            Some(error) => tracing::warn!(hook = phase.name(), command = %run.command, %error, "hook failed"),
+            Some(error) => {
+                tracing::warn!(hook = phase.name(), command = %run.command, %error, "hook failed")
+            }
             None => tracing::info!(hook = phase.name(), command = %run.command, "hook passed"),
         }
         run

@@ -145,7 +145,11 @@ pub async fn restore(
     require_identity(repo)?;
     let name = options.source.as_str();
     let configured = system.source(name)?;
-    let backup_id = repo.open_backup(name, &options.selector).await?.id().to_owned();
+    let backup_id = repo
+        .open_backup(name, &options.selector)
+        .await?
+        .id()
+        .to_owned();
     let mut report = RestoreRunReport::new(name, &backup_id);
     let env = restore_env(name, &backup_id, &options.options);
     let hooks = if options.options.dry_run {

@@ -177,7 +177,8 @@ pub async fn restore_point(
         group_hooks.run_after(HookPhase::AfterRestore, &env).await;
         return Err(e);
     }
-    let members = restore_members(repo, system, &point, &order, options, progress, &mut report).await;
+    let members =
+        restore_members(repo, system, &point, &order, options, progress, &mut report).await;
     let after = group_hooks.run_after(HookPhase::AfterRestore, &env).await;
     report.group_hooks.extend(after);
     if members.is_ok() && report.failed_member().is_none() {
@@ -203,7 +204,11 @@ async fn restore_members(
         let Some(member) = point.member(source) else {
             continue;
         };
-        if system.kind(&member.kind).and_then(|k| k.archive()).is_some() {
+        if system
+            .kind(&member.kind)
+            .and_then(|k| k.archive())
+            .is_some()
+        {
             report.skipped.push(SkippedMember {
                 source: source.clone(),
                 backup_id: member.backup_id.clone(),
