@@ -142,6 +142,38 @@ impl App {
         Err(primary)
     }
 
+    // Called by the commands once the backends register their kinds (the lead's merge).
+    #[allow(dead_code)]
+    /// The system of this configuration, every source built by the kind registry of the
+    /// facade (`dr::registry()`).
+    pub fn system(&self) -> CliResult<dr_core::ops::System> {
+        self.config.system(dr::registry(), &self.self_command())
+    }
+
+    #[allow(dead_code)]
+    /// The argv that runs this `dr` again with the same configuration, repository and
+    /// identity (for commands a datastore calls back, such as PostgreSQL's
+    /// `restore_command`); paths made absolute.
+    pub fn self_command(&self) -> Vec<String> {
+        let absolute = |p: &std::path::Path| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.to_owned())
+                .display()
+                .to_string()
+        };
+        let program = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "dr".into());
+        let mut argv = vec![program, "--config".into(), absolute(&self.global.config)];
+        if let Some(repository) = &self.global.repository {
+            argv.extend(["--repository".into(), repository.clone()]);
+        }
+        if let Some(identity) = self.identity_path() {
+            argv.extend(["--identity".into(), absolute(&identity)]);
+        }
+        argv
+    }
+
     /// A progress bar unless `--json`.
     pub fn bar(&self) -> Arc<Bar> {
         Arc::new(Bar::new(!self.global.json))

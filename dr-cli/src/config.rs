@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use dr_core::drill::Objectives;
+use dr_core::ops::{ConfiguredSource, Group, Hooks, System};
+use dr_core::registry::{Registry, SourceSettings};
 use dr_core::{Backup, PipelineOptions, Repository, Restore, RetentionPolicy, Verify};
 use dr_postgres::{
     BaseVerifier, PgConnection, PostgresBaseSource, PostgresSource, PostgresTarget,
@@ -56,6 +58,10 @@ pub struct Config {
     /// `dr daemon` settings.
     #[serde(default)]
     pub daemon: crate::schedule::DaemonConfig,
+    /// Each `[sources.NAME]` table as written: what [`Config::system`] hands to the kind's
+    /// factory (without the generic keys).
+    #[serde(skip)]
+    pub source_tables: BTreeMap<String, toml::Table>,
 }
 
 /// `[groups.NAME]`.
@@ -64,6 +70,10 @@ pub struct Config {
 pub struct GroupConfig {
     /// Source names, in restore order.
     pub sources: Vec<String>,
+    /// Commands run around the whole group (backup, point restore) and its health check.
+    #[serde(default)]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub hooks: Hooks,
 }
 
 /// `[pipeline]`.
@@ -108,6 +118,10 @@ pub struct SourceConfig {
     pub checks: Vec<UserCheck>,
     /// Recovery objectives of this source (replace the default ones).
     pub objectives: Option<Objectives>,
+    /// Commands run before and after its backups and restores, and its health check.
+    #[serde(default)]
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub hooks: Hooks,
 }
 
 /// The kinds of sources and their settings.
@@ -553,8 +567,89 @@ impl Config {
                 )));
             }
         };
-        toml::from_str(&text)
+        Config::parse(&text)
             .map_err(|e| CliError::usage(format!("invalid {}: {e}", path.display())))
+    }
+
+    /// Parses a configuration, keeping each source's table as written.
+    ///
+    /// # Errors
+    /// The TOML parser's error (unknown keys, wrong types).
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        let mut config: Config = toml::from_str(text)?;
+        let mut table: toml::Table = toml::from_str(text)?;
+        if let Some(toml::Value::Table(sources)) = table.remove("sources") {
+            for (name, value) in sources {
+                if let toml::Value::Table(t) = value {
+                    config.source_tables.insert(name, t);
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    // Called by the commands once the backends register their kinds (the lead's merge).
+    #[cfg_attr(not(test), allow(dead_code))]
+    /// The system this configuration describes: every `[sources.NAME]` built by the
+    /// registry's factory for its `kind` from the table without the generic keys (`kind`,
+    /// `retention`, `checks`, `objectives`, `hooks`; factories refuse unknown keys), the
+    /// groups with their hooks, the default retention and objectives. `self_command` is
+    /// the argv that runs this `dr` again with the same configuration.
+    ///
+    /// # Errors
+    /// A usage error naming the source whose settings the factory refused, or whose kind
+    /// this build does not have.
+    pub fn system(&self, registry: Registry, self_command: &[String]) -> CliResult<System> {
+        let mut sources = Vec::new();
+        for (name, config) in &self.sources {
+            sources.push(self.configured_source(&registry, name, config, self_command)?);
+        }
+        let mut system = System::new(registry)
+            .with_default_retention(self.retention.clone())
+            .with_default_objectives(self.objectives);
+        for source in sources {
+            system = system.with_source(source);
+        }
+        for (name, group) in &self.groups {
+            let members = Group::new(group.sources.clone()).with_hooks(group.hooks.clone());
+            system = system.with_group(name, members);
+        }
+        Ok(system)
+    }
+
+    // Called by the commands once the backends register their kinds (the lead's merge).
+    #[cfg_attr(not(test), allow(dead_code))]
+    fn configured_source(
+        &self,
+        registry: &Registry,
+        name: &str,
+        config: &SourceConfig,
+        self_command: &[String],
+    ) -> CliResult<ConfiguredSource> {
+        let mut table = self.source_tables.get(name).cloned().unwrap_or_default();
+        let kind = match table.remove("kind") {
+            Some(toml::Value::String(kind)) => kind,
+            _ => return Err(CliError::usage(format!("source {name}: `kind` is missing"))),
+        };
+        for generic in ["retention", "checks", "objectives", "hooks"] {
+            table.remove(generic);
+        }
+        let values = serde_json::to_value(&table)
+            .map_err(|e| CliError::usage(format!("source {name}: {e}")))?;
+        let settings = SourceSettings::new(values)
+            .with_checks(config.checks.clone())
+            .with_self_command(self_command.to_vec());
+        let built = registry
+            .build_source(&kind, &settings)
+            .map_err(|e| CliError::from(e).context(&format!("configuring source {name}")))?;
+        let mut source = ConfiguredSource::new(name, built).with_hooks(config.hooks.clone());
+        if let Some(retention) = &config.retention {
+            source = source.with_retention(retention.clone());
+        }
+        if let Some(objectives) = config.objectives {
+            source = source.with_objectives(objectives);
+        }
+        Ok(source)
     }
 
     /// The source named `name`.
@@ -729,5 +824,68 @@ mod tests {
         let err = toml::from_str::<Config>("[sources.x]\nkind = \"oracle\"\npath = \"/x\"\n")
             .unwrap_err();
         assert!(err.to_string().contains("oracle"), "{err}");
+    }
+
+    struct Recording;
+
+    impl dr_core::registry::SourceFactory for Recording {
+        fn source_type(&self) -> &str {
+            "sqlite"
+        }
+        fn build(
+            &self,
+            settings: &SourceSettings,
+        ) -> dr_core::Result<std::sync::Arc<dyn dr_core::registry::Source>> {
+            // The factory sees only the kind-specific keys; refuse anything else, as real ones do.
+            let keys: Vec<&String> = settings.values.as_object().unwrap().keys().collect();
+            if keys != ["path", "restore_integrity"] {
+                return Err(dr_core::Error::Usage(format!("unexpected keys {keys:?}")));
+            }
+            assert_eq!(settings.checks.len(), 1);
+            assert_eq!(settings.self_command, ["dr", "--config", "/etc/dr.toml"]);
+            Err(dr_core::Error::Usage("built".into()))
+        }
+    }
+
+    #[test]
+    fn sources_go_to_their_factory_without_the_generic_keys() {
+        let config = Config::parse(
+            r#"
+            [sources.app]
+            kind = "sqlite"
+            path = "/srv/app.db"
+            restore_integrity = "full"
+            hooks = { before_restore = [["systemctl", "stop", "app"]] }
+            [sources.app.retention]
+            keep_last = 3
+            [[sources.app.checks]]
+            name = "rows"
+            sql = "SELECT 1"
+            expect = ">= 1"
+            [groups.sys]
+            sources = ["app"]
+            hooks = { after_restore = [["systemctl", "start", "app"]] }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.source("app").unwrap().hooks.before_restore.len(), 1);
+        assert_eq!(config.groups["sys"].hooks.after_restore.len(), 1);
+        let mut registry = Registry::new();
+        registry.register_source_type(std::sync::Arc::new(Recording));
+        let self_command = ["dr", "--config", "/etc/dr.toml"].map(String::from);
+        let err = config.system(registry, &self_command).unwrap_err();
+        // "built" proves the factory got exactly the kind-specific keys.
+        assert!(err.message.contains("built"), "{}", err.message);
+        assert!(
+            err.message.contains("configuring source app"),
+            "{}",
+            err.message
+        );
+        let empty = config.system(Registry::new(), &self_command).unwrap_err();
+        assert!(
+            empty.message.contains("no source kind \"sqlite\""),
+            "{}",
+            empty.message
+        );
     }
 }

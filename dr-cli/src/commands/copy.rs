@@ -1,9 +1,10 @@
 //! `dr copy` and `dr backup --copy`: committed backups (and WAL archives) replicated to the
-//! repositories named in `copies`, idempotently and checked.
+//! repositories named in `copies`, idempotently and checked, by [`dr_core::ops::copy`].
 
-use dr_core::copy::{CopyOutcome, copy_backup, copy_points, copy_wal, open_or_init_like};
-use dr_core::{Manifest, Repository};
-use serde_json::json;
+use dr_core::copy::open_or_init_like;
+use dr_core::ops::System;
+use dr_core::ops::copy::{CopyDestination, CopyOptions, CopyReport, copy as copy_op};
+use dr_core::{Manifest, ProgressHandle, Repository};
 
 use crate::app::App;
 use crate::exit::{CliError, CliResult, Context};
@@ -12,23 +13,22 @@ use crate::output;
 /// `dr copy [--to URL]`: every committed backup to each destination.
 pub async fn copy(app: &App, to: Option<&str>) -> CliResult<()> {
     let repo = app.repository(None).await?;
-    let listing = repo.list(None).await.doing(|| "listing backups".into())?;
-    let mut manifests = listing.backups.clone();
-    manifests.reverse();
-    let results = copy_to_all(app, &repo, &manifests, to).await?;
+    let options = CopyOptions::to(destinations(app, &repo, to).await?);
+    let report = run(&repo, &options).await?;
     if app.global.json {
-        output::json(&results)?;
+        output::json(&report)?;
     } else {
-        for unreadable in &listing.unreadable {
-            println!("PROBLEM not copied: {}", unreadable.describe());
+        print(&report);
+        for unreadable in &report.unreadable {
+            println!("PROBLEM not copied: {unreadable}");
         }
     }
-    if listing.is_complete() {
+    if report.is_complete() {
         return Ok(());
     }
     Err(CliError::verification(format!(
         "{} committed backups were not copied: their manifests are unreadable",
-        listing.unreadable.len()
+        report.unreadable.len()
     )))
 }
 
@@ -38,55 +38,61 @@ pub async fn copy_to_all(
     repo: &Repository,
     manifests: &[Manifest],
     to: Option<&str>,
-) -> CliResult<Vec<serde_json::Value>> {
-    let destinations: Vec<String> = match to {
+) -> CliResult<CopyReport> {
+    let ids = manifests.iter().map(|m| m.id.clone()).collect();
+    let options = CopyOptions::to(destinations(app, repo, to).await?).with_ids(ids);
+    let report = run(repo, &options).await?;
+    if !app.global.json {
+        print(&report);
+    }
+    Ok(report)
+}
+
+async fn run(repo: &Repository, options: &CopyOptions) -> CliResult<CopyReport> {
+    // A copy needs no configured source: only the repositories.
+    let system = System::new(dr::registry());
+    copy_op(repo, &system, options, &ProgressHandle::default())
+        .await
+        .doing(|| "copying backups".into())
+}
+
+/// The destinations: `to`, or every configured copy, opened (created like `repo` when new).
+async fn destinations(
+    app: &App,
+    repo: &Repository,
+    to: Option<&str>,
+) -> CliResult<Vec<CopyDestination>> {
+    let urls: Vec<String> = match to {
         Some(url) => vec![url.to_owned()],
         None => app.config.copies.clone(),
     };
-    if destinations.is_empty() {
+    if urls.is_empty() {
         return Err(CliError::usage(
             "no destination: pass --to URL or list them in `copies` in dr.toml",
         ));
     }
-    let mut results = Vec::new();
-    for url in destinations {
+    let mut opened = Vec::new();
+    for url in urls {
         let shown = dr_core::redact_url(&url);
         let location = dr_storage::open_store(&url, &[], true).map_err(CliError::from)?;
         let target = open_or_init_like(repo, location.store(), &location.to_string())
             .await
             .doing(|| format!("opening the copy at {shown}"))?;
-        let target = app.equip(target, None)?;
-        let (mut copied, mut present, mut bytes) = (0u64, 0u64, 0u64);
-        for manifest in manifests {
-            match copy_backup(repo, &target, manifest).await.doing(|| {
-                format!(
-                    "copying backup {} of {} to {shown}",
-                    manifest.id, manifest.source
-                )
-            })? {
-                CopyOutcome::AlreadyThere => present += 1,
-                CopyOutcome::Copied { bytes: b, .. } => {
-                    copied += 1;
-                    bytes += b;
-                }
-            }
-        }
-        let wal = copy_wal(repo, &target)
-            .await
-            .doing(|| format!("copying the WAL archive to {shown}"))?;
-        let points = copy_points(repo, &target)
-            .await
-            .doing(|| format!("copying the recovery points to {shown}"))?;
-        if !app.global.json {
-            println!(
-                "{shown}: {copied} backups copied ({}), {present} already there, {wal} WAL objects and {points} recovery points copied",
-                output::size(bytes)
-            );
-        }
-        results.push(
-            json!({ "destination": shown, "copied": copied, "already_there": present,
-            "bytes": bytes, "wal_objects": wal, "points": points }),
+        opened.push(CopyDestination::new(&url, app.equip(target, None)?));
+    }
+    Ok(opened)
+}
+
+fn print(report: &CopyReport) {
+    for d in &report.destinations {
+        println!(
+            "{}: {} backups copied ({}), {} already there, {} WAL objects and {} recovery points copied",
+            d.destination,
+            d.copied,
+            output::size(d.copied_bytes),
+            d.already_there,
+            d.wal_objects,
+            d.points
         );
     }
-    Ok(results)
 }

@@ -21,3 +21,8 @@ pub mod verify;
 
 pub use hooks::Hooks;
 pub use system::{ConfiguredSource, Group, System};
+
+/// Milliseconds since `since`.
+pub(crate) fn elapsed_ms(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
