@@ -65,7 +65,7 @@ pub mod store;
 pub mod swap;
 mod traits;
 pub mod untar;
-mod verify;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use fs::{SparseFile, sibling_path};
@@ -92,6 +92,9 @@ pub use repository::{
 };
 pub use retention::{Plan, RetentionPolicy};
 pub use selector::BackupSelector;
+pub use verify::{
+    ChecksumsOnly, Findings, KindVerifier, ProblemKind, VerifyProblem, verify_backup,
+};
 pub use traits::{
     Backup, Restore, RestoreOptions, RestoreReport, Verify, VerifyLevel, VerifyReport,
 };
