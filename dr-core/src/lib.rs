@@ -92,11 +92,11 @@ pub use repository::{
 };
 pub use retention::{Plan, RetentionPolicy};
 pub use selector::BackupSelector;
-pub use verify::{
-    ChecksumsOnly, Findings, KindVerifier, ProblemKind, VerifyProblem, verify_backup,
-};
 pub use traits::{
     Backup, Restore, RestoreOptions, RestoreReport, Verify, VerifyLevel, VerifyReport,
+};
+pub use verify::{
+    ChecksumsOnly, Findings, KindVerifier, ProblemKind, VerifyProblem, verify_backup,
 };
 
 /// Re-exported so that backends and tests use the same versions.

@@ -371,9 +371,9 @@ impl BackupReader {
             })?;
             return check_size(&key, meta.size, part.stored_size);
         }
-        let stored = get_object(store.as_ref(), &path)
-            .await
-            .map_err(|e| VerifyProblem::from_error(&e, ProblemKind::Unreadable).with_object(&key))?;
+        let stored = get_object(store.as_ref(), &path).await.map_err(|e| {
+            VerifyProblem::from_error(&e, ProblemKind::Unreadable).with_object(&key)
+        })?;
         check_size(&key, stored.len() as u64, part.stored_size)?;
         let reader = self.clone();
         let part = part.clone();
@@ -403,9 +403,9 @@ impl BackupReader {
         let (store, dir) = self.location();
         let path = dir.clone().join("SHA256SUMS");
         let key = path.to_string();
-        let sums = get_object(store.as_ref(), &path)
-            .await
-            .map_err(|e| VerifyProblem::from_error(&e, ProblemKind::Unreadable).with_object(&key))?;
+        let sums = get_object(store.as_ref(), &path).await.map_err(|e| {
+            VerifyProblem::from_error(&e, ProblemKind::Unreadable).with_object(&key)
+        })?;
         if sums.as_ref() != self.manifest().sha256sums().as_bytes() {
             let e = Error::DamagedPart {
                 key: key.clone(),

@@ -64,7 +64,13 @@ impl KindVerifier for RedisVerifier {
             .map_err(|e| Error::Refused(detail(&e)))?;
         let mut found = Findings::default();
         let recorded = recorded_counts(backup);
-        compare(&mut found, "a scratch redis-server", &recorded, &counts, true);
+        compare(
+            &mut found,
+            "a scratch redis-server",
+            &recorded,
+            &counts,
+            true,
+        );
         compare_libraries(&mut found, recorded_libraries(backup), libraries);
         Ok(found)
     }

@@ -3,8 +3,8 @@
 //! chain of incremental parents resolved, then the scratch directory is removed.
 
 use dr_core::{
-    BackupReader, Findings, KindVerifier, Repository, RestoreOptions, Result, Verify,
-    VerifyLevel, VerifyReport, async_trait, verify_backup,
+    BackupReader, Findings, KindVerifier, Repository, RestoreOptions, Result, Verify, VerifyLevel,
+    VerifyReport, async_trait, verify_backup,
 };
 
 use super::restore::DirectoryTarget;
