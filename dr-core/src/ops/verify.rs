@@ -180,10 +180,11 @@ pub fn verifier_for(
     system: &System,
     manifest: &Manifest,
 ) -> Result<Box<dyn Verify>> {
-    if let Some(configured) = system.get(&manifest.source) {
-        if configured.source.kind() == manifest.kind {
-            return configured.source.verifier(repo);
-        }
+    if let Some(configured) = system
+        .get(&manifest.source)
+        .filter(|c| c.source.kind() == manifest.kind)
+    {
+        return configured.source.verifier(repo);
     }
     Ok(system
         .kind(&manifest.kind)
