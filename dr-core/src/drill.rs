@@ -164,7 +164,7 @@ pub async fn run_drill(
     let rto_ms = u64::try_from(clock.elapsed().as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
     let manifest = backup.manifest();
     let (passed, problems) = match outcome {
-        Ok(report) => (report.passed, report.problems),
+        Ok(report) => drill_findings(report),
         Err(e) => (Vec::new(), vec![format!("the test restore failed: {e}")]),
     };
     let recoverable_until = options
@@ -190,6 +190,22 @@ pub async fn run_drill(
     };
     repo.record_drill(&record).await?;
     Ok(record)
+}
+
+/// What a drill records of a verification: a verification that did not reach the restore
+/// level (no test restore for the kind) is a drill that did not pass, as nothing was
+/// restored and no RTO measured.
+fn drill_findings(report: crate::traits::VerifyReport) -> (Vec<String>, Vec<String>) {
+    let mut problems: Vec<String> = report.problems.into_iter().map(|p| p.message).collect();
+    if problems.is_empty() && report.level_performed < VerifyLevel::Restore {
+        problems.push(format!(
+            "nothing was restored ({}): the drill measures no recovery",
+            report.notes.join("; ")
+        ));
+    }
+    let mut passed = report.passed;
+    passed.extend(report.notes.into_iter().map(|n| format!("note: {n}")));
+    (passed, problems)
 }
 
 impl Repository {

@@ -66,7 +66,7 @@ pub mod store;
 pub mod swap;
 mod traits;
 pub mod untar;
-mod verify;
+pub mod verify;
 
 pub use error::{Error, Result};
 pub use fs::{SparseFile, sibling_path};
@@ -96,6 +96,9 @@ pub use retention::{Plan, RetentionPolicy};
 pub use selector::BackupSelector;
 pub use traits::{
     Backup, Restore, RestoreOptions, RestoreReport, Verify, VerifyLevel, VerifyReport,
+};
+pub use verify::{
+    ChecksumsOnly, Findings, KindVerifier, ProblemKind, VerifyProblem, verify_backup,
 };
 
 /// Re-exported so that backends and tests use the same versions.

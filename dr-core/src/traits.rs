@@ -266,11 +266,16 @@ impl std::str::FromStr for VerifyLevel {
 }
 
 /// The outcome of a verification: what was checked and every problem found.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct VerifyReport {
     /// Backup verified.
     pub backup_id: String,
+    /// The level asked for.
+    pub level_requested: VerifyLevel,
+    /// The level actually performed: lower than asked when the kind has no test restore
+    /// (a note says so) or a problem stopped the deeper steps.
+    pub level_performed: VerifyLevel,
     /// Objects checked.
     pub checked_objects: u64,
     /// Stored bytes read.
@@ -280,26 +285,82 @@ pub struct VerifyReport {
     /// Checks that passed, in words (e.g. `integrity_check ok`).
     pub passed: Vec<String>,
     /// Problems, each naming the object or check that failed.
-    pub problems: Vec<String>,
+    pub problems: Vec<crate::verify::VerifyProblem>,
+    /// What the reader should know that is neither a pass nor a problem (no test restore
+    /// for the kind, no identity loaded).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// Time the test restore took (a measured RTO), when one ran.
+    #[serde(default)]
+    pub test_restore_ms: Option<u64>,
     /// Wall time.
     pub elapsed_ms: u64,
 }
 
+impl Default for VerifyReport {
+    fn default() -> Self {
+        VerifyReport::new("", VerifyLevel::Quick)
+    }
+}
+
 impl VerifyReport {
-    /// A report of backup `backup_id` that could not be checked at all, for `problem`.
-    pub fn failed(backup_id: impl Into<String>, problem: impl Into<String>) -> Self {
+    /// An empty report of backup `backup_id` verified at `level`.
+    pub fn new(backup_id: impl Into<String>, level: VerifyLevel) -> Self {
         VerifyReport {
             backup_id: backup_id.into(),
-            problems: vec![problem.into()],
-            ..VerifyReport::default()
+            level_requested: level,
+            level_performed: level,
+            checked_objects: 0,
+            checked_bytes: 0,
+            decoded: false,
+            passed: Vec::new(),
+            problems: Vec::new(),
+            notes: Vec::new(),
+            test_restore_ms: None,
+            elapsed_ms: 0,
         }
     }
 
-    /// Whether the only problems are failed user checks (`check NAME: ...`): the backup
-    /// itself is intact (its parts matched, the test restore and integrity checks passed)
-    /// and the data in it does not satisfy a check.
+    /// A report of backup `backup_id` that could not be checked at all, for `problem`.
+    pub fn failed(backup_id: impl Into<String>, problem: crate::verify::VerifyProblem) -> Self {
+        let mut report = VerifyReport::new(backup_id, VerifyLevel::Quick);
+        report.problems.push(problem);
+        report
+    }
+
+    /// Adds a problem of `kind` in words.
+    pub fn add_problem(
+        &mut self,
+        kind: crate::verify::ProblemKind,
+        message: impl Into<String>,
+    ) -> &mut Self {
+        self.problems
+            .push(crate::verify::VerifyProblem::new(kind, message));
+        self
+    }
+
+    /// Adds what a kind-specific step found.
+    pub fn add(&mut self, findings: crate::verify::Findings) -> &mut Self {
+        self.passed.extend(findings.passed);
+        self.problems.extend(findings.problems);
+        self
+    }
+
+    /// The problems' messages joined with `; `.
+    pub fn problems_text(&self) -> String {
+        let messages: Vec<&str> = self.problems.iter().map(|p| p.message.as_str()).collect();
+        messages.join("; ")
+    }
+
+    /// Whether the only problems are failed user checks ([`crate::ProblemKind::FailedCheck`]):
+    /// the backup itself is intact (its parts matched, the test restore and integrity
+    /// checks passed) and the data in it does not satisfy a check.
     pub fn only_user_checks_failed(&self) -> bool {
-        !self.problems.is_empty() && self.problems.iter().all(|p| p.starts_with("check "))
+        !self.problems.is_empty()
+            && self
+                .problems
+                .iter()
+                .all(|p| p.kind == crate::verify::ProblemKind::FailedCheck)
     }
 
     /// Whether no problem was found.

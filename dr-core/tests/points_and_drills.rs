@@ -9,8 +9,9 @@ use dr_core::drill::{DrillOptions, DrillRecord, Objectives, run_drill};
 use dr_core::report::RecoveryReport;
 use dr_core::retention::{RetentionItem, RetentionPolicy, keep_recovery_points, plan};
 use dr_core::{
-    Backup, BackupOptions, BackupReader, BackupWriter, FailedMember, Identities, PointSelector,
-    Repository, Result, SourceInfo, Verify, VerifyLevel, VerifyReport, async_trait,
+    Backup, BackupOptions, BackupReader, BackupWriter, FailedMember, Findings, Identities,
+    KindVerifier, PointSelector, ProblemKind, Repository, Result, SourceInfo, Verify, VerifyLevel,
+    VerifyProblem, VerifyReport, async_trait, verify_backup,
 };
 
 struct Bytes(&'static [u8]);
@@ -42,17 +43,28 @@ impl Backup for Failing {
 struct StartsWith(&'static [u8]);
 
 #[async_trait]
-impl Verify for StartsWith {
-    async fn verify(&self, backup: &BackupReader, _: VerifyLevel) -> Result<VerifyReport> {
+impl KindVerifier for StartsWith {
+    fn can_test_restore(&self) -> bool {
+        true
+    }
+    async fn test_restore(&self, backup: &BackupReader) -> Result<Findings> {
         let mut bytes = Vec::new();
         backup.copy_artifact("data", &mut bytes).await?;
-        let mut report = backup.verify_objects(VerifyLevel::Quick).await?;
-        if bytes.starts_with(self.0) {
-            report.passed.push("content as expected".into());
+        Ok(if bytes.starts_with(self.0) {
+            Findings::passed(["content as expected".to_owned()])
         } else {
-            report.problems.push("content check failed".into());
-        }
-        Ok(report)
+            Findings::default().with_problem(VerifyProblem::new(
+                ProblemKind::FailedCheck,
+                "content check failed",
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl Verify for StartsWith {
+    async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
+        verify_backup(backup, level, self).await
     }
 }
 

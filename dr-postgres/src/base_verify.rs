@@ -6,7 +6,10 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use dr_core::{BackupReader, Error, Result, Verify, VerifyLevel, VerifyReport, async_trait};
+use dr_core::{
+    BackupReader, Error, Findings, KindVerifier, ProblemKind, Result, Verify, VerifyLevel,
+    VerifyProblem, VerifyReport, async_trait, verify_backup,
+};
 
 use crate::base::BaseBackupFacts;
 use crate::child;
@@ -42,25 +45,33 @@ impl BaseVerifier {
 #[async_trait]
 impl Verify for BaseVerifier {
     async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
-        let started = Instant::now();
-        let mut report = backup
-            .verify_objects(level.min(VerifyLevel::Checksums))
-            .await?;
-        let facts = BaseBackupFacts::from_info(&backup.manifest().source_info, backup.id())?;
-        if level == VerifyLevel::Checksums && backup.can_decrypt() && report.is_ok() {
-            match check_structure(backup, &facts).await {
-                Ok(line) => report.passed.push(line),
-                Err(e) => report.problems.push(e.to_string()),
-            }
-        }
-        if level == VerifyLevel::Restore && report.is_ok() {
-            match self.test_restore(backup).await {
-                Ok(lines) => report.passed.extend(lines),
-                Err(e) => report.problems.push(format!("test restore failed: {e}")),
-            }
-        }
-        report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(report)
+        verify_backup(backup, level, self).await
+    }
+}
+
+#[async_trait]
+impl KindVerifier for BaseVerifier {
+    /// The tar read to its end: every required file, `backup_label` as the manifest says.
+    async fn check_structure(&self, backup: &BackupReader) -> Option<Result<Findings>> {
+        let checked = match BaseBackupFacts::from_info(&backup.manifest().source_info, backup.id())
+        {
+            Ok(facts) => check_structure(backup, &facts).await,
+            Err(e) => Err(e),
+        };
+        Some(Ok(match checked {
+            Ok(line) => Findings::passed([line]),
+            Err(e) => Findings::default()
+                .with_problem(VerifyProblem::from_error(&e, ProblemKind::Structure)),
+        }))
+    }
+
+    fn can_test_restore(&self) -> bool {
+        true
+    }
+
+    /// Unpacked into scratch and checked by `pg_verifybackup`.
+    async fn test_restore(&self, backup: &BackupReader) -> Result<Findings> {
+        Ok(Findings::passed(self.unpack_and_check(backup).await?))
     }
 }
 
@@ -121,7 +132,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl BaseVerifier {
     /// Unpacks into a scratch directory and runs `pg_verifybackup` on it (every file against
     /// `backup_manifest`, and the WAL up to the stop position parsed).
-    async fn test_restore(&self, backup: &BackupReader) -> Result<Vec<String>> {
+    async fn unpack_and_check(&self, backup: &BackupReader) -> Result<Vec<String>> {
         let facts = BaseBackupFacts::from_info(&backup.manifest().source_info, backup.id())?;
         let mut builder = tempfile::Builder::new();
         builder.prefix("dr-verify-base-");

@@ -181,8 +181,9 @@ impl Verify for RecoveryDrill {
                     "note: running as root, where PostgreSQL will not start: the base backup was checked with pg_verifybackup but not recovered; run the drill as the postgres user to measure a real recovery".into(),
                 );
                 if self.probe.is_some() {
-                    report.problems.push(
-                        "the RPO probe could not be looked for without a recovery (running as root): the RPO is not measured; run the drill as the postgres user".into(),
+                    report.add_problem(
+                        dr_core::ProblemKind::TestRestore,
+                        "the RPO probe could not be looked for without a recovery (running as root): the RPO is not measured; run the drill as the postgres user",
                     );
                 }
             }
@@ -190,9 +191,18 @@ impl Verify for RecoveryDrill {
         }
         let mut report = base.verify(backup, VerifyLevel::Checksums).await?;
         if report.is_ok() {
+            report.level_requested = level;
             match self.recover().await {
-                Ok(lines) => report.passed.extend(lines),
-                Err(e) => report.problems.push(format!("recovery drill failed: {e}")),
+                Ok(lines) => {
+                    report.passed.extend(lines);
+                    report.level_performed = VerifyLevel::Restore;
+                }
+                Err(e) => {
+                    report.add_problem(
+                        dr_core::ProblemKind::TestRestore,
+                        format!("recovery drill failed: {e}"),
+                    );
+                }
             }
         }
         Ok(report)

@@ -284,7 +284,7 @@ pub async fn check_whole_backup(backup: &BackupReader, name: &str) -> Result<()>
         ),
         problems: format!(
             "{} (restore another backup: `dr list` shows them, or repair this one from a copy)",
-            report.problems.join("; ")
+            report.problems_text()
         ),
     })
 }

@@ -4,7 +4,10 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use dr_core::checks::UserCheck;
-use dr_core::{BackupReader, Error, Result, Verify, VerifyLevel, VerifyReport, async_trait};
+use dr_core::{
+    BackupReader, Error, Findings, KindVerifier, ProblemKind, Result, Verify, VerifyLevel,
+    VerifyProblem, VerifyReport, async_trait, verify_backup,
+};
 
 use crate::backup::DUMP_ARTIFACT;
 use crate::child;
@@ -38,47 +41,46 @@ impl PostgresVerifier {
 #[async_trait]
 impl Verify for PostgresVerifier {
     async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
-        let started = Instant::now();
-        let mut report = backup
-            .verify_objects(level.min(VerifyLevel::Checksums))
-            .await?;
-        if level >= VerifyLevel::Checksums && backup.can_decrypt() && report.is_ok() {
-            match list_archive(backup).await {
-                Ok(entries) => report.passed.push(format!(
-                    "pg_restore --list reads the archive ({entries} entries)"
-                )),
-                Err(e) => report.problems.push(e.to_string()),
-            }
-        }
-        if level == VerifyLevel::Restore && report.is_ok() {
-            self.test_restore(backup, &mut report).await;
-        }
-        report.elapsed_ms = started.elapsed().as_millis() as u64;
-        Ok(report)
+        verify_backup(backup, level, self).await
     }
 }
 
-impl PostgresVerifier {
-    async fn test_restore(&self, backup: &BackupReader, report: &mut VerifyReport) {
+#[async_trait]
+impl KindVerifier for PostgresVerifier {
+    /// The dump read to its end by `pg_restore --list`.
+    async fn check_structure(&self, backup: &BackupReader) -> Option<Result<Findings>> {
+        Some(Ok(match list_archive(backup).await {
+            Ok(entries) => Findings::passed([format!(
+                "pg_restore --list reads the archive ({entries} entries)"
+            )]),
+            Err(e) => Findings::default()
+                .with_problem(VerifyProblem::from_error(&e, ProblemKind::Structure)),
+        }))
+    }
+
+    fn can_test_restore(&self) -> bool {
+        true
+    }
+
+    /// A restore into a scratch database on the server, checked and dropped.
+    async fn test_restore(&self, backup: &BackupReader) -> Result<Findings> {
         let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
         let scratch = format!("{}_verify_{stamp}", self.conn.database());
         let target = PostgresTarget::new(self.conn.clone()).with_checks(self.user_checks.clone());
         let started = Instant::now();
-        match target.restore_into_new(backup, &scratch, false).await {
-            Ok(outcome) => {
-                report.passed.extend(outcome.passed);
-                report.passed.push(format!(
-                    "test restore into {scratch} took {:.1} s (measured RTO)",
-                    started.elapsed().as_secs_f64()
-                ));
-                if let Err(e) = drop_database(&self.conn, &scratch).await {
-                    report.problems.push(format!(
-                        "could not drop the scratch database {scratch}: {e}"
-                    ));
-                }
-            }
-            Err(e) => report.problems.push(format!("test restore failed: {e}")),
+        let outcome = target.restore_into_new(backup, &scratch, false).await?;
+        let mut found = Findings::passed(outcome.passed);
+        found.passed.push(format!(
+            "test restore into {scratch} took {:.1} s (measured RTO)",
+            started.elapsed().as_secs_f64()
+        ));
+        if let Err(e) = drop_database(&self.conn, &scratch).await {
+            found.problems.push(VerifyProblem::new(
+                ProblemKind::Other,
+                format!("could not drop the scratch database {scratch}: {e}"),
+            ));
         }
+        Ok(found)
     }
 }
 

@@ -8,8 +8,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use dr_core::{
-    BackupReader, Error, Restore, RestoreOptions, Result, Verify, VerifyLevel, VerifyReport,
-    async_trait,
+    BackupReader, Error, Findings, KindVerifier, ProblemKind, Restore, RestoreOptions, Result,
+    Verify, VerifyLevel, VerifyProblem, VerifyReport, async_trait, verify_backup,
 };
 
 use crate::backup::{LOGICAL_KIND, RDB_ARTIFACT, keyspace};
@@ -33,36 +33,46 @@ impl RedisVerifier {
 #[async_trait]
 impl Verify for RedisVerifier {
     async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
-        let started = Instant::now();
-        let mut report = backup
-            .verify_objects(level.min(VerifyLevel::Checksums))
-            .await?;
+        verify_backup(backup, level, self).await
+    }
+}
+
+#[async_trait]
+impl KindVerifier for RedisVerifier {
+    /// The RDB (or key records) parsed to its end, key counts compared with the recorded.
+    async fn check_structure(&self, backup: &BackupReader) -> Option<Result<Findings>> {
         let recorded = recorded_counts(backup);
-        if level == VerifyLevel::Checksums && backup.can_decrypt() && report.is_ok() {
-            match parsed_counts(backup).await {
-                Ok(counts) => compare(&mut report, "the backup", &recorded, &counts, false),
-                Err(e) => report.problems.push(detail(&e)),
-            }
+        let mut found = Findings::default();
+        match parsed_counts(backup).await {
+            Ok(counts) => compare(&mut found, "the backup", &recorded, &counts, false),
+            Err(e) => found
+                .problems
+                .push(VerifyProblem::new(ProblemKind::Structure, detail(&e))),
         }
-        if level == VerifyLevel::Restore && report.is_ok() {
-            match scratch_counts(backup).await {
-                Ok((counts, libraries)) => {
-                    compare(
-                        &mut report,
-                        "a scratch redis-server",
-                        &recorded,
-                        &counts,
-                        true,
-                    );
-                    compare_libraries(&mut report, recorded_libraries(backup), libraries);
-                }
-                Err(e) => report
-                    .problems
-                    .push(format!("test restore failed: {}", detail(&e))),
-            }
-        }
-        report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(report)
+        Some(Ok(found))
+    }
+
+    fn can_test_restore(&self) -> bool {
+        true
+    }
+
+    /// A scratch redis-server loads the backup; its key counts and Functions libraries are
+    /// compared with the recorded ones.
+    async fn test_restore(&self, backup: &BackupReader) -> Result<Findings> {
+        let (counts, libraries) = scratch_counts(backup)
+            .await
+            .map_err(|e| Error::Refused(detail(&e)))?;
+        let mut found = Findings::default();
+        let recorded = recorded_counts(backup);
+        compare(
+            &mut found,
+            "a scratch redis-server",
+            &recorded,
+            &counts,
+            true,
+        );
+        compare_libraries(&mut found, recorded_libraries(backup), libraries);
+        Ok(found)
     }
 }
 
@@ -88,7 +98,7 @@ fn recorded_libraries(backup: &BackupReader) -> u64 {
         .unwrap_or(0)
 }
 
-fn compare_libraries(report: &mut VerifyReport, recorded: u64, loaded: u64) {
+fn compare_libraries(report: &mut Findings, recorded: u64, loaded: u64) {
     if recorded == loaded {
         if recorded > 0 {
             report.passed.push(format!(
@@ -96,8 +106,11 @@ fn compare_libraries(report: &mut VerifyReport, recorded: u64, loaded: u64) {
             ));
         }
     } else {
-        report.problems.push(format!(
-            "a scratch redis-server holds {loaded} Functions libraries, the backup recorded {recorded}"
+        report.problems.push(VerifyProblem::new(
+            ProblemKind::Structure,
+            format!(
+                "a scratch redis-server holds {loaded} Functions libraries, the backup recorded {recorded}"
+            ),
         ));
     }
 }
@@ -136,7 +149,7 @@ pub(crate) async fn parsed_counts(backup: &BackupReader) -> Result<BTreeMap<u32,
 /// Key counts per database must match; on a loaded server, keys whose TTL passed since the
 /// backup may be missing (at most the recorded expiring keys).
 fn compare(
-    report: &mut VerifyReport,
+    report: &mut Findings,
     what: &str,
     recorded: &BTreeMap<u32, DbCounts>,
     actual: &BTreeMap<u32, DbCounts>,
@@ -150,7 +163,11 @@ fn compare(
             actual.len()
         ));
     }
-    report.problems.extend(problems);
+    report.problems.extend(
+        problems
+            .into_iter()
+            .map(|p| VerifyProblem::new(ProblemKind::Structure, p)),
+    );
 }
 
 /// One line per database whose key count is not the recorded one.

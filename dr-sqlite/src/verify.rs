@@ -1,9 +1,11 @@
 //! Verification: generic checksums, then a restore into a scratch file with checks.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use dr_core::{BackupReader, Error, Result, Verify, VerifyLevel, VerifyReport, async_trait};
+use dr_core::{
+    BackupReader, Error, Findings, KindVerifier, ProblemKind, Result, Verify, VerifyLevel,
+    VerifyReport, async_trait, verify_backup,
+};
 
 use crate::DB_ARTIFACT;
 use crate::check::{Integrity, UserCheck, check_restored, recorded_rows};
@@ -38,21 +40,25 @@ impl SqliteVerifier {
 #[async_trait]
 impl Verify for SqliteVerifier {
     async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
-        let started = Instant::now();
-        let mut report = backup
-            .verify_objects(level.min(VerifyLevel::Checksums))
-            .await?;
-        if level == VerifyLevel::Restore && report.is_ok() {
-            match self.restore_and_check(backup).await {
-                Ok(outcome) => {
-                    report.passed.extend(outcome.passed);
-                    report.problems.extend(outcome.problems);
-                }
-                Err(e) => report.problems.push(format!("test restore failed: {e}")),
-            }
-        }
-        report.elapsed_ms = started.elapsed().as_millis() as u64;
-        Ok(report)
+        verify_backup(backup, level, self).await
+    }
+}
+
+#[async_trait]
+impl KindVerifier for SqliteVerifier {
+    fn can_test_restore(&self) -> bool {
+        true
+    }
+
+    async fn test_restore(&self, backup: &BackupReader) -> Result<Findings> {
+        let outcome = self.restore_and_check(backup).await?;
+        let names: Vec<String> = self.user_checks.iter().map(|c| c.name.clone()).collect();
+        Ok(Findings::from_words(
+            outcome.passed,
+            outcome.problems,
+            &names,
+            ProblemKind::Structure,
+        ))
     }
 }
 

@@ -211,7 +211,8 @@ async fn restore_runs(
         mb_per_s: mb_per_s(plain, seconds),
     };
     let sink = timed("null sink", started.elapsed().as_secs_f64());
-    let verifier = super::verify::verifier(app, repo, &reader)?;
+    let verifier =
+        dr_core::ops::verify::verifier_for(repo, &super::system(app, repo)?, reader.manifest())?;
     let started = Instant::now();
     let report = verifier
         .verify(&reader, VerifyLevel::Restore)
@@ -225,7 +226,7 @@ async fn restore_runs(
         eprintln!(
             "warning: the test restore of {} found problems ({}); its time is left out",
             manifest.id,
-            report.problems.join("; ")
+            report.problems_text()
         );
     }
     Ok((sink, scratch))

@@ -172,13 +172,33 @@ async fn steps(app: &App, config: &ScheduleConfig, sources: &[String]) -> CliRes
     super::backup(app, run).await?;
     if config.verify != "none" {
         for source in sources {
-            super::verify(app, Some(source), &config.verify).await?;
+            let report = super::verify::run(app, Some(source), &config.verify).await?;
+            log_verify(source, &report);
+            super::verify::outcome(&report)?;
         }
     }
     if config.prune {
         super::prune(app, false, ORPHAN_GRACE).await?;
     }
     Ok(())
+}
+
+/// One log line per verified entry, one per problem.
+fn log_verify(source: &str, report: &dr_core::ops::verify::VerifyRunReport) {
+    for entry in &report.entries {
+        let r = &entry.report;
+        tracing::info!(
+            source,
+            backup = %r.backup_id,
+            ok = r.is_ok(),
+            level = ?r.level_performed,
+            elapsed_ms = r.elapsed_ms,
+            "verified"
+        );
+        for problem in &r.problems {
+            tracing::warn!(source, backup = %r.backup_id, kind = ?problem.kind, "{}", problem.message);
+        }
+    }
 }
 
 async fn stop(app: &App, mut tasks: JoinSet<()>, reason: &str) {

@@ -123,7 +123,14 @@ async fn drill_one(
             let verifier: Box<dyn dr_core::Verify> = Box::new(drill);
             (verifier, checks.first().and_then(|c| c.latest))
         }
-        None => (super::verify::verifier(app, repo, &reader)?, None),
+        None => (
+            dr_core::ops::verify::verifier_for(
+                repo,
+                &super::system(app, repo)?,
+                reader.manifest(),
+            )?,
+            None,
+        ),
     };
     let options = DrillOptions::new(app.config.objectives_for(&source))
         .with_recoverable_until(recoverable_until)

@@ -313,7 +313,7 @@ async fn check_whole(reader: &BackupReader) -> Result<()> {
         return Err(Error::Restore(format!(
             "backup {} is damaged ({}); nothing was written into the target",
             reader.id(),
-            report.problems.join("; ")
+            report.problems_text()
         )));
     }
     if !report.decoded {

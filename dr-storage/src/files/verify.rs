@@ -3,8 +3,8 @@
 //! chain of incremental parents resolved, then the scratch directory is removed.
 
 use dr_core::{
-    BackupReader, Repository, RestoreOptions, Result, Verify, VerifyLevel, VerifyReport,
-    async_trait,
+    BackupReader, Findings, KindVerifier, Repository, RestoreOptions, Result, Verify, VerifyLevel,
+    VerifyReport, async_trait, verify_backup,
 };
 
 use super::restore::DirectoryTarget;
@@ -24,35 +24,36 @@ impl TreeVerifier {
 #[async_trait]
 impl Verify for TreeVerifier {
     async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
-        let mut report = backup
-            .verify_objects(level.min(VerifyLevel::Checksums))
-            .await?;
-        if level < VerifyLevel::Restore || !report.is_ok() {
-            return Ok(report);
-        }
+        verify_backup(backup, level, self).await
+    }
+}
+
+#[async_trait]
+impl KindVerifier for TreeVerifier {
+    fn can_test_restore(&self) -> bool {
+        true
+    }
+
+    /// The whole tree restored into scratch, every file checked against its SHA-256.
+    async fn test_restore(&self, backup: &BackupReader) -> Result<Findings> {
         let scratch = tempfile::Builder::new()
             .prefix("dr-verify-tree-")
             .tempdir()
             .map_err(|e| dr_core::Error::io("creating a scratch directory", e))?;
         let target = scratch.path().join("tree");
-        let restored = DirectoryTarget::new(&target, self.repo.clone())
+        let (_, tree) = DirectoryTarget::new(&target, self.repo.clone())
             .restore_tree(backup, &RestoreOptions::default().with_target(&target))
-            .await;
-        match restored {
-            Ok((_, tree)) => {
-                report.passed.push(format!(
-                    "test restore: {} files, {} bytes, every SHA-256 matched",
-                    tree.files, tree.bytes
-                ));
-                if !tree.changed_during_backup.is_empty() {
-                    report.passed.push(format!(
-                        "note: {} files changed while they were backed up",
-                        tree.changed_during_backup.len()
-                    ));
-                }
-            }
-            Err(e) => report.problems.push(format!("test restore failed: {e}")),
+            .await?;
+        let mut found = Findings::passed([format!(
+            "test restore: {} files, {} bytes, every SHA-256 matched",
+            tree.files, tree.bytes
+        )]);
+        if !tree.changed_during_backup.is_empty() {
+            found.passed.push(format!(
+                "note: {} files changed while they were backed up",
+                tree.changed_during_backup.len()
+            ));
         }
-        Ok(report)
+        Ok(found)
     }
 }
