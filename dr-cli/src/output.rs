@@ -17,6 +17,11 @@ pub fn json<T: Serialize>(value: &T) -> CliResult<()> {
 
 /// Prints rows as an aligned table with a header.
 pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    print!("{}", table_text(header, rows));
+}
+
+/// Rows as an aligned table with a header, one line each.
+pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -29,12 +34,13 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        format!("{}\n", padded.join("  ").trim_end())
     };
-    line(header.iter().map(|h| h.to_string()).collect());
+    let mut text = line(header.iter().map(|h| h.to_string()).collect());
     for row in rows {
-        line(row.clone());
+        text.push_str(&line(row.clone()));
     }
+    text
 }
 
 /// Bytes for people: `12.3 MiB`.

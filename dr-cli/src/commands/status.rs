@@ -63,7 +63,12 @@ pub async fn gather(app: &App, repo: &Repository) -> CliResult<Vec<SourceStatus>
         .drills(None)
         .await
         .doing(|| "reading the drills".into())?;
-    let (decisions, _) = super::prune::retention_plan(app, repo, &listing, now).await?;
+    let points = repo
+        .points()
+        .await
+        .doing(|| "listing recovery points".into())?;
+    let decisions =
+        dr_core::ops::prune::retention_decisions(&app.system()?, &listing, &points, now);
     let physical = super::pitr_sources(manifests);
     let archives = super::pitr::archive_checks(repo, &physical).await?;
     let copies = super::copy_ids(app, None).await;
