@@ -8,8 +8,9 @@ use std::sync::Arc;
 use dr::registry::{DrillSetup, KindSupport, RestoreRank, RestoreRequest, Source, SourceFactory};
 use dr::swap::{Inherit, Staging};
 use dr::{
-    Backup, BackupReader, BackupWriter, Error, Repository, Restore, RestoreOptions,
-    RestoreReport, Result, SourceInfo, SourceSettings, Verify, VerifyLevel, VerifyReport,
+    Backup, BackupReader, BackupWriter, Error, Findings, KindVerifier, ProblemKind, Repository,
+    Restore, RestoreOptions, RestoreReport, Result, SourceInfo, SourceSettings, Verify,
+    VerifyLevel, VerifyProblem, VerifyReport, verify_backup,
 };
 use serde::Deserialize;
 
@@ -76,7 +77,12 @@ impl Source for Journal {
         RestoreRank::Files
     }
 
-    async fn backup(&self, _repo: &Repository, _name: &str, _full: bool) -> Result<Box<dyn Backup>> {
+    async fn backup(
+        &self,
+        _repo: &Repository,
+        _name: &str,
+        _full: bool,
+    ) -> Result<Box<dyn Backup>> {
         Ok(Box::new(JournalBackup {
             path: self.path.clone(),
         }))
@@ -140,7 +146,11 @@ struct JournalTarget {
 
 #[dr::async_trait]
 impl Restore for JournalTarget {
-    async fn restore(&self, backup: &BackupReader, _opts: &RestoreOptions) -> Result<RestoreReport> {
+    async fn restore(
+        &self,
+        backup: &BackupReader,
+        _opts: &RestoreOptions,
+    ) -> Result<RestoreReport> {
         let started = std::time::Instant::now();
         let mut bytes = Vec::new();
         backup.copy_artifact(ARTIFACT, &mut bytes).await?;
@@ -165,23 +175,60 @@ impl Restore for JournalTarget {
     }
 }
 
-/// Checks every line of the backup is JSON, at checksums level and above.
+/// Checks every line of the backup is JSON (structure), and restores it into a scratch
+/// directory and checks it there (test restore), through dr's one verify skeleton.
 struct JournalVerifier;
+
+#[dr::async_trait]
+impl KindVerifier for JournalVerifier {
+    async fn check_structure(&self, backup: &BackupReader) -> Option<Result<Findings>> {
+        Some(read_and_check(backup).await)
+    }
+
+    fn can_test_restore(&self) -> bool {
+        true
+    }
+
+    async fn test_restore(&self, backup: &BackupReader) -> Result<Findings> {
+        let scratch = tempfile::tempdir().map_err(|e| Error::io("creating a scratch dir", e))?;
+        let target = JournalTarget {
+            path: scratch.path().join(ARTIFACT),
+        };
+        target.restore(backup, &RestoreOptions::default()).await?;
+        let bytes = tokio::fs::read(&target.path)
+            .await
+            .map_err(|e| Error::io("reading the restored journal", e))?;
+        let mut findings = Findings::default();
+        match check_lines(&bytes) {
+            Ok(n) => findings
+                .passed
+                .push(format!("test restore: {n} journal lines are JSON")),
+            Err(e) => findings
+                .problems
+                .push(VerifyProblem::new(ProblemKind::TestRestore, e.to_string())),
+        }
+        Ok(findings)
+    }
+}
 
 #[dr::async_trait]
 impl Verify for JournalVerifier {
     async fn verify(&self, backup: &BackupReader, level: VerifyLevel) -> Result<VerifyReport> {
-        let mut report = backup.verify_objects(level.min(VerifyLevel::Checksums)).await?;
-        if level >= VerifyLevel::Checksums && report.is_ok() {
-            let mut bytes = Vec::new();
-            backup.copy_artifact(ARTIFACT, &mut bytes).await?;
-            match check_lines(&bytes) {
-                Ok(n) => report.passed.push(format!("{n} journal lines are JSON")),
-                Err(e) => report.problems.push(e.to_string()),
-            }
-        }
-        Ok(report)
+        verify_backup(backup, level, self).await
     }
+}
+
+async fn read_and_check(backup: &BackupReader) -> Result<Findings> {
+    let mut bytes = Vec::new();
+    backup.copy_artifact(ARTIFACT, &mut bytes).await?;
+    let mut findings = Findings::default();
+    match check_lines(&bytes) {
+        Ok(n) => findings.passed.push(format!("{n} journal lines are JSON")),
+        Err(e) => findings
+            .problems
+            .push(VerifyProblem::new(ProblemKind::Structure, e.to_string())),
+    }
+    Ok(findings)
 }
 
 /// The number of lines, or which line is not JSON.
