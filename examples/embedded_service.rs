@@ -72,8 +72,10 @@ async fn main() -> Result<()> {
         },
     ]);
     let source = registry.build_source("sqlite", &settings)?;
-    let mut keep = RetentionPolicy::default();
-    keep.keep_last = 2;
+    let keep = RetentionPolicy {
+        keep_last: 2,
+        ..RetentionPolicy::default()
+    };
     let system = System::new(registry)
         .with_source(ConfiguredSource::new("app", source).with_retention(keep));
     let progress = ProgressHandle::new(Arc::new(Logged));

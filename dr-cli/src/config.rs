@@ -691,6 +691,7 @@ impl Config {
     }
 
     /// The retention policy of a source.
+    #[cfg(test)]
     pub fn retention_for(&self, name: &str) -> &RetentionPolicy {
         self.sources
             .get(name)

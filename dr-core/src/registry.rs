@@ -282,6 +282,16 @@ pub struct ArchivePrune {
     pub kept_all_because: Option<String>,
 }
 
+impl ArchivePrune {
+    /// Nothing pruned, because of `why`.
+    pub fn kept_all(why: impl Into<String>) -> Self {
+        ArchivePrune {
+            unneeded: Vec::new(),
+            kept_all_because: Some(why.into()),
+        }
+    }
+}
+
 /// A continuous archive beside the backups of a kind (PostgreSQL's WAL): what verify, prune
 /// and status need to know about it.
 #[async_trait]

@@ -466,10 +466,10 @@ impl Repository {
 
     async fn read_manifest(&self, key: &Path) -> Result<Manifest> {
         let place = manifest_place(key);
-        if let (Some(cache), Some((source, id))) = (&self.cache, place) {
-            if let Some(manifest) = cache.get(source, id, key.as_ref()).await {
-                return Ok(manifest);
-            }
+        if let (Some(cache), Some((source, id))) = (&self.cache, place)
+            && let Some(manifest) = cache.get(source, id, key.as_ref()).await
+        {
+            return Ok(manifest);
         }
         let bytes = get_object(self.store.as_ref(), key).await?;
         let manifest = Manifest::from_json(&bytes, key.as_ref())?;

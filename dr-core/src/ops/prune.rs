@@ -283,10 +283,8 @@ async fn prune_archives(
     let mut pruned = BTreeMap::new();
     for (source, manifests) in by_source {
         if listing.unreadable_of(source).next().is_some() {
-            let mut kept = ArchivePrune::default();
-            kept.kept_all_because = Some(
-                "the source has a backup with an unreadable manifest: it may need the archive"
-                    .into(),
+            let kept = ArchivePrune::kept_all(
+                "the source has a backup with an unreadable manifest: it may need the archive",
             );
             pruned.insert(source.to_owned(), kept);
             continue;
