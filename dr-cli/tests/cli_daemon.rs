@@ -149,7 +149,13 @@ path = "{0}/files"
         log.contains("backed up app") && log.contains("recovery point"),
         "{log}"
     );
-    assert!(log.contains("OK  app") && log.contains("deleted"), "{log}");
+    // The daemon logs verify results (tracing), it prints no verify table.
+    assert!(
+        log.contains("verified source=\"app\"")
+            && log.contains("ok=true")
+            && log.contains("deleted"),
+        "{log}"
+    );
 
     let text = metrics(port);
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
