@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use dr_core::{PointListing, PointSelector, RecoveryPoint};
+use dr_core::{PointSelector, RecoveryPoint};
 use serde_json::json;
 
 use crate::app::App;
@@ -20,7 +20,7 @@ pub async fn list_points(app: &App) -> CliResult<()> {
         .doing(|| "listing recovery points".into())?;
     print_points(app, &listing.points)?;
     let backups = repo.list(None).await.doing(|| "listing backups".into())?;
-    let problems = point_problems(&listing, &backups);
+    let problems = dr_core::ops::prune::point_problems(&listing, &backups);
     for problem in &problems {
         eprintln!("PROBLEM {problem}");
     }
@@ -168,22 +168,6 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
         }
     );
     Ok(())
-}
-
-/// What is wrong with the recovery point records: unreadable ones, and points whose members
-/// do not match the committed backups they name.
-pub(super) fn point_problems(points: &PointListing, listing: &dr_core::Listing) -> Vec<String> {
-    points
-        .unreadable
-        .iter()
-        .map(|u| u.describe())
-        .chain(
-            points
-                .points
-                .iter()
-                .flat_map(|p| p.problems(&listing.backups)),
-        )
-        .collect()
 }
 
 /// Refuses, before anything is restored, a point whose members are not the committed
