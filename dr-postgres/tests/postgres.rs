@@ -197,15 +197,12 @@ async fn verify_restores_into_a_scratch_database_and_drops_it() {
     }];
     let report = PostgresVerifier::new(fx.conn("shop"))
         .with_checks(checks)
-        .verify(&fx.repo.reader(manifest), VerifyLevel::Restore)
+        .verify(&fx.repo.reader(manifest.clone()), VerifyLevel::Restore)
         .await
         .unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.level_performed, VerifyLevel::Restore);
     let passed = report.passed.join("\n");
-    assert!(
-        passed.contains("pg_restore --list reads the archive"),
-        "{passed}"
-    );
     assert!(passed.contains("row counts match the backup"), "{passed}");
     assert!(
         passed.contains("no orphaned rows through 2 foreign keys"),
@@ -214,6 +211,15 @@ async fn verify_restores_into_a_scratch_database_and_drops_it() {
     assert!(passed.contains("check orders: 3000 >= 3000 ok"), "{passed}");
     assert!(passed.contains("measured RTO"), "{passed}");
     assert_eq!(fx.databases(), databases, "scratch database dropped");
+    let structure = PostgresVerifier::new(fx.conn("shop"))
+        .verify(&fx.repo.reader(manifest), VerifyLevel::Checksums)
+        .await
+        .unwrap();
+    let passed = structure.passed.join("\n");
+    assert!(
+        passed.contains("pg_restore --list reads the archive"),
+        "checksums level runs the structure check: {passed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
