@@ -5,6 +5,9 @@
 
 use serde::Serialize;
 
+mod cache;
+pub(crate) use cache::{ManifestCache, default_cache_dir};
+
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::manifest::SAFETY_LABEL;

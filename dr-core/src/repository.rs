@@ -4,11 +4,12 @@
 //! `SHA256SUMS` and, written last with `PutMode::Create`, `manifest.json`. A backup without a
 //! manifest does not exist for `list` and is an orphan for [`Repository::orphans`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
+use object_store::{ObjectMeta, ObjectStore};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +17,7 @@ use crate::drill::BackupFailure;
 use crate::error::{Error, Result};
 use crate::keys::{Identities, Recipients};
 use crate::lease::{HeldLease, leases};
-use crate::listing::{Listing, UnreadableBackup};
+use crate::listing::{Listing, ManifestCache, UnreadableBackup, default_cache_dir};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
 use crate::pipeline::{BackupReader, BackupWriter, PipelineOptions, WriteContext};
 use crate::progress::{Progress, ProgressHandle};
@@ -83,6 +84,8 @@ pub struct Repository {
     pipeline: PipelineOptions,
     progress: ProgressHandle,
     pinned: Option<Vec<String>>,
+    cache: Option<ManifestCache>,
+    cache_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -147,6 +150,11 @@ impl Repository {
     }
 
     fn with_config(store: Arc<dyn ObjectStore>, location: &str, config: RepositoryConfig) -> Self {
+        let cache_dir = if location.starts_with("memory:") {
+            None
+        } else {
+            default_cache_dir()
+        };
         Repository {
             store,
             location: location.to_owned(),
@@ -155,7 +163,34 @@ impl Repository {
             pipeline: PipelineOptions::default(),
             progress: ProgressHandle::default(),
             pinned: None,
+            cache: None,
+            cache_dir: None,
         }
+        .with_cache_dir(cache_dir)
+    }
+
+    /// Caches manifests under `dir` (`None`: no cache, every listing GETs every manifest).
+    /// By default the cache is on for every repository but `memory://` ones, under
+    /// `$DR_CACHE_DIR`, else `$XDG_CACHE_HOME/dr`, else `~/.cache/dr`; setting `DR_NO_CACHE`
+    /// (to anything but `0`) turns the default off. Entries are per repository (location and
+    /// `dr-repo.json`'s `created_at`), checked against each LIST, and never written to the
+    /// repository; see [`Repository::list`].
+    pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache = dir
+            .as_deref()
+            .map(|d| ManifestCache::new(d, &self.location, &self.config.created_at));
+        self.cache_dir = dir;
+        self
+    }
+
+    /// Where manifests are cached, if anywhere.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref()
+    }
+
+    /// The cache directory a repository uses by default (see [`Repository::with_cache_dir`]).
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        default_cache_dir()
     }
 
     /// Pins the recipients this repository must have: anything that encrypts (backups, WAL
@@ -399,6 +434,11 @@ impl Repository {
     /// newer format, a GET that fails after the retries) is listed in
     /// [`Listing::unreadable`]: it is never silently left out.
     ///
+    /// One LIST finds what is committed; a manifest is fetched only when the manifest cache
+    /// ([`Repository::with_cache_dir`]) holds no entry that matches the LIST's size, ETag and
+    /// modification time, parses and names its key's source and id. Listing the whole
+    /// repository also drops the entries of backups that are gone.
+    ///
     /// # Errors
     /// [`Error::Store`] when listing fails.
     pub async fn list(&self, source: Option<&str>) -> Result<Listing> {
@@ -406,27 +446,32 @@ impl Repository {
             Some(s) => Path::from("backups").join(s),
             None => Path::from("backups"),
         };
-        let keys: Vec<Path> = list_objects(self.store.as_ref(), &prefix)
+        let metas: Vec<ObjectMeta> = list_objects(self.store.as_ref(), &prefix)
             .await?
             .into_iter()
-            .map(|meta| meta.location)
-            .filter(|p| p.filename() == Some(MANIFEST_NAME))
+            .filter(|meta| meta.location.filename() == Some(MANIFEST_NAME))
             .collect();
-        let results: Vec<(Result<Manifest>, Path)> = futures::stream::iter(keys)
-            .map(|key| async move { (self.read_manifest(&key).await, key) })
-            .buffer_unordered(16)
-            .collect()
-            .await;
+        let listed: std::collections::HashSet<String> = match (&self.cache, source) {
+            (Some(_), None) => metas.iter().map(|m| m.location.to_string()).collect(),
+            _ => Default::default(),
+        };
+        let looked_up = match &self.cache {
+            Some(cache) => cache.load(metas).await,
+            None => metas.into_iter().map(|m| (m, None)).collect(),
+        };
         let mut listing = Listing::default();
-        for (result, key) in results {
-            match result {
-                Ok(manifest) => listing.backups.push(manifest),
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "unreadable manifest of a committed backup");
-                    listing
-                        .unreadable
-                        .push(UnreadableBackup::new(key.as_ref(), &e));
-                }
+        let mut missing = Vec::new();
+        for (meta, cached) in looked_up {
+            match cached {
+                Some(manifest) => listing.backups.push(manifest),
+                None => missing.push(meta),
+            }
+        }
+        let fetched = self.fetch_manifests(missing, &mut listing).await;
+        if let Some(cache) = &self.cache {
+            cache.store(fetched).await;
+            if source.is_none() {
+                cache.forget_except(listed).await;
             }
         }
         listing.backups.sort_by(|a, b| {
@@ -438,7 +483,43 @@ impl Repository {
         Ok(listing)
     }
 
+    /// GETs the manifests of `metas` (16 at once) into `listing`; returns the raw bytes of
+    /// the ones that were read, for the cache.
+    async fn fetch_manifests(
+        &self,
+        metas: Vec<ObjectMeta>,
+        listing: &mut Listing,
+    ) -> Vec<(ObjectMeta, bytes::Bytes)> {
+        let results: Vec<(Result<(Manifest, bytes::Bytes)>, ObjectMeta)> =
+            futures::stream::iter(metas)
+                .map(|meta| async move { (self.fetch_manifest(&meta.location).await, meta) })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+        let mut fetched = Vec::new();
+        for (result, meta) in results {
+            match result {
+                Ok((manifest, bytes)) => {
+                    listing.backups.push(manifest);
+                    fetched.push((meta, bytes));
+                }
+                Err(e) => {
+                    let key = &meta.location;
+                    tracing::warn!(%key, error = %e, "unreadable manifest of a committed backup");
+                    listing
+                        .unreadable
+                        .push(UnreadableBackup::new(key.as_ref(), &e));
+                }
+            }
+        }
+        fetched
+    }
+
     async fn read_manifest(&self, key: &Path) -> Result<Manifest> {
+        self.fetch_manifest(key).await.map(|(manifest, _)| manifest)
+    }
+
+    async fn fetch_manifest(&self, key: &Path) -> Result<(Manifest, bytes::Bytes)> {
         let bytes = get_object(self.store.as_ref(), key).await?;
         let manifest = Manifest::from_json(&bytes, key.as_ref())?;
         if backup_dir(&manifest.source, &manifest.id).join(MANIFEST_NAME) != *key {
@@ -447,7 +528,7 @@ impl Repository {
                 detail: "its source and id do not match its location".into(),
             });
         }
-        Ok(manifest)
+        Ok((manifest, bytes))
     }
 
     /// Finds the manifest of one backup of `source`.
