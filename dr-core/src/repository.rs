@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use object_store::{ObjectMeta, ObjectStore};
 use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
 use serde::{Deserialize, Serialize};
 
 use crate::drill::BackupFailure;
@@ -20,7 +20,7 @@ use crate::lease::{HeldLease, leases};
 use crate::listing::{Listing, ManifestCache, UnreadableBackup, default_cache_dir};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
 use crate::pipeline::{BackupReader, BackupWriter, PipelineOptions, WriteContext};
-use crate::progress::{Progress, ProgressHandle};
+use crate::progress::{Operation, Progress, ProgressHandle};
 use crate::selector::BackupSelector;
 use crate::store::{create_object, delete_object, get_object, list_objects};
 use crate::traits::Backup;
@@ -310,17 +310,27 @@ impl Repository {
         let started_at = Utc::now();
         let (id, lease) = self.claim_id(source, started_at).await?;
         let dir = backup_dir(source, &id);
+        let progress = self.progress.narrowed(|s| {
+            let mut s = s.with_source(source).with_backup(&id);
+            s.operation.get_or_insert(Operation::Backup);
+            s
+        });
         let ctx = Arc::new(WriteContext::new(
             self.store.clone(),
             dir.clone(),
             recipients,
             self.pipeline.clone(),
-            self.progress.clone(),
+            progress.clone(),
         ));
+        progress.start("backup", None);
         let committed = self
             .write_and_commit(source, backup, opts, &id, started_at, ctx)
             .await;
         lease.release().await;
+        match &committed {
+            Ok(_) => progress.finish(),
+            Err(e) => progress.fail(e.to_string()),
+        }
         committed
     }
 
@@ -573,8 +583,10 @@ impl Repository {
     }
 
     /// A reader for a manifest already fetched (e.g. from [`Repository::list`]).
+    /// Its progress is scoped to the backup's source and id.
     pub fn reader(&self, manifest: Manifest) -> BackupReader {
         let dir = backup_dir(&manifest.source, &manifest.id);
+        let (manifest_source, manifest_id) = (manifest.source.clone(), manifest.id.clone());
         BackupReader::new(
             self.store.clone(),
             dir,
@@ -582,7 +594,10 @@ impl Repository {
             self.identities.clone(),
             self.pipeline.threads,
         )
-        .with_progress(self.progress.clone())
+        .with_progress(
+            self.progress
+                .narrowed(|s| s.with_source(manifest_source).with_backup(manifest_id)),
+        )
     }
 
     /// Deletes a backup: the manifest first (so it is no longer listed), then its data.

@@ -29,7 +29,10 @@ async fn fixture(backups: usize) -> Fixture {
         .unwrap()
         .with_identities(ids)
         .with_cache_dir(Some(cache_dir.path().to_owned()));
-    let source = StreamSource { seed: 1, size: 1000 };
+    let source = StreamSource {
+        seed: 1,
+        size: 1000,
+    };
     for _ in 0..backups {
         repo.backup("db", &source, &BackupOptions::default())
             .await
@@ -87,7 +90,10 @@ async fn a_warm_listing_gets_no_manifest_and_lists_the_same() {
     assert_eq!(ids(&warm), ids(&truth));
     assert_eq!(ids(&cold), ids(&truth));
     assert_eq!(latest.id, truth.backups[0].id);
-    assert_eq!(warm.backups, truth.backups, "cached manifests are the stored ones");
+    assert_eq!(
+        warm.backups, truth.backups,
+        "cached manifests are the stored ones"
+    );
 }
 
 #[tokio::test]
@@ -108,13 +114,21 @@ async fn deleted_backups_vanish_and_a_new_one_is_fetched_once() {
 
     let before = f.counting.counts();
     let after = f.repo.list(None).await.unwrap();
-    assert_eq!(f.counting.counts().since(&before).gets, 1, "only the new manifest");
+    assert_eq!(
+        f.counting.counts().since(&before).gets,
+        1,
+        "only the new manifest"
+    );
     let mut want = vec![first.backups[0].id.clone(), added.id.clone()];
     want.sort();
     let mut got = ids(&after);
     got.sort();
     assert_eq!(got, want);
-    assert_eq!(cache_files(&f.cache).len(), 2, "the deleted backup's entry is dropped");
+    assert_eq!(
+        cache_files(&f.cache).len(),
+        2,
+        "the deleted backup's entry is dropped"
+    );
     let before = f.counting.counts();
     f.repo.list(None).await.unwrap();
     assert_eq!(f.counting.counts().since(&before).gets, 0);
@@ -138,7 +152,11 @@ async fn a_damaged_or_foreign_cache_entry_is_fetched_again() {
     assert!(listed.is_complete());
     let before = f.counting.counts();
     assert_eq!(f.repo.list(None).await.unwrap().backups, truth.backups);
-    assert_eq!(f.counting.counts().since(&before).gets, 0, "the entries were repaired");
+    assert_eq!(
+        f.counting.counts().since(&before).gets,
+        0,
+        "the entries were repaired"
+    );
 }
 
 #[tokio::test]
@@ -152,7 +170,11 @@ async fn a_rewritten_manifest_is_not_served_from_the_cache() {
     std::fs::write(&key, b"{ rotten").unwrap();
     let listed = f.repo.list(None).await.unwrap();
     assert!(listed.backups.is_empty());
-    assert_eq!(listed.unreadable.len(), 1, "the damage is reported, not hidden");
+    assert_eq!(
+        listed.unreadable.len(),
+        1,
+        "the damage is reported, not hidden"
+    );
 }
 
 #[tokio::test]
@@ -171,7 +193,11 @@ async fn a_recreated_repository_shares_no_entries_and_the_repository_is_untouche
         .with_cache_dir(Some(f.cache.clone()));
     assert!(recreated.list(None).await.unwrap().is_empty());
     f.repo.list(None).await.unwrap();
-    assert_eq!(cache_files(&f.repo_dir), objects_before, "no object written by listing");
+    assert_eq!(
+        cache_files(&f.repo_dir),
+        objects_before,
+        "no object written by listing"
+    );
     assert!(!f.cache.starts_with(&f.repo_dir));
 }
 

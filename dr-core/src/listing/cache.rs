@@ -198,5 +198,6 @@ impl ManifestCache {
 fn source_and_id(key: &str) -> Option<(&str, &str)> {
     let mut parts = key.split('/');
     let (backups, source, id, name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    (backups == "backups" && name == "manifest.json" && parts.next().is_none()).then_some((source, id))
+    (backups == "backups" && name == "manifest.json" && parts.next().is_none())
+        .then_some((source, id))
 }
