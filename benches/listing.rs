@@ -1,156 +1,183 @@
-//! Listing at scale: requests and seconds of `list`, `open_backup(latest)` and a retention
-//! plan over a repository of many backups on the S3-compatible test server (moto on
-//! 127.0.0.1), without the manifest cache, with a cold cache and with a warm one.
+//! Listing cost at many backups, against a moto S3 server on 127.0.0.1: requests (LIST pages,
+//! GETs) and seconds of `list`, `open_backup(Latest)` and a retention plan over the listing,
+//! with the manifest cache off, cold and warm.
 //!
-//! `cargo bench --bench listing` (400 and 2,000 backups);
-//! `DR_BENCH_BACKUPS=400,10000 cargo bench --bench listing` for the sizes.
-//! The manifests are copies of one real backup's manifest under new ids (the parts of the
-//! copies do not exist: listing never reads parts).
+//! `cargo bench --bench listing -- [--backups 400,10000]` (default `400`, small for CI)
+//!
+//! The first backup of each size is a real one (one tiny part); the others are copies of its
+//! objects (`manifest.json` with a new id and time, `SHA256SUMS`, the part), so the LIST
+//! sees three objects per backup as a real repository of tiny backups would.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a bench binary: failing loudly is right
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use dr::core::retention::{RetentionItem, plan};
-use dr::object_store::{ObjectStore, PutMode, PutOptions, path::Path};
-use dr::{BackupOptions, BackupSelector, Identities, Manifest, Repository, RetentionPolicy};
-use dr_testing::S3Server;
-use dr_testing::counting::{CountingStore, Counts};
+use dr::core::object_store::aws::AmazonS3Builder;
+use dr::core::object_store::path::Path;
+use dr::core::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use dr::{BackupOptions, BackupSelector, Identities, Repository, RetentionPolicy};
+use dr_testing::{CountingStore, S3Server, StreamSource};
 
-struct Tiny;
-
-#[dr::async_trait]
-impl dr::Backup for Tiny {
-    fn kind(&self) -> &'static str {
-        "bench.tiny"
-    }
-    async fn backup(&self, out: &mut dr::BackupWriter) -> dr::Result<dr::SourceInfo> {
-        out.put_artifact("data", &mut &b"tiny"[..]).await?;
-        Ok(dr::SourceInfo::new())
-    }
-}
-
-#[tokio::main]
-async fn main() -> dr::Result<()> {
-    let sizes: Vec<usize> = std::env::var("DR_BENCH_BACKUPS")
-        .unwrap_or_else(|_| "400,2000".into())
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sizes: Vec<usize> = args
+        .iter()
+        .position(|a| a == "--backups")
+        .and_then(|i| args.get(i + 1))
+        .map_or("400", String::as_str)
         .split(',')
-        .filter_map(|s| s.trim().parse().ok())
+        .map(|v| v.parse().unwrap())
         .collect();
-    println!("| backups | what | cache | requests (GET / LIST pages) | seconds |");
-    println!("|---:|---|---|---|---:|");
-    for n in sizes {
-        run(n).await?;
-    }
-    Ok(())
-}
-
-async fn run(n: usize) -> dr::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = S3Server::start();
-    let url = server.url(&format!("listing-{n}"));
-    let options = server.options();
-    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let inner = dr::storage::open_store(&url, &options, false)?.store();
-    let counting = Arc::new(CountingStore::new(inner));
-    let store: Arc<dyn ObjectStore> = counting.clone();
-    let identities = Identities::generate();
-    let repo = Repository::init(store.clone(), &url, &identities.to_recipients()).await?;
-    let model = repo.backup("app", &Tiny, &BackupOptions::default()).await?;
-    fill(&store, &model, n).await?;
-    let cache = tempfile::tempdir().map_err(|e| dr::Error::io("creating a cache dir", e))?;
-    let cases: [(&str, Option<&std::path::Path>); 3] = [
-        ("off", None),
-        ("cold", Some(cache.path())),
-        ("warm", Some(cache.path())),
-    ];
-    for (label, dir) in cases {
-        let repo = repo.clone().with_cache_dir(dir);
-        measure(n, "list", label, &counting, || async {
-            repo.list(None).await.map(|_| ())
-        })
-        .await?;
+    println!("| backups | cache | operation | LIST pages | GETs | seconds |");
+    println!("|---|---|---|---|---|---|");
+    for n in sizes {
+        runtime.block_on(run(&server, n));
     }
-    let cold = tempfile::tempdir().map_err(|e| dr::Error::io("creating a cache dir", e))?;
-    for (label, dir) in [
-        ("off", None),
-        ("cold", Some(cold.path())),
-        ("warm", Some(cold.path())),
-    ] {
-        let repo = repo.clone().with_cache_dir(dir);
-        measure(n, "open_backup(latest)", label, &counting, || async {
-            repo.open_backup("app", &BackupSelector::Latest)
-                .await
-                .map(|_| ())
-        })
-        .await?;
-    }
-    for (label, dir) in [("off", None), ("warm", Some(cache.path()))] {
-        let repo = repo.clone().with_cache_dir(dir);
-        measure(n, "list + retention plan", label, &counting, || async {
-            let listing = repo.list(None).await?;
-            let items: Vec<RetentionItem> =
-                listing.backups.iter().map(RetentionItem::from).collect();
-            let planned = plan(&items, &RetentionPolicy::default(), dr::chrono::Utc::now());
-            assert_eq!(planned.decisions.len(), n);
-            Ok(())
-        })
-        .await?;
-    }
-    Ok(())
 }
 
-async fn measure<F, Fut>(
-    n: usize,
-    what: &str,
-    cache: &str,
-    counting: &CountingStore,
-    op: F,
-) -> dr::Result<()>
+async fn run(server: &S3Server, n: usize) {
+    let prefix = format!("listing-{n}");
+    let mut builder = AmazonS3Builder::new().with_bucket_name("dr-test");
+    for (key, value) in server.options() {
+        builder = builder.with_config(key.parse().unwrap(), value);
+    }
+    let s3: Arc<dyn ObjectStore> = Arc::new(dr::core::object_store::prefix::PrefixStore::new(
+        builder.build().unwrap(),
+        prefix.as_str(),
+    ));
+    let counting = Arc::new(CountingStore::new(s3));
+    let ids = Identities::generate();
+    let location = server.url(&prefix);
+    let repo = Repository::init(counting.clone(), &location, &ids.to_recipients())
+        .await
+        .unwrap()
+        .with_identities(ids);
+    let started = Instant::now();
+    populate(&repo, n).await;
+    eprintln!(
+        "{n} backups written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let cases = [
+        ("off", repo.clone().with_cache_dir(None)),
+        (
+            "cold",
+            repo.clone().with_cache_dir(Some(cache.path().to_owned())),
+        ),
+        (
+            "warm",
+            repo.clone().with_cache_dir(Some(cache.path().to_owned())),
+        ),
+    ];
+    for (name, repo) in cases {
+        if name == "cold" {
+            let _ = std::fs::remove_dir_all(cache.path());
+        }
+        measure(n, name, "list", &counting, || async {
+            assert_eq!(repo.list(None).await.unwrap().backups.len(), n);
+        })
+        .await;
+        if name == "cold" {
+            let _ = std::fs::remove_dir_all(cache.path());
+        }
+        measure(n, name, "open_backup(Latest)", &counting, || async {
+            repo.open_backup("db", &BackupSelector::Latest)
+                .await
+                .unwrap();
+        })
+        .await;
+        if name == "cold" {
+            let _ = std::fs::remove_dir_all(cache.path());
+        }
+        measure(n, name, "list + retention plan", &counting, || async {
+            let listing = repo.list(None).await.unwrap();
+            let items: Vec<dr::retention::RetentionItem> =
+                listing.backups.iter().map(Into::into).collect();
+            let plan = dr::retention::plan(&items, &RetentionPolicy::seed_default(), chrono_now());
+            assert_eq!(plan.decisions.len(), n);
+        })
+        .await;
+    }
+}
+
+fn chrono_now() -> dr::core::chrono::DateTime<dr::core::chrono::Utc> {
+    dr::core::chrono::Utc::now()
+}
+
+async fn measure<F, Fut>(n: usize, cache: &str, op: &str, counting: &CountingStore, work: F)
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = dr::Result<()>>,
+    Fut: std::future::Future<Output = ()>,
 {
-    counting.reset();
+    let before = counting.counts();
     let started = Instant::now();
-    op().await?;
+    work().await;
     let secs = started.elapsed().as_secs_f64();
-    let c: Counts = counting.counts();
+    let c = counting.counts().since(&before);
     println!(
-        "| {n} | {what} | {cache} | {} ({} / {}) | {secs:.3} |",
-        c.total(),
-        c.gets,
-        c.list_pages()
+        "| {n} | {cache} | {op} | {} | {} | {secs:.3} |",
+        c.list_pages, c.gets
     );
-    Ok(())
 }
 
-/// `n - 1` more manifests like `model`, an hour apart going back in time.
-async fn fill(store: &Arc<dyn ObjectStore>, model: &Manifest, n: usize) -> dr::Result<()> {
-    use futures::StreamExt;
-    let copies = (1..n).map(|i| {
-        let mut m = model.clone();
-        m.started_at = model.started_at - dr::chrono::TimeDelta::hours(i as i64);
-        m.finished_at = m.started_at;
-        m.id = format!("{}-{i:06x}", m.started_at.format("%Y%m%dT%H%M%SZ"));
-        m
-    });
-    let results: Vec<dr::Result<()>> = futures::stream::iter(copies)
-        .map(|m| {
-            let store = store.clone();
-            async move {
-                let key = Path::from(format!("backups/{}/{}/manifest.json", m.source, m.id));
-                let opts = PutOptions {
-                    mode: PutMode::Create,
-                    ..PutOptions::default()
-                };
+/// One real backup, then `n - 1` copies of its objects under new ids, one second apart.
+async fn populate(repo: &Repository, n: usize) {
+    let source = StreamSource { seed: 3, size: 200 };
+    let real = repo
+        .backup("db", &source, &BackupOptions::default())
+        .await
+        .unwrap();
+    let store = repo.store().clone();
+    let dir = format!("backups/db/{}", real.id);
+    let read = |key: String| {
+        let store = store.clone();
+        async move {
+            store
+                .get(&Path::from(key))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        }
+    };
+    let sums = read(format!("{dir}/SHA256SUMS")).await;
+    let part_name = real.artifacts[0].parts[0].object.clone();
+    let part = read(format!("{dir}/{part_name}")).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 1..n {
+        if tasks.len() >= 32 {
+            tasks.join_next().await.unwrap().unwrap();
+        }
+        let mut manifest = real.clone();
+        manifest.started_at -= dr::core::chrono::Duration::seconds(i as i64);
+        manifest.finished_at = manifest.started_at;
+        manifest.id = format!(
+            "{}-{:04x}",
+            manifest.started_at.format("%Y%m%dT%H%M%SZ"),
+            i % 0xffff
+        );
+        let dir = format!("backups/db/{}", manifest.id);
+        let objects = [
+            (format!("{dir}/{part_name}"), part.clone()),
+            (format!("{dir}/SHA256SUMS"), sums.clone()),
+            (format!("{dir}/manifest.json"), manifest.to_json().unwrap()),
+        ];
+        let store = store.clone();
+        tasks.spawn(async move {
+            for (key, bytes) in objects {
                 store
-                    .put_opts(&key, m.to_json()?.into(), opts)
+                    .put(&Path::from(key), PutPayload::from(bytes))
                     .await
-                    .map_err(|e| dr::Error::store("writing a manifest", e))?;
-                Ok(())
+                    .unwrap();
             }
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    results.into_iter().collect()
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
 }

@@ -59,7 +59,7 @@ async fn main() -> Result<()> {
     let repo = dr::storage::init_repository(&url, &options, &identities.to_recipients())
         .await?
         .with_identities(identities)
-        .with_cache_dir(Some(&work.path().join("cache")));
+        .with_cache_dir(Some(work.path().join("cache")));
     println!("repository {}", repo.location());
 
     // The system: one SQLite source with a user check, keeping the last two backups.

@@ -49,7 +49,6 @@ mod keys;
 pub mod lease;
 mod listing;
 mod manifest;
-mod manifest_cache;
 pub mod ops;
 mod pipeline;
 mod points;
@@ -76,7 +75,7 @@ pub use manifest::{
     ArtifactRecord, Encoding, MANIFEST_FORMAT_VERSION, Manifest, NOTES_KEY, PartRecord,
     SAFETY_LABEL, SourceInfo, backup_notes, check_name,
 };
-pub use manifest_cache::{CACHE_DIR_ENV, default_cache_dir};
+pub use listing::{CACHE_DIR_ENV, NO_CACHE_ENV, default_cache_dir};
 pub use pipeline::{
     ArtifactReader, ArtifactWriter, BackupReader, BackupWriter, DEFAULT_PART_SIZE, EncodedPart,
     ExpectedPart, PipelineOptions, decode_part, encode_part, sha256_hex,

@@ -5,6 +5,10 @@
 
 use serde::Serialize;
 
+mod cache;
+pub(crate) use cache::ManifestCache;
+pub use cache::{CACHE_DIR_ENV, NO_CACHE_ENV, default_cache_dir};
+
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::manifest::SAFETY_LABEL;

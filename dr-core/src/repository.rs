@@ -4,23 +4,23 @@
 //! `SHA256SUMS` and, written last with `PutMode::Create`, `manifest.json`. A backup without a
 //! manifest does not exist for `list` and is an orphan for [`Repository::orphans`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore};
 use serde::{Deserialize, Serialize};
 
 use crate::drill::BackupFailure;
 use crate::error::{Error, Result};
 use crate::keys::{Identities, Recipients};
 use crate::lease::{HeldLease, leases};
-use crate::listing::{Listing, UnreadableBackup};
+use crate::listing::{Listing, ManifestCache, UnreadableBackup, default_cache_dir};
 use crate::manifest::{Encoding, MANIFEST_FORMAT_VERSION, Manifest, check_name};
-use crate::manifest_cache::ManifestCache;
 use crate::pipeline::{BackupReader, BackupWriter, PipelineOptions, WriteContext};
-use crate::progress::{Progress, ProgressHandle};
+use crate::progress::{Operation, Progress, ProgressHandle};
 use crate::selector::BackupSelector;
 use crate::store::{create_object, delete_object, get_object, list_objects};
 use crate::traits::Backup;
@@ -50,21 +50,6 @@ pub struct BackupOptions {
     pub labels: Vec<String>,
     /// Ids of backups this one needs for a restore (incremental parents).
     pub depends_on: Vec<String>,
-}
-
-/// The source and id of the manifest at `key` (`backups/<source>/<id>/manifest.json`).
-fn manifest_place(key: &Path) -> Option<(&str, &str)> {
-    let mut parts = key.as_ref().split('/');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some("backups"), Some(source), Some(id), Some(MANIFEST_NAME), None) => Some((source, id)),
-        _ => None,
-    }
 }
 
 /// The backups a new backup needs: what it declares, then what the caller added (no repeats).
@@ -100,6 +85,7 @@ pub struct Repository {
     progress: ProgressHandle,
     pinned: Option<Vec<String>>,
     cache: Option<ManifestCache>,
+    cache_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -164,6 +150,11 @@ impl Repository {
     }
 
     fn with_config(store: Arc<dyn ObjectStore>, location: &str, config: RepositoryConfig) -> Self {
+        let cache_dir = if location.starts_with("memory:") {
+            None
+        } else {
+            default_cache_dir()
+        };
         Repository {
             store,
             location: location.to_owned(),
@@ -173,7 +164,28 @@ impl Repository {
             progress: ProgressHandle::default(),
             pinned: None,
             cache: None,
+            cache_dir: None,
         }
+        .with_cache_dir(cache_dir)
+    }
+
+    /// Caches manifests under `dir` (`None`: no cache, every listing GETs every manifest).
+    /// By default the cache is on for every repository but `memory://` ones, under
+    /// `$DR_CACHE_DIR`, else `$XDG_CACHE_HOME/dr`, else `~/.cache/dr`; setting `DR_NO_CACHE`
+    /// (to anything but `0`) turns the default off. Entries are per repository (location and
+    /// `dr-repo.json`'s `created_at`), checked against each LIST, and never written to the
+    /// repository; see [`Repository::list`].
+    pub fn with_cache_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache = dir
+            .as_deref()
+            .map(|d| ManifestCache::new(d, &self.location, &self.config.created_at));
+        self.cache_dir = dir;
+        self
+    }
+
+    /// Where manifests are cached, if anywhere.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref()
     }
 
     /// Pins the recipients this repository must have: anything that encrypts (backups, WAL
@@ -229,14 +241,6 @@ impl Repository {
     /// operation, source and backup).
     pub fn with_progress_handle(mut self, progress: ProgressHandle) -> Self {
         self.progress = progress;
-        self
-    }
-
-    /// Caches manifests in `base` (see [`crate::default_cache_dir`]), or not with `None`:
-    /// listings then GET only manifests they have not seen before.
-    pub fn with_cache_dir(mut self, base: Option<&std::path::Path>) -> Self {
-        let created = self.config.created_at.to_rfc3339();
-        self.cache = base.map(|b| ManifestCache::new(b, &self.location, &created));
         self
     }
 
@@ -301,17 +305,27 @@ impl Repository {
         let started_at = Utc::now();
         let (id, lease) = self.claim_id(source, started_at).await?;
         let dir = backup_dir(source, &id);
+        let progress = self.progress.narrowed(|s| {
+            let mut s = s.with_source(source).with_backup(&id);
+            s.operation.get_or_insert(Operation::Backup);
+            s
+        });
         let ctx = Arc::new(WriteContext::new(
             self.store.clone(),
             dir.clone(),
             recipients,
             self.pipeline.clone(),
-            self.progress.clone(),
+            progress.clone(),
         ));
+        progress.start("backup", None);
         let committed = self
             .write_and_commit(source, backup, opts, &id, started_at, ctx)
             .await;
         lease.release().await;
+        match &committed {
+            Ok(_) => progress.finish(),
+            Err(e) => progress.fail(e.to_string()),
+        }
         committed
     }
 
@@ -425,6 +439,11 @@ impl Repository {
     /// newer format, a GET that fails after the retries) is listed in
     /// [`Listing::unreadable`]: it is never silently left out.
     ///
+    /// One LIST finds what is committed; a manifest is fetched only when the manifest cache
+    /// ([`Repository::with_cache_dir`]) holds no entry that matches the LIST's size, ETag and
+    /// modification time, parses and names its key's source and id. Listing the whole
+    /// repository also drops the entries of backups that are gone.
+    ///
     /// # Errors
     /// [`Error::Store`] when listing fails.
     pub async fn list(&self, source: Option<&str>) -> Result<Listing> {
@@ -432,27 +451,32 @@ impl Repository {
             Some(s) => Path::from("backups").join(s),
             None => Path::from("backups"),
         };
-        let keys: Vec<Path> = list_objects(self.store.as_ref(), &prefix)
+        let metas: Vec<ObjectMeta> = list_objects(self.store.as_ref(), &prefix)
             .await?
             .into_iter()
-            .map(|meta| meta.location)
-            .filter(|p| p.filename() == Some(MANIFEST_NAME))
+            .filter(|meta| meta.location.filename() == Some(MANIFEST_NAME))
             .collect();
-        let results: Vec<(Result<Manifest>, Path)> = futures::stream::iter(keys)
-            .map(|key| async move { (self.read_manifest(&key).await, key) })
-            .buffer_unordered(16)
-            .collect()
-            .await;
+        let listed: std::collections::HashSet<String> = match (&self.cache, source) {
+            (Some(_), None) => metas.iter().map(|m| m.location.to_string()).collect(),
+            _ => Default::default(),
+        };
+        let looked_up = match &self.cache {
+            Some(cache) => cache.load(metas).await,
+            None => metas.into_iter().map(|m| (m, None)).collect(),
+        };
         let mut listing = Listing::default();
-        for (result, key) in results {
-            match result {
-                Ok(manifest) => listing.backups.push(manifest),
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "unreadable manifest of a committed backup");
-                    listing
-                        .unreadable
-                        .push(UnreadableBackup::new(key.as_ref(), &e));
-                }
+        let mut missing = Vec::new();
+        for (meta, cached) in looked_up {
+            match cached {
+                Some(manifest) => listing.backups.push(manifest),
+                None => missing.push(meta),
+            }
+        }
+        let fetched = self.fetch_manifests(missing, &mut listing).await;
+        if let Some(cache) = &self.cache {
+            cache.store(fetched).await;
+            if source.is_none() {
+                cache.forget_except(listed).await;
             }
         }
         listing.backups.sort_by(|a, b| {
@@ -464,13 +488,43 @@ impl Repository {
         Ok(listing)
     }
 
-    async fn read_manifest(&self, key: &Path) -> Result<Manifest> {
-        let place = manifest_place(key);
-        if let (Some(cache), Some((source, id))) = (&self.cache, place)
-            && let Some(manifest) = cache.get(source, id, key.as_ref()).await
-        {
-            return Ok(manifest);
+    /// GETs the manifests of `metas` (16 at once) into `listing`; returns the raw bytes of
+    /// the ones that were read, for the cache.
+    async fn fetch_manifests(
+        &self,
+        metas: Vec<ObjectMeta>,
+        listing: &mut Listing,
+    ) -> Vec<(ObjectMeta, bytes::Bytes)> {
+        let results: Vec<(Result<(Manifest, bytes::Bytes)>, ObjectMeta)> =
+            futures::stream::iter(metas)
+                .map(|meta| async move { (self.fetch_manifest(&meta.location).await, meta) })
+                .buffer_unordered(16)
+                .collect()
+                .await;
+        let mut fetched = Vec::new();
+        for (result, meta) in results {
+            match result {
+                Ok((manifest, bytes)) => {
+                    listing.backups.push(manifest);
+                    fetched.push((meta, bytes));
+                }
+                Err(e) => {
+                    let key = &meta.location;
+                    tracing::warn!(%key, error = %e, "unreadable manifest of a committed backup");
+                    listing
+                        .unreadable
+                        .push(UnreadableBackup::new(key.as_ref(), &e));
+                }
+            }
         }
+        fetched
+    }
+
+    async fn read_manifest(&self, key: &Path) -> Result<Manifest> {
+        self.fetch_manifest(key).await.map(|(manifest, _)| manifest)
+    }
+
+    async fn fetch_manifest(&self, key: &Path) -> Result<(Manifest, bytes::Bytes)> {
         let bytes = get_object(self.store.as_ref(), key).await?;
         let manifest = Manifest::from_json(&bytes, key.as_ref())?;
         if backup_dir(&manifest.source, &manifest.id).join(MANIFEST_NAME) != *key {
@@ -479,10 +533,7 @@ impl Repository {
                 detail: "its source and id do not match its location".into(),
             });
         }
-        if let Some(cache) = &self.cache {
-            cache.put(&manifest.source, &manifest.id, &bytes).await;
-        }
-        Ok(manifest)
+        Ok((manifest, bytes))
     }
 
     /// Finds the manifest of one backup of `source`.
@@ -527,8 +578,10 @@ impl Repository {
     }
 
     /// A reader for a manifest already fetched (e.g. from [`Repository::list`]).
+    /// Its progress is scoped to the backup's source and id.
     pub fn reader(&self, manifest: Manifest) -> BackupReader {
         let dir = backup_dir(&manifest.source, &manifest.id);
+        let (manifest_source, manifest_id) = (manifest.source.clone(), manifest.id.clone());
         BackupReader::new(
             self.store.clone(),
             dir,
@@ -536,7 +589,10 @@ impl Repository {
             self.identities.clone(),
             self.pipeline.threads,
         )
-        .with_progress(self.progress.clone())
+        .with_progress(
+            self.progress
+                .narrowed(|s| s.with_source(manifest_source).with_backup(manifest_id)),
+        )
     }
 
     /// Deletes a backup: the manifest first (so it is no longer listed), then its data.
@@ -546,9 +602,6 @@ impl Repository {
     pub async fn delete(&self, manifest: &Manifest) -> Result<()> {
         let dir = backup_dir(&manifest.source, &manifest.id);
         delete_object(self.store.as_ref(), &dir.clone().join(MANIFEST_NAME)).await?;
-        if let Some(cache) = &self.cache {
-            cache.remove(&manifest.source, &manifest.id).await;
-        }
         self.delete_prefix(&dir).await?;
         tracing::info!(source = %manifest.source, id = %manifest.id, "backup deleted");
         Ok(())

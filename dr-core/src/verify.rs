@@ -316,9 +316,15 @@ impl BackupReader {
         let level = level.min(VerifyLevel::Checksums);
         let parts: Vec<PartRecord> = self.manifest().parts().cloned().collect();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        let progress = self.start_checksums(parts.iter().map(|p| p.stored_size).sum());
+        let progress = &progress;
         let outcomes: Vec<(u64, std::result::Result<(), VerifyProblem>)> =
             futures::stream::iter(parts)
-                .map(|part| async move { (part.stored_size, self.check_part(&part, level).await) })
+                .map(|part| async move {
+                    let checked = self.check_part(&part, level).await;
+                    progress.advance(part.stored_size);
+                    (part.stored_size, checked)
+                })
                 .buffered(threads)
                 .collect()
                 .await;
@@ -336,6 +342,7 @@ impl BackupReader {
             report.problems.push(e);
         }
         report.checked_objects += 1;
+        self.end_checksums(progress, report.problems.len());
         if report.problems.is_empty() {
             report.passed.push(format!(
                 "{} objects {}",

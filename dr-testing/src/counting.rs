@@ -1,5 +1,5 @@
-//! A store that counts the requests made through it (GETs, PUTs, LISTs and the entries they
-//! returned, deletes), for benches and tests that measure request counts.
+//! An `ObjectStore` wrapper that counts requests by kind, to measure what an operation costs
+//! against a real store (benches/listing.rs, the manifest cache tests).
 
 use std::fmt;
 use std::ops::Range;
@@ -16,75 +16,76 @@ use object_store::{
     PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 
-/// Request counts so far.
+/// Keys per LIST page of S3's ListObjectsV2 (and of moto): `list` pages are derived from it.
+pub const S3_LIST_PAGE: u64 = 1000;
+
+/// Requests seen so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// GET requests (whole or ranged).
-    pub gets: u64,
-    /// PUT requests (multipart uploads count once).
-    pub puts: u64,
-    /// LIST calls.
+    /// `list` calls (each one or more pages).
     pub lists: u64,
-    /// Entries the LIST calls returned (S3 pages hold up to 1000).
-    pub listed: u64,
+    /// Objects those lists returned.
+    pub listed_objects: u64,
+    /// LIST pages at [`S3_LIST_PAGE`] keys a page (at least one per `list` call).
+    pub list_pages: u64,
+    /// GETs (including HEADs, which object_store sends as `get_opts` with `head`).
+    pub gets: u64,
+    /// PUTs.
+    pub puts: u64,
     /// Deletes.
     pub deletes: u64,
 }
 
 impl Counts {
-    /// LIST requests on S3: one per started 1000 entries of each LIST call.
-    pub fn list_pages(&self) -> u64 {
-        self.lists.max(self.listed.div_ceil(1000))
-    }
-
-    /// Every request, LIST pages included.
-    pub fn total(&self) -> u64 {
-        self.gets + self.puts + self.list_pages() + self.deletes
+    /// The requests counted in `self` since `earlier`.
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            lists: self.lists - earlier.lists,
+            listed_objects: self.listed_objects - earlier.listed_objects,
+            list_pages: self.list_pages - earlier.list_pages,
+            gets: self.gets - earlier.gets,
+            puts: self.puts - earlier.puts,
+            deletes: self.deletes - earlier.deletes,
+        }
     }
 }
 
 #[derive(Debug, Default)]
 struct Counters {
+    lists: AtomicU64,
+    listed_objects: AtomicU64,
+    list_pages: AtomicU64,
     gets: AtomicU64,
     puts: AtomicU64,
-    lists: AtomicU64,
-    listed: Arc<AtomicU64>,
     deletes: AtomicU64,
 }
 
-/// Wraps a store and counts what goes through it.
+/// Passes every call to the inner store and counts it.
 #[derive(Debug)]
 pub struct CountingStore {
     inner: Arc<dyn ObjectStore>,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 impl CountingStore {
-    /// Counts the requests made to `inner`.
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
         CountingStore {
             inner,
-            counters: Counters::default(),
+            counters: Arc::default(),
         }
     }
 
-    /// The counts so far.
+    /// What was counted so far.
     pub fn counts(&self) -> Counts {
         let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::SeqCst);
         Counts {
-            gets: c.gets.load(Ordering::SeqCst),
-            puts: c.puts.load(Ordering::SeqCst),
-            lists: c.lists.load(Ordering::SeqCst),
-            listed: c.listed.load(Ordering::SeqCst),
-            deletes: c.deletes.load(Ordering::SeqCst),
-        }
-    }
-
-    /// Sets every count back to zero.
-    pub fn reset(&self) {
-        let c = &self.counters;
-        for counter in [&c.gets, &c.puts, &c.lists, &c.deletes, c.listed.as_ref()] {
-            counter.store(0, Ordering::SeqCst);
+            lists: load(&c.lists),
+            listed_objects: load(&c.listed_objects),
+            list_pages: load(&c.list_pages),
+            gets: load(&c.gets),
+            puts: load(&c.puts),
+            deletes: load(&c.deletes),
         }
     }
 }
@@ -95,6 +96,10 @@ impl fmt::Display for CountingStore {
     }
 }
 
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::SeqCst);
+}
+
 #[async_trait]
 impl ObjectStore for CountingStore {
     async fn put_opts(
@@ -103,7 +108,7 @@ impl ObjectStore for CountingStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.counters.puts.fetch_add(1, Ordering::SeqCst);
+        bump(&self.counters.puts);
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -112,12 +117,12 @@ impl ObjectStore for CountingStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.counters.puts.fetch_add(1, Ordering::SeqCst);
+        bump(&self.counters.puts);
         self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.counters.gets.fetch_add(1, Ordering::SeqCst);
+        bump(&self.counters.gets);
         self.inner.get_opts(location, options).await
     }
 
@@ -132,28 +137,39 @@ impl ObjectStore for CountingStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        self.counters.deletes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete_stream(locations)
+        let counters = self.counters.clone();
+        let counted = locations.inspect(move |_| bump(&counters.deletes)).boxed();
+        self.inner.delete_stream(counted)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.counters.lists.fetch_add(1, Ordering::SeqCst);
-        let listed = self.counters.listed.clone();
+        bump(&self.counters.lists);
+        bump(&self.counters.list_pages);
+        let counters = self.counters.clone();
+        let mut in_this_list = 0u64;
         self.inner
             .list(prefix)
-            .inspect(move |_| {
-                listed.fetch_add(1, Ordering::SeqCst);
+            .inspect(move |item| {
+                if item.is_ok() {
+                    bump(&counters.listed_objects);
+                    in_this_list += 1;
+                    // The first page is counted with the call; every further 1000 keys add one.
+                    if in_this_list > 1 && (in_this_list - 1).is_multiple_of(S3_LIST_PAGE) {
+                        bump(&counters.list_pages);
+                    }
+                }
             })
             .boxed()
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.counters.lists.fetch_add(1, Ordering::SeqCst);
+        bump(&self.counters.lists);
+        bump(&self.counters.list_pages);
         self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.counters.puts.fetch_add(1, Ordering::SeqCst);
+        bump(&self.counters.puts);
         self.inner.copy_opts(from, to, options).await
     }
 }

@@ -14,6 +14,7 @@ pub mod s3;
 pub mod sources;
 pub mod stall;
 
+pub use counting::{CountingStore, Counts};
 pub use data::MixedData;
 pub use faulty::FaultyStore;
 pub use postgres::PgServer;

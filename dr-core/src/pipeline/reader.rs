@@ -73,6 +73,23 @@ impl BackupReader {
         }
     }
 
+    /// Starts the checksum phase of a verification (`verify_objects`): a handle scoped to
+    /// this backup, `Started { phase: "checksums", total_bytes }` already sent; the caller
+    /// advances it per part and ends it with [`BackupReader::end_checksums`].
+    pub fn start_checksums(&self, total_stored_bytes: u64) -> ProgressHandle {
+        let progress = self.shared.progress.clone();
+        progress.start("checksums", Some(total_stored_bytes));
+        progress
+    }
+
+    /// Ends the checksum phase: `Finished` without problems, else `Failed` naming how many.
+    pub fn end_checksums(&self, progress: &ProgressHandle, problems: usize) {
+        match problems {
+            0 => progress.finish(),
+            n => progress.fail(format!("{n} damaged or missing objects")),
+        }
+    }
+
     /// Where reads of this backup report progress (a restorer reports its own phases here).
     pub fn progress(&self) -> &ProgressHandle {
         &self.shared.progress
@@ -127,11 +144,15 @@ impl BackupReader {
             return Err(Error::NoIdentity);
         }
         check_part_numbers(&self.shared.manifest, &artifact)?;
-        self.shared
-            .progress
-            .start("read", Some(artifact.plain_size));
+        let progress = self.shared.progress.narrowed(|s| s.with_artifact(name));
+        progress.start("read", Some(artifact.plain_size));
         let (tx, rx) = mpsc::channel(1);
-        let task = tokio::spawn(produce_parts(self.shared.clone(), artifact.parts, tx));
+        let task = tokio::spawn(produce_parts(
+            self.shared.clone(),
+            progress,
+            artifact.parts,
+            tx,
+        ));
         Ok(ArtifactReader {
             rx,
             current: Bytes::new(),
@@ -188,14 +209,21 @@ enum Message {
     End,
 }
 
-/// Fetches and decodes up to `threads` parts at once, sends them in order.
-async fn produce_parts(shared: Arc<ReadShared>, parts: Vec<PartRecord>, tx: mpsc::Sender<Message>) {
+/// Fetches and decodes up to `threads` parts at once, sends them in order; reports each
+/// checked part, then `Finished` after the last or `Failed` at the first error.
+async fn produce_parts(
+    shared: Arc<ReadShared>,
+    progress: ProgressHandle,
+    parts: Vec<PartRecord>,
+    tx: mpsc::Sender<Message>,
+) {
     let mut pending: VecDeque<JoinHandle<Result<Bytes>>> = VecDeque::new();
     let mut parts = parts.into_iter();
     loop {
         while pending.len() < shared.threads {
             let Some(part) = parts.next() else { break };
-            pending.push_back(tokio::spawn(fetch_and_decode(shared.clone(), part)));
+            let task = fetch_and_decode(shared.clone(), progress.clone(), part);
+            pending.push_back(tokio::spawn(task));
         }
         let Some(next) = pending.pop_front() else {
             break;
@@ -206,15 +234,23 @@ async fn produce_parts(shared: Arc<ReadShared>, parts: Vec<PartRecord>, tx: mpsc
             Err(join) => Message::Failed(Error::Usage(format!("part task failed: {join}"))),
         };
         let failed = matches!(message, Message::Failed(_));
+        if let Message::Failed(e) = &message {
+            progress.fail(e.to_string());
+        }
         if tx.send(message).await.is_err() || failed {
             pending.iter().for_each(JoinHandle::abort);
             return;
         }
     }
+    progress.finish();
     let _ = tx.send(Message::End).await;
 }
 
-async fn fetch_and_decode(shared: Arc<ReadShared>, part: PartRecord) -> Result<Bytes> {
+async fn fetch_and_decode(
+    shared: Arc<ReadShared>,
+    progress: ProgressHandle,
+    part: PartRecord,
+) -> Result<Bytes> {
     let path = shared.dir.clone().join(part.object.as_str());
     let stored = get_object(shared.store.as_ref(), &path).await?;
     if stored.len() as u64 != part.stored_size {
@@ -234,7 +270,7 @@ async fn fetch_and_decode(shared: Arc<ReadShared>, part: PartRecord) -> Result<B
         tokio::task::spawn_blocking(move || reader.decode_stored(path.as_ref(), &part, &stored))
             .await
             .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
-    shared.progress.advance(plain.len() as u64);
+    progress.advance(plain.len() as u64);
     Ok(Bytes::from(plain))
 }
 

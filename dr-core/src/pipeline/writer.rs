@@ -133,11 +133,13 @@ impl BackupWriter {
             )));
         }
         registry.opened.push(name.to_owned());
-        self.ctx.progress.start(format!("write {name}"), None);
+        let progress = self.ctx.progress.narrowed(|s| s.with_artifact(name));
+        progress.start("write", None);
         Ok(ArtifactWriter::new(
             self.ctx.clone(),
             self.registry.clone(),
             name.to_owned(),
+            progress,
         ))
     }
 
@@ -151,13 +153,15 @@ impl BackupWriter {
     {
         let mut writer = self.artifact(name)?;
         if let Err(e) = writer.fill_from(reader).await {
-            return Err(writer
+            let error = writer
                 .failure
                 .take()
                 .unwrap_or_else(|| match Error::from_io("copy", e) {
                     Error::Io { source, .. } => Error::Source(format!("reading {name}: {source}")),
                     other => other,
-                }));
+                });
+            writer.report_end(Some(&error));
+            return Err(error);
         }
         writer.finish().await
     }
@@ -210,10 +214,19 @@ pub struct ArtifactWriter {
     done: Vec<PartRecord>,
     failure: Option<Error>,
     failed: bool,
+    /// This artifact's progress (scope narrowed to it).
+    progress: ProgressHandle,
+    /// `Finished` or `Failed` was sent.
+    reported: bool,
 }
 
 impl ArtifactWriter {
-    fn new(ctx: Arc<WriteContext>, registry: Arc<Mutex<Registry>>, name: String) -> Self {
+    fn new(
+        ctx: Arc<WriteContext>,
+        registry: Arc<Mutex<Registry>>,
+        name: String,
+        progress: ProgressHandle,
+    ) -> Self {
         let buf = Vec::with_capacity(ctx.options.part_size);
         ArtifactWriter {
             ctx,
@@ -225,7 +238,25 @@ impl ArtifactWriter {
             done: Vec::new(),
             failure: None,
             failed: false,
+            progress,
+            reported: false,
         }
+    }
+
+    /// Sends this artifact's `Finished` (no error) or `Failed`, once.
+    fn report_end(&mut self, error: Option<&Error>) {
+        if std::mem::replace(&mut self.reported, true) {
+            return;
+        }
+        match error {
+            None => self.progress.finish(),
+            Some(e) => self.progress.fail(e.to_string()),
+        }
+    }
+
+    /// Where this artifact reports progress (scope narrowed to the artifact).
+    pub fn progress(&self) -> &ProgressHandle {
+        &self.progress
     }
 
     /// Reads `reader` to its end straight into part buffers (no intermediate copy).
@@ -255,6 +286,12 @@ impl ArtifactWriter {
     /// # Errors
     /// The first error of any part (encoding or upload).
     pub async fn finish(mut self) -> Result<ArtifactRecord> {
+        let outcome = self.complete().await;
+        self.report_end(outcome.as_ref().err());
+        outcome
+    }
+
+    async fn complete(&mut self) -> Result<ArtifactRecord> {
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
@@ -298,7 +335,13 @@ impl ArtifactWriter {
             ready!(self.poll_oldest(cx))?;
         }
         let plain = std::mem::replace(&mut self.buf, self.ctx.take_buffer());
-        let task = encode_and_upload(self.ctx.clone(), self.name.clone(), self.next_index, plain);
+        let task = encode_and_upload(
+            self.ctx.clone(),
+            self.progress.clone(),
+            self.name.clone(),
+            self.next_index,
+            plain,
+        );
         self.inflight.push_back(tokio::spawn(task));
         self.next_index += 1;
         Poll::Ready(Ok(()))
@@ -365,11 +408,18 @@ impl Drop for ArtifactWriter {
     fn drop(&mut self) {
         let pending = std::mem::take(&mut self.inflight);
         lock(&self.registry).abandoned.extend(pending);
+        if !self.reported {
+            let error = self.failure.take().unwrap_or_else(|| {
+                Error::Usage(format!("artifact {} was dropped unfinished", self.name))
+            });
+            self.report_end(Some(&error));
+        }
     }
 }
 
 async fn encode_and_upload(
     ctx: Arc<WriteContext>,
+    progress: ProgressHandle,
     name: String,
     index: u32,
     plain: Vec<u8>,
@@ -394,7 +444,7 @@ async fn encode_and_upload(
     let path = ctx.dir.clone().join(object.as_str());
     let stored_size = encoded.stored.len() as u64;
     crate::store::create_object(ctx.store.as_ref(), &path, encoded.stored).await?;
-    ctx.progress.advance(plain_size);
+    progress.advance(plain_size);
     Ok(PartRecord {
         index,
         object,
