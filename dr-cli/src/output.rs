@@ -1,8 +1,10 @@
 //! What the CLI prints: tables, JSON, progress bars.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::exit::{CliError, CliResult};
@@ -59,44 +61,90 @@ pub fn size(bytes: u64) -> String {
     }
 }
 
-/// A progress bar on stderr when it is a terminal (and not `--json`), hidden otherwise.
+/// Progress bars on stderr when it is a terminal (and not `--json`), hidden otherwise: one
+/// bar per source and artifact in flight, so concurrent backups of a group stay apart.
 pub struct Bar {
-    bar: ProgressBar,
+    bars: MultiProgress,
+    style: ProgressStyle,
+    active: Mutex<HashMap<BarKey, ProgressBar>>,
 }
 
+/// The source and artifact a bar follows.
+type BarKey = (Option<String>, Option<String>);
+
 impl Bar {
-    /// A bar for the current command.
+    /// The bars of the current command.
     pub fn new(visible: bool) -> Self {
         let target = if visible && std::io::stderr().is_terminal() {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         };
-        let bar = ProgressBar::with_draw_target(None, target);
         let style = ProgressStyle::with_template(
-            "{msg:20} {bytes:>10} {bytes_per_sec:>12} {wide_bar} {eta}",
+            "{msg:32} {bytes:>10} {bytes_per_sec:>12} {wide_bar} {eta}",
         )
         .unwrap_or_else(|_| ProgressStyle::default_bar());
-        bar.set_style(style);
-        Bar { bar }
+        Bar {
+            bars: MultiProgress::with_draw_target(target),
+            style,
+            active: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// Removes the bar from the screen.
+    /// Removes every bar from the screen.
     pub fn finish(&self) {
-        self.bar.finish_and_clear();
+        for (_, bar) in self.lock().drain() {
+            bar.finish_and_clear();
+        }
+        let _ = self.bars.clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BarKey, ProgressBar>> {
+        self.active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn start(&self, key: BarKey, phase: &str, total_bytes: Option<u64>) {
+        let label = [key.0.as_deref(), Some(phase), key.1.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut active = self.lock();
+        let bar = active.entry(key).or_insert_with(|| {
+            let bar = self.bars.add(ProgressBar::no_length());
+            bar.set_style(self.style.clone());
+            bar
+        });
+        bar.set_message(label);
+        bar.set_position(0);
+        bar.set_length(total_bytes.unwrap_or(0));
     }
 }
 
 impl dr_core::Progress for Bar {
     fn event(&self, scope: &dr_core::Scope, event: &dr_core::Event) {
+        let key = (scope.source.clone(), scope.artifact.clone());
         match event {
             dr_core::Event::Started { phase, total_bytes } => {
-                let what = scope.artifact.as_deref().unwrap_or_default();
-                self.bar.set_message(format!("{phase} {what}"));
-                self.bar.set_position(0);
-                self.bar.set_length(total_bytes.unwrap_or(0));
+                self.start(key, phase, *total_bytes);
             }
-            dr_core::Event::Advanced { bytes } => self.bar.inc(*bytes),
+            dr_core::Event::Advanced { bytes } => {
+                if let Some(bar) = self.lock().get(&key) {
+                    bar.inc(*bytes);
+                }
+            }
+            dr_core::Event::Finished => {
+                if let Some(bar) = self.lock().remove(&key) {
+                    bar.finish_and_clear();
+                }
+            }
+            dr_core::Event::Failed { message } => {
+                if let Some(bar) = self.lock().remove(&key) {
+                    bar.abandon_with_message(format!("failed: {message}"));
+                }
+            }
             _ => {}
         }
     }
