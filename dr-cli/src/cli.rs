@@ -300,30 +300,4 @@ impl RestoreArgs {
     pub fn source_name(&self) -> &str {
         self.source.as_deref().unwrap_or_default()
     }
-
-    /// The arguments of restoring one member backup of a recovery point: the backup by id,
-    /// into the source's own place (by `swap` for PostgreSQL), with this run's `--force`.
-    pub fn for_member(&self, source: &str, backup_id: &str, swap: bool) -> RestoreArgs {
-        RestoreArgs {
-            source: Some(source.to_owned()),
-            point: None,
-            backup: backup_id.to_owned(),
-            at: None,
-            to: None,
-            owners: self.owners,
-            no_owners: self.no_owners,
-            only: Vec::new(),
-            dry_run: false,
-            start: false,
-            port: None,
-            keep_archiving: false,
-            force: self.force,
-            swap,
-            in_place: false,
-            server: None,
-            globals: false,
-            with_role_passwords: false,
-            wait: self.wait,
-        }
-    }
 }

@@ -6,16 +6,9 @@ use std::path::{Path, PathBuf};
 use dr_core::drill::Objectives;
 use dr_core::ops::{ConfiguredSource, Group, Hooks, System};
 use dr_core::registry::{Registry, SourceSettings};
-use dr_core::{Backup, PipelineOptions, Repository, Restore, RetentionPolicy, Verify};
-use dr_postgres::{
-    BaseVerifier, PgConnection, PostgresBaseSource, PostgresSource, PostgresTarget,
-    PostgresVerifier,
-};
-use dr_redis::{
-    RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget, RedisSource, RedisVerifier,
-};
-use dr_sqlite::{Integrity, SqliteOptions, SqliteSource, SqliteTarget, SqliteVerifier, UserCheck};
-use dr_storage::files::{BucketSource, DirectorySource, TreeFilter, TreeVerifier};
+use dr_core::{PipelineOptions, RetentionPolicy};
+use dr_postgres::PgConnection;
+use dr_sqlite::{Integrity, UserCheck};
 use serde::Deserialize;
 
 use crate::exit::{CliError, CliResult};
@@ -250,37 +243,8 @@ fn password_from_env(var: Option<&str>) -> CliResult<Option<String>> {
     .transpose()
 }
 
-/// What servers answer to a wrong password (PostgreSQL, Redis AUTH, Redis ACL users).
-const AUTH_FAILURES: [&str; 5] = [
-    "password authentication failed",
-    "WRONGPASS",
-    "invalid username-password pair",
-    "NOAUTH",
-    "invalid password",
-];
 
 impl SourceConfig {
-    /// Adds where the password came from to an authentication failure: a wrong password
-    /// from `password_env` names the variable (never its value).
-    pub fn explain_auth(&self, mut error: CliError) -> CliError {
-        let (SourceKind::Postgres { password_env, .. } | SourceKind::Redis { password_env, .. }) =
-            &self.kind
-        else {
-            return error;
-        };
-        if !AUTH_FAILURES.iter().any(|p| error.message.contains(p)) {
-            return error;
-        }
-        error.message.push_str(&match password_env {
-            Some(var) => format!(
-                " (the password comes from the environment variable {var}, named by password_env: check its value)"
-            ),
-            None => " (the password comes from the source's url: check it, or set password_env)"
-                .to_owned(),
-        });
-        error
-    }
-
     /// The PostgreSQL connection of a `postgres` source.
     pub fn postgres(&self) -> CliResult<PgConnection> {
         let SourceKind::Postgres {
@@ -296,159 +260,6 @@ impl SourceConfig {
         })
     }
 
-    /// The Redis connection of a `redis` source.
-    fn redis(&self) -> CliResult<RedisConnection> {
-        let SourceKind::Redis {
-            url, password_env, ..
-        } = &self.kind
-        else {
-            return Err(CliError::usage("not a redis source"));
-        };
-        let conn = RedisConnection::from_url(url).map_err(CliError::from)?;
-        Ok(match password_from_env(password_env.as_deref())? {
-            Some(password) => conn.with_password(password),
-            None => conn,
-        })
-    }
-
-    /// The Redis server a file restore asks whether it is still running: the source's URL,
-    /// without the password when its environment variable is not set (a server that refuses
-    /// the login still counts as running).
-    fn redis_to_probe(&self) -> Option<RedisConnection> {
-        let SourceKind::Redis { url, .. } = &self.kind else {
-            return None;
-        };
-        self.redis()
-            .ok()
-            .or_else(|| RedisConnection::from_url(url).ok())
-    }
-
-    /// The source's connection, or the same database name on another server.
-    pub fn postgres_on(&self, server: Option<&str>) -> CliResult<PgConnection> {
-        let own = self.postgres()?;
-        match server {
-            None => Ok(own),
-            Some(url) => Ok(PgConnection::from_url(url)
-                .map_err(CliError::from)?
-                .with_database(own.database())),
-        }
-    }
-
-    /// The backup side.
-    pub fn backup(&self) -> CliResult<Box<dyn Backup>> {
-        Ok(match &self.kind {
-            SourceKind::Postgres {
-                method: PgMethod::Physical,
-                fast_checkpoint,
-                ..
-            } => Box::new(
-                PostgresBaseSource::new(self.postgres()?).with_fast_checkpoint(*fast_checkpoint),
-            ),
-            SourceKind::Postgres {
-                exact_counts,
-                globals,
-                timestamp_columns,
-                ..
-            } => Box::new(
-                PostgresSource::new(self.postgres()?)
-                    .with_exact_counts(*exact_counts)
-                    .with_globals(*globals)
-                    .with_timestamp_columns(timestamp_columns.clone()),
-            ),
-            SourceKind::Directory { path, .. } => {
-                Box::new(DirectorySource::new(path).with_filter(self.tree_filter()))
-            }
-            SourceKind::Bucket { url, .. } => {
-                Box::new(BucketSource::new(self.bucket_store(url)?, None))
-            }
-            SourceKind::Redis { mode, .. } => {
-                Box::new(RedisSource::new(self.redis()?).with_mode(match mode {
-                    RedisModeConfig::Rdb => RedisMode::Rdb,
-                    RedisModeConfig::Logical => RedisMode::Logical,
-                }))
-            }
-            SourceKind::Sqlite {
-                path,
-                count_rows,
-                temp_dir,
-                ..
-            } => {
-                let mut options = SqliteOptions::default().with_count_rows(*count_rows);
-                if let Some(dir) = temp_dir {
-                    options = options.with_temp_dir(dir);
-                }
-                Box::new(SqliteSource::new(path).with_options(options))
-            }
-        })
-    }
-
-    /// Whether restores replace the data in place only after a safety backup (PostgreSQL
-    /// `--in-place`); SQLite keeps the previous file anyway.
-    pub fn supports_in_place(&self) -> bool {
-        matches!(
-            self.kind,
-            SourceKind::Postgres {
-                method: PgMethod::Logical,
-                ..
-            }
-        )
-    }
-
-    /// The filter of a directory source.
-    pub fn tree_filter(&self) -> TreeFilter {
-        match &self.kind {
-            SourceKind::Directory {
-                include,
-                exclude,
-                cross_filesystems,
-                ..
-            } => TreeFilter {
-                include: include.clone(),
-                exclude: exclude.clone(),
-                cross_filesystems: *cross_filesystems,
-            },
-            _ => TreeFilter::default(),
-        }
-    }
-
-    /// The store of a bucket source, or of `url` with the source's options.
-    pub fn bucket_store(
-        &self,
-        url: &str,
-    ) -> CliResult<std::sync::Arc<dyn dr_core::object_store::ObjectStore>> {
-        let options: Vec<(&str, &str)> = match &self.kind {
-            SourceKind::Bucket { options, .. } => options
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect(),
-            _ => Vec::new(),
-        };
-        Ok(dr_storage::open_store(url, &options, false)
-            .map_err(CliError::from)?
-            .store())
-    }
-
-    /// The URL of a bucket source.
-    pub fn bucket(&self) -> Option<&str> {
-        match &self.kind {
-            SourceKind::Bucket { url, .. } => Some(url),
-            _ => None,
-        }
-    }
-
-    /// The root of a directory source.
-    pub fn directory(&self) -> Option<&Path> {
-        match &self.kind {
-            SourceKind::Directory { path, .. } => Some(path),
-            _ => None,
-        }
-    }
-
-    /// Whether `dr restore --server URL` applies (PostgreSQL logical, Redis).
-    pub fn accepts_server(&self) -> bool {
-        self.supports_in_place() || matches!(self.kind, SourceKind::Redis { .. })
-    }
-
     /// Whether this is a physical PostgreSQL source (restored by point-in-time recovery).
     pub fn is_physical(&self) -> bool {
         matches!(
@@ -460,96 +271,6 @@ impl SourceConfig {
         )
     }
 
-    /// The restore side, to the original location unless the options say otherwise.
-    pub fn restorer(
-        &self,
-        in_place: bool,
-        server: Option<&str>,
-        to: Option<&Path>,
-        wait: std::time::Duration,
-    ) -> CliResult<Box<dyn Restore>> {
-        Ok(match &self.kind {
-            SourceKind::Redis {
-                rdb_path,
-                stop_command,
-                start_command,
-                ..
-            } if server.is_none() && (to.is_some() || rdb_path.is_some()) => {
-                let path = to.or(rdb_path.as_deref()).unwrap_or(Path::new("dump.rdb"));
-                Box::new(
-                    RedisFileTarget::new(path)
-                        .with_commands(stop_command.clone(), start_command.clone())
-                        .with_server(self.redis_to_probe()),
-                )
-            }
-            SourceKind::Directory { .. } | SourceKind::Bucket { .. } => {
-                return Err(CliError::usage(
-                    "directory and bucket sources restore through the repository",
-                ));
-            }
-            SourceKind::Redis { .. } => Box::new(self.redis_replay(server)?),
-            SourceKind::Postgres { .. } => Box::new(
-                PostgresTarget::new(self.postgres_on(server)?)
-                    .with_checks(self.checks.clone())
-                    .with_in_place(in_place)
-                    .with_wait(wait),
-            ),
-            SourceKind::Sqlite {
-                path,
-                restore_integrity,
-                ..
-            } => Box::new(
-                SqliteTarget::new(path)
-                    .with_checks(self.checks.clone())
-                    .with_integrity(*restore_integrity),
-            ),
-        })
-    }
-
-    /// The RESTORE replay into the Redis server at `server` (the source's own without it).
-    pub fn redis_replay(&self, server: Option<&str>) -> CliResult<RedisReplayTarget> {
-        let conn = match server {
-            Some(url) => RedisConnection::from_url(url).map_err(CliError::from)?,
-            None => self.redis()?,
-        };
-        Ok(RedisReplayTarget::new(conn))
-    }
-
-    /// Whether a restore of this source with these flags replays keys into a running Redis.
-    pub fn is_redis_replay(&self, server: Option<&str>, to: Option<&Path>) -> bool {
-        matches!(&self.kind, SourceKind::Redis { rdb_path, .. }
-            if server.is_some() || (to.is_none() && rdb_path.is_none()))
-    }
-
-    /// Where the source comes in a whole-system restore: databases first, then caches,
-    /// then files and buckets (the seeds' order).
-    pub fn restore_rank(&self) -> u8 {
-        match self.kind {
-            SourceKind::Postgres { .. } | SourceKind::Sqlite { .. } => 0,
-            SourceKind::Redis { .. } => 1,
-            SourceKind::Directory { .. } | SourceKind::Bucket { .. } => 2,
-        }
-    }
-
-    /// The kind-specific verifier (tree backups read their parents from `repo`).
-    pub fn verifier(&self, repo: &Repository) -> CliResult<Box<dyn Verify>> {
-        Ok(match &self.kind {
-            SourceKind::Postgres {
-                method: PgMethod::Physical,
-                ..
-            } => Box::new(BaseVerifier::new()),
-            SourceKind::Postgres { .. } => {
-                Box::new(PostgresVerifier::new(self.postgres()?).with_checks(self.checks.clone()))
-            }
-            SourceKind::Sqlite { .. } => {
-                Box::new(SqliteVerifier::new().with_checks(self.checks.clone()))
-            }
-            SourceKind::Redis { .. } => Box::new(RedisVerifier::new()),
-            SourceKind::Directory { .. } | SourceKind::Bucket { .. } => {
-                Box::new(TreeVerifier::new(repo.clone()))
-            }
-        })
-    }
 }
 
 impl Config {
@@ -705,25 +426,6 @@ impl Config {
             .get(name)
             .and_then(|s| s.objectives)
             .unwrap_or(self.objectives)
-    }
-
-    /// The sources of a recovery point in restore order: a named group as listed, or
-    /// every source (`all`) databases first, then caches, then files.
-    pub fn group_sources(&self, group: &str) -> CliResult<Vec<String>> {
-        if group == "all" {
-            let mut names: Vec<&String> = self.sources.keys().collect();
-            names.sort_by_key(|n| self.sources[*n].restore_rank());
-            return Ok(names.into_iter().cloned().collect());
-        }
-        let listed = self.groups.get(group).ok_or_else(|| {
-            CliError::usage(format!(
-                "no group named {group:?}: add [groups.{group}] sources = [...] to dr.toml"
-            ))
-        })?;
-        for name in &listed.sources {
-            self.source(name)?;
-        }
-        Ok(listed.sources.clone())
     }
 }
 

@@ -56,6 +56,14 @@ impl CliError {
         }
     }
 
+    /// An operational failure (exit 1).
+    pub fn operational(message: impl Into<String>) -> Self {
+        CliError {
+            failure: Failure::Operational,
+            message: message.into(),
+        }
+    }
+
     /// Adds what dr was doing, e.g. `backing up source app`.
     pub fn context(mut self, doing: &str) -> Self {
         self.message = format!("{doing}: {}", self.message);
@@ -83,8 +91,14 @@ impl CliError {
 
 impl From<dr_core::Error> for CliError {
     fn from(e: dr_core::Error) -> Self {
+        CliError::from(&e)
+    }
+}
+
+impl From<&dr_core::Error> for CliError {
+    fn from(e: &dr_core::Error) -> Self {
         use dr_core::Error as E;
-        let failure = match &e {
+        let failure = match e {
             E::CorruptPart { .. }
             | E::DamagedPart { .. }
             | E::MissingObject { .. }

@@ -47,18 +47,7 @@ pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Bytes for people: `12.3 MiB`.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    dr_core::human_size(bytes)
 }
 
 /// Progress bars on stderr when it is a terminal (and not `--json`), hidden otherwise: one

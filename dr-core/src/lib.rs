@@ -64,6 +64,7 @@ pub mod status;
 pub mod store;
 pub mod swap;
 mod traits;
+mod units;
 pub mod untar;
 pub mod verify;
 
@@ -93,6 +94,7 @@ pub use repository::{
 };
 pub use retention::{Plan, RetentionPolicy};
 pub use selector::BackupSelector;
+pub use units::human_size;
 pub use traits::{
     Backup, Restore, RestoreOptions, RestoreReport, Verify, VerifyLevel, VerifyReport,
 };

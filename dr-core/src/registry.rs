@@ -153,6 +153,21 @@ pub trait Source: Send + Sync {
     /// The manifest kind of this source's backups (`sqlite`, `postgres.logical`...).
     fn kind(&self) -> &str;
 
+    /// Whether a restore picks its point by [`RestoreOptions::recovery_target`] (a time or
+    /// position replayed from a continuous archive) instead of a backup selector: a front
+    /// end then passes a user's "restore as of TIME" as the recovery target.
+    fn restores_by_point_in_time(&self) -> bool {
+        false
+    }
+
+    /// Whether a restore into the source's own place needs [`RestoreOptions::swap`]: the
+    /// kind restores beside the original, checks, then swaps it in (PostgreSQL logical). A
+    /// point restore sets `swap` for these; other kinds restore their own place safely
+    /// without it.
+    fn swaps_into_own_place(&self) -> bool {
+        false
+    }
+
     /// Where it comes in a whole-system restore.
     fn restore_rank(&self) -> RestoreRank {
         RestoreRank::Database

@@ -230,6 +230,11 @@ pub struct RestoreReport {
     /// given), in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What the restore did beyond the bytes, in the kind's own words, one line each (the
+    /// files, directories and links of a tree; the roles applied; a recovery plan), for a
+    /// front end to print under its one-line header: a custom kind describes itself here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub summary: Vec<String>,
     /// The safety backup taken of the live target before an in-place restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_backup_id: Option<String>,

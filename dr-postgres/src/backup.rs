@@ -128,6 +128,16 @@ impl Backup for PostgresSource {
                 );
             }
             info.insert("globals_role_passwords".into(), passwords.into());
+            if !passwords {
+                info.insert(
+                    dr_core::NOTES_KEY.into(),
+                    vec![format!(
+                        "the roles were backed up without their passwords: the backup role {} may not read pg_authid (not a superuser); a restore onto a new server creates them without passwords",
+                        self.conn.user()
+                    )]
+                    .into(),
+                );
+            }
             globals(&self.conn, passwords, out).await?;
         }
         Ok(info)

@@ -55,6 +55,11 @@ impl PgConnection {
         self
     }
 
+    /// The user dr connects as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// The same user, password and database on another server (a scratch or recovered one).
     pub fn on(&self, host: &str, port: u16) -> Self {
         PgConnection {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use dr_core::{BackupOptions, FailedMember, Manifest, RecoveryPoint, Repository};
+use dr_core::ops::backup::{BackupRunOptions, BackupRunReport, SourceBackupReport};
+use dr_core::{Manifest, ProgressHandle};
 use serde_json::json;
 
 use crate::app::App;
@@ -75,130 +76,99 @@ pub struct BackupRun<'a> {
 /// `dr backup [SOURCE|--all|--group G]`: with a group, every source is backed up even when
 /// one fails, and one recovery point records the backups (and the failures).
 pub async fn backup(app: &App, run: BackupRun<'_>) -> CliResult<()> {
-    let (names, group) = match (run.source, run.all, run.group) {
-        (Some(name), _, _) => (vec![name.to_owned()], None),
-        (None, true, _) => (app.config.group_sources("all")?, Some("all")),
-        (None, false, Some(group)) => (app.config.group_sources(group)?, Some(group)),
+    let target = match (run.source, run.all, run.group) {
+        (Some(name), _, _) => BackupRunOptions::source(name),
+        (None, true, _) => BackupRunOptions::all(),
+        (None, false, Some(group)) => BackupRunOptions::group(group),
         (None, false, None) => {
             return Err(CliError::usage(
                 "name a source to back up, or pass --all or --group NAME",
             ));
         }
     };
-    if names.is_empty() {
-        return Err(CliError::usage(
-            "no sources configured: add [sources.NAME] to dr.toml",
-        ));
-    }
+    let options = target.with_labels(run.labels).with_full(run.full);
+    let system = app.system()?;
     let bar = app.bar();
     let repo = app.repository(Some(bar.clone())).await?;
-    let mut options = BackupOptions::default();
-    options.labels = run.labels.clone();
-    let mut done = Vec::new();
-    let mut made = Vec::new();
-    let mut failed = Vec::new();
-    for name in &names {
-        let outcome = backup_one(app, &repo, name, &mut options, run.full).await;
-        bar.finish();
-        match outcome {
-            Ok((manifest, secs)) => {
-                if !app.global.json {
-                    println!(
-                        "backed up {name}: {} ({} stored) in {secs:.1} s as {}",
-                        output::size(manifest.plain_size()),
-                        output::size(manifest.stored_size()),
-                        manifest.id
-                    );
-                    for note in dr_core::backup_notes(&manifest.source_info) {
-                        println!("note: {note}");
-                    }
-                    if manifest.source_info.get("globals_role_passwords")
-                        == Some(&serde_json::Value::Bool(false))
-                    {
-                        println!(
-                            "  the roles of {name} were backed up without their passwords: the backup role may not read pg_authid (not a superuser); a restore onto a new server creates them without passwords"
-                        );
-                    }
-                }
-                done.push(json!({ "source": name, "id": manifest.id,
-                    "plain_bytes": manifest.plain_size(), "stored_bytes": manifest.stored_size(),
-                    "elapsed_ms": (secs * 1000.0) as u64 }));
-                made.push(manifest);
-            }
-            Err(e) if group.is_some() => {
-                eprintln!("error: {}", e.message);
-                failed.push(FailedMember {
-                    source: name.clone(),
-                    error: e.message,
-                });
-            }
-            Err(e) => return Err(e),
-        }
+    let progress = ProgressHandle::new(bar.clone());
+    let report = dr_core::ops::backup::backup(&repo, &system, &options, &progress).await;
+    bar.finish();
+    let report = report.doing(|| "backing up".into())?;
+    if !app.global.json {
+        print(&report);
     }
-    let point = match group {
-        Some(group) => Some(record_point(app, &repo, group, &made, &failed, run.labels).await?),
-        None => None,
-    };
+    let made: Vec<Manifest> = report.manifests().cloned().collect();
     if run.copy {
         super::copy::copy_to_all(app, &repo, &made, None).await?;
     }
     if app.global.json {
-        output::json(&json!({ "backups": done, "point": point, "failed": failed }))?;
+        output::json(&report)?;
     }
-    if failed.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<&str> = failed.iter().map(|f| f.source.as_str()).collect();
-    Err(CliError::from(dr_core::Error::Source(format!(
-        "{} of {} sources failed ({}): the recovery point is incomplete; fix them and run the backup again",
-        failed.len(),
-        names.len() + made.len(),
-        names.join(", ")
-    ))))
+    outcome(&report)
 }
 
-async fn backup_one(
-    app: &App,
-    repo: &Repository,
-    name: &str,
-    options: &mut BackupOptions,
-    full: bool,
-) -> CliResult<(Manifest, f64)> {
-    let config = app.config.source(name)?;
-    let (source, depends_on) = super::files::source(repo, name, config, full).await?;
-    options.depends_on = depends_on;
-    let started = std::time::Instant::now();
-    let manifest = repo
-        .backup(name, source.as_ref(), options)
-        .await
-        .doing(|| format!("backing up source {name}"))
-        .map_err(|e| config.explain_auth(e))?;
-    Ok((manifest, started.elapsed().as_secs_f64()))
-}
-
-async fn record_point(
-    app: &App,
-    repo: &Repository,
-    group: &str,
-    made: &[Manifest],
-    failed: &[FailedMember],
-    labels: Vec<String>,
-) -> CliResult<RecoveryPoint> {
-    let point = repo
-        .record_point(group, made, failed.to_vec(), labels)
-        .await
-        .doing(|| format!("recording the recovery point of group {group}"))?;
-    if !app.global.json {
+fn print(report: &BackupRunReport) {
+    for source in &report.sources {
+        match (&source.id, &source.error) {
+            (Some(id), _) => {
+                println!(
+                    "backed up {}: {} ({} stored) in {:.1} s as {id}",
+                    source.source,
+                    output::size(source.plain_bytes),
+                    output::size(source.stored_bytes),
+                    source.elapsed_ms as f64 / 1000.0
+                );
+                for note in &source.notes {
+                    println!("note: {note}");
+                }
+            }
+            (None, Some(error)) => eprintln!("error: backing up source {}: {error}", source.source),
+            (None, None) => {}
+        }
+    }
+    if let Some(point) = &report.point {
         let state = if point.is_complete() {
             "complete"
         } else {
             "INCOMPLETE"
         };
         println!(
-            "recovery point {} ({group}, {} backups, {state})",
+            "recovery point {} ({}, {} backups, {state})",
             point.id,
+            point.group,
             point.members.len()
         );
     }
-    Ok(point)
+    for failure in report.hook_failures() {
+        eprintln!("error: {failure}");
+    }
+}
+
+/// The exit code: a single source's own error; for a group, how many failed.
+fn outcome(report: &BackupRunReport) -> CliResult<()> {
+    let failed: Vec<&SourceBackupReport> = report.failed().collect();
+    if let ([only], true) = (failed.as_slice(), report.point.is_none()) {
+        if let Some(failure) = &only.failure {
+            return Err(
+                CliError::from(failure).context(&format!("backing up source {}", only.source))
+            );
+        }
+    }
+    if !failed.is_empty() {
+        let names: Vec<&str> = failed.iter().map(|f| f.source.as_str()).collect();
+        return Err(CliError::operational(format!(
+            "{} of {} sources failed ({}): the recovery point is incomplete; fix them and run the backup again",
+            failed.len(),
+            report.sources.len(),
+            names.join(", ")
+        )));
+    }
+    let hooks = report.hook_failures();
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::operational(format!(
+        "the backup was made, but: {}",
+        hooks.join("; ")
+    )))
 }

@@ -212,7 +212,7 @@ async fn restore_runs(
     };
     let sink = timed("null sink", started.elapsed().as_secs_f64());
     let verifier =
-        dr_core::ops::verify::verifier_for(repo, &super::system(app, repo)?, reader.manifest())?;
+        dr_core::ops::verify::verifier_for(repo, &app.system()?, reader.manifest())?;
     let started = Instant::now();
     let report = verifier
         .verify(&reader, VerifyLevel::Restore)

@@ -98,11 +98,13 @@ fn earliest(next: &[DateTime<Utc>]) -> (usize, DateTime<Utc>) {
 
 /// The sources a schedule backs up.
 fn sources_of(app: &App, config: &ScheduleConfig) -> CliResult<Vec<String>> {
-    match (&config.source, &config.group) {
-        (Some(source), _) => app.config.source(source).map(|_| vec![source.clone()]),
-        (None, Some(group)) => app.config.group_sources(group),
-        (None, None) => app.config.group_sources("all"),
-    }
+    let system = app.system()?;
+    let sources = match (&config.source, &config.group) {
+        (Some(source), _) => system.source(source).map(|_| vec![source.clone()]),
+        (None, Some(group)) => system.group_sources(group),
+        (None, None) => system.group_sources("all"),
+    };
+    sources.map_err(CliError::from)
 }
 
 /// Marks sources busy for the life of a run (also when the run is abandoned).

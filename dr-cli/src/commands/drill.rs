@@ -90,7 +90,7 @@ async fn choose(
     }
     let names: Vec<String> = match source {
         Some(name) => vec![name.to_owned()],
-        None => app.config.group_sources("all")?,
+        None => app.system()?.group_sources("all")?,
     };
     let mut chosen = Vec::new();
     for name in &names {
@@ -126,7 +126,7 @@ async fn drill_one(
         None => (
             dr_core::ops::verify::verifier_for(
                 repo,
-                &super::system(app, repo)?,
+                &app.system()?,
                 reader.manifest(),
             )?,
             None,

@@ -1,167 +1,144 @@
-//! `dr restore`.
+//! `dr restore`: the arguments turned into [`RestoreOptions`], the library's restore, the
+//! report printed.
 
-use dr_core::{BackupOptions, BackupSelector, RestoreOptions};
+use dr_core::ops::restore::{RestoreRunOptions, RestoreRunReport};
+use dr_core::{BackupSelector, ProgressHandle, RestoreOptions};
 
 use crate::app::App;
 use crate::cli::RestoreArgs;
 use crate::exit::{CliError, CliResult, Context};
 use crate::output;
 
-/// `dr restore SOURCE [ID|latest] [--at T] [--to PATH] [--force]`.
+/// `dr restore SOURCE [ID|latest] [--at T] [--to PATH] [--force] ...`, or `--point`.
 pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     if let Some(point) = &args.point {
-        return Box::pin(super::points::restore_point(app, args, point)).await;
+        return super::points::restore_point(app, args, point).await;
     }
-    let source = app.config.source(args.source_name())?;
-    if args.globals {
-        return super::pg_globals::restore_globals(app, args, source).await;
+    let system = app.system()?;
+    let name = args.source_name();
+    let by_time = system.source(name)?.source.restores_by_point_in_time();
+    let run = RestoreRunOptions::source(name)
+        .with_selector(selector(args, by_time)?)
+        .with_options(options(args, by_time));
+    let bar = app.bar();
+    let repo = app.read_repository(Some(bar.clone())).await?;
+    let progress = ProgressHandle::new(bar.clone());
+    let report = dr_core::ops::restore::restore(&repo, &system, &run, &progress).await;
+    bar.finish();
+    let report = report.doing(|| format!("restoring {name}"))?;
+    if app.global.json {
+        output::json(&report)?;
+    } else {
+        print(&report);
     }
-    if args.with_role_passwords && args.server.is_none() {
-        return Err(CliError::usage(
-            "--with-role-passwords is for --globals and --server (the roles a restore creates)",
-        ));
+    outcome(&report)
+}
+
+/// The options of one source's restore from the command line; `--point` members get
+/// theirs from the library.
+pub fn options(args: &RestoreArgs, by_time: bool) -> RestoreOptions {
+    let owners = match (args.owners, args.no_owners) {
+        (true, _) => Some(true),
+        (false, true) => Some(false),
+        (false, false) => None,
+    };
+    let mut options = RestoreOptions::default()
+        .with_force(args.force)
+        .with_swap(args.swap)
+        .with_in_place(args.in_place)
+        .with_server(args.server.clone())
+        .with_only(args.only.clone())
+        .with_owners(owners)
+        .with_wait(args.wait.into())
+        .with_globals(args.globals)
+        .with_role_passwords(args.with_role_passwords)
+        .with_dry_run(args.dry_run)
+        .with_start_port(if args.start { args.port } else { None })
+        .with_keep_archiving(args.keep_archiving);
+    if by_time {
+        options = options.with_recovery_target(Some(args.at.clone().unwrap_or("latest".into())));
     }
-    if source.is_physical() {
-        return super::pitr::restore(app, args).await;
+    if let Some(to) = &args.to {
+        options = options.with_target(to);
     }
-    if let Some(root) = source.directory() {
-        return super::files::restore(app, args, root).await;
-    }
-    if let Some(url) = source.bucket() {
-        return super::files::restore_bucket(app, args, source, url).await;
-    }
-    if !args.only.is_empty() {
-        return Err(CliError::usage("--only is for directory sources"));
-    }
-    if args.dry_run || args.start || args.keep_archiving {
-        return Err(CliError::usage(
-            "--dry-run, --start and --keep-archiving are for physical PostgreSQL sources (method = \"physical\")",
-        ));
-    }
-    if args.in_place && !source.supports_in_place() {
-        return Err(CliError::usage(
-            "--in-place is for PostgreSQL sources (SQLite restores keep the previous file anyway)",
-        ));
-    }
-    if args.server.is_some() && !source.accepts_server() {
-        return Err(CliError::usage(
-            "--server is for PostgreSQL (logical) and Redis sources",
-        ));
-    }
-    let mut restorer = source.restorer(
-        args.in_place,
-        args.server.as_deref(),
-        args.to.as_deref(),
-        args.wait.into(),
-    )?;
-    let selector: BackupSelector = match &args.at {
-        Some(at) => {
+    options
+}
+
+/// Which backup: `--at` picks the newest at or before a time, unless the source replays
+/// an archive to it (then `--at` is the recovery target and the base backup follows).
+fn selector(args: &RestoreArgs, by_time: bool) -> CliResult<BackupSelector> {
+    match (&args.at, by_time) {
+        (Some(_), true) | (None, true) if args.backup != "latest" => Err(CliError::usage(
+            "a physical PostgreSQL source restores by point in time: use --at TIME|latest|LSN and --to NEW_DATA_DIR (the base backup is chosen from it)",
+        )),
+        (Some(at), false) => {
             let time = chrono::DateTime::parse_from_rfc3339(at).map_err(|e| {
                 CliError::usage(format!(
                     "--at {at:?} is not an RFC 3339 time ({e}); e.g. 2026-11-23T12:30:00Z"
                 ))
             })?;
-            BackupSelector::AtOrBefore(time.with_timezone(&chrono::Utc))
+            Ok(BackupSelector::AtOrBefore(time.with_timezone(&chrono::Utc)))
         }
-        None => args.backup.parse().map_err(CliError::from)?,
-    };
-    let bar = app.bar();
-    let repo = app.read_repository(Some(bar.clone())).await?;
-    if app.identity_path().is_none() {
-        return Err(CliError::usage(
-            "restoring needs the secret key: pass --identity FILE or set `identity` in dr.toml",
-        ));
+        (_, true) => Ok(BackupSelector::Latest),
+        (None, false) => args.backup.parse().map_err(CliError::from),
     }
-    let reader = repo
-        .open_backup(args.source_name(), &selector)
-        .await
-        .doing(|| format!("finding the backup of {} to restore", args.source_name()))?;
-    if source.is_redis_replay(args.server.as_deref(), args.to.as_deref()) {
-        // Replacing keys of a live server with --force backs it up into the repository first.
-        restorer = Box::new(
-            source
-                .redis_replay(args.server.as_deref())?
-                .with_safety_backup(repo.clone(), args.source_name()),
+}
+
+/// The report in words: one line for the restore, then the kind's summary, where the
+/// previous data is, the safety backup, the notes, the hooks.
+pub fn print(report: &RestoreRunReport) {
+    let Some(done) = &report.restore else {
+        print_hooks(report);
+        return;
+    };
+    let dry_run = done.notes.iter().any(|n| n.starts_with("dry run"));
+    if !dry_run {
+        println!(
+            "restored {} {} ({}) into {} in {:.1} s",
+            report.source,
+            report.backup_id,
+            output::size(done.restored_bytes),
+            done.target,
+            done.elapsed_ms as f64 / 1000.0
         );
     }
-    if let Some(server) = args
-        .server
-        .as_deref()
-        .filter(|_| source.supports_in_place())
-    {
-        // The roles first: the dump's owners and grants name them.
-        let conn = source.postgres_on(Some(server))?;
-        super::pg_globals::before_server_restore(app, &conn, &reader, args.with_role_passwords)
-            .await?;
+    for line in &done.summary {
+        println!("{line}");
     }
-    let mut safety_id = None;
-    if args.in_place {
-        // The whole backup is read and checked before the safety backup and the first write:
-        // a damaged backup is refused with the live database untouched.
-        dr_postgres::check_whole_backup(&reader, args.source_name())
-            .await
-            .doing(|| {
-                format!(
-                    "checking backup {} before restoring it in place",
-                    reader.id()
-                )
-            })?;
-        let mut options = BackupOptions::default();
-        options.labels = vec!["pre-restore".into()];
-        let safety = repo
-            .backup(args.source_name(), source.backup()?.as_ref(), &options)
-            .await
-            .doing(|| {
-                format!(
-                    "taking a safety backup of {} before restoring in place (nothing was written)",
-                    args.source_name()
-                )
-            })?;
-        bar.finish();
-        if !app.global.json {
-            println!(
-                "backup {} checked (every part's stored and plain SHA-256); safety backup {} of the current {} taken (label pre-restore)",
-                reader.id(),
-                safety.id,
-                args.source_name()
-            );
-        }
-        safety_id = Some(safety.id);
-    }
-    let mut options = RestoreOptions::default()
-        .with_force(args.force)
-        .with_swap(args.swap);
-    if let Some(to) = &args.to {
-        options = options.with_target(to);
-    }
-    let report = restorer.restore(&reader, &options).await;
-    bar.finish();
-    let report = report
-        .doing(|| match &safety_id {
-            Some(safety) => format!(
-                "restoring backup {id} of {source} in place (safety backup {safety} holds the database as it was before: to undo, run `dr restore {source} {safety} --in-place`; to finish, fix the cause and run `dr restore {source} {id} --in-place` again)",
-                id = reader.id(),
-                source = args.source_name()
-            ),
-            None => format!("restoring backup {} of {}", reader.id(), args.source_name()),
-        })
-        .map_err(|e| source.explain_auth(e))?;
-    if app.global.json {
-        return output::json(&report);
-    }
-    println!(
-        "restored {} {} ({}) into {} in {:.1} s",
-        args.source_name(),
-        report.backup_id,
-        output::size(report.restored_bytes),
-        report.target,
-        report.elapsed_ms as f64 / 1000.0
-    );
-    if let Some(kept) = &report.previous_kept_at {
+    if let Some(kept) = &done.previous_kept_at {
         println!("the previous data is kept at {kept}");
     }
-    for note in &report.notes {
+    for note in &done.notes {
         println!("note: {note}");
     }
-    Ok(())
+    print_hooks(report);
+    if let Some(rto) = report.rto_ms.filter(|_| !dry_run && !report.hooks.is_empty()) {
+        println!("healthy {:.1} s after the restore began (RTO)", rto as f64 / 1000.0);
+    }
+}
+
+fn print_hooks(report: &RestoreRunReport) {
+    for failure in report.hook_failures() {
+        eprintln!("error: {failure}");
+    }
+}
+
+/// The exit code of a restore: its failure (the message says what to do), else a failed
+/// hook or health check.
+pub fn outcome(report: &RestoreRunReport) -> CliResult<()> {
+    if let Some(failure) = &report.failure {
+        return Err(CliError::from(failure).context(&format!(
+            "restoring backup {} of {}",
+            report.backup_id, report.source
+        )));
+    }
+    let hooks = report.hook_failures();
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::operational(format!(
+        "the restore of {} finished, but: {}",
+        report.source,
+        hooks.join("; ")
+    )))
 }

@@ -29,7 +29,7 @@ pub(super) async fn run(
     let level: VerifyLevel = level.parse().map_err(CliError::from)?;
     let bar = app.bar();
     let repo = app.read_repository(Some(bar.clone())).await?;
-    let system = super::system(app, &repo)?;
+    let system = app.system()?;
     let options = VerifyOptions::default()
         .with_target(target.map(str::to_owned))
         .with_level(level);

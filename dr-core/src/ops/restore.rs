@@ -126,7 +126,7 @@ impl RestoreRunReport {
 }
 
 /// Restores one backup of a configured source: the backup is found and the secret key
-/// checked first, then the `before_restore` hooks, the source's whole restore
+/// checked first (a dry run needs no key), then the `before_restore` hooks, the source's whole restore
 /// ([`crate::Source::restore`]), the `after_restore` hooks (always) and the health check.
 /// A dry run runs no hooks.
 ///
@@ -142,7 +142,9 @@ pub async fn restore(
     progress: &ProgressHandle,
 ) -> Result<RestoreRunReport> {
     let started = Instant::now();
-    require_identity(repo)?;
+    if !options.options.dry_run {
+        require_identity(repo)?;
+    }
     let name = options.source.as_str();
     let configured = system.source(name)?;
     let backup_id = repo
@@ -177,6 +179,10 @@ pub async fn restore(
     match restored {
         Ok(done) => {
             progress.finish();
+            if !done.backup_id.is_empty() {
+                // A point-in-time restore picks its base backup from the recovery target.
+                report.backup_id.clone_from(&done.backup_id);
+            }
             report.restore = Some(done);
         }
         Err(e) => {

@@ -12,7 +12,7 @@ use dr_core::{
 };
 use serde::Serialize;
 
-use super::{PostgresSettings, append, refuse};
+use super::{PostgresSettings, append, refuse, summary};
 use crate::backup::{GLOBALS_ARTIFACT, KIND, PostgresSource};
 use crate::conn::PgConnection;
 use crate::globals::{GlobalsOutcome, apply_globals};
@@ -127,6 +127,7 @@ impl LogicalSource {
         report.backup_id = reader.id().to_owned();
         report.target = conn.with_database("postgres").to_string();
         report.elapsed_ms = elapsed_ms(started);
+        report.summary = summary::roles(&report.backup_id, &report.target, &outcome);
         report.details = details(&GlobalsDetails {
             server: report.target.clone(),
             outcome: Some(outcome),
@@ -207,6 +208,10 @@ impl Source for LogicalSource {
         KIND
     }
 
+    fn swaps_into_own_place(&self) -> bool {
+        true
+    }
+
     async fn backup(&self, _: &Repository, _: &str, _full: bool) -> Result<Box<dyn Backup>> {
         Ok(Box::new(self.capture()?))
     }
@@ -267,6 +272,13 @@ impl Source for LogicalSource {
         let mut report = restored;
         report.notes.splice(0..0, notes);
         report.safety_backup_id = safety_id;
+        if let Some(GlobalsDetails {
+            server,
+            outcome: Some(outcome),
+        }) = &facts.roles
+        {
+            report.summary = summary::roles(reader.id(), server, outcome);
+        }
         report.details = details(&facts)?;
         report.elapsed_ms = elapsed_ms(started);
         Ok(report)

@@ -10,6 +10,7 @@ mod archive;
 mod logical;
 mod physical;
 mod settings;
+mod summary;
 
 use std::sync::Arc;
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::archive::check_plan_wal;
 use super::logical::details;
-use super::{PostgresSettings, refuse, restore_command};
+use super::{PostgresSettings, refuse, restore_command, summary};
 use crate::base::{BASE_KIND, PostgresBaseSource};
 use crate::base_verify::BaseVerifier;
 use crate::continuity::check_archive;
@@ -141,6 +141,9 @@ impl PhysicalSource {
                 done.data_dir.display()
             ));
         }
+        report.summary = summary::recovery(done.promoted, done.recovery_stopped.as_deref())
+            .into_iter()
+            .collect();
         report.details = details(&PitrDetails {
             dry_run: false,
             data_dir: Some(done.data_dir.clone()),
@@ -165,6 +168,10 @@ impl Source for PhysicalSource {
         BASE_KIND
     }
 
+    fn restores_by_point_in_time(&self) -> bool {
+        true
+    }
+
     async fn backup(&self, _: &Repository, _: &str, _full: bool) -> Result<Box<dyn Backup>> {
         Ok(Box::new(
             PostgresBaseSource::new(self.settings.connection()?)
@@ -184,6 +191,10 @@ impl Source for PhysicalSource {
                 .as_ref()
                 .map(|t| t.display().to_string())
                 .unwrap_or_default();
+            report.summary = summary::plan(&plan);
+            report
+                .notes
+                .push("dry run: nothing was read or written".into());
             report.details = details(&PitrDetails {
                 plan,
                 dry_run: true,

@@ -181,6 +181,11 @@ impl Source for ConfiguredBucket {
         report.restored_bytes = restored.bytes;
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         report.notes = bucket_notes(&restored, &shown);
+        report.summary = vec![format!(
+            "restored {} objects ({}); every object matched its SHA-256",
+            restored.objects,
+            dr_core::human_size(restored.bytes)
+        )];
         report.details = serde_json::to_value(&restored)
             .map_err(|e| Error::Restore(format!("describing the restored objects: {e}")))?;
         Ok(report)

@@ -176,6 +176,7 @@ impl Source for ConfiguredDirectory {
             .restore_tree(&reader, options)
             .await?;
         report.notes = tree_notes(&tree);
+        report.summary = tree_summary(&tree);
         report.details = serde_json::to_value(&tree)
             .map_err(|e| Error::Restore(format!("describing the restored tree: {e}")))?;
         Ok(report)
@@ -287,6 +288,53 @@ pub(crate) fn refuse_unsupported(
 }
 
 /// What the user should know about a restored tree, in words.
+/// What a tree restore wrote, in words (the `summary` of its report).
+fn tree_summary(tree: &TreeReport) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{} files ({}), {} directories, {} symlinks; every file matched its SHA-256",
+        tree.files,
+        dr_core::human_size(tree.bytes),
+        tree.directories,
+        tree.symlinks
+    )];
+    if tree.hard_links > 0 || tree.special > 0 {
+        lines.push(format!(
+            "{} hard links restored as links, {} FIFOs and device nodes created",
+            tree.hard_links, tree.special
+        ));
+    }
+    if !tree.zero_size.is_empty() {
+        lines.push(format!(
+            "zero-size files ({}): {}",
+            tree.zero_size.len(),
+            tree.zero_size.join(", ")
+        ));
+    }
+    if let Some(merged) = &tree.merged {
+        lines.push(format!(
+            "put {} selected paths into the existing tree (everything else left as it was): {}",
+            merged.placed.len(),
+            merged.placed.join(", ")
+        ));
+        if merged.kept_aside.is_empty() {
+            lines.push("nothing in the tree was in their way; nothing was moved aside".into());
+        } else {
+            let kept: Vec<String> = merged
+                .kept_aside
+                .iter()
+                .map(|k| format!("{} -> {}", k.path, k.kept_at))
+                .collect();
+            lines.push(format!(
+                "kept aside {} entries that were in their way: {}",
+                kept.len(),
+                kept.join("; ")
+            ));
+        }
+    }
+    lines
+}
+
+/// What the user must know about a restored tree: what could not be restored as it was.
 fn tree_notes(tree: &TreeReport) -> Vec<String> {
     let mut notes = Vec::new();
     if !tree.special_not_created.is_empty() {
@@ -301,25 +349,6 @@ fn tree_notes(tree: &TreeReport) -> Vec<String> {
             "these files changed while they were backed up and may be torn: {}",
             tree.changed_during_backup.join(", ")
         ));
-    }
-    if let Some(merged) = &tree.merged {
-        notes.push(format!(
-            "put {} selected paths into the existing tree (everything else left as it was): {}",
-            merged.placed.len(),
-            merged.placed.join(", ")
-        ));
-        if !merged.kept_aside.is_empty() {
-            let kept: Vec<String> = merged
-                .kept_aside
-                .iter()
-                .map(|k| format!("{} -> {}", k.path, k.kept_at))
-                .collect();
-            notes.push(format!(
-                "kept aside {} entries that were in their way: {}",
-                kept.len(),
-                kept.join("; ")
-            ));
-        }
     }
     notes
 }

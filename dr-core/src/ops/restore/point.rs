@@ -225,7 +225,9 @@ async fn restore_members(
         member_options.server = None;
         member_options.only = Vec::new();
         member_options.in_place = false;
-        member_options.swap = true;
+        member_options.swap = system
+            .get(source)
+            .is_some_and(|c| c.source.swaps_into_own_place());
         let run = RestoreRunOptions::source(source)
             .with_selector(BackupSelector::Id(member.backup_id.clone()))
             .with_options(member_options);
