@@ -223,25 +223,6 @@ pub async fn archive_checks(repo: &Repository, sources: &[&str]) -> CliResult<Ve
     Ok(checks)
 }
 
-/// One line per source: the window one can recover to.
-pub fn print_windows(checks: &[ArchiveCheck]) {
-    for check in checks {
-        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-            t.map_or_else(|| "?".into(), pitr::exact_time)
-        };
-        println!(
-            "{}: recoverable from {} to {} (newest WAL {})",
-            check.source,
-            time(check.earliest),
-            time(check.latest),
-            check.newest_segment.as_deref().unwrap_or("none")
-        );
-        for problem in &check.problems {
-            println!("  PROBLEM {problem}");
-        }
-    }
-}
-
 fn owned_by_root(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).is_ok_and(|m| m.uid() == 0)
