@@ -23,8 +23,10 @@ fn system(rpo: Duration) -> System {
         data: b"hello".to_vec(),
         prefix: Vec::new(),
     };
-    let mut objectives = Objectives::default();
-    objectives.rpo = Some(rpo);
+    let objectives = Objectives {
+        rpo: Some(rpo),
+        ..Objectives::default()
+    };
     let app = ConfiguredSource::new("app", Arc::new(blob)).with_objectives(objectives);
     System::new(registry().0).with_source(app)
 }
@@ -76,8 +78,10 @@ async fn status_reports_the_latest_backup_and_flags_one_older_than_its_rpo() {
 #[tokio::test]
 async fn status_reports_retention_the_archive_missing_parts_and_failures() {
     let repo = repository().await;
-    let mut keep_one = RetentionPolicy::default();
-    keep_one.keep_last = 1;
+    let keep_one = RetentionPolicy {
+        keep_last: 1,
+        ..RetentionPolicy::default()
+    };
     let (kinds, archive) = registry();
     let system = System::new(kinds).with_default_retention(keep_one);
     backup(&repo, "db", "test.wal", b"base 1").await;
