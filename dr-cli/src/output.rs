@@ -138,3 +138,16 @@ impl dr_core::Progress for Bar {
         }
     }
 }
+
+/// Compares `actual` with the snapshot file `path` (relative to dr-cli); with
+/// `DR_UPDATE_SNAPSHOTS=1` in the environment, writes it instead.
+#[cfg(test)]
+pub fn assert_snapshot(path: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    if std::env::var_os("DR_UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).expect("writing the snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(actual, expected, "snapshot {} differs", path.display());
+}

@@ -3,7 +3,7 @@
 //! that kept failing). An unreadable manifest is still a committed backup: callers decide
 //! what it means for them, and nothing may treat its objects as orphans.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 mod cache;
 pub(crate) use cache::ManifestCache;
@@ -15,7 +15,7 @@ use crate::manifest::SAFETY_LABEL;
 use crate::selector::BackupSelector;
 
 /// A committed backup (its `manifest.json` object exists) whose manifest could not be read.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UnreadableBackup {
     /// Source name, from the object key.
     pub source: String,

@@ -32,6 +32,10 @@ pub enum Operation {
     WalPush,
     /// Fetching one WAL file.
     WalFetch,
+    /// Listing backups.
+    List,
+    /// Computing the status.
+    Status,
 }
 
 impl Operation {
@@ -47,6 +51,8 @@ impl Operation {
             Operation::Bench => "bench",
             Operation::WalPush => "wal_push",
             Operation::WalFetch => "wal_fetch",
+            Operation::List => "list",
+            Operation::Status => "status",
         }
     }
 }

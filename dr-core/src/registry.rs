@@ -285,6 +285,74 @@ pub struct ArchiveFindings {
     pub notes: Vec<String>,
     /// Until when a recovery from this backup can go.
     pub recoverable_until: Option<DateTime<Utc>>,
+    /// The earliest moment a recovery from this backup can stop at (its end), when the
+    /// archive continues from it.
+    #[serde(default)]
+    pub recoverable_from: Option<DateTime<Utc>>,
+    /// The newest file of the source's archive (PostgreSQL: the newest WAL segment).
+    #[serde(default)]
+    pub newest_archived: Option<String>,
+}
+
+/// What a source's continuous archive lets one recover to, over all its backups: the
+/// window `list` and `status` show, with the archive's gaps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ArchiveWindow {
+    /// The source.
+    pub source: String,
+    /// The earliest moment one can recover to (the oldest backup the archive continues).
+    pub recoverable_from: Option<DateTime<Utc>>,
+    /// The latest moment one can recover to.
+    pub recoverable_until: Option<DateTime<Utc>>,
+    /// The newest archived file.
+    pub newest_archived: Option<String>,
+    /// Gaps and damage, in words (each once).
+    pub problems: Vec<String>,
+    /// What could not be checked, in words (each once).
+    pub notes: Vec<String>,
+}
+
+impl ArchiveWindow {
+    /// The window of `source` from the findings of its backups; `None` when the archive has
+    /// nothing to say (no backup it continues, no problem).
+    pub fn from_findings(source: &str, findings: &[ArchiveFindings]) -> Option<Self> {
+        let mut window = ArchiveWindow {
+            source: source.to_owned(),
+            ..ArchiveWindow::default()
+        };
+        for f in findings {
+            window.recoverable_from = match (window.recoverable_from, f.recoverable_from) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            window.recoverable_until = window.recoverable_until.max(f.recoverable_until);
+            window.newest_archived = window.newest_archived.max(f.newest_archived.clone());
+            push_new(&mut window.problems, &f.problems);
+            push_new(&mut window.notes, &f.notes);
+        }
+        let said = window.recoverable_from.is_some()
+            || window.recoverable_until.is_some()
+            || !window.problems.is_empty();
+        said.then_some(window)
+    }
+
+    /// The window of an archive that could not be checked, because of `reason`.
+    pub fn unchecked(source: &str, reason: impl Into<String>) -> Self {
+        ArchiveWindow {
+            source: source.to_owned(),
+            problems: vec![reason.into()],
+            ..ArchiveWindow::default()
+        }
+    }
+}
+
+fn push_new(into: &mut Vec<String>, items: &[String]) {
+    for item in items {
+        if !into.contains(item) {
+            into.push(item.clone());
+        }
+    }
 }
 
 /// What prune decided about an archive.

@@ -1,18 +1,18 @@
 //! Status for monitoring: per source, the newest backup and drill against the objectives,
 //! size anomalies, overdue retention, WAL archive problems and stale copies, each problem in
-//! words; and the same figures in the Prometheus text exposition format (for
-//! node_exporter's textfile collector or a scrape endpoint). A pure function of the facts
-//! gathered by the caller.
+//! words. A pure function of the facts gathered by the caller
+//! ([`crate::ops::status::status`] gathers them from a repository); front ends render the
+//! result (a table, JSON, the Prometheus text format).
 
-use std::fmt::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::drill::{DrillRecord, Objectives};
+use crate::drill::{BackupFailure, DrillRecord, Objectives};
 use crate::listing::UnreadableBackup;
 use crate::manifest::Manifest;
+use crate::registry::ArchiveWindow;
 
 /// How many earlier backups the newest one's size is compared with.
 const SIZE_WINDOW: usize = 7;
@@ -30,12 +30,15 @@ pub struct SourceFacts {
     pub backups: Vec<Manifest>,
     /// Its drills, oldest first.
     pub drills: Vec<DrillRecord>,
+    /// Backups the retention policy keeps.
+    pub kept: usize,
     /// Backups the retention policy no longer keeps (prune has not removed them).
     pub forgotten: usize,
-    /// For a PITR source: the newest moment the WAL archive reaches.
-    pub wal_newest: Option<DateTime<Utc>>,
-    /// For a PITR source: gaps and timeline problems of the WAL archive.
-    pub wal_problems: Vec<String>,
+    /// For a source with a continuous archive (PITR): what it lets one recover to, and its
+    /// gaps.
+    pub archive: Option<ArchiveWindow>,
+    /// Its recorded backup failures, oldest first.
+    pub failures: Vec<BackupFailure>,
     /// The configured copies.
     pub copies: Vec<CopyFacts>,
     /// Its committed backups whose manifest could not be read.
@@ -51,8 +54,19 @@ pub struct CopyFacts {
     pub backup_ids: Option<Vec<String>>,
 }
 
+/// What retention decides for a source's backups now (the plan `prune --dry-run` shows).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RetentionSummary {
+    /// Backups the policy keeps.
+    pub kept: usize,
+    /// Backups the policy no longer keeps, still stored until `prune` runs.
+    pub forgotten: usize,
+}
+
 /// A source's status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SourceStatus {
     /// Source name.
     pub source: String,
@@ -80,6 +94,21 @@ pub struct SourceStatus {
     pub last_drill_rpo_s: Option<f64>,
     /// The objectives.
     pub objectives: Objectives,
+    /// Committed backups stored.
+    #[serde(default)]
+    pub backup_count: usize,
+    /// What retention keeps and forgets.
+    #[serde(default)]
+    pub retention: RetentionSummary,
+    /// For a source with a continuous archive: its window and gaps.
+    #[serde(default)]
+    pub archive: Option<ArchiveWindow>,
+    /// Recorded backup failures after the newest backup (all of them without one).
+    #[serde(default)]
+    pub failures_since_last_backup: usize,
+    /// The newest recorded backup failure.
+    #[serde(default)]
+    pub last_failure: Option<BackupFailure>,
     /// Per copy: whether it holds the newest backup (`None`: unreadable).
     pub copies: Vec<(String, Option<bool>)>,
     /// What is wrong, in words; empty when all is well.
@@ -96,7 +125,8 @@ impl SourceStatus {
 /// Evaluates one source at `now`.
 pub fn evaluate(facts: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
     let newest = facts.backups.first();
-    let recoverable_until = match (newest.map(|m| m.finished_at), facts.wal_newest) {
+    let wal_newest = facts.archive.as_ref().and_then(|a| a.recoverable_until);
+    let recoverable_until = match (newest.map(|m| m.finished_at), wal_newest) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
@@ -115,6 +145,18 @@ pub fn evaluate(facts: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
         last_drill_rto_s: last_drill.map(|d| d.rto_ms as f64 / 1000.0),
         last_drill_rpo_s: last_drill.map(|d| d.rpo_s),
         objectives: facts.objectives,
+        backup_count: facts.backups.len(),
+        retention: RetentionSummary {
+            kept: facts.kept,
+            forgotten: facts.forgotten,
+        },
+        archive: facts.archive.clone(),
+        failures_since_last_backup: facts
+            .failures
+            .iter()
+            .filter(|f| newest.is_none_or(|m| f.started_at > m.started_at))
+            .count(),
+        last_failure: facts.failures.last().cloned(),
         copies: Vec::new(),
         problems: Vec::new(),
     };
@@ -131,12 +173,10 @@ pub fn evaluate(facts: &SourceFacts, now: DateTime<Utc>) -> SourceStatus {
             facts.forgotten
         ));
     }
-    status.problems.extend(
-        facts
-            .wal_problems
-            .iter()
-            .map(|p| format!("WAL archive: {p}")),
-    );
+    let wal_problems = facts.archive.iter().flat_map(|a| &a.problems);
+    status
+        .problems
+        .extend(wal_problems.map(|p| format!("WAL archive: {p}")));
     check_copies(facts, &mut status);
     status
 }
@@ -261,150 +301,6 @@ fn check_copies(facts: &SourceFacts, status: &mut SourceStatus) {
         }
         status.copies.push((copy.destination.clone(), holds));
     }
-}
-
-/// One gauge: name, help text, and its value for a source (none: not exported).
-type Gauge = (&'static str, &'static str, fn(&SourceStatus) -> Option<f64>);
-
-/// Every per-source gauge `dr status --prometheus` exports.
-const GAUGES: [Gauge; 11] = [
-    (
-        "dr_backup_last_success_timestamp_seconds",
-        "When the newest backup finished (Unix time).",
-        |s| unix(s.last_backup_at),
-    ),
-    (
-        "dr_recoverable_until_timestamp_seconds",
-        "The newest moment one can recover to (Unix time).",
-        |s| unix(s.recoverable_until),
-    ),
-    (
-        "dr_backup_last_bytes",
-        "Plain size of the newest backup.",
-        |s| s.last_backup_bytes.map(|b| b as f64),
-    ),
-    (
-        "dr_backup_last_stored_bytes",
-        "Stored (compressed, encrypted) size of the newest backup.",
-        |s| s.last_backup_stored_bytes.map(|b| b as f64),
-    ),
-    (
-        "dr_backup_last_duration_seconds",
-        "How long the newest backup took.",
-        |s| s.last_backup_duration_s,
-    ),
-    (
-        "dr_rpo_seconds",
-        "Data that would be lost now: seconds since the newest recoverable point.",
-        |s| s.rpo_now_s,
-    ),
-    (
-        "dr_drill_last_timestamp_seconds",
-        "When the newest drill started (Unix time).",
-        |s| unix(s.last_drill_at),
-    ),
-    (
-        "dr_drill_last_success",
-        "1 when the newest drill passed, 0 when it failed.",
-        |s| s.last_drill_passed.map(|p| f64::from(u8::from(p))),
-    ),
-    (
-        "dr_drill_last_rto_seconds",
-        "Measured RTO of the newest drill.",
-        |s| s.last_drill_rto_s,
-    ),
-    (
-        "dr_drill_last_rpo_seconds",
-        "Measured RPO of the newest drill.",
-        |s| s.last_drill_rpo_s,
-    ),
-    (
-        "dr_status_problems",
-        "Problems dr status reports (0: all is well).",
-        |s| Some(s.problems.len() as f64),
-    ),
-];
-
-/// The statuses as Prometheus text exposition format (version 0.0.4).
-pub fn prometheus(statuses: &[SourceStatus], now: DateTime<Utc>) -> String {
-    let mut out = String::new();
-    for (name, help, value) in GAUGES {
-        gauge(&mut out, name, help, statuses, value);
-    }
-    gauge(
-        &mut out,
-        "dr_rpo_objective_seconds",
-        "The RPO objective.",
-        statuses,
-        |s| s.objectives.rpo.map(|d| d.as_secs_f64()),
-    );
-    gauge(
-        &mut out,
-        "dr_rto_objective_seconds",
-        "The RTO objective.",
-        statuses,
-        |s| s.objectives.rto.map(|d| d.as_secs_f64()),
-    );
-    copy_gauge(&mut out, statuses);
-    let _ = writeln!(
-        out,
-        "# HELP dr_status_timestamp_seconds When this status was computed (Unix time)."
-    );
-    let _ = writeln!(out, "# TYPE dr_status_timestamp_seconds gauge");
-    let _ = writeln!(
-        out,
-        "dr_status_timestamp_seconds {}",
-        unix(Some(now)).unwrap_or_default()
-    );
-    out
-}
-
-fn unix(t: Option<DateTime<Utc>>) -> Option<f64> {
-    t.map(|t| t.timestamp_millis() as f64 / 1000.0)
-}
-
-fn gauge(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    statuses: &[SourceStatus],
-    value: impl Fn(&SourceStatus) -> Option<f64>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for s in statuses {
-        if let Some(v) = value(s) {
-            let _ = writeln!(out, "{name}{{source=\"{}\"}} {v}", escape(&s.source));
-        }
-    }
-}
-
-fn copy_gauge(out: &mut String, statuses: &[SourceStatus]) {
-    let name = "dr_copy_has_newest_backup";
-    let _ = writeln!(
-        out,
-        "# HELP {name} 1 when the copy holds the source's newest backup, 0 when not or unreadable."
-    );
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for s in statuses {
-        for (destination, holds) in &s.copies {
-            let _ = writeln!(
-                out,
-                "{name}{{source=\"{}\",destination=\"{}\"}} {}",
-                escape(&s.source),
-                escape(destination),
-                u8::from(*holds == Some(true))
-            );
-        }
-    }
-}
-
-/// Label values: backslash, double quote and newline escaped.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', r"\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 fn seconds(delta: chrono::TimeDelta) -> f64 {

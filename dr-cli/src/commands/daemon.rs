@@ -256,9 +256,8 @@ async fn serve_metrics(app: Arc<App>, listener: tokio::net::TcpListener) {
 }
 
 async fn metrics_text(app: &App) -> CliResult<String> {
-    let repo = app.read_repository(None).await?;
-    let statuses = super::status::gather(app, &repo).await?;
-    Ok(dr_core::status::prometheus(&statuses, Utc::now()))
+    let report = super::status::run(app).await?;
+    Ok(super::status::prometheus(&report))
 }
 
 fn http(code: u16, reason: &str, body: &str) -> String {

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use dr_core::Repository;
-use dr_postgres::pitr;
+
 use dr_postgres::{ArchiveCheck, check_archive};
 
 use crate::app::App;
@@ -66,25 +66,6 @@ pub async fn archive_checks(repo: &Repository, sources: &[&str]) -> CliResult<Ve
         }
     }
     Ok(checks)
-}
-
-/// One line per source: the window one can recover to.
-pub fn print_windows(checks: &[ArchiveCheck]) {
-    for check in checks {
-        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-            t.map_or_else(|| "?".into(), pitr::exact_time)
-        };
-        println!(
-            "{}: recoverable from {} to {} (newest WAL {})",
-            check.source,
-            time(check.earliest),
-            time(check.latest),
-            check.newest_segment.as_deref().unwrap_or("none")
-        );
-        for problem in &check.problems {
-            println!("  PROBLEM {problem}");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,72 +1,12 @@
-//! Recovery points: `dr list --points` and `dr restore --point ID|latest`.
+//! Recovery points: `dr restore --point ID|latest` (`dr list --points` is in `list`).
 
 use dr_core::ops::restore::{PointRestoreOptions, PointRestoreReport};
-use dr_core::{PointSelector, ProgressHandle, RecoveryPoint};
+use dr_core::{PointSelector, ProgressHandle};
 
 use crate::app::App;
 use crate::cli::RestoreArgs;
 use crate::exit::{CliError, CliResult, Context};
 use crate::output;
-
-/// `dr list --points`; exit 3 when a point record is unreadable or does not match the
-/// backups it names (said on stderr).
-pub async fn list_points(app: &App) -> CliResult<()> {
-    let repo = app.read_repository(None).await?;
-    let listing = repo
-        .points()
-        .await
-        .doing(|| "listing recovery points".into())?;
-    print_points(app, &listing.points)?;
-    let backups = repo.list(None).await.doing(|| "listing backups".into())?;
-    let problems = dr_core::ops::prune::point_problems(&listing, &backups);
-    for problem in &problems {
-        eprintln!("PROBLEM {problem}");
-    }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(CliError::verification(
-        "recovery points are damaged (see above): do not rely on them",
-    ))
-}
-
-fn print_points(app: &App, points: &[RecoveryPoint]) -> CliResult<()> {
-    if app.global.json {
-        return output::json(&points);
-    }
-    if points.is_empty() {
-        println!("no recovery points (dr backup --all or --group NAME records one)");
-        return Ok(());
-    }
-    let rows: Vec<Vec<String>> = points
-        .iter()
-        .map(|p| {
-            let members: Vec<String> = p
-                .members
-                .iter()
-                .map(|m| format!("{} {}", m.source, m.backup_id))
-                .chain(p.failed.iter().map(|f| format!("{} FAILED", f.source)))
-                .collect();
-            vec![
-                p.id.clone(),
-                p.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                p.group.clone(),
-                if p.is_complete() {
-                    "complete"
-                } else {
-                    "INCOMPLETE"
-                }
-                .into(),
-                members.join(", "),
-            ]
-        })
-        .collect();
-    output::table(
-        &["POINT", "CREATED (UTC)", "GROUP", "STATE", "BACKUPS"],
-        &rows,
-    );
-    Ok(())
-}
 
 /// `dr restore --point ID|latest`: every member backup, in the group's restore order, each
 /// into its source's own place (each kind's safe restore: staged, checked, swapped, the

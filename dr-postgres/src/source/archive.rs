@@ -134,6 +134,7 @@ async fn check_one(
         return;
     };
     findings.recoverable_until = run.recoverable_until;
+    findings.newest_archived = check.newest_segment.clone();
     if run.gap.is_none() {
         let last = run.files.last().map_or("none", |f| f.name.as_str());
         let until = run
@@ -146,6 +147,7 @@ async fn check_one(
         ));
     }
     let facts = BaseBackupFacts::from_info(&manifest.source_info, &manifest.id).ok();
+    findings.recoverable_from = facts.as_ref().map(|f| f.stop_time);
     let size = facts.as_ref().map(|f| f.wal_segment_size);
     check_run_files(repo, &check.source, run, (level, size), findings).await;
     // The base backup's own first and last segments: recovery asks the archive for them
