@@ -71,7 +71,11 @@ async fn a_drill_restores_checks_measures_and_records() {
         "{entry:?}"
     );
     let recorded = repo.drills(Some("app")).await.unwrap();
-    assert_eq!(recorded, [entry.record.clone()], "recorded as reported");
+    assert_eq!(
+        recorded,
+        std::slice::from_ref(&entry.record),
+        "recorded as reported"
+    );
     // The JSON of an entry is its record with the verdict beside it.
     let json = serde_json::to_value(&run).unwrap();
     assert_eq!(json["drills"][0]["verdict"], "passed");
