@@ -142,15 +142,12 @@ impl App {
         Err(primary)
     }
 
-    // Called by the commands once the backends register their kinds (the lead's merge).
-    #[allow(dead_code)]
     /// The system of this configuration, every source built by the kind registry of the
     /// facade (`dr::registry()`).
     pub fn system(&self) -> CliResult<dr_core::ops::System> {
         self.config.system(dr::registry(), &self.self_command())
     }
 
-    #[allow(dead_code)]
     /// The argv that runs this `dr` again with the same configuration, repository and
     /// identity (for commands a datastore calls back, such as PostgreSQL's
     /// `restore_command`); paths made absolute.

@@ -200,6 +200,9 @@ pub enum Command {
         /// The backup whose restore is timed: an id or a source (default: the largest).
         #[arg(long)]
         backup: Option<String>,
+        /// Parts processed at once in the timed restore (default: the configured value).
+        #[arg(long)]
+        restore_threads: Option<usize>,
     },
     /// Apply the retention policies: delete the backups no rule keeps, and stale orphans.
     Prune {

@@ -7,8 +7,7 @@ use dr_core::drill::Objectives;
 use dr_core::ops::{ConfiguredSource, Group, Hooks, System};
 use dr_core::registry::{Registry, SourceSettings};
 use dr_core::{PipelineOptions, RetentionPolicy};
-use dr_postgres::PgConnection;
-use dr_sqlite::{Integrity, UserCheck};
+use dr_sqlite::UserCheck;
 use serde::Deserialize;
 
 use crate::exit::{CliError, CliResult};
@@ -51,10 +50,6 @@ pub struct Config {
     /// `dr daemon` settings.
     #[serde(default)]
     pub daemon: crate::schedule::DaemonConfig,
-    /// Each `[sources.NAME]` table as written: what [`Config::system`] hands to the kind's
-    /// factory (without the generic keys).
-    #[serde(skip)]
-    pub source_tables: BTreeMap<String, toml::Table>,
 }
 
 /// `[groups.NAME]`.
@@ -65,7 +60,6 @@ pub struct GroupConfig {
     pub sources: Vec<String>,
     /// Commands run around the whole group (backup, point restore) and its health check.
     #[serde(default)]
-    #[cfg_attr(not(test), allow(dead_code))]
     pub hooks: Hooks,
 }
 
@@ -101,9 +95,9 @@ impl PipelineConfig {
 /// `[sources.NAME]`.
 #[derive(Debug, Deserialize)]
 pub struct SourceConfig {
-    /// What kind of source, with its settings.
-    #[serde(flatten)]
-    pub kind: SourceKind,
+    /// The source type (`sqlite`, `postgres`, `redis`, `directory`, `bucket`, or one a
+    /// front end registered): its factory in the registry checks the settings.
+    pub kind: String,
     /// Retention for this source (replaces the default one).
     pub retention: Option<RetentionPolicy>,
     /// Checks run on a restored copy (verify --level restore, restore).
@@ -113,165 +107,13 @@ pub struct SourceConfig {
     pub objectives: Option<Objectives>,
     /// Commands run before and after its backups and restores, and its health check.
     #[serde(default)]
-    #[cfg_attr(not(test), allow(dead_code))]
     pub hooks: Hooks,
+    /// Everything else in the table: the type's own settings, handed to its factory as
+    /// written (which refuses keys it does not know).
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
-/// The kinds of sources and their settings.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum SourceKind {
-    /// A SQLite database file.
-    Sqlite {
-        /// The database file.
-        path: PathBuf,
-        /// Record exact row counts (default true).
-        #[serde(default = "yes")]
-        count_rows: bool,
-        /// Where the temporary snapshot goes.
-        temp_dir: Option<PathBuf>,
-        /// Check run on a restored copy before the swap: `quick` (default) or `full`.
-        #[serde(default = "quick")]
-        restore_integrity: Integrity,
-    },
-    /// A PostgreSQL database, backed up logically with pg_dump.
-    Postgres {
-        /// `postgres://user@host:port/dbname` (a password here works, `password_env` is better).
-        url: String,
-        /// Name of an environment variable holding the password.
-        password_env: Option<String>,
-        /// Exact row counts (default) or the planner's estimates.
-        #[serde(default = "yes")]
-        exact_counts: bool,
-        /// Also dump roles and tablespaces (needs a superuser; default true).
-        #[serde(default = "yes")]
-        globals: bool,
-        /// `"schema.table" = "column"`: the newest value of each is recorded and checked after
-        /// a restore (e.g. `"public.orders" = "created_at"`).
-        #[serde(default)]
-        timestamp_columns: BTreeMap<String, String>,
-        /// `logical` (pg_dump of one database, default) or `physical` (pg_basebackup of the
-        /// whole cluster, for point-in-time recovery with the WAL archive).
-        #[serde(default)]
-        method: PgMethod,
-        /// Physical: start the base backup with a fast checkpoint (default) or a spread one.
-        #[serde(default = "yes")]
-        fast_checkpoint: bool,
-    },
-    /// A directory tree (uploads, configuration), backed up incrementally.
-    Directory {
-        /// The root of the tree.
-        path: PathBuf,
-        /// Only files matching one of these globs (relative paths; `*`, `?`, `**`).
-        #[serde(default)]
-        include: Vec<String>,
-        /// Leave out paths matching one of these globs (e.g. `"cache"`, `"*.tmp"`).
-        #[serde(default)]
-        exclude: Vec<String>,
-        /// Also descend into other filesystems mounted below `path`.
-        #[serde(default)]
-        cross_filesystems: bool,
-    },
-    /// A bucket or prefix of an object store (`s3://bucket/media`, `gs://...`, `az://...`,
-    /// a local directory), backed up incrementally by ETag.
-    Bucket {
-        /// Where the objects are.
-        url: String,
-        /// object_store options (endpoint, region...); credentials come from the environment.
-        #[serde(default)]
-        options: BTreeMap<String, String>,
-    },
-    /// A Redis server (every database).
-    Redis {
-        /// `redis://[:password@]host:port` (`password_env` is better than a password here).
-        url: String,
-        /// Name of an environment variable holding the password.
-        password_env: Option<String>,
-        /// `rdb` (the server's snapshot over the replication protocol, default) or `logical`
-        /// (SCAN + DUMP, for managed servers that refuse SYNC).
-        #[serde(default)]
-        mode: RedisModeConfig,
-        /// Restore RDB backups as this file (the server's `dump.rdb`); without it, restores
-        /// replay the keys into the server at `url` with RESTORE.
-        rdb_path: Option<PathBuf>,
-        /// Run before the restored file is swapped in (e.g. `systemctl stop redis-server`).
-        stop_command: Option<String>,
-        /// Run after it (e.g. `systemctl start redis-server`).
-        start_command: Option<String>,
-    },
-}
-
-/// `mode` of a Redis source.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RedisModeConfig {
-    /// RDB over the replication protocol.
-    #[default]
-    Rdb,
-    /// SCAN + DUMP + PTTL.
-    Logical,
-}
-
-/// How a PostgreSQL source is backed up.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PgMethod {
-    /// pg_dump of one database.
-    #[default]
-    Logical,
-    /// pg_basebackup of the cluster plus the WAL archive.
-    Physical,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn quick() -> Integrity {
-    Integrity::Quick
-}
-
-/// The password held by the environment variable named in `password_env`, if one is named.
-fn password_from_env(var: Option<&str>) -> CliResult<Option<String>> {
-    var.map(|var| {
-        std::env::var(var).map_err(|_| {
-            CliError::usage(format!(
-                "the environment variable {var} (password_env) is not set"
-            ))
-        })
-    })
-    .transpose()
-}
-
-
-impl SourceConfig {
-    /// The PostgreSQL connection of a `postgres` source.
-    pub fn postgres(&self) -> CliResult<PgConnection> {
-        let SourceKind::Postgres {
-            url, password_env, ..
-        } = &self.kind
-        else {
-            return Err(CliError::usage("not a postgres source"));
-        };
-        let conn = PgConnection::from_url(url).map_err(CliError::from)?;
-        Ok(match password_from_env(password_env.as_deref())? {
-            Some(password) => conn.with_password(password),
-            None => conn,
-        })
-    }
-
-    /// Whether this is a physical PostgreSQL source (restored by point-in-time recovery).
-    pub fn is_physical(&self) -> bool {
-        matches!(
-            self.kind,
-            SourceKind::Postgres {
-                method: PgMethod::Physical,
-                ..
-            }
-        )
-    }
-
-}
 
 impl Config {
     /// Reads `path`; a missing file is an empty configuration unless `required`.
@@ -297,20 +139,9 @@ impl Config {
     /// # Errors
     /// The TOML parser's error (unknown keys, wrong types).
     pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
-        let mut config: Config = toml::from_str(text)?;
-        let mut table: toml::Table = toml::from_str(text)?;
-        if let Some(toml::Value::Table(sources)) = table.remove("sources") {
-            for (name, value) in sources {
-                if let toml::Value::Table(t) = value {
-                    config.source_tables.insert(name, t);
-                }
-            }
-        }
-        Ok(config)
+        toml::from_str(text)
     }
 
-    // Called by the commands once the backends register their kinds (the lead's merge).
-    #[cfg_attr(not(test), allow(dead_code))]
     /// The system this configuration describes: every `[sources.NAME]` built by the
     /// registry's factory for its `kind` from the table without the generic keys (`kind`,
     /// `retention`, `checks`, `objectives`, `hooks`; factories refuse unknown keys), the
@@ -338,8 +169,6 @@ impl Config {
         Ok(system)
     }
 
-    // Called by the commands once the backends register their kinds (the lead's merge).
-    #[cfg_attr(not(test), allow(dead_code))]
     fn configured_source(
         &self,
         registry: &Registry,
@@ -347,21 +176,14 @@ impl Config {
         config: &SourceConfig,
         self_command: &[String],
     ) -> CliResult<ConfiguredSource> {
-        let mut table = self.source_tables.get(name).cloned().unwrap_or_default();
-        let kind = match table.remove("kind") {
-            Some(toml::Value::String(kind)) => kind,
-            _ => return Err(CliError::usage(format!("source {name}: `kind` is missing"))),
-        };
-        for generic in ["retention", "checks", "objectives", "hooks"] {
-            table.remove(generic);
-        }
-        let values = serde_json::to_value(&table)
+        let kind = config.kind.as_str();
+        let values = serde_json::to_value(&config.settings)
             .map_err(|e| CliError::usage(format!("source {name}: {e}")))?;
         let settings = SourceSettings::new(values)
             .with_checks(config.checks.clone())
             .with_self_command(self_command.to_vec());
         let built = registry
-            .build_source(&kind, &settings)
+            .build_source(kind, &settings)
             .map_err(|e| CliError::from(e).context(&format!("configuring source {name}")))?;
         let mut source = ConfiguredSource::new(name, built).with_hooks(config.hooks.clone());
         if let Some(retention) = &config.retention {
@@ -397,7 +219,7 @@ impl Config {
         let postgres: Vec<&String> = self
             .sources
             .iter()
-            .filter(|(_, s)| matches!(s.kind, SourceKind::Postgres { .. }))
+            .filter(|(_, s)| s.kind == "postgres")
             .map(|(name, _)| name)
             .collect();
         match postgres.as_slice() {
@@ -418,14 +240,6 @@ impl Config {
             .get(name)
             .and_then(|s| s.retention.as_ref())
             .unwrap_or(&self.retention)
-    }
-
-    /// The objectives of source `name`: its own, else the default ones.
-    pub fn objectives_for(&self, name: &str) -> Objectives {
-        self.sources
-            .get(name)
-            .and_then(|s| s.objectives)
-            .unwrap_or(self.objectives)
     }
 }
 
@@ -466,14 +280,11 @@ mod tests {
         assert_eq!(config.retention_for("app").keep_last, 3);
         assert_eq!(config.retention_for("other").keep_daily, 30);
         let app = config.source("app").unwrap();
-        assert!(matches!(
-            app.kind,
-            SourceKind::Sqlite {
-                restore_integrity: Integrity::Full,
-                ..
-            }
-        ));
+        assert_eq!(app.kind, "sqlite");
+        assert_eq!(app.settings["restore_integrity"].as_str(), Some("full"));
         assert_eq!(app.checks.len(), 1);
+        let system = config.system(dr::registry(), &[]).unwrap();
+        assert_eq!(system.source("app").unwrap().source.kind(), "sqlite");
     }
 
     #[test]
@@ -506,6 +317,10 @@ mod tests {
             for schedule in &config.schedules {
                 crate::schedule::Schedule::parse(schedule.clone()).unwrap();
             }
+            // Every source's settings are accepted by its type's factory.
+            if let Err(e) = config.system(dr::registry(), &[]) {
+                panic!("{}\n{sample}", e.message);
+            }
         }
         let pitr: Config = toml::from_str(
             readme
@@ -517,16 +332,23 @@ mod tests {
                 .unwrap(),
         )
         .unwrap();
-        assert!(pitr.source("shop-pitr").unwrap().is_physical());
+        let system = pitr.system(dr::registry(), &[]).unwrap();
+        let physical = &system.source("shop-pitr").unwrap().source;
+        assert!(physical.restores_by_point_in_time());
     }
 
     #[test]
     fn typos_are_refused() {
         let err = toml::from_str::<Config>("[retention]\nkeep_dayly = 3\n").unwrap_err();
         assert!(err.to_string().contains("keep_dayly"), "{err}");
-        let err = toml::from_str::<Config>("[sources.x]\nkind = \"oracle\"\npath = \"/x\"\n")
-            .unwrap_err();
-        assert!(err.to_string().contains("oracle"), "{err}");
+        let system = |text: &str| {
+            let config: Config = toml::from_str(text).unwrap();
+            config.system(dr::registry(), &[]).map(|_| ()).unwrap_err().message
+        };
+        let err = system("[sources.x]\nkind = \"oracle\"\npath = \"/x\"\n");
+        assert!(err.contains("oracle"), "{err}");
+        let err = system("[sources.x]\nkind = \"sqlite\"\npathh = \"/x\"\n");
+        assert!(err.contains("pathh"), "{err}");
     }
 
     struct Recording;

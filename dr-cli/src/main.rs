@@ -135,6 +135,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             levels,
             threads,
             backup,
+            restore_threads,
         } => {
             let threads = if threads.is_empty() {
                 vec![app.config.pipeline.options().threads]
@@ -146,6 +147,7 @@ async fn run(cli: Cli) -> CliResult<()> {
                 levels,
                 threads,
                 backup,
+                restore_threads,
             };
             commands::bench(&app, &args).await
         }

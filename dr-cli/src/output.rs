@@ -17,10 +17,6 @@ pub fn json<T: Serialize>(value: &T) -> CliResult<()> {
     Ok(())
 }
 
-/// Prints rows as an aligned table with a header.
-pub fn table(header: &[&str], rows: &[Vec<String>]) {
-    print!("{}", table_text(header, rows));
-}
 
 /// Rows as an aligned table with a header, one line each.
 pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {

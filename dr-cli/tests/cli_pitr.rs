@@ -301,7 +301,7 @@ fn a_drill_recovers_on_a_scratch_server_and_measures_the_rpo_from_the_archive() 
     archive_now(port);
     let drilled: serde_json::Value =
         serde_json::from_str(&work.ok(&["drill", "db", "--json"])).unwrap();
-    let record = &drilled[0];
+    let record = &drilled["drills"][0];
     assert_eq!(record["ok"], true, "{record}");
     let passed = record["passed"].to_string();
     // dr runs as the postgres user here (Work::dr), so the drill really recovers.

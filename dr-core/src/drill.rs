@@ -162,16 +162,45 @@ pub async fn run_drill(
     let outcome = verifier.verify(backup, VerifyLevel::Restore).await;
     // Rounded up: a measured sub-millisecond drill is 1 ms, only no measurement is 0.
     let rto_ms = u64::try_from(clock.elapsed().as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
-    let manifest = backup.manifest();
     let (passed, problems) = match outcome {
         Ok(report) => drill_findings(report),
         Err(e) => (Vec::new(), vec![format!("the test restore failed: {e}")]),
     };
+    let record = drill_record(backup, options, started_at, rto_ms, passed, problems);
+    repo.record_drill(&record).await?;
+    Ok(record)
+}
+
+/// Records a drill that could not even be prepared (say, its RPO probe could not be
+/// written): failed with `problem`, nothing restored, no RTO measured.
+///
+/// # Errors
+/// [`Error::Store`] when the record cannot be written.
+pub async fn record_unprepared_drill(
+    repo: &Repository,
+    backup: &BackupReader,
+    problem: String,
+    options: &DrillOptions,
+) -> Result<DrillRecord> {
+    let record = drill_record(backup, options, Utc::now(), 0, Vec::new(), vec![problem]);
+    repo.record_drill(&record).await?;
+    Ok(record)
+}
+
+fn drill_record(
+    backup: &BackupReader,
+    options: &DrillOptions,
+    started_at: DateTime<Utc>,
+    rto_ms: u64,
+    passed: Vec<String>,
+    problems: Vec<String>,
+) -> DrillRecord {
+    let manifest = backup.manifest();
     let recoverable_until = options
         .recoverable_until
         .unwrap_or(manifest.finished_at)
         .max(manifest.finished_at);
-    let record = DrillRecord {
+    DrillRecord {
         source: manifest.source.clone(),
         kind: manifest.kind.clone(),
         backup_id: manifest.id.clone(),
@@ -187,9 +216,7 @@ pub async fn run_drill(
         objectives: options.objectives,
         passed,
         problems,
-    };
-    repo.record_drill(&record).await?;
-    Ok(record)
+    }
 }
 
 /// What a drill records of a verification: a verification that did not reach the restore

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::drill::{BackupFailure, DrillRecord, Objectives};
 use crate::manifest::Manifest;
 
 /// The report over a period.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecoveryReport {
     /// When it was made.
     pub generated_at: DateTime<Utc>,
@@ -28,7 +28,7 @@ pub struct RecoveryReport {
 }
 
 /// One source's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SourceReport {
     /// Source name.
     pub source: String,

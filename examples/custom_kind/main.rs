@@ -1,4 +1,4 @@
-//! A custom source kind registered once, then backed up, verified, drilled and restored
+//! A custom source kind registered once, then backed up, verified, drilled, benched and restored
 //! through the same library operations the `dr` command uses.
 //!
 //! `cargo run --example custom_kind`
@@ -11,14 +11,14 @@ mod journal;
 use std::path::Path;
 use std::sync::Arc;
 
-use dr::drill::{DrillOptions, run_drill};
 use dr::ops::backup::{BackupRunOptions, backup};
+use dr::ops::bench::{BenchOptions, RestoreChoice, bench};
+use dr::ops::drill::{DrillOptions, DrillTarget, drill};
 use dr::ops::restore::{RestoreRunOptions, restore};
 use dr::ops::verify::{VerifyOptions, verify};
 use dr::ops::{ConfiguredSource, System};
 use dr::{
-    BackupSelector, Error, Event, Identities, Progress, ProgressHandle, Result, Scope,
-    SourceSettings, VerifyLevel,
+    Error, Event, Identities, Progress, ProgressHandle, Result, Scope, SourceSettings, VerifyLevel,
 };
 
 /// Prints every phase that starts, finishes or fails, with what it belongs to.
@@ -65,7 +65,7 @@ async fn main() -> Result<()> {
         .register_kind(Arc::new(journal::JournalKind));
     let settings = SourceSettings::new(serde_json::json!({ "path": journal }));
     let source = registry.build_source(journal::KIND, &settings)?;
-    let system = System::new(registry).with_source(ConfiguredSource::new("audit", source.clone()));
+    let system = System::new(registry).with_source(ConfiguredSource::new("audit", source));
 
     let identities = Identities::generate();
     let repo_dir = work.path().join("repo").display().to_string();
@@ -100,14 +100,33 @@ async fn main() -> Result<()> {
         println!("   ok {line}");
     }
 
-    println!("4. a drill: a timed restore into scratch with the kind's checks");
-    let reader = repo.open_backup("audit", &BackupSelector::Latest).await?;
-    let setup = source.drill(&repo, &reader).await?;
-    let drill_options = DrillOptions::new(system.objectives_for("audit"))
-        .with_recoverable_until(setup.recoverable_until);
-    let record = run_drill(&repo, &reader, setup.verifier.as_ref(), &drill_options).await?;
-    assert!(record.passed(), "the drill failed: {:?}", record.problems);
-    println!("   drill passed in {} ms", record.rto_ms);
+    println!("4. a drill through ops::drill: a timed restore into scratch with the kind's checks");
+    let drill_options = DrillOptions::default().with_target(DrillTarget::Source("audit".into()));
+    let drilled = drill(&repo, &system, &drill_options, &progress).await?;
+    assert!(
+        drilled.is_success(),
+        "the drill failed: {:?}",
+        drilled.failure()
+    );
+    println!("   drill passed in {} ms", drilled.drills[0].record.rto_ms);
+
+    println!("   and a bench through ops::bench: its restore to a null sink and into scratch");
+    let bench_options = BenchOptions::default()
+        .with_size_bytes(0)
+        .with_restore(RestoreChoice::Backup("audit".into()));
+    let timed = bench(&repo, &system, &bench_options, &progress).await?;
+    for run in &timed.runs {
+        println!(
+            "   {:?}: {} bytes in {:.1} ms, {:.0} MB/s",
+            run.phase, run.plain_bytes, run.elapsed_ms, run.mb_per_s
+        );
+    }
+    assert_eq!(
+        timed.runs.len(),
+        2,
+        "null sink and scratch target: {:?}",
+        timed.notes
+    );
 
     println!("5. a disaster: the journal is truncated; restoring through ops::restore");
     write(&journal, b"{\"seq\":0")?;

@@ -6,7 +6,6 @@ mod copy;
 mod daemon;
 mod drill;
 mod list;
-mod pitr;
 mod points;
 mod prune;
 mod restore;

@@ -14,6 +14,7 @@ pub mod drill;
 pub mod hooks;
 pub mod list;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod status;
 mod system;
