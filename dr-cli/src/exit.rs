@@ -109,6 +109,7 @@ impl From<&dr_core::Error> for CliError {
             E::InvalidName { .. }
             | E::InvalidLocation { .. }
             | E::BackupNotFound { .. }
+            | E::Usage(_)
             | E::Refused(_) => Failure::Usage,
             _ => Failure::Operational,
         };

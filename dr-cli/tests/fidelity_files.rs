@@ -202,7 +202,7 @@ fn a_restore_as_another_user_reports_the_nodes_it_cannot_create() {
     );
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("warning: 1 FIFOs or device nodes were not created: null (character device 1:3: creating it needs root"),
+        text.contains("note: 1 FIFOs or device nodes were not created: null (character device 1:3: creating it needs root"),
         "{text}"
     );
     let null = fields_ending(&source, &[""])

@@ -68,6 +68,13 @@ fn print_point_restore(report: &PointRestoreReport) {
             )
         }
     );
+    if let (Some(health), Some(rto)) = (&report.health, report.rto_ms) {
+        println!(
+            "healthy {:.1} s after the restore began (RTO; health check passed after {} attempts)",
+            rto as f64 / 1000.0,
+            health.attempts
+        );
+    }
     for failure in point_hook_failures(report) {
         eprintln!("error: {failure}");
     }

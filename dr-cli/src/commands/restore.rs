@@ -112,8 +112,12 @@ pub fn print(report: &RestoreRunReport) {
         println!("note: {note}");
     }
     print_hooks(report);
-    if let Some(rto) = report.rto_ms.filter(|_| !dry_run && !report.hooks.is_empty()) {
-        println!("healthy {:.1} s after the restore began (RTO)", rto as f64 / 1000.0);
+    if let (Some(health), Some(rto)) = (&report.health, report.rto_ms.filter(|_| !dry_run)) {
+        println!(
+            "healthy {:.1} s after the restore began (RTO; health check passed after {} attempts)",
+            rto as f64 / 1000.0,
+            health.attempts
+        );
     }
 }
 

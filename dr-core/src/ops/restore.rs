@@ -172,7 +172,12 @@ pub async fn restore(
             .with_backup(&backup_id)
     });
     let repo = repo.clone().with_progress_handle(progress.clone());
-    let selector = BackupSelector::Id(backup_id.clone());
+    // The backup found above, unless the kind picks its base from a recovery target.
+    let selector = if configured.source.restores_by_point_in_time() {
+        options.selector.clone()
+    } else {
+        BackupSelector::Id(backup_id.clone())
+    };
     let request = RestoreRequest::new(&repo, name, &selector, &options.options);
     progress.start("restore", None);
     let restored = configured.source.restore(&request).await;
