@@ -95,7 +95,9 @@ impl From<dr_core::Error> for CliError {
             E::InvalidName { .. }
             | E::InvalidLocation { .. }
             | E::BackupNotFound { .. }
-            | E::Refused(_) => Failure::Usage,
+            | E::Refused { .. }
+            | E::TargetExists { .. }
+            | E::TargetInUse { .. } => Failure::Usage,
             _ => Failure::Operational,
         };
         CliError {

@@ -112,10 +112,13 @@ impl DatabaseProperties {
         let mut bytes = Vec::new();
         backup.copy_artifact(DATABASE_ARTIFACT, &mut bytes).await?;
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::Restore(format!(
-                "the database properties of backup {} are unreadable ({e})",
-                backup.id()
-            ))
+            Error::restore(
+                "postgres",
+                format!(
+                    "the database properties of backup {} are unreadable ({e})",
+                    backup.id()
+                ),
+            )
         })
     }
 
@@ -161,7 +164,7 @@ impl DatabaseProperties {
                 .await?,
         );
         run_in_transaction(client, &sql).await.map_err(|e| {
-            Error::Restore(format!(
+            Error::restore("postgres", format!(
                 "giving database {name} the properties of {} failed: {e}; the restored data is in place but its owner, privileges, settings and comment are not (see `dr restore --help`)",
                 self.name
             ))

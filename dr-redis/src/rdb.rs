@@ -418,7 +418,10 @@ impl<R: Read> Tracked<R> {
     }
 
     fn damaged_at(&self, offset: u64, detail: &str) -> Error {
-        Error::Source(format!("the RDB is damaged at byte {offset}: {detail}"))
+        Error::invalid_data(
+            "RDB",
+            format!("the RDB is damaged at byte {offset}: {detail}"),
+        )
     }
 }
 

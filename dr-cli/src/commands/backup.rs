@@ -149,12 +149,16 @@ pub async fn backup(app: &App, run: BackupRun<'_>) -> CliResult<()> {
         return Ok(());
     }
     let names: Vec<&str> = failed.iter().map(|f| f.source.as_str()).collect();
-    Err(CliError::from(dr_core::Error::Source(format!(
-        "{} of {} sources failed ({}): the recovery point is incomplete; fix them and run the backup again",
-        failed.len(),
-        names.len() + made.len(),
-        names.join(", ")
-    ))))
+    Err(CliError::from(dr_core::Error::backend(
+        "source",
+        "backup",
+        format!(
+            "{} of {} sources failed ({}): the recovery point is incomplete; fix them and run the backup again",
+            failed.len(),
+            names.len() + made.len(),
+            names.join(", ")
+        ),
+    )))
 }
 
 async fn backup_one(

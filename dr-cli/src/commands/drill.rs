@@ -168,7 +168,7 @@ impl dr_core::Verify for Failing {
         _: &dr_core::BackupReader,
         _: dr_core::VerifyLevel,
     ) -> dr_core::Result<dr_core::VerifyReport> {
-        Err(dr_core::Error::Source(self.0.clone()))
+        Err(dr_core::Error::backend("source", "backup", self.0.clone()))
     }
 }
 

@@ -105,15 +105,19 @@ impl dr_core::Source for ConfigSource {
     fn verifier(&self, _: &Repository) -> dr_core::Result<Box<dyn dr_core::Verify>> {
         match &self.verifier {
             Ok(verifier) => Ok(Box::new(SharedVerifier(verifier.clone()))),
-            Err(message) => Err(dr_core::Error::Refused(message.clone())),
+            Err(message) => Err(dr_core::Error::refused(
+                dr_core::Refusal::Unsupported,
+                message.clone(),
+            )),
         }
     }
 }
 
 fn not_here(what: &str) -> dr_core::Error {
-    dr_core::Error::Refused(format!(
-        "{what} of configured sources go through their own command"
-    ))
+    dr_core::Error::refused(
+        dr_core::Refusal::Unsupported,
+        format!("{what} of configured sources go through their own command"),
+    )
 }
 
 /// A verifier shared by every call of [`ConfigSource::verifier`].

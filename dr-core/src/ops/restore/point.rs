@@ -244,11 +244,14 @@ fn refuse_incomplete(point: &RecoveryPoint, allow: bool) -> Result<()> {
         return Ok(());
     }
     let failed: Vec<&str> = point.failed.iter().map(|f| f.source.as_str()).collect();
-    Err(Error::Refused(format!(
-        "recovery point {} is incomplete ({} failed): restore its sources one by one, or pass --force to restore what it holds",
-        point.id,
-        failed.join(", ")
-    )))
+    Err(Error::refused(
+        crate::Refusal::Incomplete,
+        format!(
+            "recovery point {} is incomplete ({} failed): restore its sources one by one, or pass --force to restore what it holds",
+            point.id,
+            failed.join(", ")
+        ),
+    ))
 }
 
 /// Refuses, before anything is restored, a point whose members are not the committed
