@@ -71,7 +71,7 @@ pub async fn copy_backup(
                     "already holds a different backup {} of {}",
                     manifest.id, manifest.source
                 ),
-                hint: "refusing to overwrite it".into(),
+                hint: "nothing was copied over it (check what wrote it there)".into(),
             });
         }
         Err(Error::MissingObject { .. }) => {}

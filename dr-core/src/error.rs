@@ -275,11 +275,11 @@ pub enum Error {
     },
 
     /// The target of a restore or copy already holds something dr will not overwrite.
-    #[error("{target} {found}: {hint}")]
+    #[error("Refusing to overwrite {target}: it {found}; {hint}")]
     TargetExists {
         /// Where dr would have written (a path, a repository, a server).
         target: String,
-        /// What is there (`is not empty`, `already holds 3 keys`...).
+        /// What is there, after "it" (`is not empty`, `already holds 3 keys`...).
         found: String,
         /// Why dr stops and what to do.
         hint: String,
@@ -308,7 +308,7 @@ pub enum Error {
 
     /// A hook command failed before the operation touched anything.
     #[error(
-        "{phase} hook {command} failed ({error}): nothing was {undone}; fix the hook or the service it checks and run again"
+        "The {phase} hook {command} failed ({error}): nothing was {undone}; fix the hook or the service it checks and run again"
     )]
     HookFailed {
         /// `before_backup`, `before_restore`...

@@ -121,10 +121,9 @@ impl<'a> WalArchive<'a> {
                 return Ok(PushOutcome::AlreadyArchived);
             }
             return Err(Error::TargetExists {
-                target: format!("the WAL archive of {}", self.source),
-                found: format!("already holds a different {name}"),
-                hint: "refusing to overwrite it (is another cluster using this source name?)"
-                    .into(),
+                target: format!("{name} in the WAL archive of {}", self.source),
+                found: "is already archived, with a different content".into(),
+                hint: "is another cluster using this source name? Give each cluster its own".into(),
             });
         }
         let recipients = self.repo.recipients()?;
