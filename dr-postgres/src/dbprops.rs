@@ -49,7 +49,7 @@ impl DatabaseProperties {
     /// Reads the properties of the database `client` is connected to.
     ///
     /// # Errors
-    /// [`Error::Source`] if the catalogs cannot be read.
+    /// [`Error::Backend`] if the catalogs cannot be read.
     pub async fn read(client: &Client, conn: &PgConnection) -> Result<Self> {
         let explain = |e: tokio_postgres::Error| conn.explain("reading database properties of", &e);
         let row = client

@@ -119,7 +119,7 @@ pub struct TimelineSwitch {
 /// Parses a history file (`parentTLI<TAB>switchpoint<TAB>reason` lines, `#` comments).
 ///
 /// # Errors
-/// [`Error::Source`] for a malformed line.
+/// [`Error::Backend`] for a malformed line.
 pub fn parse_history(text: &str) -> Result<Vec<TimelineSwitch>, Error> {
     let mut switches = Vec::new();
     for line in text.lines() {

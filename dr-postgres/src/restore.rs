@@ -71,7 +71,7 @@ impl PostgresTarget {
     /// again if anything failed. Returns the checks' outcome.
     ///
     /// # Errors
-    /// [`Error::Source`] for pg_restore or connection failures, [`Error::ChecksFailed`].
+    /// [`Error::Backend`] for pg_restore or connection failures, [`Error::ChecksFailed`].
     pub async fn restore_into_new(
         &self,
         backup: &BackupReader,

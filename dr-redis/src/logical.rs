@@ -301,7 +301,7 @@ impl<R: AsyncRead + Unpin> KeyReader<R> {
     /// streams recorded remaining TTLs, counted from then.
     ///
     /// # Errors
-    /// [`Error::Source`] when this is not a key record stream.
+    /// [`Error::InvalidData`] when this is not a key record stream.
     pub async fn new(mut input: R, backup_started_ms: i64) -> Result<Self> {
         let mut header = [0u8; 13];
         input
@@ -329,7 +329,7 @@ impl<R: AsyncRead + Unpin> KeyReader<R> {
     /// The next key, skipping library records; `None` after the end marker.
     ///
     /// # Errors
-    /// [`Error::Source`] for a truncated or malformed stream.
+    /// [`Error::InvalidData`] for a truncated or malformed stream.
     pub async fn next(&mut self) -> Result<Option<KeyRecord>> {
         loop {
             match self.next_record().await? {
@@ -343,7 +343,7 @@ impl<R: AsyncRead + Unpin> KeyReader<R> {
     /// The next record, `None` after the end marker (whose count must match).
     ///
     /// # Errors
-    /// [`Error::Source`] for a truncated or malformed stream.
+    /// [`Error::InvalidData`] for a truncated or malformed stream.
     pub async fn next_record(&mut self) -> Result<Option<Record>> {
         if self.ended {
             return Ok(None);

@@ -54,7 +54,7 @@ impl RedisConnection {
     /// Connects and authenticates.
     ///
     /// # Errors
-    /// [`Error::Source`] saying whether the server is unreachable or refused the password.
+    /// [`Error::Backend`] saying whether the server is unreachable or refused the password.
     pub async fn connect(&self) -> Result<RespClient> {
         let mut client = self.open(Duration::from_secs(10)).await?;
         self.login(&mut client).await?;
@@ -64,7 +64,7 @@ impl RedisConnection {
     /// Opens the TCP connection only (no AUTH): whether something listens at the address.
     ///
     /// # Errors
-    /// [`Error::Source`] when nothing answers within `timeout` or the connection is refused.
+    /// [`Error::Backend`] (retryable) when nothing answers within `timeout` or the connection is refused.
     pub async fn open(&self, timeout: Duration) -> Result<RespClient> {
         let address = format!("{}:{}", self.host, self.port);
         let stream = tokio::time::timeout(timeout, TcpStream::connect(&address))
@@ -101,7 +101,7 @@ impl RedisConnection {
     /// Sends AUTH on a connection from [`RedisConnection::open`] when a password is set.
     ///
     /// # Errors
-    /// [`Error::Source`] when the server refuses the login.
+    /// [`Error::Backend`] when the server refuses the login.
     pub async fn login(&self, client: &mut RespClient) -> Result<()> {
         if let Some(password) = &self.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
@@ -175,7 +175,7 @@ pub struct RespClient {
 }
 
 impl RespClient {
-    /// Sends one command and reads its reply; an error reply is [`Error::Source`].
+    /// Sends one command and reads its reply; an error reply is [`Error::Backend`].
     ///
     /// # Errors
     /// I/O errors and error replies.

@@ -181,7 +181,7 @@ async fn stage(backup: &BackupReader, staged: &Path) -> Result<crate::rdb::RdbSu
 /// Parses a whole RDB file: magic, every opcode, CRC64.
 ///
 /// # Errors
-/// [`Error::Source`] with the offset of the damage.
+/// [`Error::InvalidData`] with the offset of the damage.
 pub async fn check_file(path: &Path) -> Result<crate::rdb::RdbSummary> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {

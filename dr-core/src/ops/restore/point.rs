@@ -139,7 +139,7 @@ impl PointRestoreReport {
 /// Before anything ran: [`Error::NoIdentity`], [`Error::BackupNotFound`], an incomplete
 /// point without `allow_incomplete` ([`Error::Refused`]), members that do not match their
 /// backups or are missing ([`Error::ChecksFailed`]), a member no longer configured
-/// ([`Error::Usage`]), a failing group `before_restore` hook ([`Error::Restore`]).
+/// ([`Error::Usage`]), a failing group `before_restore` hook ([`Error::HookFailed`]).
 pub async fn restore_point(
     repo: &Repository,
     system: &System,
