@@ -34,7 +34,8 @@ async fn main() -> Result<()> {
             db.display()
         ),
     );
-    create_sample(&db).map_err(|e| Error::Source(format!("creating the sample: {e}")))?;
+    create_sample(&db)
+        .map_err(|e| Error::backend("sqlite", "creating the sample", e.to_string()))?;
 
     step(2, "generating a key and creating a local repository");
     let key = work.join("key.txt");
@@ -142,7 +143,7 @@ async fn main() -> Result<()> {
     let outcome = check_database(&db, None, &[], Integrity::Full)?;
     let jobs: i64 = Connection::open(&db)
         .and_then(|c| c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)))
-        .map_err(|e| Error::Source(e.to_string()))?;
+        .map_err(|e| Error::backend("sqlite", "counting jobs", e.to_string()))?;
     println!(
         "   {}; jobs: {jobs} (expected {JOBS})",
         outcome.passed.join("; ")

@@ -110,7 +110,9 @@ impl From<&dr_core::Error> for CliError {
             | E::InvalidLocation { .. }
             | E::BackupNotFound { .. }
             | E::Usage(_)
-            | E::Refused(_) => Failure::Usage,
+            | E::Refused { .. }
+            | E::TargetExists { .. }
+            | E::TargetInUse { .. } => Failure::Usage,
             _ => Failure::Operational,
         };
         CliError {

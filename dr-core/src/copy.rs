@@ -65,12 +65,14 @@ pub async fn copy_backup(
             return Ok(CopyOutcome::AlreadyThere);
         }
         Ok(_) => {
-            return Err(Error::Refused(format!(
-                "{} already holds a different backup {} of {}: refusing to overwrite it",
-                to.location(),
-                manifest.id,
-                manifest.source
-            )));
+            return Err(Error::TargetExists {
+                target: to.location().to_string(),
+                found: format!(
+                    "already holds a different backup {} of {}",
+                    manifest.id, manifest.source
+                ),
+                hint: "nothing was copied over it (check what wrote it there)".into(),
+            });
         }
         Err(Error::MissingObject { .. }) => {}
         Err(e) => return Err(e),

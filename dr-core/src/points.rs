@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::listing::id_second;
 use crate::manifest::{Manifest, check_name};
 use crate::repository::{Repository, new_backup_id};
@@ -289,7 +289,7 @@ impl Repository {
     ///
     /// # Errors
     /// [`Error::BackupNotFound`] when there is no such point (or, for `Latest`, no complete
-    /// one); [`Error::Refused`] for an unreadable record; [`Error::Store`].
+    /// one); [`Error::Refused`] ([`Refusal::Unavailable`]) for an unreadable record; [`Error::Store`].
     pub async fn find_point(&self, selector: &PointSelector) -> Result<RecoveryPoint> {
         let PointListing { points, unreadable } = self.points().await?;
         let exists = match (points.len(), points.first(), points.last()) {
@@ -312,7 +312,7 @@ impl Repository {
             PointSelector::Id(id) => &u.id == id,
         });
         if let Some(u) = blocking {
-            return Err(Error::Refused(u.describe()));
+            return Err(Error::refused(Refusal::Unavailable, u.describe()));
         }
         found.ok_or_else(|| Error::BackupNotFound {
             selector: match selector {

@@ -347,9 +347,14 @@ impl Repository {
             }
             lease.release().await;
         }
-        Err(Error::Refused(format!(
-            "could not find a free backup id for {source} after 8 tries: is the repository's store answering consistently?"
-        )))
+        Err(Error::backend(
+            "repository",
+            "choosing a backup id",
+            format!(
+                "could not find a free backup id for {source} after 8 tries: is the repository's store answering consistently?"
+            ),
+        )
+        .retryable())
     }
 
     async fn write_and_commit(

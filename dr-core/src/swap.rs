@@ -92,13 +92,17 @@ impl Attributes {
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if meta.uid() != self.uid || meta.gid() != self.gid {
             std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid)).map_err(|e| {
-                Error::Restore(format!(
-                    "cannot give {} the owner {}:{} of what it replaces ({e}): restore as root \
-                     or as that user, or restore with --to ANOTHER_PATH; the target was not changed",
-                    path.display(),
-                    self.uid,
-                    self.gid
-                ))
+                Error::restore(
+                    "files",
+                    format!(
+                        "cannot give {} the owner {}:{} of what it replaces ({e}): restore as root \
+                         or as that user, or restore with --to ANOTHER_PATH; the target was not changed",
+                        path.display(),
+                        self.uid,
+                        self.gid
+                    ),
+                )
+                .caused_by(e)
             })?;
         }
         if !meta.file_type().is_symlink() {
@@ -111,11 +115,15 @@ impl Attributes {
         }
         for (name, value) in &self.xattrs {
             xattr::set(path, name, value).map_err(|e| {
-                Error::Restore(format!(
-                    "cannot set the extended attribute {} on {} ({e}); the target was not changed",
-                    name.to_string_lossy(),
-                    path.display()
-                ))
+                Error::restore(
+                    "files",
+                    format!(
+                        "cannot set the extended attribute {} on {} ({e}); the target was not changed",
+                        name.to_string_lossy(),
+                        path.display()
+                    ),
+                )
+                .caused_by(e)
             })?;
         }
         Ok(())
@@ -386,10 +394,13 @@ fn follow_symlink(mut target: PathBuf) -> Result<PathBuf> {
             _ => return Ok(target),
         }
     }
-    Err(Error::Restore(format!(
-        "{} is a chain of too many symbolic links (a loop?)",
-        target.display()
-    )))
+    Err(Error::restore(
+        "files",
+        format!(
+            "{} is a chain of too many symbolic links (a loop?)",
+            target.display()
+        ),
+    ))
 }
 
 fn staging_prefix(target: &Path) -> String {

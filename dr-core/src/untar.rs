@@ -32,7 +32,7 @@ impl Unpacker {
     /// Unpacks one entry.
     ///
     /// # Errors
-    /// [`Error::Source`] for an entry that would land outside the directory; I/O errors.
+    /// [`Error::InvalidData`] for an entry that would land outside the directory; I/O errors.
     pub fn unpack<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let path = entry.path().map_err(|e| io("reading an entry name", e))?;
         let relative = inside(&path)?;
@@ -107,10 +107,13 @@ pub fn inside(path: &Path) -> Result<PathBuf> {
 }
 
 fn outside(path: &Path) -> Error {
-    Error::Source(format!(
-        "the archive holds an entry that would land outside the target directory ({}): refusing it",
-        path.display()
-    ))
+    Error::invalid_data(
+        "archive",
+        format!(
+            "it holds an entry that would land outside the target directory ({}): refusing it",
+            path.display()
+        ),
+    )
 }
 
 fn io(doing: &str, e: std::io::Error) -> Error {

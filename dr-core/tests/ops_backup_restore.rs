@@ -30,9 +30,13 @@ impl Backup for FileBackup {
     }
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
         if self.1 {
-            return Err(Error::Source("the test source refuses".into()));
+            return Err(Error::backend(
+                "source",
+                "backup",
+                "the test source refuses",
+            ));
         }
-        let bytes = std::fs::read(&self.0).map_err(|e| Error::Source(e.to_string()))?;
+        let bytes = std::fs::read(&self.0).map_err(|e| Error::io("reading the test source", e))?;
         out.put_artifact("data", &mut &bytes[..]).await?;
         Ok(SourceInfo::new())
     }
@@ -48,7 +52,7 @@ impl Source for FileSource {
     }
     async fn restore(&self, request: &RestoreRequest<'_>) -> Result<RestoreReport> {
         if self.fail {
-            return Err(Error::Restore("the test target refuses".into()));
+            return Err(Error::restore("source", "the test target refuses"));
         }
         let reader = request.open().await?;
         let mut bytes = Vec::new();
@@ -56,9 +60,9 @@ impl Source for FileSource {
             .artifact("data")?
             .read_to_end(&mut bytes)
             .await
-            .map_err(|e| Error::Restore(e.to_string()))?;
+            .map_err(|e| Error::restore("source", e.to_string()))?;
         let target = request.options.target.clone().unwrap_or(self.path.clone());
-        std::fs::write(&target, &bytes).map_err(|e| Error::Restore(e.to_string()))?;
+        std::fs::write(&target, &bytes).map_err(|e| Error::restore("source", e.to_string()))?;
         let mut report = RestoreReport::default();
         report.backup_id = reader.id().to_owned();
         report.target = target.display().to_string();
@@ -130,7 +134,16 @@ async fn a_failing_before_restore_hook_leaves_the_target_untouched() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, Error::Restore(_)), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::HookFailed {
+                phase: "before_restore",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(read(&db), "v2", "the target was changed");
     // The after hook runs all the same (it starts what the before hooks stopped).
     assert!(read(&log).starts_with("after db "), "{}", read(&log));

@@ -35,7 +35,7 @@ impl Backup for Failing {
         "test"
     }
     async fn backup(&self, _: &mut BackupWriter) -> Result<SourceInfo> {
-        Err(dr_core::Error::Source("the server went away".into()))
+        Err(dr_core::Error::backend("source", "backup", "the server went away").retryable())
     }
 }
 

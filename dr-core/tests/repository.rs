@@ -148,7 +148,16 @@ async fn a_failing_reader_is_a_source_error() {
         .backup("db", &BrokenReader, &BackupOptions::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Source(_)), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                system: "source",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("pipe closed"), "{err}");
 }
 

@@ -97,9 +97,13 @@ impl Backup for PostgresSource {
             .unwrap_or(0)
             / 10000;
         if u64::from(dump_major) < server_major {
-            return Err(Error::Source(format!(
-                "pg_dump {dump_major} cannot dump a PostgreSQL {server_major} server: install postgresql-client-{server_major}"
-            )));
+            return Err(Error::backend(
+                "postgres",
+                "backup",
+                format!(
+                    "pg_dump {dump_major} cannot dump a PostgreSQL {server_major} server: install postgresql-client-{server_major}"
+                ),
+            ));
         }
         info.insert("pg_dump_version".into(), dump_version.into());
         dump(&self.conn, &snapshot, out).await?;
@@ -109,7 +113,7 @@ impl Backup for PostgresSource {
             .await
             .map_err(|e| explain("ending the snapshot on", e))?;
         let json = serde_json::to_vec_pretty(&props)
-            .map_err(|e| Error::Source(format!("recording the database properties: {e}")))?;
+            .map_err(|e| Error::internal("recording the database properties", e))?;
         out.put_artifact(DATABASE_ARTIFACT, &mut json.as_slice())
             .await?;
         if self.with_globals {
@@ -185,7 +189,10 @@ pub(crate) async fn stream_child(
     let mut running = child::spawn(command, program)?;
     let Some(mut stdout) = running.child.stdout.take() else {
         return Err(running
-            .abort(Error::Source(format!("{program} has no stdout")))
+            .abort(Error::internal(
+                format!("starting {program}"),
+                "it has no stdout",
+            ))
             .await);
     };
     match out.put_artifact(artifact, &mut stdout).await {

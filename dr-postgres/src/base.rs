@@ -110,11 +110,15 @@ impl Backup for PostgresBaseSource {
         let (tool_major, tool_version) = child::major_version("pg_basebackup").await?;
         let cluster = cluster_facts(&self.conn).await?;
         if i64::from(tool_major) < cluster.version_num / 10000 {
-            return Err(Error::Source(format!(
-                "pg_basebackup {tool_major} cannot back up PostgreSQL {}: install postgresql-client-{}",
-                cluster.version,
-                cluster.version_num / 10000
-            )));
+            return Err(Error::backend(
+                "postgres",
+                "backup",
+                format!(
+                    "pg_basebackup {tool_major} cannot back up PostgreSQL {}: install postgresql-client-{}",
+                    cluster.version,
+                    cluster.version_num / 10000
+                ),
+            ));
         }
         let label = format!("dr {}", out.id());
         let start_time = Utc::now();
@@ -202,9 +206,11 @@ impl WalPositions {
                 .find_map(|l| l.split_once(marker).map(|(_, rest)| rest.trim().to_owned()))
         };
         let missing = || {
-            Error::Source(format!(
-                "pg_basebackup did not report its WAL positions: {stderr}"
-            ))
+            Error::backend(
+                "postgres",
+                "backup",
+                format!("pg_basebackup did not report its WAL positions: {stderr}"),
+            )
         };
         let start_line = after("write-ahead log start point:").ok_or_else(missing)?;
         let (start, timeline) = start_line.split_once(" on timeline ").ok_or_else(missing)?;

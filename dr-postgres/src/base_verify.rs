@@ -104,17 +104,20 @@ async fn check_structure(backup: &BackupReader, facts: &BaseBackupFacts) -> Resu
         .filter(|r| !names.contains(*r))
         .collect();
     if !missing.is_empty() {
-        return Err(Error::Source(format!(
-            "the base backup lacks {}",
-            missing.join(", ")
-        )));
+        return Err(Error::invalid_data(
+            "base backup",
+            format!("it lacks {}", missing.join(", ")),
+        ));
     }
     let wanted = format!("START WAL LOCATION: {} ", facts.start_lsn);
     if !lock(&label).contains(&wanted) {
-        return Err(Error::Source(format!(
-            "backup_label does not start at {} as the manifest records",
-            facts.start_lsn
-        )));
+        return Err(Error::invalid_data(
+            "base backup",
+            format!(
+                "its backup_label does not start at {} as the manifest records",
+                facts.start_lsn
+            ),
+        ));
     }
     Ok(format!(
         "tar reads to its end ({} entries, {} bytes); backup_label starts at {} on timeline {}",

@@ -21,13 +21,14 @@ pub struct Running {
 /// Spawns `command` (stdin/stdout as configured by the caller, stderr collected).
 ///
 /// # Errors
-/// [`Error::Source`] naming the Debian package when the program is not installed.
+/// [`Error::ToolMissing`] naming the Debian package when the program is not installed.
 pub fn spawn(mut command: Command, program: &str) -> Result<Running> {
     let mut child = command.stderr(Stdio::piped()).spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::Source(format!(
-            "{program} is not installed: run `apt-get install -y postgresql-client` (the version must be at least the server's)"
-        )),
-        _ => Error::Source(format!("cannot start {program}: {e}")),
+        std::io::ErrorKind::NotFound => Error::ToolMissing {
+            program: program.to_owned(),
+            install: "run `apt-get install -y postgresql-client` (the version must be at least the server's)".into(),
+        },
+        _ => Error::io(format!("starting {program}"), e),
     })?;
     let stderr = child.stderr.take().map_or_else(
         || tokio::spawn(async { String::new() }),
@@ -58,26 +59,18 @@ impl Running {
     /// Waits for the exit; a non-zero status is an error carrying stderr.
     ///
     /// # Errors
-    /// [`Error::Source`].
+    /// [`Error::Tool`] for a non-zero exit; [`Error::Io`] when waiting fails.
     pub async fn finish(mut self) -> Result<String> {
         let status = self
             .child
             .wait()
             .await
-            .map_err(|e| Error::Source(format!("waiting for {}: {e}", self.program)))?;
+            .map_err(|e| Error::io(format!("waiting for {}", self.program), e))?;
         let stderr = self.stderr.await.unwrap_or_default();
         if status.success() {
             return Ok(stderr);
         }
-        Err(Error::Source(format!(
-            "{} failed ({status}): {}",
-            self.program,
-            if stderr.is_empty() {
-                "no message"
-            } else {
-                &stderr
-            }
-        )))
+        Err(Error::tool(&self.program, status, stderr))
     }
 
     /// Kills the child and returns `error` (used when the other side of the stream failed).
@@ -92,16 +85,16 @@ impl Running {
 /// The major version printed by `PROGRAM --version` (e.g. 15).
 ///
 /// # Errors
-/// [`Error::Source`] when it is missing or prints something unexpected.
+/// [`Error::ToolMissing`] when it is missing, [`Error::InvalidData`] when it prints something
+/// unexpected.
 pub async fn major_version(program: &str) -> Result<(u32, String)> {
     let out = Command::new(program)
         .arg("--version")
         .output()
         .await
-        .map_err(|_| {
-            Error::Source(format!(
-                "{program} is not installed: run `apt-get install -y postgresql-client`"
-            ))
+        .map_err(|_| Error::ToolMissing {
+            program: program.to_owned(),
+            install: "run `apt-get install -y postgresql-client`".into(),
         })?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let major = text
@@ -109,7 +102,12 @@ pub async fn major_version(program: &str) -> Result<(u32, String)> {
         .last()
         .and_then(|v| v.split('.').next())
         .and_then(|m| m.parse().ok())
-        .ok_or_else(|| Error::Source(format!("cannot read the version of {program}: {text:?}")))?;
+        .ok_or_else(|| {
+            Error::invalid_data(
+                format!("version of {program}"),
+                format!("`{program} --version` printed {text:?}"),
+            )
+        })?;
     Ok((major, text))
 }
 

@@ -103,7 +103,8 @@ impl PgConnection {
     /// Connects with tokio-postgres (no TLS: loopback and private networks; TLS comes later).
     ///
     /// # Errors
-    /// [`Error::Source`] saying whether the server is unreachable or refused the login.
+    /// [`Error::Backend`] saying whether the server is unreachable (retryable) or refused the
+    /// login.
     pub async fn connect(&self) -> Result<tokio_postgres::Client> {
         let mut config = tokio_postgres::Config::new();
         config
@@ -119,7 +120,7 @@ impl PgConnection {
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| self.explain("connecting", &e))?;
+            .map_err(|e| self.explain("connecting", &e).caused_by(e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "PostgreSQL connection closed");
@@ -128,7 +129,9 @@ impl PgConnection {
         Ok(client)
     }
 
-    /// Turns a tokio-postgres error into a message that says what to do.
+    /// Turns a tokio-postgres error into an [`Error::Backend`] that says what to do, retryable
+    /// when the server was unreachable, is starting or shutting down, or the transaction lost
+    /// a conflict (SQLSTATE classes 08, 53, 57P, 40).
     pub fn explain(&self, doing: &str, e: &tokio_postgres::Error) -> Error {
         let detail = match e.as_db_error() {
             Some(db) if db.code().code() == "28P01" => {
@@ -154,7 +157,22 @@ impl PgConnection {
             }
             None => e.to_string(),
         };
-        Error::Source(format!("PostgreSQL {doing} {self}: {detail}"))
+        Error::backend("postgres", format!("{doing} {self}"), detail).retryable_if(transient(e))
+    }
+}
+
+/// Whether trying again may help: no answer, a dropped connection, a server starting up or
+/// shutting down, too many clients, a serialization failure or deadlock.
+fn transient(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code.starts_with("40")
+        }
+        None => !e.to_string().contains("password"),
     }
 }
 

@@ -49,7 +49,7 @@ impl DatabaseProperties {
     /// Reads the properties of the database `client` is connected to.
     ///
     /// # Errors
-    /// [`Error::Source`] if the catalogs cannot be read.
+    /// [`Error::Backend`] if the catalogs cannot be read.
     pub async fn read(client: &Client, conn: &PgConnection) -> Result<Self> {
         let explain = |e: tokio_postgres::Error| conn.explain("reading database properties of", &e);
         let row = client
@@ -112,10 +112,13 @@ impl DatabaseProperties {
         let mut bytes = Vec::new();
         backup.copy_artifact(DATABASE_ARTIFACT, &mut bytes).await?;
         serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            Error::Restore(format!(
-                "the database properties of backup {} are unreadable ({e})",
-                backup.id()
-            ))
+            Error::restore(
+                "postgres",
+                format!(
+                    "the database properties of backup {} are unreadable ({e})",
+                    backup.id()
+                ),
+            )
         })
     }
 
@@ -161,7 +164,7 @@ impl DatabaseProperties {
                 .await?,
         );
         run_in_transaction(client, &sql).await.map_err(|e| {
-            Error::Restore(format!(
+            Error::restore("postgres", format!(
                 "giving database {name} the properties of {} failed: {e}; the restored data is in place but its owner, privileges, settings and comment are not (see `dr restore --help`)",
                 self.name
             ))

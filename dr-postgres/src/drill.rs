@@ -77,7 +77,7 @@ impl RecoveryDrill {
             tempfile::Builder::new().prefix("dr-drill-pg-").tempdir()
         })
         .await
-        .map_err(|e| Error::Restore(format!("creating a scratch directory: {e}")))?
+        .map_err(|e| Error::internal("creating a scratch directory", e))?
         .map_err(|e| Error::io("creating a scratch directory", e))?;
         let data_dir = scratch.path().join("data");
         let port = free_port()?;
@@ -118,7 +118,7 @@ impl RecoveryDrill {
     async fn query(&self, port: u16) -> Result<Vec<String>> {
         let client = self.conn.on("127.0.0.1", port).connect().await?;
         let explain = |e: tokio_postgres::Error| {
-            Error::Restore(format!("querying the recovered server: {e}"))
+            Error::restore("postgres", format!("querying the recovered server: {e}"))
         };
         let row = client
             .query_one(
@@ -129,8 +129,9 @@ impl RecoveryDrill {
             .map_err(explain)?;
         let (in_recovery, databases): (bool, i64) = (row.get(0), row.get(1));
         if in_recovery {
-            return Err(Error::Restore(
-                "the recovered server is still in recovery".into(),
+            return Err(Error::restore(
+                "postgres",
+                "the recovered server is still in recovery",
             ));
         }
         let mut lines = vec![format!(
@@ -144,10 +145,13 @@ impl RecoveryDrill {
             .await
             .map_err(explain)?;
         if !outcome.problems.is_empty() {
-            return Err(Error::Restore(format!(
-                "checks failed on the recovered server: {}",
-                outcome.problems.join("; ")
-            )));
+            return Err(Error::restore(
+                "postgres",
+                format!(
+                    "checks failed on the recovered server: {}",
+                    outcome.problems.join("; ")
+                ),
+            ));
         }
         lines.extend(outcome.passed);
         if let Some(probe) = &self.probe {
@@ -155,11 +159,14 @@ impl RecoveryDrill {
                 .await
                 .map_err(explain)?
             {
-                return Err(Error::Restore(format!(
-                    "the RPO probe written into the live cluster at {} (token {}) and archived before the drill is not in the recovered cluster: the WAL archive does not bring back what it holds",
-                    crate::pitr::exact_time(probe.written_at),
-                    probe.token
-                )));
+                return Err(Error::restore(
+                    "postgres",
+                    format!(
+                        "the RPO probe written into the live cluster at {} (token {}) and archived before the drill is not in the recovered cluster: the WAL archive does not bring back what it holds",
+                        crate::pitr::exact_time(probe.written_at),
+                        probe.token
+                    ),
+                ));
             }
             lines.push(format!(
                 "RPO probe: the row written at {} is in the recovered cluster",

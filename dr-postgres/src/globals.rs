@@ -3,6 +3,7 @@
 //! roles it has are left exactly as they are; passwords only on request; tablespaces are
 //! not created (their directories are the server's business) but listed.
 
+use dr_core::Refusal;
 use dr_core::{BackupReader, Error, Result};
 use serde::Serialize;
 
@@ -37,10 +38,13 @@ pub async fn apply_globals(
     with_passwords: bool,
 ) -> Result<GlobalsOutcome> {
     if backup.manifest().artifact(GLOBALS_ARTIFACT).is_err() {
-        return Err(Error::Refused(format!(
-            "backup {} holds no roles (it was taken with globals = false): restore another backup, or create the roles by hand",
-            backup.id()
-        )));
+        return Err(Error::refused(
+            Refusal::Unavailable,
+            format!(
+                "backup {} holds no roles (it was taken with globals = false): restore another backup, or create the roles by hand",
+                backup.id()
+            ),
+        ));
     }
     let mut bytes = Vec::new();
     backup.copy_artifact(GLOBALS_ARTIFACT, &mut bytes).await?;
@@ -49,10 +53,13 @@ pub async fn apply_globals(
     let existing = existing_roles(&client, conn).await?;
     let plan = plan(&split_statements(&text), &existing, with_passwords);
     run_in_transaction(&client, &plan.sql).await.map_err(|e| {
-        Error::Restore(format!(
-            "creating the roles of backup {} on {conn} failed at {e}; no role was changed",
-            backup.id()
-        ))
+        Error::restore(
+            "postgres",
+            format!(
+                "creating the roles of backup {} on {conn} failed at {e}; no role was changed",
+                backup.id()
+            ),
+        )
     })?;
     Ok(plan.outcome)
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use dr_core::Error;
+use dr_core::Refusal;
 use serde::{Deserialize, Serialize};
 
 /// A WAL position (`pg_lsn`), written `X/Y` in hexadecimal.
@@ -13,7 +14,12 @@ pub struct Lsn(pub u64);
 impl FromStr for Lsn {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
-        let bad = || Error::Refused(format!("{s:?} is not a WAL position (like 0/3000028)"));
+        let bad = || {
+            Error::refused(
+                Refusal::InvalidInput,
+                format!("{s:?} is not a WAL position (like 0/3000028)"),
+            )
+        };
         let (high, low) = s.trim().split_once('/').ok_or_else(bad)?;
         let high = u64::from_str_radix(high, 16).map_err(|_| bad())?;
         let low = u64::from_str_radix(low, 16).map_err(|_| bad())?;
@@ -113,7 +119,7 @@ pub struct TimelineSwitch {
 /// Parses a history file (`parentTLI<TAB>switchpoint<TAB>reason` lines, `#` comments).
 ///
 /// # Errors
-/// [`Error::Source`] for a malformed line.
+/// [`Error::Backend`] for a malformed line.
 pub fn parse_history(text: &str) -> Result<Vec<TimelineSwitch>, Error> {
     let mut switches = Vec::new();
     for line in text.lines() {
@@ -130,9 +136,10 @@ pub fn parse_history(text: &str) -> Result<Vec<TimelineSwitch>, Error> {
                 switchpoint,
             }),
             _ => {
-                return Err(Error::Source(format!(
-                    "malformed timeline history line {line:?}"
-                )));
+                return Err(Error::invalid_data(
+                    "timeline history",
+                    format!("malformed line {line:?}"),
+                ));
             }
         }
     }

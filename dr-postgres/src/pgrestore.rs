@@ -74,25 +74,31 @@ pub(crate) async fn run_pg_restore_waiting(
         }
     };
     result.map_err(|e| match e {
-        Error::Source(m) if gave_up => Error::Source(format!(
-            "lock timeout: gave up after waiting {} s for: {} ({m}); end that session, wait longer with --wait, or retry when it is done",
-            wait.as_secs(),
-            seen.join("; ")
-        )),
+        e @ (Error::Tool { .. } | Error::Backend { .. }) if gave_up => Error::backend(
+            "postgres",
+            "restore",
+            format!(
+                "lock timeout: gave up after waiting {} s for: {} ({}); end that session, wait longer with --wait, or retry when it is done",
+                wait.as_secs(),
+                seen.join("; "),
+                e.detail()
+            ),
+        )
+        .retryable()
+        .caused_by(e),
         e => explain_missing_role(e),
     })
 }
 
 /// pg_restore failing on a role the server lacks: say how to create the backup's roles.
 fn explain_missing_role(e: Error) -> Error {
-    match e {
-        Error::Source(m) if m.contains("role \"") && m.contains("does not exist") => {
-            Error::Source(format!(
-                "{m} (the backup's roles are not on this server: create them first with `dr restore SOURCE --globals`, with --server URL for another server)"
-            ))
-        }
-        e => e,
+    let text = e.to_string();
+    if !(text.contains("role \"") && text.contains("does not exist")) {
+        return e;
     }
+    e.with_hint(
+        " (the backup's roles are not on this server: create them first with `dr restore SOURCE --globals`, with --server URL for another server)",
+    )
 }
 
 async fn run_pg_restore_with(
@@ -114,7 +120,10 @@ async fn run_pg_restore_with(
     let mut running = child::spawn(command, "pg_restore")?;
     let Some(mut stdin) = running.child.stdin.take() else {
         return Err(running
-            .abort(Error::Source("pg_restore has no stdin".into()))
+            .abort(Error::internal(
+                "starting pg_restore",
+                "pg_restore has no stdin",
+            ))
             .await);
     };
     let fed = backup.copy_artifact(DUMP_ARTIFACT, &mut stdin).await;

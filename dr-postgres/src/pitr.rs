@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use dr_core::Refusal;
 use dr_core::{Error, Manifest, Repository, Result};
 use serde::Serialize;
 
@@ -40,7 +41,7 @@ impl FromStr for RecoveryTarget {
         DateTime::parse_from_rfc3339(s)
             .map(|t| RecoveryTarget::Time(t.with_timezone(&Utc)))
             .map_err(|_| {
-                Error::Refused(format!(
+                Error::refused(Refusal::InvalidInput, format!(
                     "{s:?} is not a recovery target: use latest, a time like 2026-11-23T12:30:00Z, or a WAL position like 0/5000028"
                 ))
             })
@@ -197,9 +198,10 @@ fn check_reachable(
         ),
         None => "; choose an earlier --at".to_owned(),
     };
-    Err(Error::Refused(format!(
-        "cannot recover to {target}: {why}{fallback}"
-    )))
+    Err(Error::refused(
+        Refusal::Unavailable,
+        format!("cannot recover to {target}: {why}{fallback}"),
+    ))
 }
 
 /// How recovery is told to stop for a reachable `target`.

@@ -57,7 +57,7 @@ pub async fn write_probe(conn: &PgConnection, wait: Duration) -> Result<Probe> {
         .map_err(explain)?;
     let written_text: String = row.get(0);
     let written_at = DateTime::parse_from_rfc3339(&written_text)
-        .map_err(|e| Error::Source(format!("the probe's time {written_text:?}: {e}")))?
+        .map_err(|e| Error::invalid_data("RPO probe time", format!("{written_text:?}: {e}")))?
         .with_timezone(&Utc);
     let segment: String = client
         .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
@@ -72,10 +72,15 @@ pub async fn write_probe(conn: &PgConnection, wait: Duration) -> Result<Probe> {
         .await
         .map_err(|e| match e {
             Some(e) => explain(e),
-            None => Error::Source(format!(
-                "the RPO probe's WAL segment {segment} was not archived within {} s: is archive_command failing? (pg_stat_archiver)",
-                wait.as_secs()
-            )),
+            None => Error::backend(
+                "postgres",
+                "archiving the RPO probe",
+                format!(
+                    "the RPO probe's WAL segment {segment} was not archived within {} s: is archive_command failing? (pg_stat_archiver)",
+                    wait.as_secs()
+                ),
+            )
+            .retryable(),
         })?;
     Ok(Probe { token, written_at })
 }

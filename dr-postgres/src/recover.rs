@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use dr_core::Refusal;
 use dr_core::{Error, Repository, Result};
 use serde::Serialize;
 use tokio::process::Command;
@@ -68,7 +69,7 @@ pub async fn restore_pitr(
         let at = dir.to_path_buf();
         tokio::task::spawn_blocking(move || write_recovery_config(&at, &settings))
             .await
-            .map_err(|e| Error::Restore(format!("writing the recovery settings: {e}")))??;
+            .map_err(|e| Error::internal("writing the recovery settings", e))??;
         tokio::fs::remove_file(&marker)
             .await
             .map_err(|e| Error::io(format!("removing {}", marker.display()), e))?;
@@ -116,16 +117,18 @@ async fn prepare_target(dir: &Path) -> Result<bool> {
     let created = match tokio::fs::read_dir(dir).await {
         Ok(mut entries) => {
             if crate::child::exists(&dir.join(IN_PROGRESS)).await {
-                return Err(Error::Refused(format!(
-                    "{} holds an interrupted restore (it has {IN_PROGRESS}): it is incomplete and must not be started; delete the directory and run the restore again",
-                    dir.display()
-                )));
+                return Err(Error::TargetExists {
+                    target: dir.display().to_string(),
+                    found: format!("holds an interrupted restore (it has {IN_PROGRESS})"),
+                    hint: "it is incomplete and must not be started; delete the directory and run the restore again".into(),
+                });
             }
             if entries.next_entry().await.map_err(io)?.is_some() {
-                return Err(Error::Refused(format!(
-                    "{} is not empty: a point-in-time restore goes into a new data directory (the current one is never touched)",
-                    dir.display()
-                )));
+                return Err(Error::TargetExists {
+                    target: dir.display().to_string(),
+                    found: "is not empty".into(),
+                    hint: "a point-in-time restore goes into a new data directory (the current one is never touched)".into(),
+                });
             }
             false
         }
@@ -258,8 +261,9 @@ pub const LOG_FILE: &str = "dr-recovery.log";
 /// server promoted (`recovery.signal` removed); returns the log.
 async fn start_and_wait(dir: &Path, port: u16, version_num: i64) -> Result<String> {
     if crate::child::running_as_root_async().await {
-        return Err(Error::Refused(
-            "PostgreSQL refuses to run as root: run this restore as the postgres user (sudo -u postgres dr restore ...), or leave out --start and start the server yourself".into(),
+        return Err(Error::refused(
+            Refusal::Unsupported,
+            "PostgreSQL refuses to run as root: run this restore as the postgres user (sudo -u postgres dr restore ...), or leave out --start and start the server yourself",
         ));
     }
     let log = dir.join(LOG_FILE);
@@ -312,11 +316,14 @@ fn recovery_failed(dir: &Path, log: &Path, text: &str) -> Error {
             dir.display()
         )
     };
-    Error::Restore(format!(
-        "recovery stopped with an error: {advice}The server log ({}) ends with:\n{}",
-        log.display(),
-        tail(text, 12)
-    ))
+    Error::restore(
+        "postgres",
+        format!(
+            "recovery stopped with an error: {advice}The server log ({}) ends with:\n{}",
+            log.display(),
+            tail(text, 12)
+        ),
+    )
 }
 
 /// The log lines saying where recovery stopped.

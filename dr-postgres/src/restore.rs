@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use dr_core::Refusal;
 use dr_core::checks::UserCheck;
 use dr_core::{
     BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, VerifyLevel, async_trait,
@@ -70,7 +71,7 @@ impl PostgresTarget {
     /// again if anything failed. Returns the checks' outcome.
     ///
     /// # Errors
-    /// [`Error::Source`] for pg_restore or connection failures, [`Error::ChecksFailed`].
+    /// [`Error::Backend`] for pg_restore or connection failures, [`Error::ChecksFailed`].
     pub async fn restore_into_new(
         &self,
         backup: &BackupReader,
@@ -209,8 +210,8 @@ impl Restore for PostgresTarget {
         )
         .await
         .map_err(|e| match e {
-            Error::Refused(why) => Error::Refused(format!(
-                "{why}; the restored and checked copy is kept as database {name}"
+            e @ (Error::Refused { .. } | Error::TargetInUse { .. }) => e.with_hint(&format!(
+                "; the restored and checked copy is kept as database {name}"
             )),
             e => e,
         })?;
@@ -238,7 +239,7 @@ impl PostgresTarget {
             (&monitor, &application, self.wait),
         );
         restoring.await.map_err(|e| {
-            Error::Restore(format!(
+            Error::restore("postgres", format!(
                 "pg_restore of backup {} into {name} failed and its single transaction was rolled back: {name} is as it was ({e})",
                 backup.id()
             ))
@@ -248,10 +249,13 @@ impl PostgresTarget {
             warn_on_other_locale(&admin, props, &name).await;
         }
         self.check(&self.conn, backup, &name).await.map_err(|e| {
-            Error::Restore(format!(
-                "backup {} was restored into {name} and committed, but checking it failed: {e}",
-                backup.id()
-            ))
+            Error::restore(
+                "postgres",
+                format!(
+                    "backup {} was restored into {name} and committed, but checking it failed: {e}",
+                    backup.id()
+                ),
+            )
         })?;
         Ok(report(backup, self.conn.clone(), None, started))
     }
@@ -269,10 +273,13 @@ pub async fn check_whole_backup(backup: &BackupReader, name: &str) -> Result<()>
     }
     let report = backup.verify_objects(VerifyLevel::Checksums).await?;
     if backup.manifest().artifact(DUMP_ARTIFACT).is_err() {
-        return Err(Error::Refused(format!(
-            "backup {} holds no {DUMP_ARTIFACT}: it is not a logical PostgreSQL backup",
-            backup.id()
-        )));
+        return Err(Error::refused(
+            Refusal::WrongKind,
+            format!(
+                "backup {} holds no {DUMP_ARTIFACT}: it is not a logical PostgreSQL backup",
+                backup.id()
+            ),
+        ));
     }
     if report.problems.is_empty() {
         return Ok(());
@@ -378,7 +385,7 @@ async fn prepare_database(
     );
     admin.batch_execute(&create).await.map_err(|e| match (props, e.as_db_error()) {
         // 22023 invalid locale name, 42704 ICU locale or collation missing, 22P03/22021 encoding
-        (Some(p), Some(db)) if matches!(db.code().code(), "22023" | "42704" | "42809" | "0A000") => Error::Restore(format!(
+        (Some(p), Some(db)) if matches!(db.code().code(), "22023" | "42704" | "42809" | "0A000") => Error::restore("postgres", format!(
             "creating database {name} as the backup's {} was (encoding {}, LC_COLLATE {}, LC_CTYPE {}{}) failed on {conn}: {}; install that locale on the target server (e.g. `locale-gen` / the locales package) and restart it, then restore again",
             p.name,
             p.encoding,

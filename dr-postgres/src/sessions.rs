@@ -62,7 +62,7 @@ async fn connected(admin: &Client, conn: &PgConnection, db: &str) -> Result<Vec<
 /// every session still connected.
 ///
 /// # Errors
-/// [`Error::Refused`] when sessions remain after `wait`; connection errors.
+/// [`Error::TargetInUse`] when sessions remain after `wait`; connection errors.
 pub(crate) async fn empty_database(
     admin: &Client,
     conn: &PgConnection,
@@ -103,12 +103,19 @@ pub(crate) async fn empty_database(
             if let Err(e) = reopened {
                 tracing::warn!(database = db, error = %e, "could not open the database to new sessions again");
             }
-            return Err(Error::Refused(format!(
-                "{} session(s) still connected to {db} after {} s: {}; {db} was not replaced. Ask them to disconnect, wait longer (--wait), or end them with --force",
-                sessions.len(),
-                wait.as_secs(),
-                list(&sessions)
-            )));
+            return Err(Error::TargetInUse {
+                target: format!("database {db}"),
+                holder_pid: sessions.first().and_then(|s| u32::try_from(s.pid).ok()),
+                holder: format!(
+                    "{} session(s) still connected to {db} after {} s: {}",
+                    sessions.len(),
+                    wait.as_secs(),
+                    list(&sessions)
+                ),
+                hint: format!(
+                    "{db} was not replaced. Ask them to disconnect, wait longer (--wait), or end them with --force"
+                ),
+            });
         } else if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             tracing::warn!(
                 "waiting (at most {} s in all) for the sessions connected to {db} to leave (new ones are refused): {}",

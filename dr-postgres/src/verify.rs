@@ -108,7 +108,10 @@ async fn list_archive(backup: &BackupReader) -> Result<usize> {
         (running.child.stdin.take(), running.child.stdout.take())
     else {
         return Err(running
-            .abort(Error::Source("pg_restore has no pipes".into()))
+            .abort(Error::internal(
+                "starting pg_restore",
+                "pg_restore has no pipes",
+            ))
             .await);
     };
     let reader = tokio::spawn(async move {

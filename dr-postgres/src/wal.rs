@@ -10,6 +10,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 
+use dr_core::Refusal;
 use dr_core::object_store::path::Path as ObjectPath;
 use dr_core::object_store::{
     Error as StoreError, ObjectStore, ObjectStoreExt, PutMode, PutPayload,
@@ -119,10 +120,11 @@ impl<'a> WalArchive<'a> {
             if existing.plain_sha256 == plain_sha256 {
                 return Ok(PushOutcome::AlreadyArchived);
             }
-            return Err(Error::Refused(format!(
-                "a different {name} is already archived for {}: refusing to overwrite it (is another cluster using this source name?)",
-                self.source
-            )));
+            return Err(Error::TargetExists {
+                target: format!("{name} in the WAL archive of {}", self.source),
+                found: "is already archived, with a different content".into(),
+                hint: "is another cluster using this source name? Give each cluster its own".into(),
+            });
         }
         let recipients = self.repo.recipients()?;
         let level = self.repo.pipeline().zstd_level;
@@ -367,10 +369,13 @@ impl<'a> WalArchive<'a> {
                 detail: e.to_string(),
             })?;
         if existing.system_identifier != ours {
-            return Err(Error::Refused(format!(
-                "refusing to archive WAL of cluster {ours} into the archive of cluster {} (source {}): two clusters must never share one archive; give this cluster its own source name",
-                existing.system_identifier, self.source
-            )));
+            return Err(Error::refused(
+                Refusal::Conflict,
+                format!(
+                    "refusing to archive WAL of cluster {ours} into the archive of cluster {} (source {}): two clusters must never share one archive; give this cluster its own source name",
+                    existing.system_identifier, self.source
+                ),
+            ));
         }
         Ok(())
     }
@@ -400,13 +405,18 @@ impl<'a> WalArchive<'a> {
 
 /// The file name of a WAL file PostgreSQL hands to `archive_command`.
 fn wal_name(path: &Path) -> Result<String> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Refused(format!("{} is not a WAL file path", path.display())))?;
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        Error::refused(
+            Refusal::InvalidInput,
+            format!("{} is not a WAL file path", path.display()),
+        )
+    })?;
     check_name("WAL file name", name)?;
     if name.len() < 8 || !name[..8].chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::Refused(format!("{name} is not a WAL file name")));
+        return Err(Error::refused(
+            Refusal::InvalidInput,
+            format!("{name} is not a WAL file name"),
+        ));
     }
     Ok(name.to_owned())
 }
@@ -423,6 +433,6 @@ pub fn system_identifier(data_dir: &Path) -> Result<u64> {
     let first: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::Source(format!("{} is too short", path.display())))?;
+        .ok_or_else(|| Error::invalid_data(path.display().to_string(), "it is too short"))?;
     Ok(u64::from_ne_bytes(first))
 }

@@ -232,7 +232,10 @@ async fn swap_waits_for_sessions_and_ends_them_only_with_force() {
         .unwrap_err();
     assert!(started.elapsed() >= Duration::from_secs(2));
     let text = err.to_string();
-    assert!(matches!(err, Error::Refused(_)), "{err:?}");
+    assert!(
+        matches!(err, Error::TargetInUse { holder_pid: Some(p), .. } if i64::from(p) == i64::from(pid)),
+        "{err:?}"
+    );
     for part in [
         format!("pid {pid}"),
         "user postgres".into(),

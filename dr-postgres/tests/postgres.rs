@@ -261,6 +261,10 @@ async fn a_failing_pg_dump_commits_nothing() {
         "{text}"
     );
     assert!(
+        matches!(&err, Error::Tool { program, status: Some(1), .. } if program == "pg_dump"),
+        "{err:?}"
+    );
+    assert!(
         !text.contains("limited:limited"),
         "no password in errors: {text}"
     );
@@ -280,6 +284,16 @@ async fn wrong_password_and_unreachable_server_are_clear() {
         "{err}"
     );
     assert!(!err.to_string().contains("wrong@"), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                system: "postgres",
+                ..
+            }
+        ) && !err.is_retryable(),
+        "a wrong password is not worth retrying: {err:?}"
+    );
     let port = dr_testing::s3::free_port();
     let url = format!("postgres://postgres:x@127.0.0.1:{port}/shop");
     let err = fx.failing_backup(&url).await;
@@ -288,6 +302,41 @@ async fn wrong_password_and_unreachable_server_are_clear() {
             .contains("cannot reach PostgreSQL at 127.0.0.1"),
         "{err}"
     );
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+/// Nothing listens on the port: a retryable [`Error::Backend`] carrying the client's error as
+/// its cause, and no password in its message. Needs no server.
+#[tokio::test]
+async fn a_closed_port_is_a_retryable_backend_error() {
+    use std::error::Error as _;
+    let port = dr_testing::s3::free_port();
+    let url = format!("postgres://postgres:s3cret@127.0.0.1:{port}/shop");
+    let err = PgConnection::from_url(&url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Backend {
+            system,
+            operation,
+            retryable,
+            cause,
+            ..
+        } => {
+            assert_eq!(*system, "postgres");
+            assert!(operation.starts_with("connecting"), "{operation}");
+            assert!(*retryable, "{err:?}");
+            assert!(cause.is_some(), "the client's error is kept");
+        }
+        other => panic!("expected Backend, got {other:?}"),
+    }
+    assert!(err.is_retryable());
+    assert!(err.source().is_some());
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    assert!(!text.contains("s3cret"), "no password in errors: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,7 +111,7 @@ async fn rdb_backup(mut client: RespClient, out: &mut BackupWriter) -> Result<So
     let copied = copy_payload(&mut client, payload, &mut writer, tx).await;
     let summary = checker
         .await
-        .map_err(|e| Error::Source(format!("RDB checker failed: {e}")))?;
+        .map_err(|e| Error::internal("checking the RDB", e))?;
     copied?;
     let summary: RdbSummary = summary?;
     writer.finish().await?;
@@ -139,9 +139,13 @@ async fn full_resync(client: &mut RespClient) -> Result<(String, u64)> {
             let offset = parts.next().and_then(|o| o.parse().ok()).unwrap_or(0);
             return Ok((replid, offset));
         }
-        return Err(Error::Source(format!(
-            "Redis refused to send its RDB ({line}): replication commands may be disabled (managed services): use mode = \"logical\""
-        )));
+        return Err(Error::backend(
+            "redis",
+            "backup",
+            format!(
+                "Redis refused to send its RDB ({line}): replication commands may be disabled (managed services): use mode = \"logical\""
+            ),
+        ));
     }
 }
 
@@ -152,18 +156,23 @@ async fn payload_header(client: &mut RespClient) -> Result<Payload> {
             continue;
         }
         if let Some(mark) = line.strip_prefix("$EOF:") {
-            let mark: [u8; 40] = mark
-                .as_bytes()
-                .try_into()
-                .map_err(|_| Error::Source(format!("bad diskless RDB header {line:?}")))?;
+            let mark: [u8; 40] = mark.as_bytes().try_into().map_err(|_| {
+                Error::backend(
+                    "redis",
+                    "backup",
+                    format!("bad diskless RDB header {line:?}"),
+                )
+            })?;
             return Ok(Payload::Diskless(mark));
         }
         if let Some(len) = line.strip_prefix('$').and_then(|l| l.parse().ok()) {
             return Ok(Payload::Sized(len));
         }
-        return Err(Error::Source(format!(
-            "unexpected reply before the RDB: {line:?}"
-        )));
+        return Err(Error::backend(
+            "redis",
+            "backup",
+            format!("unexpected reply before the RDB: {line:?}"),
+        ));
     }
 }
 
@@ -191,9 +200,12 @@ async fn copy_payload(
             .await
             .map_err(|e| client.lost(e))?;
         if n == 0 {
-            return Err(Error::Source(
-                "Redis closed the connection before the RDB was complete".into(),
-            ));
+            return Err(Error::backend(
+                "redis",
+                "backup",
+                "Redis closed the connection before the RDB was complete",
+            )
+            .retryable());
         }
         let chunk = match payload {
             Payload::Sized(_) => {

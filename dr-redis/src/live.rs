@@ -79,10 +79,15 @@ pub(crate) async fn refuse_if_running(
     let Some(uses) = saves_to_off_runtime(probe(conn).await, target, configured).await else {
         return Ok(());
     };
-    Err(Error::Refused(format!(
-        "the Redis server at {conn} is running and {uses}: it would overwrite the restored {target} when it next saves or shuts down, undoing the restore. Nothing was written. Configure stop_command and start_command for this source (e.g. stop_command = \"systemctl stop redis-server\", start_command = \"systemctl start redis-server\"), or stop the server first, or replay the keys into the running server with --server {conn} instead; --force swaps the file in anyway",
-        target = target.display()
-    )))
+    Err(Error::TargetInUse {
+        target: target.display().to_string(),
+        holder_pid: None,
+        holder: format!("the Redis server at {conn} is running and {uses}"),
+        hint: format!(
+            "it would overwrite the restored {target} when it next saves or shuts down, undoing the restore. Nothing was written. Configure stop_command and start_command for this source (e.g. stop_command = \"systemctl stop redis-server\", start_command = \"systemctl start redis-server\"), or stop the server first, or replay the keys into the running server with --server {conn} instead; --force swaps the file in anyway",
+            target = target.display()
+        ),
+    })
 }
 
 /// After the `stop_command` ran: waits up to [`STOP_GRACE`] for the server to stop answering;
@@ -103,11 +108,18 @@ pub(crate) async fn refuse_if_still_running(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    Err(Error::Refused(format!(
-        "stop_command ({stop_command}) ran, but the Redis server at {conn} still answers {} s later and {uses}: it would overwrite {target} when it next saves or shuts down, so nothing was swapped: {target} is as it was, the server was left as it is (start_command was not run). Make stop_command stop the server (e.g. \"systemctl stop redis-server\", or \"redis-cli -p PORT shutdown nosave\"), then restore again; --force swaps the file in anyway",
-        STOP_GRACE.as_secs(),
-        target = target.display()
-    )))
+    Err(Error::TargetInUse {
+        target: target.display().to_string(),
+        holder_pid: None,
+        holder: format!(
+            "stop_command ({stop_command}) ran, but the Redis server at {conn} still answers {} s later and {uses}",
+            STOP_GRACE.as_secs()
+        ),
+        hint: format!(
+            "it would overwrite {target} when it next saves or shuts down, so nothing was swapped: {target} is as it was, the server was left as it is (start_command was not run). Make stop_command stop the server (e.g. \"systemctl stop redis-server\", or \"redis-cli -p PORT shutdown nosave\"), then restore again; --force swaps the file in anyway",
+            target = target.display()
+        ),
+    })
 }
 
 /// [`saves_to`] on a blocking thread (it resolves paths on the filesystem).

@@ -135,17 +135,17 @@ pub(crate) async fn readable_libraries(
 ) -> Result<std::result::Result<Vec<Vec<u8>>, String>> {
     let reply = match client.command(&[b"FUNCTION", b"LIST", b"WITHCODE"]).await {
         Ok(reply) => reply,
-        Err(Error::Source(message)) if message.to_ascii_lowercase().contains("unknown") => {
+        Err(Error::Backend { message, .. }) if message.to_ascii_lowercase().contains("unknown") => {
             tracing::debug!(%message, "no Redis Functions on this server");
             return Ok(Ok(Vec::new()));
         }
-        Err(Error::Source(message)) if message.contains("NOPERM") => {
+        Err(Error::Backend { message, .. }) if message.contains("NOPERM") => {
             tracing::warn!(%message, "the server refuses FUNCTION LIST: its Functions libraries, if any, are not handled");
             return Ok(Err(message));
         }
         Err(e) => return Err(e),
     };
-    let bad = || Error::Source("unexpected FUNCTION LIST reply".into());
+    let bad = || Error::backend("redis", "backup", "unexpected FUNCTION LIST reply");
     let Reply::Array(Some(libraries)) = reply else {
         return Err(bad());
     };
@@ -190,7 +190,7 @@ impl Expiry {
 }
 
 fn scan_reply(reply: Reply) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
-    let bad = || Error::Source("unexpected SCAN reply".into());
+    let bad = || Error::backend("redis", "backup", "unexpected SCAN reply");
     let Reply::Array(Some(mut parts)) = reply else {
         return Err(bad());
     };
@@ -227,7 +227,7 @@ async fn dump_keys(
         .pop()
         .and_then(|time| time.ok())
         .and_then(|time| server_time_ms(&time))
-        .ok_or_else(|| Error::Source("unexpected TIME reply".into()))?;
+        .ok_or_else(|| Error::backend("redis", "backup", "unexpected TIME reply"))?;
     let mut records = Vec::with_capacity(keys.len());
     let mut replies = replies.into_iter();
     for key in keys {
@@ -301,7 +301,7 @@ impl<R: AsyncRead + Unpin> KeyReader<R> {
     /// streams recorded remaining TTLs, counted from then.
     ///
     /// # Errors
-    /// [`Error::Source`] when this is not a key record stream.
+    /// [`Error::InvalidData`] when this is not a key record stream.
     pub async fn new(mut input: R, backup_started_ms: i64) -> Result<Self> {
         let mut header = [0u8; 13];
         input
@@ -311,7 +311,12 @@ impl<R: AsyncRead + Unpin> KeyReader<R> {
         let v1_base_ms = match &header {
             h if h == HEADER => None,
             h if h == HEADER_V1 => Some(backup_started_ms),
-            _ => return Err(Error::Source("not a dr Redis key record stream".into())),
+            _ => {
+                return Err(Error::invalid_data(
+                    "key record stream",
+                    "not a dr Redis key record stream",
+                ));
+            }
         };
         Ok(KeyReader {
             input,
@@ -324,7 +329,7 @@ impl<R: AsyncRead + Unpin> KeyReader<R> {
     /// The next key, skipping library records; `None` after the end marker.
     ///
     /// # Errors
-    /// [`Error::Source`] for a truncated or malformed stream.
+    /// [`Error::InvalidData`] for a truncated or malformed stream.
     pub async fn next(&mut self) -> Result<Option<KeyRecord>> {
         loop {
             match self.next_record().await? {
@@ -338,7 +343,7 @@ impl<R: AsyncRead + Unpin> KeyReader<R> {
     /// The next record, `None` after the end marker (whose count must match).
     ///
     /// # Errors
-    /// [`Error::Source`] for a truncated or malformed stream.
+    /// [`Error::InvalidData`] for a truncated or malformed stream.
     pub async fn next_record(&mut self) -> Result<Option<Record>> {
         if self.ended {
             return Ok(None);
@@ -414,10 +419,13 @@ impl<R: AsyncRead + Unpin> KeyReader<R> {
     }
 
     fn damaged(&self, detail: &str) -> Error {
-        Error::Source(format!(
-            "the key record stream is damaged after record {}: {detail}",
-            self.read
-        ))
+        Error::invalid_data(
+            "key record stream",
+            format!(
+                "the key record stream is damaged after record {}: {detail}",
+                self.read
+            ),
+        )
     }
 }
 

@@ -85,7 +85,7 @@ pub type ItemVisitor<'v> = dyn FnMut(RdbItem<'_>) -> Result<()> + 'v;
 /// Reads an RDB from `input` to its end, calling `on_entry` for each key when given.
 ///
 /// # Errors
-/// [`Error::Source`] naming the byte offset and what was wrong; errors from `on_entry`.
+/// [`Error::InvalidData`] naming the byte offset and what was wrong; errors from `on_entry`.
 pub fn read_rdb<R: Read>(input: R, on_entry: Option<&mut EntryVisitor<'_>>) -> Result<RdbSummary> {
     match on_entry {
         Some(on_entry) => {
@@ -102,7 +102,7 @@ pub fn read_rdb<R: Read>(input: R, on_entry: Option<&mut EntryVisitor<'_>>) -> R
 /// As [`read_rdb`], calling `on_item` for each key and each Functions library.
 ///
 /// # Errors
-/// [`Error::Source`] naming the byte offset and what was wrong; errors from `on_item`.
+/// [`Error::InvalidData`] naming the byte offset and what was wrong; errors from `on_item`.
 pub fn read_rdb_items<R: Read>(
     input: R,
     mut on_entry: Option<&mut ItemVisitor<'_>>,
@@ -418,7 +418,10 @@ impl<R: Read> Tracked<R> {
     }
 
     fn damaged_at(&self, offset: u64, detail: &str) -> Error {
-        Error::Source(format!("the RDB is damaged at byte {offset}: {detail}"))
+        Error::invalid_data(
+            "RDB",
+            format!("the RDB is damaged at byte {offset}: {detail}"),
+        )
     }
 }
 

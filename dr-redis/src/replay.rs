@@ -8,6 +8,7 @@
 
 use std::time::Instant;
 
+use dr_core::Refusal;
 use dr_core::{
     BackupOptions, BackupReader, Error, Manifest, Repository, Restore, RestoreOptions,
     RestoreReport, Result, async_trait,
@@ -65,10 +66,11 @@ impl Restore for RedisReplayTarget {
             .map_err(in_restore)?
             .len() as u64;
         if existing + libraries > 0 && !opts.force {
-            return Err(Error::Refused(format!(
-                "{} already holds {existing} keys and {libraries} Functions libraries: restoring replaces the keys and libraries of the backup and keeps the others; pass --force to do it anyway (a safety backup of it is taken first), or restore into an empty server",
-                self.conn
-            )));
+            return Err(Error::TargetExists {
+                target: self.conn.to_string(),
+                found: format!("already holds {existing} keys and {libraries} Functions libraries"),
+                hint: "restoring replaces the keys and libraries of the backup and keeps the others; pass --force to do it anyway (a safety backup of it is taken first), or restore into an empty server".into(),
+            });
         }
         let total = if self.checked {
             crate::verify::recorded_counts(backup)
@@ -87,7 +89,12 @@ impl Restore for RedisReplayTarget {
         let replayed = match backup.manifest().kind.as_str() {
             RDB_KIND => replay_rdb(backup, &mut replay).await,
             LOGICAL_KIND => replay_logical(backup, &mut replay).await,
-            other => return Err(Error::Refused(format!("{other} is not a Redis backup"))),
+            other => {
+                return Err(Error::refused(
+                    Refusal::WrongKind,
+                    format!("{other} is not a Redis backup"),
+                ));
+            }
         };
         let bytes = match replayed {
             Ok(bytes) => bytes,
@@ -163,7 +170,8 @@ impl RedisReplayTarget {
                 e @ (Error::CorruptPart { .. }
                 | Error::DamagedPart { .. }
                 | Error::MissingObject { .. }
-                | Error::Source(_)),
+                | Error::InvalidData { .. }
+                | Error::Backend { .. }),
             ) => return Err(refused(detail(&e))),
             Err(e) => return Err(e),
         };
@@ -192,7 +200,7 @@ impl RedisReplayTarget {
                 tracing::warn!(error = %e, "RDB safety backup failed; taking a logical one");
                 let logical = RedisSource::new(self.conn.clone()).with_mode(RedisMode::Logical);
                 repo.backup(source, &logical, &options).await.map_err(|e| {
-                    Error::Restore(format!(
+                    Error::restore("redis", format!(
                         "could not take a safety backup of the {existing} keys {} holds ({}); nothing was written",
                         self.conn,
                         detail(&e)
@@ -232,10 +240,13 @@ impl RedisReplayTarget {
             ),
         };
         let expired = expired_note(replay.expired);
-        Error::Restore(format!(
-            "stopped part of the way: {} of the {} keys of backup {} were written to {conn}, {not_written} were not{unknown}{expired}. Cause: {cause}. To finish, fix the cause and run the same restore again with --force (RESTORE ... REPLACE rewrites the keys already written). To undo, {undo}",
-            replay.written, at.total, at.backup
-        ))
+        Error::restore(
+            "redis",
+            format!(
+                "stopped part of the way: {} of the {} keys of backup {} were written to {conn}, {not_written} were not{unknown}{expired}. Cause: {cause}. To finish, fix the cause and run the same restore again with --force (RESTORE ... REPLACE rewrites the keys already written). To undo, {undo}",
+                replay.written, at.total, at.backup
+            ),
+        )
     }
 }
 
@@ -283,7 +294,7 @@ async fn kept_note(client: &mut RespClient, (written, loaded): (u64, u64)) -> Op
 async fn server_time_ms(client: &mut RespClient) -> Result<i64> {
     let reply = client.command(&[b"TIME"]).await.map_err(in_restore)?;
     crate::logical::server_time_ms(&reply)
-        .ok_or_else(|| Error::Restore(format!("unexpected TIME reply {reply:?}")))
+        .ok_or_else(|| Error::restore("redis", format!("unexpected TIME reply {reply:?}")))
 }
 
 /// Keys in every database of the server.

@@ -180,7 +180,7 @@ impl<'a> Replay<'a> {
 
     fn fail(&mut self, failure: String) -> Error {
         self.failure = Some(failure.clone());
-        Error::Restore(failure)
+        Error::restore("redis", failure)
     }
 }
 
@@ -253,7 +253,7 @@ pub(crate) async fn replay_rdb(backup: &BackupReader, replay: &mut Replay<'_>) -
                 }),
             };
             tx.blocking_send(item)
-                .map_err(|_| Error::Restore("the restore stopped".into()))
+                .map_err(|_| Error::restore("redis", "the restore stopped"))
         };
         read_rdb_items(std::io::Read::chain(&magic[..], reader), Some(&mut send))
     });
@@ -262,7 +262,7 @@ pub(crate) async fn replay_rdb(backup: &BackupReader, replay: &mut Replay<'_>) -
     }
     let summary = parser
         .await
-        .map_err(|e| Error::Restore(format!("RDB reader failed: {e}")))??;
+        .map_err(|e| Error::internal("reading the RDB", e))??;
     replay.flush().await?;
     Ok(summary.bytes)
 }

@@ -54,7 +54,7 @@ impl RedisConnection {
     /// Connects and authenticates.
     ///
     /// # Errors
-    /// [`Error::Source`] saying whether the server is unreachable or refused the password.
+    /// [`Error::Backend`] saying whether the server is unreachable or refused the password.
     pub async fn connect(&self) -> Result<RespClient> {
         let mut client = self.open(Duration::from_secs(10)).await?;
         self.login(&mut client).await?;
@@ -64,21 +64,32 @@ impl RedisConnection {
     /// Opens the TCP connection only (no AUTH): whether something listens at the address.
     ///
     /// # Errors
-    /// [`Error::Source`] when nothing answers within `timeout` or the connection is refused.
+    /// [`Error::Backend`] (retryable) when nothing answers within `timeout` or the connection is refused.
     pub async fn open(&self, timeout: Duration) -> Result<RespClient> {
         let address = format!("{}:{}", self.host, self.port);
         let stream = tokio::time::timeout(timeout, TcpStream::connect(&address))
             .await
             .map_err(|_| {
-                Error::Source(format!(
-                    "Redis at {self} did not answer within {} s",
-                    timeout.as_secs()
-                ))
+                Error::backend(
+                    "redis",
+                    "connect",
+                    format!(
+                        "Redis at {self} did not answer within {} s",
+                        timeout.as_secs()
+                    ),
+                )
+                .retryable()
             })?
             .map_err(|e| {
-                Error::Source(format!(
-                    "cannot reach Redis at {self}: {e} (is it running, and is the address right?)"
-                ))
+                Error::backend(
+                    "redis",
+                    "connect",
+                    format!(
+                        "cannot reach Redis at {self}: {e} (is it running, and is the address right?)"
+                    ),
+                )
+                .retryable()
+                .caused_by(e)
             })?;
         let _ = stream.set_nodelay(true);
         Ok(RespClient {
@@ -90,7 +101,7 @@ impl RedisConnection {
     /// Sends AUTH on a connection from [`RedisConnection::open`] when a password is set.
     ///
     /// # Errors
-    /// [`Error::Source`] when the server refuses the login.
+    /// [`Error::Backend`] when the server refuses the login.
     pub async fn login(&self, client: &mut RespClient) -> Result<()> {
         if let Some(password) = &self.password {
             let mut args: Vec<&[u8]> = vec![b"AUTH"];
@@ -99,9 +110,14 @@ impl RedisConnection {
             }
             args.push(password.as_bytes());
             client.command(&args).await.map_err(|e| {
-                Error::Source(format!(
-                    "Redis at {self} refused the login: {e} (check the password)"
-                ))
+                Error::backend(
+                    "redis",
+                    "login",
+                    format!(
+                        "Redis at {self} refused the login: {} (check the password)",
+                        e.detail()
+                    ),
+                )
             })?;
         }
         Ok(())
@@ -159,7 +175,7 @@ pub struct RespClient {
 }
 
 impl RespClient {
-    /// Sends one command and reads its reply; an error reply is [`Error::Source`].
+    /// Sends one command and reads its reply; an error reply is [`Error::Backend`].
     ///
     /// # Errors
     /// I/O errors and error replies.
@@ -220,12 +236,27 @@ impl RespClient {
         let line = self.read_line().await?;
         let (kind, rest) = line.split_at(1.min(line.len()));
         let number = || {
-            rest.parse::<i64>()
-                .map_err(|_| Error::Source(format!("unexpected reply from Redis: {line:?}")))
+            rest.parse::<i64>().map_err(|_| {
+                Error::backend(
+                    "redis",
+                    "command",
+                    format!("unexpected reply from Redis: {line:?}"),
+                )
+            })
         };
         Ok(Ok(match kind {
             "+" => Reply::Status(rest.to_owned()),
-            "-" => return Ok(Err(Error::Source(format!("Redis said: {rest}")))),
+            "-" => {
+                let transient = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"]
+                    .iter()
+                    .any(|p| rest.starts_with(p));
+                return Ok(Err(Error::backend(
+                    "redis",
+                    "command",
+                    format!("Redis said: {rest}"),
+                )
+                .retryable_if(transient)));
+            }
             ":" => Reply::Integer(number()?),
             "$" => match number()? {
                 n if n < 0 => Reply::Bulk(None),
@@ -246,9 +277,11 @@ impl RespClient {
                 }
             },
             _ => {
-                return Err(Error::Source(format!(
-                    "unexpected reply from Redis: {line:?}"
-                )));
+                return Err(Error::backend(
+                    "redis",
+                    "command",
+                    format!("unexpected reply from Redis: {line:?}"),
+                ));
             }
         }))
     }
@@ -262,10 +295,12 @@ impl RespClient {
             .await
             .map_err(|e| self.lost(e))?;
         if n == 0 {
-            return Err(Error::Source(format!(
-                "Redis at {} closed the connection",
-                self.server
-            )));
+            return Err(Error::backend(
+                "redis",
+                "command",
+                format!("Redis at {} closed the connection", self.server),
+            )
+            .retryable());
         }
         while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             line.pop();
@@ -302,10 +337,13 @@ impl RespClient {
     }
 
     pub(crate) fn lost(&self, e: std::io::Error) -> Error {
-        Error::Source(format!(
-            "lost the connection to Redis at {}: {e}",
-            self.server
-        ))
+        Error::backend(
+            "redis",
+            "command",
+            format!("lost the connection to Redis at {}: {e}", self.server),
+        )
+        .retryable()
+        .caused_by(e)
     }
 }
 

@@ -14,6 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use dr_core::Refusal;
 use dr_core::swap::{Attributes, Inherit, Staging};
 use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Result, async_trait};
 use tokio::io::AsyncWriteExt;
@@ -65,11 +66,14 @@ impl Restore for RedisFileTarget {
     async fn restore(&self, backup: &BackupReader, opts: &RestoreOptions) -> Result<RestoreReport> {
         let started = Instant::now();
         if backup.manifest().kind != RDB_KIND {
-            return Err(Error::Refused(format!(
-                "backup {} is a {} backup: a logical backup is restored into a running server (RESTORE), not as a file",
-                backup.id(),
-                backup.manifest().kind
-            )));
+            return Err(Error::refused(
+                Refusal::WrongKind,
+                format!(
+                    "backup {} is a {} backup: a logical backup is restored into a running server (RESTORE), not as a file",
+                    backup.id(),
+                    backup.manifest().kind
+                ),
+            ));
         }
         let target = opts.target.clone().unwrap_or_else(|| self.rdb_path.clone());
         let server = self.server.as_ref().filter(|_| !opts.force);
@@ -79,15 +83,17 @@ impl Restore for RedisFileTarget {
         let staged_at = target.clone();
         let staging = tokio::task::spawn_blocking(move || Staging::file(&staged_at))
             .await
-            .map_err(|e| Error::Restore(format!("staging the restored RDB failed: {e}")))??;
+            .map_err(|e| Error::internal("staging the restored RDB", e))??;
         let summary = match stage(backup, staging.path()).await {
             Ok(summary) => summary,
             Err(e) => {
                 return Err(match e {
-                    Error::Source(problems) => Error::ChecksFailed {
-                        subject: format!("the RDB of backup {}", backup.id()),
-                        problems,
-                    },
+                    e @ (Error::InvalidData { .. } | Error::Backend { .. }) => {
+                        Error::ChecksFailed {
+                            subject: format!("the RDB of backup {}", backup.id()),
+                            problems: e.detail(),
+                        }
+                    }
                     other => other,
                 });
             }
@@ -101,7 +107,7 @@ impl Restore for RedisFileTarget {
             staging.commit(&inherit)
         })
         .await
-        .map_err(|e| Error::Restore(format!("swapping the restored RDB in failed: {e}")))??;
+        .map_err(|e| Error::internal("swapping the restored RDB in", e))??;
         let previous = swapped.previous.map(|p| p.display().to_string());
         run_hook(self.start_command.as_deref(), "start_command").await?;
         let mut report = RestoreReport::default();
@@ -167,7 +173,7 @@ async fn stage(backup: &BackupReader, staged: &Path) -> Result<crate::rdb::RdbSu
     .await;
     let summary = checker
         .await
-        .map_err(|e| Error::Restore(format!("RDB check failed: {e}")))?;
+        .map_err(|e| Error::internal("checking the RDB", e))?;
     copied?;
     summary
 }
@@ -175,7 +181,7 @@ async fn stage(backup: &BackupReader, staged: &Path) -> Result<crate::rdb::RdbSu
 /// Parses a whole RDB file: magic, every opcode, CRC64.
 ///
 /// # Errors
-/// [`Error::Source`] with the offset of the damage.
+/// [`Error::InvalidData`] with the offset of the damage.
 pub async fn check_file(path: &Path) -> Result<crate::rdb::RdbSummary> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
@@ -184,7 +190,7 @@ pub async fn check_file(path: &Path) -> Result<crate::rdb::RdbSummary> {
         read_rdb(std::io::BufReader::with_capacity(1 << 20, file), None)
     })
     .await
-    .map_err(|e| Error::Source(format!("RDB check failed: {e}")))?
+    .map_err(|e| Error::internal("checking the RDB", e))?
 }
 
 async fn run_hook(command: Option<&str>, name: &str) -> Result<()> {
@@ -195,13 +201,11 @@ async fn run_hook(command: Option<&str>, name: &str) -> Result<()> {
         .args(["-c", command])
         .status()
         .await
-        .map_err(|e| Error::Restore(format!("cannot run {name} ({command}): {e}")))?;
+        .map_err(|e| Error::io(format!("running {name} ({command})"), e))?;
     if status.success() {
         Ok(())
     } else {
-        Err(Error::Restore(format!(
-            "{name} ({command}) failed: {status}"
-        )))
+        Err(Error::tool(format!("{name} ({command})"), status, ""))
     }
 }
 
@@ -209,19 +213,20 @@ pub(crate) fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// An error's message without the "failed during backup" wording of [`Error::Source`], for
+/// An error's message without the "failed during backup" wording of [`Error::Backend`], for
 /// restore and verify messages (a Redis reply, a damaged RDB).
 pub(crate) fn detail(e: &Error) -> String {
-    match e {
-        Error::Source(message) => message.clone(),
-        other => other.to_string(),
-    }
+    e.detail()
 }
 
-/// [`Error::Source`] (the Redis client's errors) as a restore error.
+/// [`Error::Backend`] (the Redis client's errors) as a restore error.
 pub(crate) fn in_restore(e: Error) -> Error {
     match e {
-        Error::Source(message) => Error::Restore(message),
+        Error::Backend { message, cause, .. } => Error::Restore {
+            system: "redis",
+            message,
+            cause,
+        },
         other => other,
     }
 }

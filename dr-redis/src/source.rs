@@ -291,13 +291,7 @@ pub fn explain_auth(error: Error, password_env: Option<&str>) -> Error {
             " (the password comes from the source's url: check it, or set password_env)".to_owned()
         }
     };
-    match error {
-        Error::Source(m) => Error::Source(m + &hint),
-        Error::Restore(m) => Error::Restore(m + &hint),
-        Error::Refused(m) => Error::Refused(m + &hint),
-        Error::Usage(m) => Error::Usage(m + &hint),
-        other => other,
-    }
+    error.with_hint(&hint)
 }
 
 /// Refuses the restore options Redis has no use for, saying what it does instead.
@@ -345,11 +339,14 @@ mod tests {
     #[test]
     fn auth_failures_name_the_variable_never_the_password() {
         let e = explain_auth(
-            Error::Source("WRONGPASS invalid username-password pair".into()),
+            Error::backend("redis", "login", "WRONGPASS invalid username-password pair"),
             Some("REDIS_PW"),
         );
         assert!(e.to_string().contains("REDIS_PW"), "{e}");
-        let other = explain_auth(Error::Source("connection refused".into()), Some("REDIS_PW"));
+        let other = explain_auth(
+            Error::backend("redis", "connect", "connection refused"),
+            Some("REDIS_PW"),
+        );
         assert!(!other.to_string().contains("REDIS_PW"));
     }
 

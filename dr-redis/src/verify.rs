@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use dr_core::Refusal;
 use dr_core::{
     BackupReader, Error, Findings, KindVerifier, ProblemKind, Restore, RestoreOptions, Result,
     Verify, VerifyLevel, VerifyProblem, VerifyReport, async_trait, verify_backup,
@@ -61,7 +62,7 @@ impl KindVerifier for RedisVerifier {
     async fn test_restore(&self, backup: &BackupReader) -> Result<Findings> {
         let (counts, libraries) = scratch_counts(backup)
             .await
-            .map_err(|e| Error::Refused(detail(&e)))?;
+            .map_err(|e| Error::refused(Refusal::Unavailable, detail(&e)))?;
         let mut found = Findings::default();
         let recorded = recorded_counts(backup);
         compare(
@@ -142,7 +143,7 @@ pub(crate) async fn parsed_counts(backup: &BackupReader) -> Result<BTreeMap<u32,
         Ok::<_, Error>(summary)
     })
     .await
-    .map_err(|e| Error::Restore(format!("RDB check failed: {e}")))??;
+    .map_err(|e| Error::internal("checking the RDB", e))??;
     Ok(summary.databases)
 }
 
@@ -254,7 +255,7 @@ impl ScratchServer {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                Error::Source(format!(
+                Error::backend("redis", "backup", format!(
                     "cannot start redis-server for the test restore ({e}): apt-get install -y redis-server"
                 ))
             })?;
@@ -268,9 +269,11 @@ impl ScratchServer {
             if text.contains("# ") && (text.contains("Fatal") || text.contains("Bad file format"))
                 || Instant::now() > deadline
             {
-                return Err(Error::Source(format!(
-                    "the scratch redis-server did not load the backup: {text}"
-                )));
+                return Err(Error::backend(
+                    "redis",
+                    "backup",
+                    format!("the scratch redis-server did not load the backup: {text}"),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -95,7 +95,10 @@ async fn file_restore_and_replays_are_faithful() {
     // safety backup of the changed server is taken first.
     server.cli(&["SET", "changed", "after the backup"]);
     let refused = restore(&repo, source.as_ref(), &RestoreOptions::default()).await;
-    assert!(matches!(refused, Err(Error::Refused(_))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(Error::TargetExists { .. })),
+        "{refused:?}"
+    );
     let report = restore(
         &repo,
         source.as_ref(),
@@ -195,8 +198,10 @@ async fn typos_unsupported_options_and_missing_passwords_are_refused() {
         build(json!({ "url": server.url(), "password_env": "DR_TEST_UNSET_REDIS_PW" })).unwrap();
     let err = unset.backup(&repo, "cache", false).await.err().unwrap();
     assert!(err.to_string().contains("DR_TEST_UNSET_REDIS_PW"), "{err}");
-    let explained = unset.explain(Error::Source(
-        "WRONGPASS invalid username-password pair".into(),
+    let explained = unset.explain(Error::backend(
+        "redis",
+        "login",
+        "WRONGPASS invalid username-password pair",
     ));
     assert!(
         explained.to_string().contains("DR_TEST_UNSET_REDIS_PW"),

@@ -123,14 +123,15 @@ impl Backup for SqliteSource {
         let streamed = match ready_rx.await {
             Ok(Ok(snapshot)) => stream_snapshot(&self.path, snapshot, out).await,
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Source(
-                "the snapshot thread stopped before it was ready".into(),
+            Err(_) => Err(Error::internal(
+                "the SQLite snapshot",
+                "the snapshot thread stopped before it was ready",
             )),
         };
         drop(release_tx); // lets the holder end its read transaction
         let held = holder
             .await
-            .map_err(|e| Error::Source(format!("snapshot task failed: {e}")))?;
+            .map_err(|e| Error::internal("the SQLite snapshot", e))?;
         let info = streamed?;
         held?;
         Ok(info)
@@ -169,11 +170,16 @@ async fn stream_snapshot(
         .map_err(|e| Error::io(format!("opening {}", file_path.display()), e))?;
     let record = out.put_artifact(DB_ARTIFACT, &mut file.take(len)).await?;
     if record.plain_size != len {
-        return Err(Error::Source(format!(
-            "{} ended after {} of {len} bytes while it was being read",
-            file_path.display(),
-            record.plain_size
-        )));
+        return Err(Error::backend(
+            "sqlite",
+            "backup",
+            format!(
+                "{} ended after {} of {len} bytes while it was being read",
+                file_path.display(),
+                record.plain_size
+            ),
+        )
+        .retryable());
     }
     info.insert("stored_database_bytes".into(), len.into());
     Ok(info)
@@ -276,10 +282,11 @@ fn file_attributes(path: &Path) -> Result<SourceInfo> {
 
 fn open_in_read_transaction(path: &Path, options: &SqliteOptions) -> Result<Connection> {
     if !path.is_file() {
-        return Err(Error::Source(format!(
-            "no SQLite database at {}",
-            path.display()
-        )));
+        return Err(Error::backend(
+            "sqlite",
+            "backup",
+            format!("no SQLite database at {}", path.display()),
+        ));
     }
     if options.method == SnapshotMethod::Auto {
         checkpoint_if_wal(path);
@@ -369,10 +376,15 @@ fn copy_file(path: &Path, len: u64, target: &Path) -> Result<()> {
     let copied = std::io::copy(&mut from, &mut to)
         .map_err(|e| Error::io("copying the database file to the temporary snapshot", e))?;
     if copied != len {
-        return Err(Error::Source(format!(
-            "{} has {copied} bytes, its header says {len}",
-            path.display()
-        )));
+        return Err(Error::backend(
+            "sqlite",
+            "backup",
+            format!(
+                "{} has {copied} bytes, its header says {len}",
+                path.display()
+            ),
+        )
+        .retryable());
     }
     Ok(())
 }

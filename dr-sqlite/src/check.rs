@@ -45,7 +45,7 @@ pub struct CheckOutcome {
 /// counts with `expected_rows` (when given) and runs `user_checks`.
 ///
 /// # Errors
-/// [`Error::Source`] when the file cannot be opened as a database at all; failed checks are
+/// [`Error::Backend`] when the file cannot be opened as a database at all; failed checks are
 /// reported in the outcome.
 pub fn check_database(
     path: &Path,

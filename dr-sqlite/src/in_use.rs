@@ -25,7 +25,11 @@ pub(crate) fn refuse_if_in_use(target: &Path) -> Result<Vec<String>> {
     files.extend(SIDECARS.iter().map(|s| sibling(target, s)));
     if let Some(pid) = process_holding(&files) {
         let name = process_name(pid);
-        return Err(in_use(target, &format!("process {pid}{name} has it open")));
+        return Err(in_use(
+            target,
+            Some(pid),
+            format!("process {pid}{name} has it open"),
+        ));
     }
     if !has_header(target) {
         return Ok(vec![format!(
@@ -47,7 +51,8 @@ pub(crate) fn refuse_if_in_use(target: &Path) -> Result<Vec<String>> {
         Err(e) => match e.sqlite_error_code() {
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Err(in_use(
                 target,
-                "another connection holds its write lock: BEGIN IMMEDIATE got SQLITE_BUSY (a RESERVED, PENDING or EXCLUSIVE lock, or the WAL write lock)",
+                None,
+                "another connection holds its write lock: BEGIN IMMEDIATE got SQLITE_BUSY (a RESERVED, PENDING or EXCLUSIVE lock, or the WAL write lock)".into(),
             )),
             Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Ok(vec![format!(
                 "{} was a damaged SQLite database ({e}); it was replaced",
@@ -82,11 +87,13 @@ fn process_name(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-fn in_use(target: &Path, why: &str) -> Error {
-    Error::Usage(format!(
-        "refusing to replace {} while it is in use ({why}): stop the application first, restore with --to ANOTHER_PATH, or force it",
-        target.display()
-    ))
+fn in_use(target: &Path, holder_pid: Option<u32>, holder: String) -> Error {
+    Error::TargetInUse {
+        target: target.display().to_string(),
+        holder_pid,
+        holder,
+        hint: "stop the application first, restore with --to ANOTHER_PATH, or force it".into(),
+    }
 }
 
 #[cfg(test)]

@@ -49,8 +49,16 @@ pub const KIND: &str = "sqlite";
 /// `<path><suffix>`, e.g. the `-wal` and `-shm` files beside a database.
 use dr_core::sibling_path as sibling;
 
+/// A rusqlite error as [`dr_core::Error::Backend`]: retryable when the database was busy or
+/// locked.
 fn sqlite_error(what: &str, e: rusqlite::Error) -> dr_core::Error {
-    dr_core::Error::Source(format!("SQLite {what}: {e}"))
+    let busy = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    dr_core::Error::backend("sqlite", what, e.to_string())
+        .retryable_if(busy)
+        .caused_by(e)
 }
 
 /// Runs blocking work (rusqlite, file copies, fsyncs, `/proc` scans) on a blocking thread.
@@ -60,7 +68,7 @@ async fn blocking<T: Send + 'static>(
 ) -> dr_core::Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| dr_core::Error::Restore(format!("{what}: the task failed: {e}")))?
+        .map_err(|e| dr_core::Error::internal(what, e))?
 }
 
 /// Adds this crate's source types and manifest kinds to `registry`.

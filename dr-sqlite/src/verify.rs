@@ -81,7 +81,7 @@ impl SqliteVerifier {
             check_restored(&path, expected.as_ref(), &checks, Integrity::Full)
         })
         .await
-        .map_err(|e| Error::Usage(format!("check task failed: {e}")))??;
+        .map_err(|e| Error::internal("the SQLite checks", e))??;
         Ok(outcome)
         // `scratch` is removed here, whatever happened.
     }

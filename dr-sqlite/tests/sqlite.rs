@@ -424,6 +424,16 @@ async fn restore_refuses_a_database_in_use() {
             .contains(&format!("process {}", holder.id())),
         "{err}"
     );
+    match &err {
+        dr_core::Error::TargetInUse {
+            target, holder_pid, ..
+        } => {
+            assert_eq!(*holder_pid, Some(holder.id()), "{err}");
+            assert_eq!(target, &db.display().to_string());
+        }
+        other => panic!("expected TargetInUse, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
     assert_eq!(std::fs::read(&db).unwrap(), before, "target untouched");
 }
 

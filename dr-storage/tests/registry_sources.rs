@@ -180,9 +180,9 @@ async fn only_puts_the_selection_into_the_live_tree() {
     assert_eq!(merged.kept_aside.len(), 1, "{merged:?}");
     assert_eq!(merged.kept_aside[0].path, "plain.txt");
     assert!(
-        report.notes.iter().any(|n| n.contains("kept aside 1")),
+        report.summary.iter().any(|n| n.contains("kept aside 1")),
         "{:?}",
-        report.notes
+        report.summary
     );
     let mut expected = with_source_entries(&live, &source_fp, &["xattr.txt", "plain.txt"]);
     let kept_at = Path::new(&merged.kept_aside[0].kept_at);

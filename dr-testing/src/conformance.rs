@@ -290,7 +290,7 @@ pub async fn failing_source_is_not_listed(store: Arc<dyn ObjectStore>) {
         )
         .await
         .expect_err("must fail");
-    assert!(matches!(err, Error::Source(_)), "{err:?}");
+    assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     assert!(
         repo.list(None).await.expect("list").is_empty(),
         "nothing listed"

@@ -42,8 +42,10 @@ impl Backup for FailingSource {
         tokio::io::copy(&mut data, &mut writer)
             .await
             .map_err(|e| Error::from_io("copy", e))?;
-        Err(Error::Source(
-            "simulated source failure: dump exited with status 1".into(),
+        Err(Error::backend(
+            "source",
+            "backup",
+            "simulated source failure: dump exited with status 1",
         ))
     }
 }

@@ -164,7 +164,7 @@ impl Restore for JournalTarget {
             staging.commit(&Inherit::Replaced)
         })
         .await
-        .map_err(|e| Error::Restore(format!("the restore task failed: {e}")))??;
+        .map_err(|e| Error::internal("restoring the journal", e))??;
         let mut report = RestoreReport::default();
         report.backup_id = backup.id().to_owned();
         report.target = self.path.display().to_string();
@@ -234,10 +234,11 @@ async fn read_and_check(backup: &BackupReader) -> Result<Findings> {
 /// The number of lines, or which line is not JSON.
 fn check_lines(bytes: &[u8]) -> Result<usize> {
     let text = std::str::from_utf8(bytes)
-        .map_err(|e| Error::Source(format!("the journal is not UTF-8: {e}")))?;
+        .map_err(|e| Error::invalid_data("journal", format!("it is not UTF-8: {e}")))?;
     for (n, line) in text.lines().enumerate() {
-        serde_json::from_str::<serde_json::Value>(line)
-            .map_err(|e| Error::Source(format!("journal line {} is not JSON: {e}", n + 1)))?;
+        serde_json::from_str::<serde_json::Value>(line).map_err(|e| {
+            Error::invalid_data("journal", format!("line {} is not JSON: {e}", n + 1))
+        })?;
     }
     Ok(text.lines().count())
 }

@@ -177,7 +177,7 @@ impl BackupRunReport {
 ///
 /// # Errors
 /// [`Error::Usage`] for an unknown source or group or an empty system; the group's failing
-/// `before_backup` hook ([`Error::Source`], nothing backed up); recording the point.
+/// `before_backup` hook ([`Error::HookFailed`], nothing backed up); recording the point.
 pub async fn backup(
     repo: &Repository,
     system: &System,

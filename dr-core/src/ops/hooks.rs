@@ -95,7 +95,7 @@ impl Hooks {
     /// Runs the *before* hooks of `phase` in order, stopping at the first that fails.
     ///
     /// # Errors
-    /// [`Error::Source`] (backups) or [`Error::Restore`] (restores) naming the hook that
+    /// [`Error::HookFailed`] naming the hook that
     /// failed and saying nothing was changed; the runs so far are in `runs`.
     pub async fn run_before(
         &self,
@@ -108,15 +108,11 @@ impl Hooks {
             let failed = run.error.clone();
             runs.push(run);
             if let Some(error) = failed {
-                let message = format!(
-                    "{} hook {} failed ({error}): nothing was {}; fix the hook or the service it checks and run again",
-                    phase.name(),
-                    command.shown(),
-                    phase.undone()
-                );
-                return Err(match phase {
-                    HookPhase::BeforeBackup | HookPhase::AfterBackup => Error::Source(message),
-                    HookPhase::BeforeRestore | HookPhase::AfterRestore => Error::Restore(message),
+                return Err(Error::HookFailed {
+                    phase: phase.name(),
+                    command: command.shown(),
+                    error,
+                    undone: phase.undone(),
                 });
             }
         }

@@ -133,7 +133,7 @@ impl RestoreRunReport {
 /// # Errors
 /// Before anything ran: [`Error::NoIdentity`] without a secret key, [`Error::Usage`] for
 /// an unknown source, [`Error::BackupNotFound`]; a failing `before_restore` hook
-/// ([`Error::Restore`], the target untouched). A failure of the restore itself is in the
+/// ([`Error::HookFailed`], the target untouched). A failure of the restore itself is in the
 /// report (`error`, `failure`), with the after-hooks that ran.
 pub async fn restore(
     repo: &Repository,

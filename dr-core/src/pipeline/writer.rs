@@ -146,7 +146,7 @@ impl BackupWriter {
     /// Copies `reader` to its end into a new artifact and finishes it.
     ///
     /// # Errors
-    /// The reader's error (as [`Error::Source`]) or any pipeline error.
+    /// The reader's error (as [`Error::Backend`]) or any pipeline error.
     pub async fn put_artifact<R>(&mut self, name: &str, reader: &mut R) -> Result<ArtifactRecord>
     where
         R: AsyncRead + Unpin + Send + ?Sized,
@@ -157,7 +157,15 @@ impl BackupWriter {
                 .failure
                 .take()
                 .unwrap_or_else(|| match Error::from_io("copy", e) {
-                    Error::Io { source, .. } => Error::Source(format!("reading {name}: {source}")),
+                    Error::Io { source, .. } => {
+                        let retryable = matches!(
+                            source.kind(),
+                            std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+                        );
+                        Error::backend("source", format!("reading {name}"), source.to_string())
+                            .retryable_if(retryable)
+                            .caused_by(source)
+                    }
                     other => other,
                 });
             writer.report_end(Some(&error));

@@ -79,7 +79,10 @@ impl Source for BlobSource {
         }))
     }
     async fn restore(&self, _: &RestoreRequest<'_>) -> Result<RestoreReport> {
-        Err(dr_core::Error::Refused("no restores in tests".into()))
+        Err(dr_core::Error::refused(
+            dr_core::Refusal::Unsupported,
+            "no restores in tests",
+        ))
     }
     fn verifier(&self, _: &Repository) -> Result<Box<dyn Verify>> {
         Ok(Box::new(BlobVerifier {

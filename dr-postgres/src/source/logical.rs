@@ -198,8 +198,7 @@ fn elapsed_ms(started: Instant) -> u64 {
 
 /// `value` as report details.
 pub(crate) fn details<T: Serialize>(value: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(value)
-        .map_err(|e| Error::Restore(format!("recording the restore's details: {e}")))
+    serde_json::to_value(value).map_err(|e| Error::internal("recording the restore's details", e))
 }
 
 #[async_trait]

@@ -55,17 +55,7 @@ fn refuse(option: &str, why: &str) -> Error {
 
 /// `error` with `text` appended to its message, keeping its kind (and so its exit code).
 pub(crate) fn append(error: Error, text: &str) -> Error {
-    match error {
-        Error::Source(m) => Error::Source(format!("{m}{text}")),
-        Error::Restore(m) => Error::Restore(format!("{m}{text}")),
-        Error::Refused(m) => Error::Refused(format!("{m}{text}")),
-        Error::Usage(m) => Error::Usage(format!("{m}{text}")),
-        Error::ChecksFailed { subject, problems } => Error::ChecksFailed {
-            subject,
-            problems: format!("{problems}{text}"),
-        },
-        other => other,
-    }
+    error.with_hint(text)
 }
 
 /// Quotes `word` for `sh` (PostgreSQL runs `restore_command` through the shell).

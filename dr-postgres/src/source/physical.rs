@@ -234,7 +234,7 @@ impl Source for PhysicalSource {
         .with_checks(self.checks.clone());
         // The probe first, so that the archive's reach is read after it is archived.
         let probe = drill.write_probe().await.map_err(|e| {
-            Error::Source(format!(
+            Error::backend("postgres", "backup", format!(
                 "the RPO probe could not be written into the live cluster, so the drill's RPO cannot be checked: {e}"
             ))
         })?;

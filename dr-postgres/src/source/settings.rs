@@ -160,8 +160,10 @@ mod tests {
             err.to_string().contains("DR_TEST_SURELY_UNSET_VARIABLE"),
             "{err}"
         );
-        let explained = settings.explain_auth(Error::Source(
-            "password authentication failed for user \"a\"".into(),
+        let explained = settings.explain_auth(Error::backend(
+            "postgres",
+            "connect",
+            "password authentication failed for user \"a\"",
         ));
         assert!(
             explained.to_string().contains("named by password_env"),

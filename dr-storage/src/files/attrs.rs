@@ -17,12 +17,15 @@ pub(crate) fn apply(path: &Path, entry: &FileEntry, owners: bool) -> Result<()> 
     use std::os::unix::fs::PermissionsExt;
     if owners {
         std::os::unix::fs::lchown(path, entry.uid, entry.gid).map_err(|e| {
-            Error::Restore(format!(
-                "cannot give {} its owner {}:{} ({e}): --owners needs root",
-                path.display(),
-                entry.uid.map_or("-".into(), |u| u.to_string()),
-                entry.gid.map_or("-".into(), |g| g.to_string()),
-            ))
+            Error::restore(
+                "files",
+                format!(
+                    "cannot give {} its owner {}:{} ({e}): --owners needs root",
+                    path.display(),
+                    entry.uid.map_or("-".into(), |u| u.to_string()),
+                    entry.gid.map_or("-".into(), |g| g.to_string()),
+                ),
+            )
         })?;
     }
     if entry.kind != EntryKind::Symlink {
@@ -31,10 +34,13 @@ pub(crate) fn apply(path: &Path, entry: &FileEntry, owners: bool) -> Result<()> 
     }
     for (name, value) in &entry.xattrs {
         let value = hex::decode(value).map_err(|_| {
-            Error::Restore(format!(
-                "the index holds a damaged value of the extended attribute {name} of {}",
-                path.display()
-            ))
+            Error::restore(
+                "files",
+                format!(
+                    "the index holds a damaged value of the extended attribute {name} of {}",
+                    path.display()
+                ),
+            )
         })?;
         xattr::set(path, name, &value).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -43,10 +49,13 @@ pub(crate) fn apply(path: &Path, entry: &FileEntry, owners: bool) -> Result<()> 
             } else {
                 "does the target's filesystem support extended attributes (and ACLs)?"
             };
-            Error::Restore(format!(
-                "cannot set the extended attribute {name} on {} ({e}): {hint}",
-                path.display()
-            ))
+            Error::restore(
+                "files",
+                format!(
+                    "cannot set the extended attribute {name} on {} ({e}): {hint}",
+                    path.display()
+                ),
+            )
         })?;
     }
     set_mtime(path, entry.mtime_ns)

@@ -72,7 +72,7 @@ impl Backup for DirectorySource {
             Ok::<_, Error>((walk_counting_sockets(&root, &filter)?, root_entry(&root)?))
         })
         .await
-        .map_err(|e| Error::Source(format!("walking the tree failed: {e}")))??;
+        .map_err(|e| Error::internal("walking the tree", e))??;
         let mut context = Context {
             root: self.root.clone(),
             id: out.id().to_owned(),
@@ -111,7 +111,7 @@ impl Backup for DirectorySource {
             Ok::<_, Error>((bridge.into_inner(), index, stats))
         })
         .await
-        .map_err(|e| Error::Source(format!("the tar writer failed: {e}")))??;
+        .map_err(|e| Error::internal("writing the tar", e))??;
         writer.finish().await?;
         write_index(
             out,
@@ -292,10 +292,10 @@ fn add_entry(
             if let Some(primary) = primary {
                 // A second name of a file already in the index: a hard link to it.
                 let first = done.get(primary).ok_or_else(|| {
-                    Error::Source(format!(
-                        "the hard link {} lost its group",
-                        relative.display()
-                    ))
+                    Error::internal(
+                        "indexing hard links",
+                        format!("the hard link {} lost its group", relative.display()),
+                    )
                 })?;
                 entry.sha256 = first.sha256.clone();
                 entry.stored_in = first.stored_in.clone();

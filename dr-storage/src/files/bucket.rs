@@ -188,14 +188,18 @@ impl BucketSource {
             .iter()
             .find(|&&i| now.contains(&objects[i].location))
         {
-            return Err(Error::Source(format!(
-                "The bucket lists an object as `{}` but reading `{0}` finds nothing: its real key \
+            return Err(Error::backend(
+                "bucket",
+                "backup",
+                format!(
+                    "The bucket lists an object as `{}` but reading `{0}` finds nothing: its real key \
                  most likely begins or ends with `/` (a folder marker such as `{0}/`), and \
                  object_store, the library dr reads buckets with, cannot address such keys. \
                  Nothing was committed: rename or delete that object (or back up a prefix \
                  without it) and run the backup again",
-                objects[i].location
-            )));
+                    objects[i].location
+                ),
+            ));
         }
         Ok(not_found.to_vec())
     }
@@ -246,13 +250,17 @@ async fn list_objects(
         .map_err(listing_error)?;
     objects.sort_by(|a, b| a.location.cmp(&b.location));
     if let Some(pair) = objects.windows(2).find(|w| w[0].location == w[1].location) {
-        return Err(Error::Source(format!(
-            "The bucket lists two objects as `{}`: their real keys differ by a leading or \
+        return Err(Error::backend(
+            "bucket",
+            "backup",
+            format!(
+                "The bucket lists two objects as `{}`: their real keys differ by a leading or \
              trailing `/`, which object_store, the library dr reads buckets with, drops. \
              Nothing was committed: rename one of them (or back up a prefix without them) and \
              run the backup again",
-            pair[0].location
-        )));
+                pair[0].location
+            ),
+        ));
     }
     Ok(objects)
 }
@@ -265,12 +273,16 @@ pub(crate) fn exact_path(raw: &str) -> ObjectPath {
 
 fn listing_error(e: dr_core::object_store::Error) -> Error {
     match e {
-        dr_core::object_store::Error::InvalidPath { source } => Error::Source(format!(
-            "The bucket holds an object whose key object_store, the library dr reads buckets \
+        dr_core::object_store::Error::InvalidPath { source } => Error::backend(
+            "bucket",
+            "listing the bucket",
+            format!(
+                "The bucket holds an object whose key object_store, the library dr reads buckets \
              with, cannot represent ({source}): keys with an empty segment (`a//b`), a `.` or \
              `..` segment, or a control character cannot be backed up. Nothing was committed: \
              rename those objects (or back up a prefix without them) and run the backup again"
-        )),
+            ),
+        ),
         e => Error::store("listing the bucket", e),
     }
 }
@@ -341,10 +353,14 @@ async fn append_object(
         tar.write_all(&chunk).await.map_err(io)?;
     }
     if written != entry.size {
-        return Err(Error::Source(format!(
-            "{name} changed while it was backed up ({} bytes listed, {written} read): run the backup again",
-            entry.size
-        )));
+        return Err(Error::backend(
+            "bucket",
+            "backup",
+            format!(
+                "{name} changed while it was backed up ({} bytes listed, {written} read): run the backup again",
+                entry.size
+            ),
+        ));
     }
     let padding = (512 - (written % 512) as usize) % 512;
     tar.write_all(&vec![0u8; padding]).await.map_err(io)?;

@@ -125,7 +125,7 @@ impl BucketTarget {
             .open_backup(&backup.manifest().source, &selector)
             .await
             .map_err(|e| {
-                Error::Restore(format!(
+                Error::restore("bucket", format!(
                     "backup {holder}, which holds objects of {}, cannot be read: {e}; nothing was written",
                     backup.id()
                 ))
@@ -156,11 +156,14 @@ impl BucketTarget {
             found += 1;
         }
         if found != entries.len() {
-            return Err(Error::Restore(format!(
-                "backup {} holds {found} of the {} objects its index names",
-                reader.id(),
-                entries.len()
-            )));
+            return Err(Error::restore(
+                "bucket",
+                format!(
+                    "backup {} holds {found} of the {} objects its index names",
+                    reader.id(),
+                    entries.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -172,7 +175,7 @@ impl BucketTarget {
             None => name.to_owned(),
         };
         ObjectPath::parse(&raw)
-            .map_err(|e| Error::Restore(format!("{raw} is not a valid object key: {e}")))
+            .map_err(|e| Error::restore("bucket", format!("{raw} is not a valid object key: {e}")))
     }
 
     /// Writes one object: up to [`SINGLE_PUT_BYTES`] buffered, checked, then one put (a
@@ -185,7 +188,12 @@ impl BucketTarget {
         entry: &FileEntry,
         size: u64,
     ) -> Result<bool> {
-        let mismatch = || Error::Restore(format!("{key} does not match its SHA-256: not restored"));
+        let mismatch = || {
+            Error::restore(
+                "bucket",
+                format!("{key} does not match its SHA-256: not restored"),
+            )
+        };
         let mut hasher = Sha256::new();
         if size <= SINGLE_PUT_BYTES {
             let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
@@ -265,7 +273,10 @@ impl BucketTarget {
     /// objects were written, the file listing their keys, and what to run next.
     async fn failed_midway(&self, id: &str, error: Error, written: &Written) -> Error {
         if written.keys.is_empty() {
-            return Error::Restore(format!("{error}; nothing was written into the target"));
+            return Error::restore(
+                "bucket",
+                format!("{error}; nothing was written into the target"),
+            );
         }
         let n = written.keys.len();
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
@@ -280,12 +291,15 @@ impl BucketTarget {
             Ok(()) => format!("their keys are listed in {}", path.display()),
             Err(e) => format!("listing their keys in {} failed too ({e})", path.display()),
         };
-        Error::Restore(format!(
-            "{error}; {n} objects were written into the target before the failure and {listed}. \
+        Error::restore(
+            "bucket",
+            format!(
+                "{error}; {n} objects were written into the target before the failure and {listed}. \
              Run the same restore again to finish (it writes every object again); to undo, \
              delete those keys from the target (objects they replaced are gone unless the \
              bucket keeps versions)"
-        ))
+            ),
+        )
     }
 }
 
@@ -310,18 +324,24 @@ fn select_entries<'a>(entries: &'a [FileEntry], select: &[String], id: &str) -> 
 async fn check_whole(reader: &BackupReader) -> Result<()> {
     let report = reader.verify_objects(VerifyLevel::Checksums).await?;
     if !report.problems.is_empty() {
-        return Err(Error::Restore(format!(
-            "backup {} is damaged ({}); nothing was written into the target",
-            reader.id(),
-            report.problems_text()
-        )));
+        return Err(Error::restore(
+            "bucket",
+            format!(
+                "backup {} is damaged ({}); nothing was written into the target",
+                reader.id(),
+                report.problems_text()
+            ),
+        ));
     }
     if !report.decoded {
         reader.decode_all().await.map_err(|e| {
-            Error::Restore(format!(
-                "backup {} is damaged ({e}); nothing was written into the target",
-                reader.id()
-            ))
+            Error::restore(
+                "bucket",
+                format!(
+                    "backup {} is damaged ({e}); nothing was written into the target",
+                    reader.id()
+                ),
+            )
         })?;
     }
     Ok(())

@@ -187,7 +187,7 @@ impl Source for ConfiguredBucket {
             dr_core::human_size(restored.bytes)
         )];
         report.details = serde_json::to_value(&restored)
-            .map_err(|e| Error::Restore(format!("describing the restored objects: {e}")))?;
+            .map_err(|e| Error::internal("describing the restored objects", e))?;
         Ok(report)
     }
 
@@ -203,11 +203,20 @@ impl Source for ConfiguredBucket {
 
     fn explain(&self, error: Error) -> Error {
         match error {
-            Error::Store { .. } if self.settings.url.starts_with("s3") => Error::Source(format!(
-                "{error} (credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-                 the endpoint and region from the source's `options` or AWS_ENDPOINT and \
-                 AWS_REGION)"
-            )),
+            Error::Store { .. } if self.settings.url.starts_with("s3") => {
+                let retryable = error.is_retryable();
+                Error::backend(
+                    "bucket",
+                    "reading the bucket",
+                    format!(
+                        "{error} (credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                         the endpoint and region from the source's `options` or AWS_ENDPOINT and \
+                         AWS_REGION)"
+                    ),
+                )
+                .retryable_if(retryable)
+                .caused_by(error)
+            }
             other => other,
         }
     }

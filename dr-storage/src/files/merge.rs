@@ -78,19 +78,22 @@ impl Merge {
     pub(crate) fn run(mut self, staged: &Path, live: &Path) -> Result<Merged> {
         match self.merge_dir(staged, live, Path::new("")) {
             Ok(()) => Ok(self.done),
-            Err(e) => Err(Error::Restore(format!(
-                "putting the selection into {} failed ({e}); already put back: {}; kept aside: {}",
-                live.display(),
-                list(&self.done.placed),
-                list(
-                    &self
-                        .done
-                        .kept_aside
-                        .iter()
-                        .map(|k| format!("{} -> {}", k.path, k.kept_at))
-                        .collect::<Vec<_>>()
+            Err(e) => Err(Error::restore(
+                "files",
+                format!(
+                    "putting the selection into {} failed ({e}); already put back: {}; kept aside: {}",
+                    live.display(),
+                    list(&self.done.placed),
+                    list(
+                        &self
+                            .done
+                            .kept_aside
+                            .iter()
+                            .map(|k| format!("{} -> {}", k.path, k.kept_at))
+                            .collect::<Vec<_>>()
+                    ),
                 ),
-            ))),
+            )),
         }
     }
 
@@ -184,10 +187,10 @@ fn keep_aside(path: &Path) -> Result<PathBuf> {
             }
         }
     }
-    Err(Error::Restore(format!(
-        "no free name to keep {} aside",
-        path.display()
-    )))
+    Err(Error::restore(
+        "files",
+        format!("no free name to keep {} aside", path.display()),
+    ))
 }
 
 /// Renames `from` to `to`, failing if `to` appeared meanwhile (never replaces).

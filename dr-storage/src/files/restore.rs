@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use dr_core::swap::{Attributes, Inherit, Staging};
 use dr_core::{
-    BackupReader, Error, Repository, Restore, RestoreOptions, RestoreReport, Result, async_trait,
+    BackupReader, Error, Refusal, Repository, Restore, RestoreOptions, RestoreReport, Result,
+    async_trait,
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
@@ -189,11 +190,13 @@ impl DirectoryTarget {
 fn inspect(target: &Path) -> Result<Found> {
     let existing = std::fs::symlink_metadata(target).ok();
     if existing.as_ref().is_some_and(|m| !m.is_dir()) {
-        return Err(Error::Refused(format!(
-            "{} exists and is not a directory: restore the tree with --to a new path, or \
-             move that file away first; nothing was changed",
-            target.display()
-        )));
+        return Err(Error::TargetExists {
+            target: target.display().to_string(),
+            found: "exists and is not a directory".into(),
+            hint: "restore the tree with --to a new path, or move that file away first; \
+                   nothing was changed"
+                .into(),
+        });
     }
     let occupied = std::fs::read_dir(target)
         .map(|mut d| d.next().is_some())
@@ -273,12 +276,15 @@ fn swap_in(
         None => Inherit::Replaced,
     };
     let swapped = staging.commit(&inherit).map_err(|e| {
-        Error::Restore(format!(
-            "the restored tree was complete and checked, but swapping it into {} failed \
+        Error::restore(
+            "files",
+            format!(
+                "the restored tree was complete and checked, but swapping it into {} failed \
              ({e}); a mount point cannot be swapped: empty it and restore into it, or \
              restore with --to ANOTHER_PATH",
-            target.display()
-        ))
+                target.display()
+            ),
+        )
     })?;
     if let Some(root) = root {
         set_mtime(target, root.mtime_ns)?;
@@ -360,11 +366,14 @@ fn finish_root(
     };
     if !owners && let Some(replaced) = replaced {
         std::os::unix::fs::lchown(dir, Some(replaced.uid), Some(replaced.gid)).map_err(|e| {
-            Error::Restore(format!(
-                "cannot give the restored tree the owner {}:{} of the one it replaces ({e}); \
+            Error::restore(
+                "files",
+                format!(
+                    "cannot give the restored tree the owner {}:{} of the one it replaces ({e}); \
                  the target was not changed",
-                replaced.uid, replaced.gid
-            ))
+                    replaced.uid, replaced.gid
+                ),
+            )
         })?;
     }
     apply(dir, root, owners)
@@ -413,19 +422,22 @@ pub(crate) fn require_matches(select: &[String], paths: &[Vec<u8>], id: &str) ->
     top.sort();
     top.dedup();
     let shown = top.len().min(10);
-    Err(Error::Refused(format!(
-        "--only {} matches nothing in backup {id}; it holds {} at its top level{}{}",
-        unmatched.join(", --only "),
-        if top.is_empty() {
-            "nothing".to_owned()
-        } else {
-            top[..shown].join(", ")
-        },
-        if top.len() > shown {
-            format!(" and {} more", top.len() - shown)
-        } else {
-            String::new()
-        },
-        "; nothing was restored"
-    )))
+    Err(Error::refused(
+        Refusal::InvalidInput,
+        format!(
+            "--only {} matches nothing in backup {id}; it holds {} at its top level{}{}",
+            unmatched.join(", --only "),
+            if top.is_empty() {
+                "nothing".to_owned()
+            } else {
+                top[..shown].join(", ")
+            },
+            if top.len() > shown {
+                format!(" and {} more", top.len() - shown)
+            } else {
+                String::new()
+            },
+            "; nothing was restored"
+        ),
+    ))
 }

@@ -178,7 +178,7 @@ impl Source for ConfiguredDirectory {
         report.notes = tree_notes(&tree);
         report.summary = tree_summary(&tree);
         report.details = serde_json::to_value(&tree)
-            .map_err(|e| Error::Restore(format!("describing the restored tree: {e}")))?;
+            .map_err(|e| Error::internal("describing the restored tree", e))?;
         Ok(report)
     }
 
@@ -209,11 +209,15 @@ pub(crate) async fn latest_parent(
     let index = read_index(&repo.reader(parent.clone()))
         .await
         .map_err(|e| {
-            Error::Source(format!(
-                "reading the file index of {}, the parent of this incremental backup, failed \
+            Error::backend(
+                "files",
+                "backup",
+                format!(
+                    "reading the file index of {}, the parent of this incremental backup, failed \
                  ({e}); back up with `full` (--full) to start afresh",
-                parent.id
-            ))
+                    parent.id
+                ),
+            )
         })?;
     tracing::debug!(parent = %parent.id, "incremental over the newest backup");
     Ok(Some((parent.id, index)))

@@ -98,21 +98,27 @@ impl Plan {
             return Ok(self.backup.clone());
         }
         let Some(repo) = &self.repo else {
-            return Err(Error::Restore(format!(
-                "backup {} is incremental (its unchanged files are in backup {holder}), and this \
+            return Err(Error::restore(
+                "files",
+                format!(
+                    "backup {} is incremental (its unchanged files are in backup {holder}), and this \
                  restorer was given no repository to read {holder} from: restore it through its \
                  source, or verify it at restore level",
-                self.backup.id()
-            )));
+                    self.backup.id()
+                ),
+            ));
         };
         let selector = BackupSelector::Id(holder.to_owned());
         repo.open_backup(&self.backup.manifest().source, &selector)
             .await
             .map_err(|e| {
-                Error::Restore(format!(
-                    "backup {holder}, which holds files of {}, cannot be read: {e}",
-                    self.backup.id()
-                ))
+                Error::restore(
+                    "files",
+                    format!(
+                        "backup {holder}, which holds files of {}, cannot be read: {e}",
+                        self.backup.id()
+                    ),
+                )
             })
     }
 }
@@ -143,11 +149,14 @@ fn count_files(
         .map(|p| p.display().to_string())
         .collect();
     if !missing.is_empty() {
-        return Err(Error::Restore(format!(
-            "backup {holder} lacks {} files of the index: {}",
-            missing.len(),
-            missing.join(", ")
-        )));
+        return Err(Error::restore(
+            "files",
+            format!(
+                "backup {holder} lacks {} files of the index: {}",
+                missing.len(),
+                missing.join(", ")
+            ),
+        ));
     }
     for entry in wanted.values().flatten() {
         tree.files += 1;
@@ -253,7 +262,7 @@ async fn extract(
         Ok((found, unpacker))
     })
     .await
-    .map_err(|e| Error::Restore(format!("the tar reader failed: {e}")))?
+    .map_err(|e| Error::internal("reading the tar", e))?
 }
 
 fn write_checked(
@@ -283,11 +292,14 @@ fn write_checked(
     file.finish().map_err(io)?;
     let actual = hex::encode(hasher.finalize());
     if entry.sha256.as_deref() != Some(actual.as_str()) {
-        return Err(Error::Restore(format!(
-            "{} does not match its SHA-256 (index {}, restored {actual})",
-            entry.relative_path().display(),
-            entry.sha256.as_deref().unwrap_or("none")
-        )));
+        return Err(Error::restore(
+            "files",
+            format!(
+                "{} does not match its SHA-256 (index {}, restored {actual})",
+                entry.relative_path().display(),
+                entry.sha256.as_deref().unwrap_or("none")
+            ),
+        ));
     }
     Ok(())
 }

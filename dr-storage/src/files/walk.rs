@@ -6,7 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use dr_core::{Error, Result};
+use dr_core::{Error, Refusal, Result};
 
 use super::index::{EntryKind, FileEntry};
 
@@ -50,10 +50,10 @@ pub fn walk_counting_sockets(root: &Path, filter: &TreeFilter) -> Result<(Vec<Fi
     let meta =
         std::fs::metadata(root).map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
     if !meta.is_dir() {
-        return Err(Error::Refused(format!(
-            "{} is not a directory",
-            root.display()
-        )));
+        return Err(Error::refused(
+            Refusal::InvalidInput,
+            format!("{} is not a directory", root.display()),
+        ));
     }
     let mut walked = Walked::default();
     visit(root, Path::new(""), meta.dev(), filter, &mut walked)?;

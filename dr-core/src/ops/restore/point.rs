@@ -139,7 +139,7 @@ impl PointRestoreReport {
 /// Before anything ran: [`Error::NoIdentity`], [`Error::BackupNotFound`], an incomplete
 /// point without `allow_incomplete` ([`Error::Refused`]), members that do not match their
 /// backups or are missing ([`Error::ChecksFailed`]), a member no longer configured
-/// ([`Error::Usage`]), a failing group `before_restore` hook ([`Error::Restore`]).
+/// ([`Error::Usage`]), a failing group `before_restore` hook ([`Error::HookFailed`]).
 pub async fn restore_point(
     repo: &Repository,
     system: &System,
@@ -246,11 +246,14 @@ fn refuse_incomplete(point: &RecoveryPoint, allow: bool) -> Result<()> {
         return Ok(());
     }
     let failed: Vec<&str> = point.failed.iter().map(|f| f.source.as_str()).collect();
-    Err(Error::Refused(format!(
-        "recovery point {} is incomplete ({} failed): restore its sources one by one, or pass --force to restore what it holds",
-        point.id,
-        failed.join(", ")
-    )))
+    Err(Error::refused(
+        crate::Refusal::Incomplete,
+        format!(
+            "recovery point {} is incomplete ({} failed): restore its sources one by one, or pass --force to restore what it holds",
+            point.id,
+            failed.join(", ")
+        ),
+    ))
 }
 
 /// Refuses, before anything is restored, a point whose members are not the committed
