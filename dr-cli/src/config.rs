@@ -114,7 +114,6 @@ pub struct SourceConfig {
     pub settings: toml::Table,
 }
 
-
 impl Config {
     /// Reads `path`; a missing file is an empty configuration unless `required`.
     pub fn load(path: &Path, required: bool) -> CliResult<Config> {
@@ -343,7 +342,11 @@ mod tests {
         assert!(err.to_string().contains("keep_dayly"), "{err}");
         let system = |text: &str| {
             let config: Config = toml::from_str(text).unwrap();
-            config.system(dr::registry(), &[]).map(|_| ()).unwrap_err().message
+            config
+                .system(dr::registry(), &[])
+                .map(|_| ())
+                .unwrap_err()
+                .message
         };
         let err = system("[sources.x]\nkind = \"oracle\"\npath = \"/x\"\n");
         assert!(err.contains("oracle"), "{err}");

@@ -17,7 +17,6 @@ pub fn json<T: Serialize>(value: &T) -> CliResult<()> {
     Ok(())
 }
 
-
 /// Rows as an aligned table with a header, one line each.
 pub fn table_text(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -341,7 +341,10 @@ fn advertised_limit(work: &Work, at: &str) -> String {
     let plan: serde_json::Value =
         serde_json::from_str(&work.ok(&["restore", "db", "--at", at, "--dry-run", "--json"]))
             .unwrap();
-    let until = plan["recoverable_until"].as_str().unwrap().to_owned();
+    let until = plan["restore"]["details"]["plan"]["recoverable_until"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let exact = chrono_secs(&until);
     let listed = work.ok(&["list"]);
     let shown = listed

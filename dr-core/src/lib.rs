@@ -71,12 +71,12 @@ pub mod verify;
 pub use error::{BoxError, Error, Refusal, Result};
 pub use fs::{SparseFile, sibling_path};
 pub use keys::{Identities, Recipients, generate_identity_file};
+pub use listing::{CACHE_DIR_ENV, NO_CACHE_ENV, default_cache_dir};
 pub use listing::{Listing, UnreadableBackup};
 pub use manifest::{
     ArtifactRecord, Encoding, MANIFEST_FORMAT_VERSION, Manifest, NOTES_KEY, PartRecord,
     SAFETY_LABEL, SourceInfo, backup_notes, check_name,
 };
-pub use listing::{CACHE_DIR_ENV, NO_CACHE_ENV, default_cache_dir};
 pub use pipeline::{
     ArtifactReader, ArtifactWriter, BackupReader, BackupWriter, DEFAULT_PART_SIZE, EncodedPart,
     ExpectedPart, PipelineOptions, decode_part, encode_part, sha256_hex,
@@ -94,10 +94,10 @@ pub use repository::{
 };
 pub use retention::{Plan, RetentionPolicy};
 pub use selector::BackupSelector;
-pub use units::human_size;
 pub use traits::{
     Backup, Restore, RestoreOptions, RestoreReport, Verify, VerifyLevel, VerifyReport,
 };
+pub use units::human_size;
 pub use verify::{
     ChecksumsOnly, Findings, KindVerifier, ProblemKind, VerifyProblem, verify_backup,
 };

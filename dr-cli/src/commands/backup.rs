@@ -147,12 +147,10 @@ fn print(report: &BackupRunReport) {
 /// The exit code: a single source's own error; for a group, how many failed.
 fn outcome(report: &BackupRunReport) -> CliResult<()> {
     let failed: Vec<&SourceBackupReport> = report.failed().collect();
-    if let ([only], true) = (failed.as_slice(), report.point.is_none()) {
-        if let Some(failure) = &only.failure {
-            return Err(
-                CliError::from(failure).context(&format!("backing up source {}", only.source))
-            );
-        }
+    if let ([only], true) = (failed.as_slice(), report.point.is_none())
+        && let Some(failure) = &only.failure
+    {
+        return Err(CliError::from(failure).context(&format!("backing up source {}", only.source)));
     }
     if !failed.is_empty() {
         let names: Vec<&str> = failed.iter().map(|f| f.source.as_str()).collect();

@@ -24,4 +24,3 @@ pub use restore::restore;
 pub use status::{StatusFormat, status};
 pub use verify::verify;
 pub use wal::{wal_fetch, wal_push};
-
