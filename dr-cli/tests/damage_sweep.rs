@@ -282,8 +282,7 @@ fn postgres_base_backup_sampled_objects() {
     // Recovering to the latest point from the older base backup gives the same cluster: with
     // the newest one's manifest unreadable, that is what a restore may do.
     let elsewhere = |_: &str, id: &str, out: &str| {
-        out.contains("restored base backup ")
-            && !out.contains(&format!("restored base backup {id}"))
+        out.contains("restored db ") && !out.contains(&format!("restored db {id}"))
     };
     let target = Target {
         restore_args: &restore_args,

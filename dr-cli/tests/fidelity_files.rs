@@ -294,7 +294,7 @@ fn only_in_place_restores_into_the_live_tree() {
     let out = ok(&args);
     let kept = std::fs::read_dir(&data)
         .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("plain.txt.pre-restore-"))
         .unwrap_or_else(|| panic!("the modified file is kept aside: {out}"));
     assert!(

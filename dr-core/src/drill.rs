@@ -17,7 +17,7 @@ use crate::manifest::check_name;
 use crate::pipeline::BackupReader;
 use crate::repository::Repository;
 use crate::retention::span;
-use crate::store::{create_object, get_object, list_objects};
+use crate::store::{create_object, delete_object, get_object, list_objects};
 use crate::traits::{Verify, VerifyLevel};
 
 const DRILLS_DIR: &str = "verifications";
@@ -301,6 +301,20 @@ impl Repository {
         }
         failures.sort_by_key(|f| f.started_at);
         Ok(failures)
+    }
+
+    /// Deletes the records of these failed backups (prune's bound on failure records).
+    ///
+    /// # Errors
+    /// [`Error::Store`]; what was deleted before stays deleted.
+    pub async fn forget_backup_failures(&self, failures: &[BackupFailure]) -> Result<()> {
+        for failure in failures {
+            let key = Path::from(FAILURES_DIR)
+                .join(failure.source.as_str())
+                .join(format!("{}.json", failure.id));
+            delete_object(self.store().as_ref(), &key).await?;
+        }
+        Ok(())
     }
 
     async fn read_records<T: serde::de::DeserializeOwned>(

@@ -108,6 +108,29 @@ pub enum RestoreRank {
     Files,
 }
 
+/// Refuses a restore that sets an option its kind does not support, before anything is read:
+/// the first `(set, why)` that is set becomes an [`Error::Usage`] saying `why` and that
+/// nothing was read or written. Each kind lists its own rows; [`pitr_only`] is the row every
+/// kind without a continuous archive shares.
+///
+/// # Errors
+/// [`Error::Usage`] for the first option set.
+pub fn refuse_unsupported(refused: &[(bool, &str)]) -> Result<()> {
+    match refused.iter().find(|(set, _)| *set) {
+        Some((_, why)) => Err(Error::Usage(format!("{why} (nothing was read or written)"))),
+        None => Ok(()),
+    }
+}
+
+/// The options only a point-in-time restore takes (`dry_run`, `start_port`,
+/// `keep_archiving`), as a row for [`refuse_unsupported`].
+pub fn pitr_only(options: &RestoreOptions) -> (bool, &'static str) {
+    (
+        options.dry_run || options.start_port.is_some() || options.keep_archiving,
+        "--dry-run, --start and --keep-archiving are for physical PostgreSQL sources",
+    )
+}
+
 /// What a restore of one source is asked to do: the backup, the options, the repository.
 #[derive(Clone)]
 #[non_exhaustive]

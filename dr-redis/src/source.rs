@@ -321,15 +321,9 @@ fn refuse_unsupported(options: &RestoreOptions) -> Result<()> {
             options.recovery_target.is_some(),
             "a recovery target is for physical PostgreSQL: Redis restores are whole backups; pick one by id or --at TIME",
         ),
-        (
-            options.dry_run || options.start_port.is_some() || options.keep_archiving,
-            "--dry-run, --start and --keep-archiving are for physical PostgreSQL sources",
-        ),
+        dr_core::registry::pitr_only(options),
     ];
-    match refused.iter().find(|(set, _)| *set) {
-        Some((_, why)) => Err(Error::Usage(format!("{why} (nothing was read or written)"))),
-        None => Ok(()),
-    }
+    dr_core::registry::refuse_unsupported(refused)
 }
 
 #[cfg(test)]

@@ -6,12 +6,18 @@
 //! - A source holding a manifest of a newer format is left alone (this build cannot know
 //!   what its backups depend on); while a recovery point is damaged, every backup is kept.
 //! - Backups a kept backup depends on are kept (retention's own invariant).
+//! - Failure records past a bound go (the newest `keep_failures` per source and all newer
+//!   than its newest backup stay).
 //! - The continuous archive of a kind (PostgreSQL WAL) is pruned through the registry, never
 //!   for a source with an unreadable manifest (it may be a base backup that needs it).
 //! - Orphans older than a grace period go; recovery points none of whose backups is kept
 //!   are forgotten.
 //!
 //! `dry_run` plans and deletes nothing.
+
+mod failures;
+
+pub use failures::FailuresPruned;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -39,6 +45,8 @@ pub struct PruneOptions {
     pub orphan_grace: Duration,
     /// The time retention is computed at (now by default).
     pub now: Option<DateTime<Utc>>,
+    /// Failure records kept per source beyond those newer than its newest backup (100).
+    pub keep_failures: usize,
 }
 
 impl Default for PruneOptions {
@@ -47,11 +55,19 @@ impl Default for PruneOptions {
             dry_run: false,
             orphan_grace: Duration::from_secs(3600),
             now: None,
+            keep_failures: 100,
         }
     }
 }
 
 impl PruneOptions {
+    /// Keeps the newest `keep` failure records of each source (and every one newer than
+    /// its newest backup).
+    pub fn with_keep_failures(mut self, keep: usize) -> Self {
+        self.keep_failures = keep;
+        self
+    }
+
     /// Plans only.
     pub fn with_dry_run(mut self, dry_run: bool) -> Self {
         self.dry_run = dry_run;
@@ -85,6 +101,9 @@ pub struct PruneReport {
     pub orphans_removed: Vec<Orphan>,
     /// Recovery points forgotten (none of their backups is kept).
     pub points_forgotten: Vec<String>,
+    /// Per source: the failure records past the bound, removed unless a dry run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, FailuresPruned>,
     /// Per source with a continuous archive: what is not needed (deleted unless a dry run).
     pub archives: BTreeMap<String, ArchivePrune>,
     /// Committed backups whose manifest could not be read: all their objects were kept.
@@ -147,6 +166,8 @@ pub async fn prune(
             forget_empty_points(repo, &points.points, &report.decisions, &listing).await?;
     }
     report.archives = prune_archives(repo, system, &listing, &report.decisions, options).await?;
+    report.failures =
+        failures::prune(repo, &listing, options.keep_failures, options.dry_run).await?;
     report.elapsed_ms = crate::ops::elapsed_ms(started);
     progress.finish();
     Ok(report)
