@@ -38,7 +38,7 @@ pub(super) fn plan(
     }
     let mut planned = BTreeMap::new();
     for (source, mut records) in by_source {
-        records.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        records.sort_by_key(|r| std::cmp::Reverse(r.started_at));
         let newest_backup: Option<DateTime<Utc>> = listing
             .backups
             .iter()
