@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dr_core::{
-    Backup, Error, KindSupport, Repository, Restore, RestoreOptions, RestoreRank, RestoreReport,
+    Backup, KindSupport, Repository, Restore, RestoreOptions, RestoreRank, RestoreReport,
     RestoreRequest, Result, Source, SourceFactory, SourceSettings, Verify, async_trait,
 };
 use serde::{Deserialize, Serialize};
