@@ -214,6 +214,6 @@ mod tests {
                 .with_force(true)
                 .with_in_place(true),
         );
-        assert!(matches!(err, Err(Error::Usage(m)) if m.contains("pre-restore")));
+        assert!(matches!(err, Err(dr_core::Error::Usage(m)) if m.contains("pre-restore")));
     }
 }
