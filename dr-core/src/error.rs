@@ -20,7 +20,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// No `dr-repo.json` at the repository location.
     #[error(
-        "No dr repository at {location}: run `dr init` there first, or check the repository URL"
+        "No dr repository at {location}: check the repository URL (and that its disk or bucket is there); `dr init` creates a new, empty one only when setting up"
     )]
     NotInitialised {
         /// The repository location (credentials redacted).

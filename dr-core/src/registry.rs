@@ -225,8 +225,8 @@ pub trait Source: Send + Sync {
 
     /// A restorer of this source's backups into a scratch directory `scratch` for drills and
     /// benches (with its user checks), or `None` when the kind restores only to a server.
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
-        let _ = scratch;
+    fn scratch_restorer(&self, repo: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
+        let _ = (repo, scratch);
         None
     }
 
@@ -278,8 +278,8 @@ pub trait KindSupport: Send + Sync {
     fn verifier(&self, repo: &Repository) -> Option<Box<dyn Verify>>;
 
     /// A restorer into the scratch directory `scratch` (drill, bench), or `None`.
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
-        let _ = scratch;
+    fn scratch_restorer(&self, repo: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
+        let _ = (repo, scratch);
         None
     }
 

@@ -511,6 +511,29 @@ impl crate::Repository {
         Ok(problems)
     }
 
+    /// Fails before anything is changed when no loaded identity is a recipient of the
+    /// backup `manifest` was encrypted to (a restore would stop at its first part, after
+    /// its hooks had stopped the service).
+    ///
+    /// # Errors
+    /// [`Error::NoIdentity`] without identities; [`Error::NoMatchingIdentity`] naming the
+    /// backup's recipients.
+    pub fn check_identities_for(&self, manifest: &crate::Manifest) -> Result<()> {
+        let loaded = self.identities();
+        if loaded.is_empty() {
+            return Err(Error::NoIdentity);
+        }
+        let mine: std::collections::HashSet<String> =
+            loaded.to_recipients().to_strings().into_iter().collect();
+        let theirs = &manifest.recipients;
+        if theirs.is_empty() || theirs.iter().any(|r| mine.contains(r)) {
+            return Ok(());
+        }
+        Err(Error::NoMatchingIdentity {
+            recipients: theirs.join(", "),
+        })
+    }
+
     /// Fails fast when identities are loaded but none of them is a recipient of the
     /// repository: every decrypting check would fail, one object at a time.
     ///

@@ -64,7 +64,7 @@ fn error_messages_say_what_to_do() {
             Error::NotInitialised {
                 location: "file:///r".into(),
             },
-            "No dr repository at file:///r: run `dr init` there first, or check the repository URL",
+            "No dr repository at file:///r: check the repository URL (and that its disk or bucket is there); `dr init` creates a new, empty one only when setting up",
         ),
         (
             Error::NoMatchingIdentity {

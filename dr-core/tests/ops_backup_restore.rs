@@ -219,7 +219,7 @@ async fn the_rto_runs_until_the_health_check_passed() {
 }
 
 #[tokio::test]
-async fn a_restore_without_the_secret_key_is_refused_before_any_hook() {
+async fn a_restore_without_a_key_that_decrypts_is_refused_before_any_hook() {
     let dir = tempfile::tempdir().unwrap();
     let (db, log) = (dir.path().join("db"), dir.path().join("log"));
     std::fs::write(&db, "v1").unwrap();
@@ -234,6 +234,20 @@ async fn a_restore_without_the_secret_key_is_refused_before_any_hook() {
     )
     .await
     .unwrap();
+    let wrong_key = repo.clone().with_identities(Identities::generate());
+    let err = restore(
+        &wrong_key,
+        &system,
+        &RestoreRunOptions::source("db"),
+        &ProgressHandle::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::NoMatchingIdentity { .. }), "{err}");
+    assert!(
+        !log.exists(),
+        "no hook ran for a key that cannot decrypt the backup"
+    );
     let keyless = repo.with_identities(Identities::default());
     let err = restore(
         &keyless,

@@ -215,8 +215,8 @@ impl Source for RedisConfigured {
         Ok(Box::new(RedisVerifier::new()))
     }
 
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
-        RedisKind::new(self.kind()).scratch_restorer(scratch)
+    fn scratch_restorer(&self, repo: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
+        RedisKind::new(self.kind()).scratch_restorer(repo, scratch)
     }
 
     fn explain(&self, error: Error) -> Error {
@@ -254,7 +254,7 @@ impl KindSupport for RedisKind {
 
     /// RDB backups restore into `<scratch>/dump.rdb` (checked while written); logical ones
     /// only into a running server (verify at restore level starts a scratch server).
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
+    fn scratch_restorer(&self, _: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
         (self.kind == RDB_KIND)
             .then(|| Box::new(RedisFileTarget::new(scratch_path(scratch))) as Box<dyn Restore>)
     }

@@ -127,7 +127,7 @@ async fn file_restore_and_replays_are_faithful() {
     dr_redis::register(&mut registry);
     let scratch = tempfile::tempdir().unwrap();
     let kind = registry.kind("redis.rdb").unwrap();
-    kind.scratch_restorer(scratch.path())
+    kind.scratch_restorer(&repo, scratch.path())
         .unwrap()
         .restore(&repo.reader(manifest), &RestoreOptions::default())
         .await
@@ -136,7 +136,7 @@ async fn file_restore_and_replays_are_faithful() {
         registry
             .kind("redis.logical")
             .unwrap()
-            .scratch_restorer(scratch.path())
+            .scratch_restorer(&repo, scratch.path())
             .is_none()
     );
     assert!(dr_redis::scratch_path(scratch.path()).is_file());

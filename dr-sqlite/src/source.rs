@@ -129,7 +129,7 @@ impl Source for SqliteConfigured {
         ))
     }
 
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
+    fn scratch_restorer(&self, _: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
         Some(Box::new(
             SqliteTarget::new(scratch_path(scratch))
                 .with_checks(self.checks.clone())
@@ -151,7 +151,7 @@ impl KindSupport for SqliteKind {
         Some(Box::new(SqliteVerifier::new()))
     }
 
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
+    fn scratch_restorer(&self, _: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
         Some(Box::new(SqliteTarget::new(scratch_path(scratch))))
     }
 

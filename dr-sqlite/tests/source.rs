@@ -84,7 +84,7 @@ async fn registry_round_trip_is_faithful() {
     dr_sqlite::register(&mut registry);
     let kind = registry.kind("sqlite").unwrap();
     let scratch = tempfile::tempdir().unwrap();
-    let restorer = kind.scratch_restorer(scratch.path()).unwrap();
+    let restorer = kind.scratch_restorer(&repo, scratch.path()).unwrap();
     restorer
         .restore(&repo.reader(manifest), &RestoreOptions::default())
         .await

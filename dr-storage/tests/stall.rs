@@ -153,7 +153,14 @@ async fn bucket_restore_does_not_block_the_runtime() {
         restore(&repo, source.as_ref(), &manifest.id, &options),
     )
     .await;
-    assert!(report.target.contains("300 objects"), "{}", report.target);
+    assert!(
+        report
+            .summary
+            .iter()
+            .any(|l| l.contains("restored 300 objects")),
+        "{:?}",
+        report.summary
+    );
     let restored = settings.open(&server.url("restored")).unwrap();
     let got = restored.get(&ObjectPath::from("k/0042")).await.unwrap();
     assert_eq!(

@@ -51,7 +51,7 @@ impl KindSupport for JournalKind {
         Some(Box::new(JournalVerifier))
     }
 
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
+    fn scratch_restorer(&self, _: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
         Some(Box::new(JournalTarget {
             path: scratch.join(ARTIFACT),
         }))
@@ -106,8 +106,8 @@ impl Source for Journal {
         Ok(Box::new(JournalVerifier))
     }
 
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
-        JournalKind.scratch_restorer(scratch)
+    fn scratch_restorer(&self, repo: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
+        JournalKind.scratch_restorer(repo, scratch)
     }
 
     async fn drill(&self, repo: &Repository, _backup: &BackupReader) -> Result<DrillSetup> {

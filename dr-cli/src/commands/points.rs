@@ -34,8 +34,13 @@ pub async fn restore_point(app: &App, args: &RestoreArgs, point: &str) -> CliRes
 
 fn print_point_restore(report: &PointRestoreReport) {
     let order: Vec<&str> = report.members.iter().map(|m| m.source.as_str()).collect();
+    let verb = if report.failed_member().is_some() {
+        "stopped restoring"
+    } else {
+        "restored"
+    };
     println!(
-        "restored recovery point {} ({}, taken {}): {}",
+        "{verb} recovery point {} ({}, taken {}): {}",
         report.point,
         report.group,
         report.created_at.format("%Y-%m-%d %H:%M:%S UTC"),

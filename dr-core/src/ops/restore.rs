@@ -147,11 +147,12 @@ pub async fn restore(
     }
     let name = options.source.as_str();
     let configured = system.source(name)?;
-    let backup_id = repo
-        .open_backup(name, &options.selector)
-        .await?
-        .id()
-        .to_owned();
+    let reader = repo.open_backup(name, &options.selector).await?;
+    if !options.options.dry_run {
+        // Before the hooks stop anything: a key that cannot decrypt the backup is refused.
+        repo.check_identities_for(reader.manifest())?;
+    }
+    let backup_id = reader.id().to_owned();
     let mut report = RestoreRunReport::new(name, &backup_id);
     let env = restore_env(name, &backup_id, &options.options);
     let hooks = if options.options.dry_run {

@@ -210,7 +210,8 @@ enum Message {
 }
 
 /// Fetches and decodes up to `threads` parts at once, sends them in order; reports each
-/// checked part, then `Finished` after the last or `Failed` at the first error.
+/// checked part as it is sent, then `Finished` after the last or `Failed` at the first
+/// error (nothing after it).
 async fn produce_parts(
     shared: Arc<ReadShared>,
     progress: ProgressHandle,
@@ -222,14 +223,18 @@ async fn produce_parts(
     loop {
         while pending.len() < shared.threads {
             let Some(part) = parts.next() else { break };
-            let task = fetch_and_decode(shared.clone(), progress.clone(), part);
+            let task = fetch_and_decode(shared.clone(), part);
             pending.push_back(tokio::spawn(task));
         }
         let Some(next) = pending.pop_front() else {
             break;
         };
         let message = match next.await {
-            Ok(Ok(bytes)) => Message::Data(bytes),
+            Ok(Ok(bytes)) => {
+                // Counted here, in order: no part task can advance after `Failed`.
+                progress.advance(bytes.len() as u64);
+                Message::Data(bytes)
+            }
             Ok(Err(e)) => Message::Failed(e),
             Err(join) => Message::Failed(Error::Usage(format!("part task failed: {join}"))),
         };
@@ -246,11 +251,7 @@ async fn produce_parts(
     let _ = tx.send(Message::End).await;
 }
 
-async fn fetch_and_decode(
-    shared: Arc<ReadShared>,
-    progress: ProgressHandle,
-    part: PartRecord,
-) -> Result<Bytes> {
+async fn fetch_and_decode(shared: Arc<ReadShared>, part: PartRecord) -> Result<Bytes> {
     let path = shared.dir.clone().join(part.object.as_str());
     let stored = get_object(shared.store.as_ref(), &path).await?;
     if stored.len() as u64 != part.stored_size {
@@ -270,7 +271,6 @@ async fn fetch_and_decode(
         tokio::task::spawn_blocking(move || reader.decode_stored(path.as_ref(), &part, &stored))
             .await
             .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
-    progress.advance(plain.len() as u64);
     Ok(Bytes::from(plain))
 }
 

@@ -89,7 +89,7 @@ impl Source for BlobSource {
             prefix: self.prefix.clone(),
         }))
     }
-    fn scratch_restorer(&self, dir: &Path) -> Option<Box<dyn Restore>> {
+    fn scratch_restorer(&self, _: &Repository, dir: &Path) -> Option<Box<dyn Restore>> {
         Some(Box::new(FileRestorer(dir.to_path_buf())))
     }
 }

@@ -177,7 +177,7 @@ impl Source for ConfiguredBucket {
         let shown = dr_core::redact_url(&url);
         let mut report = RestoreReport::default();
         report.backup_id = reader.id().to_owned();
-        report.target = format!("{shown} ({} objects)", restored.objects);
+        report.target = shown.clone();
         report.restored_bytes = restored.bytes;
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         report.notes = bucket_notes(&restored, &shown);
@@ -195,10 +195,10 @@ impl Source for ConfiguredBucket {
         Ok(Box::new(TreeVerifier::new(repo.clone())))
     }
 
-    /// The objects as files under `scratch` (full backups; see
-    /// [`DirectoryTarget::without_repository`]).
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
-        Some(Box::new(DirectoryTarget::without_repository(scratch)))
+    /// The objects as files under `scratch` (an increment reads its unchanged objects from
+    /// the backups it depends on in `repo`).
+    fn scratch_restorer(&self, repo: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
+        Some(Box::new(DirectoryTarget::new(scratch, repo.clone())))
     }
 
     fn explain(&self, error: Error) -> Error {

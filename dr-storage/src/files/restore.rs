@@ -156,7 +156,7 @@ impl DirectoryTarget {
             tree
         };
         report.backup_id = backup.id().to_owned();
-        report.target = format!("{} ({} files)", target.display(), tree.files);
+        report.target = target.display().to_string();
         report.restored_bytes = tree.bytes;
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         Ok((report, tree))

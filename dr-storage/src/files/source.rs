@@ -186,8 +186,8 @@ impl Source for ConfiguredDirectory {
         Ok(Box::new(TreeVerifier::new(repo.clone())))
     }
 
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
-        Some(Box::new(DirectoryTarget::without_repository(scratch)))
+    fn scratch_restorer(&self, repo: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
+        Some(Box::new(DirectoryTarget::new(scratch, repo.clone())))
     }
 }
 
@@ -370,11 +370,10 @@ impl dr_core::KindSupport for FilesKind {
         Some(Box::new(TreeVerifier::new(repo.clone())))
     }
 
-    /// A tree restore into `scratch` (bucket backups come out as files). Without a
-    /// repository at hand, only backups holding every file themselves restore; an
-    /// increment fails naming the backup it needs (the verifier has the repository).
-    fn scratch_restorer(&self, scratch: &Path) -> Option<Box<dyn Restore>> {
-        Some(Box::new(DirectoryTarget::without_repository(scratch)))
+    /// A tree restore into `scratch` (bucket backups come out as files); an increment
+    /// reads its unchanged files from the backups it depends on in `repo`.
+    fn scratch_restorer(&self, repo: &Repository, scratch: &Path) -> Option<Box<dyn Restore>> {
+        Some(Box::new(DirectoryTarget::new(scratch, repo.clone())))
     }
 
     fn restore_rank(&self) -> RestoreRank {

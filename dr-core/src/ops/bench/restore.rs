@@ -110,7 +110,7 @@ async fn scratch(
         manifest.id,
         rand::random::<u16>()
     ));
-    let restorer = scratch_restorer(system, manifest, &dir);
+    let restorer = scratch_restorer(repo, system, manifest, &dir);
     let timed = match restorer {
         Some(restorer) => into_scratch(restorer.as_ref(), reader, &dir).await,
         None => test_restore(repo, system, reader).await,
@@ -123,12 +123,17 @@ async fn scratch(
 }
 
 /// The configured source's scratch restorer (when its kind matches), else the kind's.
-fn scratch_restorer(system: &System, manifest: &Manifest, dir: &Path) -> Option<Box<dyn Restore>> {
+fn scratch_restorer(
+    repo: &Repository,
+    system: &System,
+    manifest: &Manifest,
+    dir: &Path,
+) -> Option<Box<dyn Restore>> {
     system
         .get(&manifest.source)
         .filter(|c| c.source.kind() == manifest.kind)
-        .and_then(|c| c.source.scratch_restorer(dir))
-        .or_else(|| system.kind(&manifest.kind)?.scratch_restorer(dir))
+        .and_then(|c| c.source.scratch_restorer(repo, dir))
+        .or_else(|| system.kind(&manifest.kind)?.scratch_restorer(repo, dir))
 }
 
 /// Restores into `dir` (made here, removed after).

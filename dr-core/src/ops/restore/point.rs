@@ -261,6 +261,15 @@ fn refuse_incomplete(point: &RecoveryPoint, allow: bool) -> Result<()> {
 async fn check_members(repo: &Repository, point: &RecoveryPoint) -> Result<()> {
     let listing = repo.list(None).await?;
     let unreadable: Vec<&str> = listing.unreadable.iter().map(|u| u.id.as_str()).collect();
+    for member in &point.members {
+        let found = listing
+            .backups
+            .iter()
+            .find(|m| m.id == member.backup_id && m.source == member.source);
+        if let Some(manifest) = found {
+            repo.check_identities_for(manifest)?;
+        }
+    }
     let mut problems = point.problems(&listing.backups);
     let missing = point.missing_members(&listing.backups, &unreadable);
     if !missing.is_empty() {
