@@ -53,12 +53,28 @@ pub fn render(report: &PruneReport) -> String {
     } else {
         "deleted"
     };
+    let orphans = if report.dry_run {
+        "orphaned objects are looked for and removed only by a real prune".to_owned()
+    } else {
+        format!("{} orphaned objects removed", report.orphans_removed.len())
+    };
     text.push_str(&format!(
-        "{} kept, {} {verb}; {} orphaned objects removed\n",
+        "{} kept, {} {verb}; {orphans}\n",
         report.kept(),
         report.forgotten(),
-        report.orphans_removed.len()
     ));
+    for (source, failures) in &report.failures {
+        text.push_str(&format!(
+            "{source}: {} old failure records {}, {} kept\n",
+            failures.removed.len(),
+            if report.dry_run {
+                "would be removed"
+            } else {
+                "removed"
+            },
+            failures.kept
+        ));
+    }
     for (source, archive) in &report.archives {
         match &archive.kept_all_because {
             Some(why) => text.push_str(&format!("{source}: archive kept whole: {why}\n")),

@@ -256,6 +256,10 @@ async fn choose(
     let mut chosen = Vec::new();
     for name in &names {
         let of_source: Vec<Manifest> = all.iter().filter(|m| &m.source == name).cloned().collect();
+        if of_source.is_empty() && system.get(name).is_none() {
+            // Neither configured nor in the repository: a typo, not a missing backup.
+            system.source(name)?;
+        }
         let picked = options
             .selector
             .pick(&of_source)
