@@ -2,40 +2,13 @@
 //! does every failure newer than its newest backup (what `dr status` reports); a dry run
 //! only says what would go.
 
-use std::sync::Arc;
+mod common;
 
+use common::{Failing, backup, repository};
 use dr_core::ops::System;
 use dr_core::ops::prune::{PruneOptions, prune};
 use dr_core::registry::Registry;
-use dr_core::{
-    Backup, BackupOptions, BackupWriter, Identities, ProgressHandle, Repository, Result,
-    SourceInfo, async_trait,
-};
-
-struct Bytes;
-
-#[async_trait]
-impl Backup for Bytes {
-    fn kind(&self) -> &'static str {
-        "test"
-    }
-    async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
-        out.put_artifact("data", &mut &b"rows"[..]).await?;
-        Ok(SourceInfo::new())
-    }
-}
-
-struct Failing;
-
-#[async_trait]
-impl Backup for Failing {
-    fn kind(&self) -> &'static str {
-        "test"
-    }
-    async fn backup(&self, _: &mut BackupWriter) -> Result<SourceInfo> {
-        Err(dr_core::Error::backend("source", "backup", "the server went away").retryable())
-    }
-}
+use dr_core::{BackupOptions, ProgressHandle, Repository};
 
 async fn fail(repo: &Repository, times: usize) {
     for _ in 0..times {
@@ -48,16 +21,9 @@ async fn fail(repo: &Repository, times: usize) {
 
 #[tokio::test]
 async fn failure_records_past_the_bound_go_and_recent_ones_stay() {
-    let identities = Identities::generate();
-    let store = Arc::new(dr_core::object_store::memory::InMemory::new());
-    let repo = Repository::init(store, "memory://", &identities.to_recipients())
-        .await
-        .unwrap()
-        .with_identities(identities);
+    let repo = repository().await;
     fail(&repo, 3).await;
-    repo.backup("db", &Bytes, &BackupOptions::default())
-        .await
-        .unwrap();
+    backup(&repo, "db", "test", b"rows").await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     fail(&repo, 2).await;
     let old: Vec<String> = repo.backup_failures(Some("db")).await.unwrap()[..3]

@@ -47,7 +47,7 @@ fn print_point_restore(report: &PointRestoreReport) {
         order.join(", ")
     );
     for member in &report.members {
-        super::restore::print(member);
+        super::restore::print(member, false);
     }
     for skipped in &report.skipped {
         println!("skipped {}: {}", skipped.source, skipped.reason);

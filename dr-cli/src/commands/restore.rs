@@ -29,7 +29,7 @@ pub async fn restore(app: &App, args: &RestoreArgs) -> CliResult<()> {
     if app.global.json {
         output::json(&report)?;
     } else {
-        print(&report);
+        print(&report, args.dry_run);
     }
     outcome(&report)
 }
@@ -85,13 +85,13 @@ fn selector(args: &RestoreArgs, by_time: bool) -> CliResult<BackupSelector> {
 }
 
 /// The report in words: one line for the restore, then the kind's summary, where the
-/// previous data is, the safety backup, the notes, the hooks.
-pub fn print(report: &RestoreRunReport) {
+/// previous data is, the safety backup, the notes, the hooks. A dry run has no header: its
+/// summary is the plan.
+pub fn print(report: &RestoreRunReport, dry_run: bool) {
     let Some(done) = &report.restore else {
         print_hooks(report);
         return;
     };
-    let dry_run = done.notes.iter().any(|n| n.starts_with("dry run"));
     if !dry_run {
         println!(
             "restored {} {} ({}) into {} in {:.1} s",

@@ -30,6 +30,19 @@ impl Backup for Blob {
     }
 }
 
+/// A backup that always fails (a server that went away): the repository records the failure.
+pub struct Failing;
+
+#[async_trait]
+impl Backup for Failing {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    async fn backup(&self, _: &mut BackupWriter) -> Result<SourceInfo> {
+        Err(dr_core::Error::backend("source", "backup", "the server went away").retryable())
+    }
+}
+
 /// Test-restores by reading `data` in full; the user check "starts" wants `prefix`.
 pub struct BlobVerifier {
     pub prefix: Vec<u8>,
