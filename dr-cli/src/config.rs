@@ -162,10 +162,26 @@ impl Config {
             system = system.with_source(source);
         }
         for (name, group) in &self.groups {
+            self.check_members(name, &group.sources)?;
             let members = Group::new(group.sources.clone()).with_hooks(group.hooks.clone());
             system = system.with_group(name, members);
         }
         Ok(system)
+    }
+
+    /// Refuses a group naming a source that is not configured (a typo would otherwise
+    /// leave that source out of every group backup, point and drill without a word).
+    fn check_members(&self, group: &str, members: &[String]) -> CliResult<()> {
+        match members
+            .iter()
+            .find(|m| !self.sources.contains_key(m.as_str()))
+        {
+            None => Ok(()),
+            Some(missing) => Err(CliError::usage(format!(
+                "group {group} names source {missing:?}, which is not configured (sources: {})",
+                self.source_names()
+            ))),
+        }
     }
 
     fn configured_source(
@@ -197,16 +213,19 @@ impl Config {
     /// The source named `name`.
     pub fn source(&self, name: &str) -> CliResult<&SourceConfig> {
         self.sources.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
             CliError::usage(format!(
                 "no source named {name:?} in the configuration (known: {})",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
+                self.source_names()
             ))
         })
+    }
+
+    /// The configured source names, comma-separated, or `none`.
+    fn source_names(&self) -> String {
+        if self.sources.is_empty() {
+            return "none".into();
+        }
+        self.sources.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
     /// The named postgres source, or the only one configured.
@@ -284,6 +303,29 @@ mod tests {
         assert_eq!(app.checks.len(), 1);
         let system = config.system(dr::registry(), &[]).unwrap();
         assert_eq!(system.source("app").unwrap().source.kind(), "sqlite");
+    }
+
+    #[test]
+    fn a_group_naming_an_unconfigured_source_is_refused() {
+        let config = Config::parse(
+            r#"
+            [groups.system]
+            sources = ["app", "uploadz"]
+            [sources.app]
+            kind = "sqlite"
+            path = "/srv/app.db"
+            [sources.uploads]
+            kind = "directory"
+            path = "/srv/uploads"
+            "#,
+        )
+        .unwrap();
+        let err = config.system(dr::registry(), &[]).unwrap_err().message;
+        assert!(
+            err.contains("group system names source \"uploadz\""),
+            "{err}"
+        );
+        assert!(err.contains("sources: app, uploads"), "{err}");
     }
 
     #[test]

@@ -171,10 +171,7 @@ fn exit_codes_and_messages() {
         .unwrap()
         .path()
         .join("db.000000.zst.age");
-    let mut bytes = std::fs::read(&part).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 1;
-    std::fs::write(&part, bytes).unwrap();
+    dr_testing::damage::damage_file(&part, dr_testing::Damage::Flip);
     let (out, err) = ws.expect(&["verify"], 3);
     assert!(
         out.contains("PROBLEM") && out.contains("db.000000.zst.age"),

@@ -242,10 +242,7 @@ fn in_place_checks_the_whole_backup_first_and_says_how_to_undo() {
     parts.sort();
     assert!(parts.len() >= 3, "{parts:?}");
     let last = parts.last().unwrap();
-    let mut bytes = std::fs::read(last).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x01;
-    std::fs::write(last, bytes).unwrap();
+    dr_testing::damage::damage_file(last, dr_testing::Damage::Flip);
     let (code, out, err) = dr(dir.path(), &["restore", "shop", &damaged, "--in-place"]);
     assert_eq!(
         code, 3,

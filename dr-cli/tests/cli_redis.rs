@@ -134,17 +134,16 @@ fn a_live_replay_writes_nothing_from_a_damaged_backup_and_keeps_a_safety_backup(
     assert!(parts.len() >= 3, "{} parts", parts.len());
     let url = target.url();
     let before = state(&target);
-    for (part, flip) in [(parts.len() - 1, true), (parts.len() - 1, false), (1, true)] {
+    use dr_testing::Damage;
+    for (part, how) in [
+        (parts.len() - 1, Damage::Flip),
+        (parts.len() - 1, Damage::Truncate),
+        (1, Damage::Flip),
+    ] {
         let object = parts[part]["object"].as_str().unwrap();
         let path = dir.join(object);
         let original = std::fs::read(&path).unwrap();
-        let mut damaged = original.clone();
-        if flip {
-            damaged[original.len() / 2] ^= 0x10;
-        } else {
-            damaged.truncate(original.len() / 2);
-        }
-        std::fs::write(&path, &damaged).unwrap();
+        dr_testing::damage::damage_file(&path, how);
         let (code, out) = dr(
             &config,
             &["restore", "cache", &id, "--server", &url, "--force"],
@@ -158,7 +157,7 @@ fn a_live_replay_writes_nothing_from_a_damaged_backup_and_keeps_a_safety_backup(
         assert_eq!(
             state(&target),
             before,
-            "part {part} flip={flip}: the target changed"
+            "part {part} {how:?}: the target changed"
         );
         std::fs::write(&path, &original).unwrap();
     }

@@ -247,10 +247,7 @@ fn damaged_backup_before_in_place_takes_no_safety_backup_and_swap_names_sessions
         .unwrap();
     let object = dump["parts"][0]["object"].as_str().unwrap();
     let part = dir.path().join(format!("repo/backups/shop/{id}/{object}"));
-    let mut bytes = std::fs::read(&part).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x40;
-    std::fs::write(&part, bytes).unwrap();
+    dr_testing::damage::damage_file(&part, dr_testing::Damage::Flip);
     let (code, out) = dr_with(&config, &["restore", "shop", &id, "--in-place"], &env);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("nothing was written"), "{out}");

@@ -34,7 +34,7 @@ pub struct Objectives {
     #[serde(default, with = "span", skip_serializing_if = "Option::is_none")]
     pub rpo: Option<Duration>,
     /// How often a drill must run (`30d` for the seeds' monthly test); `dr status` reports
-    /// a source whose newest drill is older, or failed.
+    /// a source whose newest drill is older (a failed newest drill is reported either way).
     #[serde(default, with = "span", skip_serializing_if = "Option::is_none")]
     pub drill_every: Option<Duration>,
 }

@@ -14,6 +14,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Result alias used across dr.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// How to give dr the secret key, in the words every "needs the secret key" message ends
+/// with (front ends reuse it).
+pub const LOAD_A_KEY: &str = "pass --identity FILE, set DR_IDENTITY, or set `identity` in dr.toml";
+
 /// Everything that can go wrong in dr-core.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -49,7 +53,8 @@ pub enum Error {
 
     /// None of the loaded identities can decrypt a backup.
     #[error(
-        "No identity matches this backup: it was encrypted to {recipients}; load the identity file holding one of those keys (--identity or DR_IDENTITY)"
+        "No identity matches this backup: it was encrypted to {recipients}; load the secret key of one of those ({})",
+        LOAD_A_KEY
     )]
     NoMatchingIdentity {
         /// The backup's recipients (public keys), comma-separated.
@@ -58,7 +63,8 @@ pub enum Error {
 
     /// Decryption was asked for but no identity was loaded.
     #[error(
-        "No identity loaded: reading backup data needs the secret key; pass --identity FILE or set DR_IDENTITY"
+        "No identity loaded: reading backup data needs the secret key; {}",
+        LOAD_A_KEY
     )]
     NoIdentity,
 
@@ -116,7 +122,7 @@ pub enum Error {
 
     /// `dr-repo.json` lists other recipients than the configuration pins.
     #[error(
-        "The repository {location} encrypts to {found}, but the configuration pins {pinned}: dr-repo.json may have been rewritten to make new backups readable by another key; refusing to encrypt (check who changed it; if the change is yours, set `recipients` in dr.toml to match)"
+        "The repository {location} encrypts to {found}, but dr is pinned to {pinned} (`recipients` in dr.toml, else the public key of the loaded identity): either the identity is not this repository's key (check --identity or DR_IDENTITY), or dr-repo.json was rewritten to make new backups readable by another key; refusing to encrypt (check who changed it; if the change is yours, set `recipients` in dr.toml to match)"
     )]
     RecipientsChanged {
         /// The repository location (credentials redacted).

@@ -68,7 +68,7 @@ mod units;
 pub mod untar;
 pub mod verify;
 
-pub use error::{BoxError, Error, Refusal, Result};
+pub use error::{BoxError, Error, LOAD_A_KEY, Refusal, Result};
 pub use fs::{SparseFile, sibling_path};
 pub use keys::{Identities, Recipients, generate_identity_file};
 pub use listing::{CACHE_DIR_ENV, NO_CACHE_ENV, default_cache_dir};

@@ -109,17 +109,37 @@ pub enum RestoreRank {
 }
 
 /// Refuses a restore that sets an option its kind does not support, before anything is read:
-/// the first `(set, why)` that is set becomes an [`Error::Usage`] saying `why` and that
-/// nothing was read or written. Each kind lists its own rows; [`pitr_only`] is the row every
-/// kind without a continuous archive shares.
+/// every `(set, why)` that is set is named in one [`Error::Usage`] that says nothing was read
+/// or written. Each kind lists its own rows; [`pitr_only`] is the row every kind without a
+/// continuous archive shares.
 ///
 /// # Errors
-/// [`Error::Usage`] for the first option set.
+/// [`Error::Usage`] naming every option set.
 pub fn refuse_unsupported(refused: &[(bool, &str)]) -> Result<()> {
-    match refused.iter().find(|(set, _)| *set) {
-        Some((_, why)) => Err(Error::Usage(format!("{why} (nothing was read or written)"))),
-        None => Ok(()),
+    refuse_unsupported_by(None, refused)
+}
+
+/// [`refuse_unsupported`], followed by what a restore of this kind does instead
+/// (`kind_does`: "a bucket restore writes checked objects into ...").
+///
+/// # Errors
+/// [`Error::Usage`] naming every option set.
+pub fn refuse_unsupported_by(kind_does: Option<&str>, refused: &[(bool, &str)]) -> Result<()> {
+    let reasons: Vec<&str> = refused
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, why)| *why)
+        .collect();
+    if reasons.is_empty() {
+        return Ok(());
     }
+    let instead = kind_does
+        .map(|does| format!(": {does}"))
+        .unwrap_or_default();
+    Err(Error::Usage(format!(
+        "{}{instead} (nothing was read or written)",
+        reasons.join("; ")
+    )))
 }
 
 /// The options only a point-in-time restore takes (`dry_run`, `start_port`,

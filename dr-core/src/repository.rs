@@ -48,7 +48,9 @@ pub struct RepositoryConfig {
 pub struct BackupOptions {
     /// Labels recorded in the manifest (retention can keep by label).
     pub labels: Vec<String>,
-    /// Ids of backups this one needs for a restore (incremental parents).
+    /// Further ids of backups this one needs for a restore, added to what the backup declares
+    /// itself ([`Backup::depends_on`], where incremental sources say which parent they read;
+    /// prefer that). For a caller that knows a dependency the backup cannot.
     pub depends_on: Vec<String>,
 }
 

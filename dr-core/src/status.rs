@@ -225,16 +225,21 @@ fn check_backup_age(facts: &SourceFacts, status: &mut SourceStatus) {
     }
 }
 
+/// The newest drill failing is a problem whether or not drills are scheduled: a restore that
+/// was tried and did not work is the one thing status must not call ok. `drill_every` adds
+/// "never drilled" and "drilled too long ago".
 fn check_drills(facts: &SourceFacts, now: DateTime<Utc>, status: &mut SourceStatus) {
-    let Some(every) = facts.objectives.drill_every else {
-        return;
-    };
+    let every = facts.objectives.drill_every;
     match facts.drills.last() {
-        None => status.problems.push(format!(
-            "never drilled (drill_every = {}): run `dr drill {}`",
-            humantime::format_duration(every),
-            facts.source
-        )),
+        None => {
+            if let Some(every) = every {
+                status.problems.push(format!(
+                    "never drilled (drill_every = {}): run `dr drill {}`",
+                    humantime::format_duration(every),
+                    facts.source
+                ));
+            }
+        }
         Some(d) if !d.passed() => status.problems.push(format!(
             "the newest drill ({}) failed: {}",
             d.started_at.format("%Y-%m-%d %H:%M UTC"),
@@ -244,14 +249,16 @@ fn check_drills(facts: &SourceFacts, now: DateTime<Utc>, status: &mut SourceStat
                 d.problems.join("; ")
             }
         )),
-        Some(d) if seconds(now - d.started_at) > every.as_secs_f64() => {
-            status.problems.push(format!(
-                "the newest drill is {} old, more than drill_every = {}",
-                span(seconds(now - d.started_at)),
-                humantime::format_duration(every)
-            ))
+        Some(d) => {
+            let age = seconds(now - d.started_at);
+            if let Some(every) = every.filter(|e| age > e.as_secs_f64()) {
+                status.problems.push(format!(
+                    "the newest drill is {} old, more than drill_every = {}",
+                    span(age),
+                    humantime::format_duration(every)
+                ));
+            }
         }
-        Some(_) => {}
     }
 }
 
@@ -309,4 +316,81 @@ fn seconds(delta: chrono::TimeDelta) -> f64 {
 
 fn span(secs: f64) -> String {
     humantime::format_duration(Duration::from_secs(secs.max(0.0) as u64)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drill(ok: bool, started_at: DateTime<Utc>) -> DrillRecord {
+        DrillRecord {
+            source: "app".into(),
+            kind: "sqlite".into(),
+            backup_id: "b1".into(),
+            point_id: None,
+            started_at,
+            ok,
+            rto_ms: 1200,
+            recoverable_until: started_at,
+            rpo_s: 0.0,
+            objectives: Objectives::default(),
+            passed: Vec::new(),
+            problems: if ok {
+                Vec::new()
+            } else {
+                vec!["check rows failed".into()]
+            },
+        }
+    }
+
+    fn facts(drills: Vec<DrillRecord>, drill_every: Option<Duration>) -> SourceFacts {
+        SourceFacts {
+            source: "app".into(),
+            objectives: Objectives {
+                drill_every,
+                ..Objectives::default()
+            },
+            drills,
+            ..SourceFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_newest_drill_is_a_problem_without_a_drill_schedule() {
+        let now = Utc::now();
+        let failed = evaluate(&facts(vec![drill(false, now)], None), now);
+        assert!(!failed.is_ok());
+        assert!(
+            failed
+                .problems
+                .iter()
+                .any(|p| p.contains("check rows failed")),
+            "{:?}",
+            failed.problems
+        );
+        let passed = evaluate(&facts(vec![drill(false, now), drill(true, now)], None), now);
+        assert!(
+            passed.problems.iter().all(|p| !p.contains("drill")),
+            "{:?}",
+            passed.problems
+        );
+    }
+
+    #[test]
+    fn a_drill_schedule_adds_never_and_overdue() {
+        let now = Utc::now();
+        let day = Some(Duration::from_secs(86_400));
+        let never = evaluate(&facts(Vec::new(), day), now);
+        assert!(never.problems.iter().any(|p| p.contains("never drilled")));
+        let old = now - chrono::TimeDelta::days(3);
+        let overdue = evaluate(&facts(vec![drill(true, old)], day), now);
+        assert!(
+            overdue
+                .problems
+                .iter()
+                .any(|p| p.contains("more than drill_every"))
+        );
+        let unscheduled = evaluate(&facts(vec![drill(true, old)], None), now);
+        assert!(unscheduled.problems.iter().all(|p| !p.contains("drill")));
+    }
 }

@@ -235,6 +235,10 @@ pub struct RestoreReport {
     /// front end to print under its one-line header: a custom kind describes itself here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub summary: Vec<String>,
+    /// The checks the restored data passed before it counted (row counts, integrity, the
+    /// user's checks), in words; a restore whose checks fail is an error instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks_passed: Vec<String>,
     /// The safety backup taken of the live target before an in-place restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_backup_id: Option<String>,

@@ -268,7 +268,10 @@ async fn kind_steps(
         if level == VerifyLevel::Restore {
             report.problems.push(VerifyProblem::new(
                 ProblemKind::NoMatchingIdentity,
-                "a restore-level verify needs the identity (pass --identity FILE or set DR_IDENTITY); only the stored checksums were checked",
+                format!(
+                    "a restore-level verify needs the secret key ({}); only the stored checksums were checked",
+                    crate::error::LOAD_A_KEY
+                ),
             ));
         }
         return;
@@ -351,9 +354,10 @@ impl BackupReader {
             ));
         }
         if level >= VerifyLevel::Checksums && !report.decoded {
-            report.notes.push(
-                "no identity loaded: stored checksums only (pass --identity to decrypt and check every part)".into(),
-            );
+            report.notes.push(format!(
+                "no identity loaded: stored checksums only (to decrypt and check every part: {})",
+                crate::error::LOAD_A_KEY
+            ));
         }
         report.elapsed_ms = elapsed_ms(started);
         Ok(report)

@@ -184,7 +184,7 @@ fn every_variant() -> Vec<(&'static str, Error)> {
                 target: "/srv/app.db".into(),
                 holder_pid: Some(4242),
                 holder: "process 4242 (app) has it open".into(),
-                hint: "stop the application first, restore with --to ANOTHER_PATH, or force it"
+                hint: "stop the application first, restore with --to ANOTHER_PATH, or replace it anyway with --force"
                     .into(),
             },
         ),

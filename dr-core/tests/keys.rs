@@ -70,7 +70,7 @@ fn error_messages_say_what_to_do() {
             Error::NoMatchingIdentity {
                 recipients: "age1abc".into(),
             },
-            "No identity matches this backup: it was encrypted to age1abc; load the identity file holding one of those keys (--identity or DR_IDENTITY)",
+            "No identity matches this backup: it was encrypted to age1abc; load the secret key of one of those (pass --identity FILE, set DR_IDENTITY, or set `identity` in dr.toml)",
         ),
         (
             Error::CorruptPart {

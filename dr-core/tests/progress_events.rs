@@ -4,9 +4,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use dr_core::object_store::ObjectStore;
 use dr_core::object_store::memory::InMemory;
 use dr_core::object_store::path::Path;
-use dr_core::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use dr_core::{
     BackupOptions, BackupWriter, Event, Identities, Operation, PipelineOptions, Progress,
     ProgressHandle, Repository, Scope, SourceInfo, VerifyLevel,
@@ -152,17 +152,7 @@ async fn a_damaged_part_fails_the_read_and_the_checksum_phase() {
         .unwrap();
     let part = &manifest.artifact("a").unwrap().parts[1];
     let key = Path::from(format!("backups/db/{}/{}", manifest.id, part.object));
-    let mut bytes = store
-        .get(&key)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    store.put(&key, PutPayload::from(bytes)).await.unwrap();
+    dr_testing::damage::damage_object(store.as_ref(), &key, dr_testing::Damage::Flip).await;
     sink.take();
 
     let reader = repo.reader(manifest.clone());

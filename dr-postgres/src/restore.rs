@@ -191,12 +191,12 @@ impl Restore for PostgresTarget {
                 "refusing to drop {original} to restore over it: restore into a new database and swap (--swap), or --in-place"
             )));
         }
-        self.restore_into_new(backup, &name, opts.force).await?;
+        let checked = self.restore_into_new(backup, &name, opts.force).await?;
         if !opts.swap {
             return Ok(report(
                 backup,
                 self.conn.with_database(&name),
-                None,
+                (None, checked),
                 started,
             ));
         }
@@ -215,7 +215,7 @@ impl Restore for PostgresTarget {
             )),
             e => e,
         })?;
-        Ok(report(backup, self.conn.clone(), kept, started))
+        Ok(report(backup, self.conn.clone(), (kept, checked), started))
     }
 }
 
@@ -248,7 +248,7 @@ impl PostgresTarget {
             apply_properties(&admin, &self.conn, props, &name).await?;
             warn_on_other_locale(&admin, props, &name).await;
         }
-        self.check(&self.conn, backup, &name).await.map_err(|e| {
+        let checked = self.check(&self.conn, backup, &name).await.map_err(|e| {
             Error::restore(
                 "postgres",
                 format!(
@@ -257,7 +257,7 @@ impl PostgresTarget {
                 ),
             )
         })?;
-        Ok(report(backup, self.conn.clone(), None, started))
+        Ok(report(backup, self.conn.clone(), (None, checked), started))
     }
 }
 
@@ -296,16 +296,19 @@ pub async fn check_whole_backup(backup: &BackupReader, name: &str) -> Result<()>
     })
 }
 
+/// The report of a restore into `target`, with where the previous database was kept and the
+/// checks the restored one passed.
 fn report(
     backup: &BackupReader,
     target: PgConnection,
-    kept: Option<String>,
+    (kept, checked): (Option<String>, CheckOutcome),
     started: Instant,
 ) -> RestoreReport {
     let mut report = RestoreReport::default();
     report.backup_id = backup.id().to_owned();
     report.target = target.to_string();
     report.previous_kept_at = kept;
+    report.checks_passed = checked.passed;
     report.restored_bytes = backup
         .manifest()
         .artifact(DUMP_ARTIFACT)

@@ -10,7 +10,7 @@ use dr_core::{
     VerifyLevel,
 };
 use dr_postgres::{PgConnection, PostgresSource, PostgresTarget, PostgresVerifier};
-use dr_testing::PgServer;
+use dr_testing::{Damage, PgServer};
 
 const SCHEMA: &str = "
 CREATE TABLE customers (id serial PRIMARY KEY, email text UNIQUE NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
@@ -103,19 +103,9 @@ impl Fixture {
         manifest: &dr_core::Manifest,
         part: usize,
     ) -> (ObjectPath, bytes::Bytes) {
-        let dump = manifest.artifact("dump").unwrap();
-        let key = ObjectPath::from(format!(
-            "backups/shop/{}/{}",
-            manifest.id, dump.parts[part].object
-        ));
-        let original = self.store.get(&key).await.unwrap().bytes().await.unwrap();
-        let mut damaged = original.to_vec();
-        let at = damaged.len() / 2;
-        damaged[at] ^= 1;
-        self.store
-            .put(&key, PutPayload::from(damaged))
-            .await
-            .unwrap();
+        let key = dr_testing::damage::part_of(manifest, "dump", part);
+        let original =
+            dr_testing::damage::damage_object(self.store.as_ref(), &key, Damage::Flip).await;
         (key, original)
     }
 

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dr_core::object_store::local::LocalFileSystem;
-use dr_core::object_store::{ObjectStoreExt, PutPayload};
 use dr_core::serde_json::json;
 use dr_core::{
     BackupOptions, BackupSelector, Error, Identities, Registry, Repository, RestoreOptions,
@@ -479,17 +478,7 @@ async fn physical_base_backup_and_pitr_through_the_registry_without_stalling() {
         &damaged[..8]
     ));
     let store = LocalFileSystem::new_with_prefix(repo_dir.path()).unwrap();
-    let mut bytes = store
-        .get(&key)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    store.put(&key, PutPayload::from(bytes)).await.unwrap();
+    dr_testing::damage::damage_object(&store, &key, dr_testing::Damage::Flip).await;
     let findings = wal
         .check(
             &repo,

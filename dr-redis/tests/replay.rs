@@ -11,7 +11,7 @@ use dr_core::{
     RestoreOptions,
 };
 use dr_redis::{RedisConnection, RedisMode, RedisReplayTarget, RedisSource, RespClient};
-use dr_testing::RedisServer;
+use dr_testing::{Damage, RedisServer};
 
 const KEYS: usize = 2000;
 
@@ -93,12 +93,6 @@ fn forced() -> RestoreOptions {
     RestoreOptions::default().with_force(true)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Damage {
-    Flip,
-    Truncate,
-}
-
 /// Damages one stored part in the store; returns its object key and the original bytes.
 async fn damage(
     store: &InMemory,
@@ -108,25 +102,9 @@ async fn damage(
 ) -> (Path, Vec<u8>) {
     let parts: Vec<_> = manifest.parts().collect();
     let object = &parts[part.min(parts.len() - 1)].object;
-    let path = Path::from(format!(
-        "backups/{}/{}/{object}",
-        manifest.source, manifest.id
-    ));
-    let original = store
-        .get(&path)
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec();
-    let mut bytes = original.clone();
-    match how {
-        Damage::Flip => bytes[original.len() / 2] ^= 0x04,
-        Damage::Truncate => bytes.truncate(original.len() - 100),
-    }
-    store.put(&path, PutPayload::from(bytes)).await.unwrap();
-    (path, original)
+    let path = dr_testing::damage::backup_object(manifest, object);
+    let original = dr_testing::damage::damage_object(store, &path, how).await;
+    (path, original.to_vec())
 }
 
 #[tokio::test]

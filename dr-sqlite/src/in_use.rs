@@ -92,7 +92,7 @@ fn in_use(target: &Path, holder_pid: Option<u32>, holder: String) -> Error {
         target: target.display().to_string(),
         holder_pid,
         holder,
-        hint: "stop the application first, restore with --to ANOTHER_PATH, or force it".into(),
+        hint: "stop the application first, restore with --to ANOTHER_PATH, or replace it anyway with --force (the previous file is kept aside)".into(),
     }
 }
 

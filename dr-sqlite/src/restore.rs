@@ -95,12 +95,14 @@ impl Restore for SqliteTarget {
         for kept in &swapped.sidecars_kept {
             notes.push(format!(
                 "{} was beside the missing database (a leftover that SQLite would have replayed into the restored file): moved to {}",
-                kept.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                leftover_name(&target, kept),
                 kept.display()
             ));
         }
+        // The notes are the report's: logged here only for whoever reads logs, not twice on
+        // a terminal.
         for note in &notes {
-            tracing::warn!(target = %target.display(), "{note}");
+            tracing::info!(target = %target.display(), "{note}");
         }
         tracing::info!(target = %target.display(), backup = backup.id(), "SQLite database restored");
         let mut report = RestoreReport::default();
@@ -110,6 +112,7 @@ impl Restore for SqliteTarget {
         report.restored_bytes = restored_bytes;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.notes = notes;
+        report.checks_passed = outcome.passed;
         Ok(report)
     }
 }
@@ -179,4 +182,20 @@ fn attributes_for(staging: &Staging, info: &SourceInfo) -> Result<(Inherit, Opti
         staging.target().display()
     );
     Ok((set(own.uid(), own.gid()), Some(note)))
+}
+
+/// The name the leftover sidecar `kept` had beside `target` (`app.db-wal`), from the suffix
+/// its new name ends with.
+fn leftover_name(target: &std::path::Path, kept: &std::path::Path) -> String {
+    let kept_name = kept.to_string_lossy();
+    let original = SIDECARS
+        .iter()
+        .find(|suffix| kept_name.ends_with(*suffix))
+        .map_or_else(
+            || kept.to_path_buf(),
+            |suffix| crate::sibling(target, suffix),
+        );
+    original
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }

@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use dr_core::object_store::local::LocalFileSystem;
-use dr_core::object_store::path::Path as ObjectPath;
-use dr_core::object_store::{ObjectStoreExt, PutPayload};
 use dr_core::{
     BackupOptions, Error, Identities, PipelineOptions, Repository, Restore, RestoreOptions, Verify,
     VerifyLevel,
@@ -487,35 +485,19 @@ async fn damage_matrix() {
         .unwrap();
     assert!(manifest.parts().count() >= 2, "several parts");
     let before = std::fs::read(&db).unwrap();
-    let dir = format!("backups/app/{}", manifest.id);
     let mut objects: Vec<String> = manifest.parts().map(|p| p.object.clone()).collect();
     objects.push("SHA256SUMS".into());
     for object in &objects {
-        let key = ObjectPath::from(format!("{dir}/{object}"));
-        let original = fx.store.get(&key).await.unwrap().bytes().await.unwrap();
-        for damage in ["flip", "truncate", "delete"] {
-            match damage {
-                "flip" => {
-                    let mut b = original.to_vec();
-                    let at = b.len() / 3;
-                    b[at] ^= 0x80;
-                    fx.store.put(&key, PutPayload::from(b)).await.unwrap();
-                }
-                "truncate" => {
-                    fx.store
-                        .put(&key, PutPayload::from(original.slice(..original.len() / 2)))
-                        .await
-                        .unwrap();
-                }
-                _ => fx.store.delete(&key).await.unwrap(),
-            }
+        let key = dr_testing::damage::backup_object(&manifest, object);
+        for damage in dr_testing::Damage::BYTES {
+            let original = dr_testing::damage::damage_object(fx.store.as_ref(), &key, damage).await;
             let report = SqliteVerifier::new()
                 .verify(&fx.repo.reader(manifest.clone()), VerifyLevel::Restore)
                 .await
                 .unwrap();
             assert!(
                 report.problems.iter().any(|p| p.contains(object.as_str())),
-                "{damage} {object}: {:?}",
+                "{damage:?} {object}: {:?}",
                 report.problems
             );
             if object != "SHA256SUMS" {
@@ -528,18 +510,15 @@ async fn damage_matrix() {
                     .unwrap_err();
                 assert!(
                     err.to_string().contains(object.as_str()),
-                    "{damage} {object}: {err}"
+                    "{damage:?} {object}: {err}"
                 );
                 assert_eq!(
                     std::fs::read(&db).unwrap(),
                     before,
-                    "target untouched after {damage} {object}"
+                    "target untouched after {damage:?} {object}"
                 );
             }
-            fx.store
-                .put(&key, PutPayload::from(original.clone()))
-                .await
-                .unwrap();
+            dr_testing::damage::restore_object(fx.store.as_ref(), &key, original).await;
         }
     }
     let stranger = fx.repo.clone().with_identities(Identities::generate());

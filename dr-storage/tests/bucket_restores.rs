@@ -95,10 +95,7 @@ fn tar_parts(repo_dir: &Path, backup: &Manifest) -> Vec<PathBuf> {
 }
 
 fn flip_a_byte(path: &Path) {
-    let mut bytes = std::fs::read(path).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x55;
-    std::fs::write(path, bytes).unwrap();
+    dr_testing::damage::damage_file(path, dr_testing::Damage::Flip);
 }
 
 #[tokio::test]

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use dr_core::object_store::path::Path;
-use dr_core::object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use dr_core::object_store::{ObjectStore, ObjectStoreExt};
 use dr_core::{
     BackupOptions, BackupSelector, Error, Identities, Manifest, PipelineOptions, Repository,
     VerifyLevel,
 };
 
+use crate::damage::{Damage, damage_object, restore_object};
 use crate::data::{HashingSink, MixedData};
 use crate::faulty::FaultyStore;
 use crate::sources::{FailingSource, StreamSource};
@@ -176,10 +177,15 @@ pub async fn damage_is_detected(store: Arc<dyn ObjectStore>) {
     let mut objects: Vec<String> = manifest.parts().map(|p| p.object.clone()).collect();
     objects.push("SHA256SUMS".into());
     for object in &objects {
-        let key = format!("{dir}/{object}");
-        let original = get(&store, &key).await;
-        for damage in ["flip", "flip-header", "truncate", "delete"] {
-            apply_damage(&store, &key, &original, damage).await;
+        let key = Path::from(format!("{dir}/{object}"));
+        let damages = [
+            Damage::Flip,
+            Damage::FlipHeader,
+            Damage::TruncateTail,
+            Damage::Delete,
+        ];
+        for damage in damages {
+            let original = damage_object(store.as_ref(), &key, damage).await;
             let report = repo
                 .reader(manifest.clone())
                 .verify_objects(VerifyLevel::Checksums)
@@ -187,7 +193,7 @@ pub async fn damage_is_detected(store: Arc<dyn ObjectStore>) {
                 .expect("verify");
             assert!(
                 report.problems.iter().any(|p| p.contains(object.as_str())),
-                "{damage} of {object} not reported: {:?}",
+                "{damage:?} of {object} not reported: {:?}",
                 report.problems
             );
             if object != "SHA256SUMS" {
@@ -198,7 +204,7 @@ pub async fn damage_is_detected(store: Arc<dyn ObjectStore>) {
                     .expect_err("restore must fail");
                 assert!(
                     err.to_string().contains(object.as_str()),
-                    "{damage} of {object}: {err}"
+                    "{damage:?} of {object}: {err}"
                 );
                 assert!(
                     matches!(
@@ -207,10 +213,10 @@ pub async fn damage_is_detected(store: Arc<dyn ObjectStore>) {
                             | Error::DamagedPart { .. }
                             | Error::MissingObject { .. }
                     ),
-                    "{damage}: {err:?}"
+                    "{damage:?}: {err:?}"
                 );
             }
-            put(&store, &key, original.clone()).await;
+            restore_object(store.as_ref(), &key, original).await;
         }
     }
     let clean = repo
@@ -223,25 +229,6 @@ pub async fn damage_is_detected(store: Arc<dyn ObjectStore>) {
         "restored objects verify clean: {:?}",
         clean.problems
     );
-}
-
-async fn apply_damage(store: &Arc<dyn ObjectStore>, key: &str, original: &[u8], damage: &str) {
-    match damage {
-        "flip" => {
-            let mut bytes = original.to_vec();
-            let at = bytes.len() / 2;
-            bytes[at] ^= 0x01;
-            put(store, key, bytes).await;
-        }
-        "flip-header" => {
-            // Inside the age header's recipient stanza: must read as damage, not a wrong key.
-            let mut bytes = original.to_vec();
-            bytes[60] ^= 0x01;
-            put(store, key, bytes).await;
-        }
-        "truncate" => put(store, key, original[..original.len() - 1].to_vec()).await,
-        _ => store.delete(&Path::from(key)).await.expect("delete object"),
-    }
 }
 
 /// A wrong identity and a missing identity give the clear errors.
@@ -375,11 +362,4 @@ async fn get(store: &Arc<dyn ObjectStore>, key: &str) -> Vec<u8> {
         .await
         .unwrap_or_else(|e| panic!("get {key}: {e}"));
     result.bytes().await.expect("bytes").to_vec()
-}
-
-async fn put(store: &Arc<dyn ObjectStore>, key: &str, bytes: Vec<u8>) {
-    store
-        .put(&Path::from(key), PutPayload::from(bytes))
-        .await
-        .unwrap_or_else(|e| panic!("put {key}: {e}"));
 }

@@ -5,6 +5,7 @@
 
 pub mod conformance;
 pub mod counting;
+pub mod damage;
 pub mod data;
 pub mod faulty;
 pub mod fidelity;
@@ -15,6 +16,7 @@ pub mod sources;
 pub mod stall;
 
 pub use counting::{CountingStore, Counts};
+pub use damage::Damage;
 pub use data::MixedData;
 pub use faulty::FaultyStore;
 pub use postgres::PgServer;

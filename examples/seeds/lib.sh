@@ -27,14 +27,29 @@ render() {
 # dr ARGS: the dr binary on this runbook's configuration.
 dr() { "$DR" --config "$WORK/dr.toml" "$@"; }
 
-# timed VAR CMD...: runs CMD, prints its output, stores its wall time in seconds in VAR.
+# timed VAR CMD...: runs CMD, prints its output (kept in $WORK/last.out for expect_healthy),
+# stores its wall time in seconds in VAR.
 timed() {
   local var=$1; shift
-  local start end
+  local start end status=0
   start=$(date +%s.%N)
-  "$@"
+  "$@" > "$WORK/last.out" || status=$?
   end=$(date +%s.%N)
+  cat "$WORK/last.out"
+  [ "$status" -eq 0 ] || die "$* exited $status"
   printf -v "$var" '%s' "$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')"
+}
+
+# latest_backup SOURCE, latest_point: the id of the newest backup of SOURCE, of the newest
+# recovery point.
+latest_backup() { dr list "$1" --json | jq -r 'sort_by(.started_at) | last | .id'; }
+latest_point() { dr list --points --json | jq -r 'sort_by(.created_at) | last | .id'; }
+
+# expect_healthy: the last timed restore waited for its health check and measured its RTO
+# until it passed.
+expect_healthy() {
+  expect "RTO measured until the health check passed" \
+    "$(grep -c 'healthy .* after the restore began (RTO' "$WORK/last.out" || true)" 1
 }
 
 # expect WHAT ACTUAL EXPECTED: the runbook's validation steps.

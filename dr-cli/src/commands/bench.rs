@@ -44,9 +44,10 @@ pub async fn bench(app: &App, args: &BenchArgs) -> CliResult<()> {
     let report = dr_core::ops::bench::bench(&repo, &system, &args.options(), repo.progress())
         .await
         .map_err(|e| match e {
-            dr_core::Error::NoIdentity => CliError::usage(
-                "timing a restore needs the secret key: pass --identity FILE (or leave the repository without backups)",
-            ),
+            dr_core::Error::NoIdentity => CliError::usage(format!(
+                "timing a restore needs the secret key: {} (or leave the repository without backups)",
+                dr_core::LOAD_A_KEY
+            )),
             e @ dr_core::Error::BackupNotFound { .. } => {
                 CliError::usage(format!("{e} (pass --backup ID or a source name)"))
             }

@@ -52,9 +52,10 @@ fn drill_options(source: Option<&str>, point: Option<&str>) -> CliResult<DrillOp
 
 fn drill_error(e: dr_core::Error) -> CliError {
     match e {
-        dr_core::Error::NoIdentity => CliError::usage(
-            "a drill restores, which needs the secret key: pass --identity FILE or set `identity` in dr.toml",
-        ),
+        dr_core::Error::NoIdentity => CliError::usage(format!(
+            "a drill restores, which needs the secret key: {}",
+            dr_core::LOAD_A_KEY
+        )),
         // A source with nothing to drill fails the drill (exit 3), as a failed restore does.
         e @ dr_core::Error::BackupNotFound { .. } => CliError::verification(e.to_string()),
         e => CliError::from(e).context("drilling"),

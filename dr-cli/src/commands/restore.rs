@@ -84,8 +84,8 @@ fn selector(args: &RestoreArgs, by_time: bool) -> CliResult<BackupSelector> {
     }
 }
 
-/// The report in words: one line for the restore, then the kind's summary, where the
-/// previous data is, the safety backup, the notes, the hooks. A dry run has no header: its
+/// The report in words: one line for the restore, then the kind's summary, the checks that
+/// passed, where the previous data is, the safety backup, the notes, the hooks. A dry run has no header: its
 /// summary is the plan.
 pub fn print(report: &RestoreRunReport, dry_run: bool) {
     let Some(done) = &report.restore else {
@@ -104,6 +104,9 @@ pub fn print(report: &RestoreRunReport, dry_run: bool) {
     }
     for line in &done.summary {
         println!("{line}");
+    }
+    for check in &done.checks_passed {
+        println!("check passed: {check}");
     }
     if let Some(kept) = &done.previous_kept_at {
         println!("the previous data is kept at {kept}");

@@ -24,26 +24,15 @@ pub enum Damage {
 
 /// Damages file `object` as `how` says (not for the part swaps: see `replace_part`).
 pub fn damage(object: &Path, how: Damage) {
-    match how {
-        Damage::InvalidJson => std::fs::write(object, "{\"format_version\": 1, \"id\": ").unwrap(),
+    use dr_testing::Damage as Bytes;
+    let bytes = match how {
+        Damage::Flip => Bytes::Flip,
+        Damage::Truncate => Bytes::Truncate,
+        Damage::Delete => Bytes::Delete,
+        Damage::InvalidJson => Bytes::InvalidJson,
         Damage::SwapParts | Damage::ForeignPart => unreachable!("see replace_part"),
-        Damage::Flip => {
-            let mut bytes = std::fs::read(object).unwrap();
-            let at = bytes.len() / 2;
-            bytes[at] ^= 0x40;
-            std::fs::write(object, bytes).unwrap();
-        }
-        Damage::Truncate => {
-            let len = std::fs::metadata(object).unwrap().len();
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(object)
-                .unwrap()
-                .set_len(len / 2)
-                .unwrap();
-        }
-        Damage::Delete => std::fs::remove_file(object).unwrap(),
-    }
+    };
+    dr_testing::damage::damage_file(object, bytes);
 }
 
 /// Copies the tree `from` to `to`.

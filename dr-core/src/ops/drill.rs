@@ -151,7 +151,8 @@ impl DrillReport {
 /// A failed restore, check or objective is in the report, not an error.
 ///
 /// # Errors
-/// [`Error::NoIdentity`] without a secret key; [`Error::Usage`] for an unknown source or
+/// [`Error::NoIdentity`] without a secret key, [`Error::NoMatchingIdentity`] when the
+/// loaded keys cannot decrypt a chosen backup; [`Error::Usage`] for an unknown source or
 /// group or an empty system; [`Error::BackupNotFound`] for a point that does not exist or
 /// a chosen source without a backup (before anything is drilled); a drill record that
 /// cannot be written.
@@ -166,6 +167,11 @@ pub async fn drill(
         return Err(Error::NoIdentity);
     }
     let (chosen, point_id) = choose(repo, system, options).await?;
+    // A key that cannot decrypt a chosen backup is the operator's mistake, not a failed
+    // drill: say so before anything is restored or recorded.
+    for manifest in &chosen {
+        repo.check_identities_for(manifest)?;
+    }
     let mut drills = Vec::new();
     for manifest in chosen {
         let scope = progress.narrowed(|_| {

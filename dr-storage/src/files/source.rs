@@ -247,48 +247,34 @@ pub(crate) fn refuse_unsupported(
     source_type: &str,
     tree: bool,
 ) -> Result<()> {
-    let refused = [
-        (options.swap, "swap (--swap)"),
-        (options.in_place, "in_place (--in-place)"),
-        (options.server.is_some(), "server (--server)"),
-        (options.globals, "globals (--globals)"),
-        (
-            options.with_role_passwords,
-            "with_role_passwords (--with-role-passwords)",
-        ),
-        (
-            options.recovery_target.is_some(),
-            "recovery_target (--at with an archive)",
-        ),
-        (options.dry_run, "dry_run (--dry-run)"),
-        (options.start_port.is_some(), "start_port (--start)"),
-        (options.keep_archiving, "keep_archiving (--keep-archiving)"),
-        (
-            !tree && options.owners.is_some(),
-            "owners (--owners, --no-owners)",
-        ),
-    ];
-    let named: Vec<&str> = refused
-        .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, name)| *name)
-        .collect();
-    if named.is_empty() {
-        return Ok(());
-    }
     let what = if tree {
         "a directory restore writes a checked tree beside the target and swaps it in (the \
          previous tree is kept), or puts `only` paths into it"
     } else {
         "a bucket restore writes checked objects into the source's bucket or the `target` URL"
     };
-    Err(Error::Usage(format!(
-        "{} not supported by {source_type} sources ({what}); nothing was read or changed",
-        match named.len() {
-            1 => format!("{} is", named[0]),
-            _ => format!("{} are", named.join(", ")),
-        }
-    )))
+    let owners = format!("--owners and --no-owners are for directory sources, not {source_type}");
+    dr_core::registry::refuse_unsupported_by(
+        Some(what),
+        &[
+            (options.swap, "--swap is for PostgreSQL"),
+            (options.in_place, "--in-place is for PostgreSQL"),
+            (
+                options.server.is_some(),
+                "--server is for PostgreSQL and Redis",
+            ),
+            (
+                options.globals || options.with_role_passwords,
+                "--globals and --with-role-passwords are for PostgreSQL",
+            ),
+            (
+                options.recovery_target.is_some(),
+                "--at with a WAL archive is for physical PostgreSQL",
+            ),
+            dr_core::registry::pitr_only(options),
+            (!tree && options.owners.is_some(), &owners),
+        ],
+    )
 }
 
 /// What the user should know about a restored tree, in words.
@@ -378,5 +364,31 @@ impl dr_core::KindSupport for FilesKind {
 
     fn restore_rank(&self) -> RestoreRank {
         RestoreRank::Files
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unsupported_option_is_named_with_what_a_tree_restore_does() {
+        assert!(refuse_unsupported(&RestoreOptions::default(), "directory", true).is_ok());
+        let mut options = RestoreOptions::default();
+        options.swap = true;
+        options.dry_run = true;
+        options.owners = Some(true);
+        let err = refuse_unsupported(&options, "bucket", false)
+            .unwrap_err()
+            .to_string();
+        for named in ["--swap", "--dry-run", "--owners", "a bucket restore writes"] {
+            assert!(err.contains(named), "{named} in {err}");
+        }
+        assert!(err.contains("nothing was read or written"), "{err}");
+        // Owners are a directory's own option.
+        let tree = refuse_unsupported(&options, "directory", true)
+            .unwrap_err()
+            .to_string();
+        assert!(!tree.contains("--owners"), "{tree}");
     }
 }

@@ -72,6 +72,8 @@ say "scenario 2: accidental data deletion: restore into a new database, verify, 
 sql content_crew "DELETE FROM content_jobs WHERE status = 'published'"
 timed T_DELETION dr restore db --swap
 validate_db
+expect "API stopped and started again by the database's hooks" "$(cat "$WORK/api.state")" "started $(latest_backup db)"
+expect_healthy
 KEPT=$(sql postgres "SELECT datname FROM pg_database WHERE datname LIKE 'content_crew_pre_restore_%'")
 expect "damaged database kept aside" "$(sql "$KEPT" 'SELECT count(*) FROM content_jobs')" 285
 sql postgres "DROP DATABASE \"$KEPT\""
@@ -91,6 +93,8 @@ sql postgres "DROP DATABASE content_crew WITH (FORCE)"
 rcli FLUSHALL > /dev/null
 rm -rf "$STORAGE"
 timed T_SYSTEM dr restore --point latest
+expect "API stopped and started again by the group's hooks" "$(cat "$WORK/api.state")" "started $(latest_point)"
+expect_healthy
 validate_db
 validate_storage
 validate_cache

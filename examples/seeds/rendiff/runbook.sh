@@ -79,7 +79,8 @@ say "scenario 4: complete system failure (database, storage and configuration lo
 rm -rf "$APP"
 timed T_SYSTEM dr restore --point latest
 expect "service stopped and started again by the group's hooks" "$(cut -d' ' -f1 "$WORK/service.state")" started
-expect "the hooks saw the point restored" "$(cut -d' ' -f2 "$WORK/service.state")" "$(dr list --points --json | jq -r 'sort_by(.created_at) | last | .id')"
+expect "the hooks saw the point restored" "$(cut -d' ' -f2 "$WORK/service.state")" "$(latest_point)"
+expect_healthy
 expect "integrity_check" "$(sqlite3 "$DB" 'PRAGMA integrity_check')" ok
 expect "database as backed up" "$(sqlite_digest "$DB")" "$DB_DIGEST"
 expect "files restored and unchanged" "$(cd "$APP" && sha256sum --quiet -c "$WORK/files.sha256" 2>&1 | wc -l)" 0

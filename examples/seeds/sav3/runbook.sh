@@ -63,6 +63,8 @@ validate_media
 say "scenario 4: application service failure: the Redis cache is lost"
 rcli FLUSHALL > /dev/null
 timed T_CACHE dr restore cache
+expect "services restarted by the cache's hooks" "$(cat "$WORK/services.state")" "restarted $(latest_backup cache)"
+expect_healthy
 expect "redis keys" "$(rcli DBSIZE)" "$KEYS"
 expect "redis data as backed up (DEBUG DIGEST)" "$(redis_digest)" "$REDIS_DIGEST"
 
@@ -70,6 +72,8 @@ say "scenario 1: complete infrastructure failure"
 rcli FLUSHALL > /dev/null
 for i in $(seq 1 15); do s3 DELETE "media/$i.mp4" > /dev/null; done
 timed T_POINT dr restore --point latest
+expect "services stopped and started again by the group's hooks" "$(cat "$WORK/services.state")" "started $(latest_point)"
+expect_healthy
 timed T_INFRA_DB dr restore db --at latest --to "$RECOVERED" --start --port "$SPARE_PORT"
 validate_media
 expect "redis keys" "$(rcli DBSIZE)" "$KEYS"

@@ -37,6 +37,8 @@ dr list
 say "scenario 1: database corruption: full restore from the dump into a new database, swapped in"
 sql soundhash "UPDATE fingerprints SET hash = 0"
 timed T_FULL dr restore db-dump --swap
+expect "API and worker stopped and started again by the dump's hooks" "$(cat "$WORK/services.state")" "started $(latest_backup db-dump)"
+expect_healthy
 expect "tracks as dumped" "$(sql soundhash 'SELECT count(*) FROM tracks')" 1000
 expect_db "database as dumped (every table's rows, the schema)" "$(pg_digest "$PGPORT" soundhash)" "$DUMPED"
 expect "sequences as dumped" "$(pg_sequences "$PGPORT" soundhash)" "$DUMPED_SEQUENCES"

@@ -50,6 +50,8 @@ say "scenario 4: database corruption (a bad migration emptied the jobs table)"
 sql transcode "TRUNCATE jobs"
 timed T_DB dr restore db --swap
 validate_db
+expect "deployments scaled down and up again by the database's hooks" "$(cat "$WORK/deployments.state")" "replicas=3 $(latest_backup db)"
+expect_healthy
 
 say "Redis recovery"
 rcli FLUSHALL > /dev/null
@@ -69,6 +71,8 @@ sql postgres "DROP DATABASE IF EXISTS $(sql postgres "SELECT string_agg(quote_id
 rcli FLUSHALL > /dev/null
 for i in $(seq 1 12); do s3 DELETE "videos/in/$i.mov" > /dev/null; done
 timed T_CLUSTER dr restore --point latest
+expect "deployments scaled down and up again by the cluster's hooks" "$(cat "$WORK/deployments.state")" "replicas=3 $(latest_point)"
+expect_healthy
 validate_db
 validate_videos
 expect "redis keys" "$(rcli DBSIZE)" "$KEYS"
