@@ -73,13 +73,7 @@ fn print_point_restore(report: &PointRestoreReport) {
             )
         }
     );
-    if let (Some(health), Some(rto)) = (&report.health, report.rto_ms) {
-        println!(
-            "healthy {:.1} s after the restore began (RTO; health check passed after {} attempts)",
-            rto as f64 / 1000.0,
-            health.attempts
-        );
-    }
+    super::restore::print_healthy(report.health.as_ref(), report.rto_ms);
     for failure in point_hook_failures(report) {
         eprintln!("error: {failure}");
     }

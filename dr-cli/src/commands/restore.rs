@@ -115,9 +115,16 @@ pub fn print(report: &RestoreRunReport, dry_run: bool) {
         println!("note: {note}");
     }
     print_hooks(report);
-    if let (Some(health), Some(rto)) = (&report.health, report.rto_ms.filter(|_| !dry_run)) {
+    if !dry_run {
+        print_healthy(report.health.as_ref(), report.rto_ms);
+    }
+}
+
+/// The RTO line of a restore whose health check passed.
+pub fn print_healthy(health: Option<&dr_core::ops::hooks::HealthReport>, rto_ms: Option<u64>) {
+    if let (Some(health), Some(rto)) = (health, rto_ms) {
         println!(
-            "healthy {:.1} s after the restore began (RTO; health check passed after {} attempts)",
+            "healthy {:.2} s after the restore began (RTO; health check passed after {} attempts)",
             rto as f64 / 1000.0,
             health.attempts
         );
