@@ -73,6 +73,8 @@ pub struct PipelineConfig {
     pub part_size_mib: Option<usize>,
     /// Parts processed at once.
     pub threads: Option<usize>,
+    /// MiB of stored parts a restore may fetch ahead (default 128).
+    pub read_ahead_mib: Option<u64>,
 }
 
 impl PipelineConfig {
@@ -87,6 +89,9 @@ impl PipelineConfig {
         }
         if let Some(threads) = self.threads {
             options = options.with_threads(threads);
+        }
+        if let Some(mib) = self.read_ahead_mib {
+            options = options.with_read_ahead_bytes(mib * 1024 * 1024);
         }
         options
     }

@@ -258,10 +258,10 @@ fn rewritten_recipients_are_refused_for_new_backups() {
     );
     let (code, out) = dr(&repo.config, &["verify"]);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("pins"), "{out}");
+    assert!(out.contains("is pinned to"), "{out}");
     let (code, out) = dr(&repo.config, &["status"]);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("pins"), "{out}");
+    assert!(out.contains("is pinned to"), "{out}");
 }
 
 #[test]

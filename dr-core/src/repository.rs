@@ -594,7 +594,7 @@ impl Repository {
             dir,
             manifest,
             self.identities.clone(),
-            self.pipeline.threads,
+            (self.pipeline.threads, self.pipeline.read_ahead_bytes),
         )
         .with_progress(
             self.progress

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Instant;
 
 use bytes::Bytes;
 use object_store::ObjectStore;
@@ -14,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::codec::{ExpectedPart, decode_part};
+use super::read_ahead::Depth;
 use crate::error::{Error, Result};
 use crate::keys::Identities;
 use crate::manifest::{ArtifactRecord, Manifest, PartRecord};
@@ -32,6 +34,7 @@ struct ReadShared {
     manifest: Manifest,
     identities: Identities,
     threads: usize,
+    read_ahead_bytes: u64,
     progress: ProgressHandle,
 }
 
@@ -41,7 +44,7 @@ impl BackupReader {
         dir: Path,
         manifest: Manifest,
         identities: Identities,
-        threads: usize,
+        (threads, read_ahead_bytes): (usize, u64),
     ) -> Self {
         let shared = ReadShared {
             store,
@@ -49,6 +52,7 @@ impl BackupReader {
             manifest,
             identities,
             threads: threads.max(1),
+            read_ahead_bytes,
             progress: ProgressHandle::default(),
         };
         BackupReader {
@@ -66,6 +70,7 @@ impl BackupReader {
             manifest: s.manifest.clone(),
             identities: s.identities.clone(),
             threads: s.threads,
+            read_ahead_bytes: s.read_ahead_bytes,
             progress,
         };
         BackupReader {
@@ -209,41 +214,78 @@ enum Message {
     End,
 }
 
-/// Fetches and decodes up to `threads` parts at once, sends them in order; reports each
-/// checked part as it is sent, then `Finished` after the last or `Failed` at the first
-/// error (nothing after it).
+/// Parts in flight: fetches (in order) and the decodes started from them.
+struct InFlight {
+    fetching: VecDeque<JoinHandle<Result<Fetched>>>,
+    decoding: VecDeque<JoinHandle<Result<Bytes>>>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.fetching.len() + self.decoding.len()
+    }
+
+    fn abort(&self) {
+        self.fetching.iter().for_each(JoinHandle::abort);
+        self.decoding.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// A part's stored bytes, and how long the store took to give them.
+struct Fetched {
+    part: PartRecord,
+    path: Path,
+    stored: Bytes,
+    took: std::time::Duration,
+}
+
+/// Fetches parts ahead (as many as [`Depth`] says: the decoders' share, plus enough to cover
+/// the store's measured round trip, within the read-ahead budget), decodes up to `threads`
+/// at once, sends them in order; reports each checked part as it is sent, then `Finished`
+/// after the last or `Failed` at the first error (nothing after it).
 async fn produce_parts(
     shared: Arc<ReadShared>,
     progress: ProgressHandle,
     parts: Vec<PartRecord>,
     tx: mpsc::Sender<Message>,
 ) {
-    let mut pending: VecDeque<JoinHandle<Result<Bytes>>> = VecDeque::new();
+    let largest = parts.iter().map(|p| p.stored_size).max().unwrap_or(1);
+    let mut depth = Depth::new(shared.threads, shared.read_ahead_bytes, largest);
+    let mut flight = InFlight {
+        fetching: VecDeque::new(),
+        decoding: VecDeque::new(),
+    };
     let mut parts = parts.into_iter();
+    let mut last_sent = Instant::now();
     loop {
-        while pending.len() < shared.threads {
+        while flight.len() < depth.parts() {
             let Some(part) = parts.next() else { break };
-            let task = fetch_and_decode(shared.clone(), part);
-            pending.push_back(tokio::spawn(task));
+            flight
+                .fetching
+                .push_back(tokio::spawn(fetch(shared.clone(), part)));
         }
-        let Some(next) = pending.pop_front() else {
-            break;
-        };
-        let message = match next.await {
-            Ok(Ok(bytes)) => {
-                // Counted here, in order: no part task can advance after `Failed`.
-                progress.advance(bytes.len() as u64);
-                Message::Data(bytes)
-            }
-            Ok(Err(e)) => Message::Failed(e),
-            Err(join) => Message::Failed(Error::Usage(format!("part task failed: {join}"))),
+        let message = match start_decodes(&shared, &mut flight, &mut depth).await {
+            Err(e) => Message::Failed(e),
+            Ok(()) => match flight.decoding.pop_front() {
+                None => break,
+                Some(next) => match joined(next.await) {
+                    Ok(bytes) => {
+                        // Counted here, in order: no part task can advance after `Failed`.
+                        progress.advance(bytes.len() as u64);
+                        depth.consumed(last_sent.elapsed());
+                        last_sent = Instant::now();
+                        Message::Data(bytes)
+                    }
+                    Err(e) => Message::Failed(e),
+                },
+            },
         };
         let failed = matches!(message, Message::Failed(_));
         if let Message::Failed(e) = &message {
             progress.fail(e.to_string());
         }
         if tx.send(message).await.is_err() || failed {
-            pending.iter().for_each(JoinHandle::abort);
+            flight.abort();
             return;
         }
     }
@@ -251,7 +293,50 @@ async fn produce_parts(
     let _ = tx.send(Message::End).await;
 }
 
-async fn fetch_and_decode(shared: Arc<ReadShared>, part: PartRecord) -> Result<Bytes> {
+/// Starts decoding fetched parts, in order, while a decoder is free: a fetch still running
+/// is waited for only when nothing is being decoded (a decoded part is never held back for
+/// a later fetch).
+async fn start_decodes(
+    shared: &Arc<ReadShared>,
+    flight: &mut InFlight,
+    depth: &mut Depth,
+) -> Result<()> {
+    while flight.decoding.len() < shared.threads {
+        let ready = flight
+            .fetching
+            .front()
+            .is_some_and(|f| f.is_finished() || flight.decoding.is_empty());
+        if !ready {
+            break;
+        }
+        let Some(next) = flight.fetching.pop_front() else {
+            break;
+        };
+        let fetched = joined(next.await)?;
+        depth.fetched(fetched.took);
+        let reader = BackupReader {
+            shared: shared.clone(),
+        };
+        flight
+            .decoding
+            .push_back(tokio::task::spawn_blocking(move || {
+                let Fetched {
+                    part, path, stored, ..
+                } = fetched;
+                reader
+                    .decode_stored(path.as_ref(), &part, &stored)
+                    .map(Bytes::from)
+            }));
+    }
+    Ok(())
+}
+
+fn joined<T>(result: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    result.map_err(|e| Error::Usage(format!("part task failed: {e}")))?
+}
+
+async fn fetch(shared: Arc<ReadShared>, part: PartRecord) -> Result<Fetched> {
+    let started = Instant::now();
     let path = shared.dir.clone().join(part.object.as_str());
     let stored = get_object(shared.store.as_ref(), &path).await?;
     if stored.len() as u64 != part.stored_size {
@@ -264,14 +349,12 @@ async fn fetch_and_decode(shared: Arc<ReadShared>, part: PartRecord) -> Result<B
             ),
         });
     }
-    let reader = BackupReader {
-        shared: shared.clone(),
-    };
-    let plain =
-        tokio::task::spawn_blocking(move || reader.decode_stored(path.as_ref(), &part, &stored))
-            .await
-            .map_err(|e| Error::Usage(format!("decoder task failed: {e}")))??;
-    Ok(Bytes::from(plain))
+    Ok(Fetched {
+        part,
+        path,
+        stored,
+        took: started.elapsed(),
+    })
 }
 
 /// An async reader of one artifact's plain bytes. A part's bytes are only returned after its

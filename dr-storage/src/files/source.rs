@@ -253,23 +253,24 @@ pub(crate) fn refuse_unsupported(
     } else {
         "a bucket restore writes checked objects into the source's bucket or the `target` URL"
     };
-    let owners = format!("--owners and --no-owners are for directory sources, not {source_type}");
+    let owners =
+        format!("owners (--owners, --no-owners) is for directory sources, not {source_type}");
     dr_core::registry::refuse_unsupported_by(
         Some(what),
         &[
-            (options.swap, "--swap is for PostgreSQL"),
-            (options.in_place, "--in-place is for PostgreSQL"),
+            (options.swap, "swap (--swap) is for PostgreSQL"),
+            (options.in_place, "in_place (--in-place) is for PostgreSQL"),
             (
                 options.server.is_some(),
-                "--server is for PostgreSQL and Redis",
+                "server (--server) is for PostgreSQL and Redis",
             ),
             (
                 options.globals || options.with_role_passwords,
-                "--globals and --with-role-passwords are for PostgreSQL",
+                "globals (--globals) and with_role_passwords (--with-role-passwords) are for PostgreSQL",
             ),
             (
                 options.recovery_target.is_some(),
-                "--at with a WAL archive is for physical PostgreSQL",
+                "recovery_target (--at with a WAL archive) is for physical PostgreSQL",
             ),
             dr_core::registry::pitr_only(options),
             (!tree && options.owners.is_some(), &owners),
