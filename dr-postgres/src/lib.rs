@@ -53,6 +53,7 @@ mod recover;
 mod restore;
 mod sessions;
 pub mod source;
+pub mod tls;
 mod verify;
 pub mod wal;
 pub mod walscan;
@@ -76,6 +77,7 @@ pub use source::{
     BaseKindSupport, GlobalsDetails, LogicalDetails, LogicalKindSupport, LogicalSource, PgMethod,
     PhysicalSource, PitrDetails, PostgresSettings, PostgresSourceFactory, WalArchiveSupport,
 };
+pub use tls::{SslMode, TlsSettings};
 pub use verify::PostgresVerifier;
 pub use wal::{ArchiveContents, ArchivedFile, PushOutcome, WalArchive, system_identifier};
 

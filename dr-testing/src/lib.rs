@@ -9,6 +9,7 @@ pub mod damage;
 pub mod data;
 pub mod faulty;
 pub mod fidelity;
+pub mod pg_tls;
 pub mod postgres;
 pub mod redis;
 pub mod s3;
