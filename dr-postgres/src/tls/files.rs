@@ -42,6 +42,9 @@ pub(crate) fn load(settings: &TlsSettings) -> Result<TlsFiles> {
         None if settings.mode.verifies() => return Err(no_root(settings)),
         None => None,
     };
+    if settings.cert.is_none() {
+        default_cert_readable()?;
+    }
     let client = match (
         chosen(&settings.cert, "postgresql.crt"),
         settings.key.clone(),
@@ -62,9 +65,28 @@ fn chosen(named: &Option<PathBuf>, default: &str) -> Option<PathBuf> {
     if named.is_some() {
         return named.clone();
     }
-    let home = std::env::var_os("HOME")?;
-    let path = Path::new(&home).join(".postgresql").join(default);
+    let path = default_path(default)?;
     path.is_file().then_some(path)
+}
+
+fn default_path(name: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    Some(Path::new(&home).join(".postgresql").join(name))
+}
+
+/// libpq fails when its default client certificate exists but cannot be looked at (say, a
+/// HOME of another user); dr says so before its children stumble on it.
+fn default_cert_readable() -> Result<()> {
+    let Some(path) = default_path("postgresql.crt") else {
+        return Ok(());
+    };
+    match std::fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Error::Usage(format!(
+            "libpq's default client certificate {} cannot be read ({e}): the PostgreSQL tools would fail on it; set HOME to this user's home, or sslcert and sslkey in the source URL",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn no_root(settings: &TlsSettings) -> Error {
