@@ -306,9 +306,15 @@ fn transient(e: &tokio_postgres::Error) -> bool {
 
 impl std::fmt::Display for PgConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // An IPv6 address is bracketed again, as in the URL it came from.
+        let (open, close) = if self.host.contains(':') {
+            ("[", "]")
+        } else {
+            ("", "")
+        };
         write!(
             f,
-            "postgres://{}@{}:{}/{}",
+            "postgres://{}@{open}{}{close}:{}/{}",
             self.user, self.host, self.port, self.dbname
         )
     }
@@ -336,6 +342,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.to_string(), "postgres://app@127.0.0.1:5433/shop");
+        let v6 = PgConnection::from_url("postgres://app@[::1]:5433/shop").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.to_string().as_str()),
+            ("::1", "postgres://app@[::1]:5433/shop")
+        );
         assert!(!format!("{c:?}").contains("s3cr"));
         assert_eq!(c.password.as_deref(), Some("s3cr@t"));
         let err = PgConnection::from_url("mysql://u:hunter2@h/db").unwrap_err();

@@ -18,6 +18,8 @@
 //!   positions, timeline and system identifier; [`WalArchive`] behind `dr wal-push`/`wal-fetch`;
 //!   [`pitr::plan`] and [`restore_pitr`]: point-in-time recovery into a new data directory,
 //!   refusing targets the archive does not reach (a gap, WAL not archived yet).
+//! - [`tls`]: libpq's `sslmode`, `sslrootcert`, `sslcert`, `sslkey` as URL parameters; dr's
+//!   connections over rustls, the children's through `PGSSLMODE` & co. in their environment.
 //! - [`register`]: the `postgres` source type ([`PostgresSourceFactory`] building a
 //!   [`LogicalSource`] or a [`PhysicalSource`] from [`PostgresSettings`], each running its
 //!   whole restore flow from `RestoreOptions`), and the kinds `postgres.logical` and
