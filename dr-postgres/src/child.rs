@@ -70,7 +70,8 @@ impl Running {
         if status.success() {
             return Ok(stderr);
         }
-        Err(Error::tool(&self.program, status, stderr))
+        let hint = crate::tls::explain::child_hint(&stderr);
+        Err(Error::tool(&self.program, status, stderr).with_hint(hint))
     }
 
     /// Kills the child and returns `error` (used when the other side of the stream failed).

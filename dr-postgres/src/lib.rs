@@ -18,6 +18,8 @@
 //!   positions, timeline and system identifier; [`WalArchive`] behind `dr wal-push`/`wal-fetch`;
 //!   [`pitr::plan`] and [`restore_pitr`]: point-in-time recovery into a new data directory,
 //!   refusing targets the archive does not reach (a gap, WAL not archived yet).
+//! - [`tls`]: libpq's `sslmode`, `sslrootcert`, `sslcert`, `sslkey` as URL parameters; dr's
+//!   connections over rustls, the children's through `PGSSLMODE` & co. in their environment.
 //! - [`register`]: the `postgres` source type ([`PostgresSourceFactory`] building a
 //!   [`LogicalSource`] or a [`PhysicalSource`] from [`PostgresSettings`], each running its
 //!   whole restore flow from `RestoreOptions`), and the kinds `postgres.logical` and
@@ -53,6 +55,7 @@ mod recover;
 mod restore;
 mod sessions;
 pub mod source;
+pub mod tls;
 mod verify;
 pub mod wal;
 pub mod walscan;
@@ -76,6 +79,7 @@ pub use source::{
     BaseKindSupport, GlobalsDetails, LogicalDetails, LogicalKindSupport, LogicalSource, PgMethod,
     PhysicalSource, PitrDetails, PostgresSettings, PostgresSourceFactory, WalArchiveSupport,
 };
+pub use tls::{SslMode, TlsSettings};
 pub use verify::PostgresVerifier;
 pub use wal::{ArchiveContents, ArchivedFile, PushOutcome, WalArchive, system_identifier};
 

@@ -10,6 +10,7 @@ pub mod data;
 pub mod faulty;
 pub mod fidelity;
 pub mod latency;
+pub mod pg_tls;
 pub mod postgres;
 pub mod redis;
 pub mod s3;

@@ -32,6 +32,16 @@ impl PgServer {
     /// As [`PgServer::start_with`], the server running with extra environment variables
     /// (e.g. `LOCPATH`: locales only this server has).
     pub fn start_with_env(settings: &[(&str, &str)], env: &[(&str, &str)]) -> PgServer {
+        Self::start_prepared(settings, env, |_| {})
+    }
+
+    /// initdb, then `prepare(data_dir)` (as root when the tests run as root: hand new files
+    /// to the postgres user with [`give_to_postgres`]), then start.
+    pub fn start_prepared(
+        settings: &[(&str, &str)],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Path),
+    ) -> PgServer {
         let initdb = Path::new(BIN).join("initdb");
         assert!(
             initdb.is_file(),
@@ -71,6 +81,7 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&status.stderr)
         );
+        prepare(&data);
         let port = crate::s3::free_port();
         let log = std::fs::File::create(dir.path().join("server.log")).expect("log");
         if let Some((uid, gid)) = owner {

@@ -26,10 +26,18 @@ impl Work {
     }
 
     pub fn write_config(&self, port: u16, retention: &str) {
+        self.write_config_url(
+            &format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres"),
+            retention,
+        );
+    }
+
+    /// The configuration with source `db` at `url` (e.g. one with TLS parameters).
+    pub fn write_config_url(&self, url: &str, retention: &str) {
         std::fs::write(
             &self.config,
             format!(
-                "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n{retention}\n[sources.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres\"\n",
+                "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n{retention}\n[sources.db]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"{url}\"\n",
                 self.dir.path().display()
             ),
         )
@@ -42,7 +50,8 @@ impl Work {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dr"));
         command.arg("--config").arg(&self.config).args(args);
         if let Some((uid, gid)) = postgres_owner() {
-            command.uid(uid).gid(gid);
+            // A home of its own, as `sudo -u postgres` gives: libpq reads ~/.postgresql/.
+            command.uid(uid).gid(gid).env("HOME", self.dir.path());
         }
         let out = command.output().unwrap();
         (
