@@ -5,7 +5,7 @@ use std::sync::Arc;
 use dr_core::{Identities, Recipients, Repository};
 
 use crate::cli::Global;
-use crate::config::Config;
+use crate::config::{Config, StoreConfig, as_pairs, store_options};
 use crate::exit::{CliError, CliResult, Context};
 use crate::output::Bar;
 
@@ -29,10 +29,27 @@ impl App {
         self.global
             .repository
             .clone()
-            .or_else(|| self.config.repository.clone())
+            .or_else(|| self.config.repository.as_ref().map(|r| r.url().to_owned()))
             .ok_or_else(|| {
                 CliError::usage("no repository: set `repository` in dr.toml, or pass --repository / DR_REPOSITORY")
             })
+    }
+
+    /// The repository's store options: its `ca_file` from the flag, the variable or
+    /// `[repository]` in the configuration.
+    pub fn repository_options(&self) -> Vec<(&'static str, String)> {
+        let configured = self.config.repository.as_ref().and_then(|r| r.ca_file());
+        store_options(self.global.repository_ca_file.as_deref().or(configured))
+    }
+
+    /// The configured copy whose URL is `url`, or `url` alone.
+    pub fn copy_store(&self, url: &str) -> StoreConfig {
+        self.config
+            .copies
+            .iter()
+            .find(|c| c.url() == url)
+            .cloned()
+            .unwrap_or_else(|| StoreConfig::Url(url.to_owned()))
     }
 
     /// The identity file from the flag or the configuration, if any.
@@ -108,7 +125,8 @@ impl App {
     /// progress bar.
     pub async fn repository(&self, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
         let url = self.repository_url()?;
-        let repo = dr_storage::open_repository(&url, &[])
+        let options = self.repository_options();
+        let repo = dr_storage::open_repository(&url, &as_pairs(&options))
             .await
             .doing(|| "opening the repository".into())?;
         self.equip(repo, bar)
@@ -124,8 +142,9 @@ impl App {
             }
             Err(e) => e,
         };
-        for url in &self.config.copies {
-            match dr_storage::open_repository(url, &[]).await {
+        for copy in &self.config.copies {
+            let (url, options) = (copy.url(), store_options(copy.ca_file()));
+            match dr_storage::open_repository(url, &as_pairs(&options)).await {
                 Ok(repo) => {
                     eprintln!(
                         "warning: {}; reading from the copy at {}",

@@ -31,6 +31,10 @@ pub struct Global {
     /// Repository URL or path (overrides `repository` in the configuration).
     #[arg(long, short = 'r', env = "DR_REPOSITORY", global = true)]
     pub repository: Option<String>,
+    /// PEM file of CA certificates the repository's TLS certificate may chain to, besides
+    /// the system's roots (overrides `ca_file` of `[repository]`).
+    #[arg(long, env = "DR_REPOSITORY_CA_FILE", global = true)]
+    pub repository_ca_file: Option<PathBuf>,
     /// Identity file (secret key) for reading backups (overrides `identity`).
     #[arg(long, short = 'i', env = "DR_IDENTITY", global = true)]
     pub identity: Option<PathBuf>,

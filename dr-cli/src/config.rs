@@ -17,8 +17,8 @@ use crate::exit::{CliError, CliResult};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Repository URL or path.
-    pub repository: Option<String>,
+    /// Repository URL or path; or a `[repository]` table with `url` and `ca_file`.
+    pub repository: Option<StoreConfig>,
     /// Public keys new backups are encrypted to (`dr init`).
     #[serde(default)]
     pub recipients: Vec<String>,
@@ -26,8 +26,9 @@ pub struct Config {
     pub identity: Option<PathBuf>,
     /// Other repositories holding copies of the backups (`dr copy`, `dr backup --copy`);
     /// restores and `wal-fetch` fall back to them in order when the repository is unreachable.
+    /// Each a URL, or a table with `url` and `ca_file` (`[[copies]]`).
     #[serde(default)]
-    pub copies: Vec<String>,
+    pub copies: Vec<StoreConfig>,
     /// Pipeline tuning.
     #[serde(default)]
     pub pipeline: PipelineConfig,
@@ -50,6 +51,60 @@ pub struct Config {
     /// `dr daemon` settings.
     #[serde(default)]
     pub daemon: crate::schedule::DaemonConfig,
+}
+
+/// A store dr.toml names (the repository, a copy): its URL, or a table with the URL and a
+/// PEM file of extra trusted CA certificates for a store behind a private CA.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a URL, or a table with `url` and optionally `ca_file`"
+)]
+pub enum StoreConfig {
+    /// Just the URL (or path).
+    Url(String),
+    /// `{ url = "s3://...", ca_file = "/etc/dr/ca.pem" }`.
+    Table(StoreTable),
+}
+
+/// The table form of [`StoreConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTable {
+    /// The store's URL or path.
+    pub url: String,
+    /// A PEM file of CA certificates trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl StoreConfig {
+    /// The URL or path.
+    pub fn url(&self) -> &str {
+        match self {
+            StoreConfig::Url(url) | StoreConfig::Table(StoreTable { url, .. }) => url,
+        }
+    }
+
+    /// The extra trusted CA certificates, if any.
+    pub fn ca_file(&self) -> Option<&Path> {
+        match self {
+            StoreConfig::Url(_) => None,
+            StoreConfig::Table(table) => table.ca_file.as_deref(),
+        }
+    }
+}
+
+/// The dr_storage options of a store with `ca_file` (none without one).
+pub fn store_options(ca_file: Option<&Path>) -> Vec<(&'static str, String)> {
+    ca_file
+        .map(|p| (dr_storage::CA_FILE_OPTION, p.display().to_string()))
+        .into_iter()
+        .collect()
+}
+
+/// `options` as `open_store` takes them.
+pub fn as_pairs<'a>(options: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    options.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// `[groups.NAME]`.
@@ -271,6 +326,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stores_are_urls_or_tables_with_ca_file() {
+        let config = Config::parse(
+            r#"
+            copies = ["./copy", { url = "s3://b/c", ca_file = "/ca.pem" }]
+            [repository]
+            url = "s3://b/dr"
+            ca_file = "/etc/dr/ca.pem"
+            "#,
+        )
+        .unwrap();
+        let repo = config.repository.unwrap();
+        assert_eq!(repo.url(), "s3://b/dr");
+        assert_eq!(repo.ca_file(), Some(Path::new("/etc/dr/ca.pem")));
+        assert_eq!(config.copies[0], StoreConfig::Url("./copy".into()));
+        assert_eq!(config.copies[1].ca_file(), Some(Path::new("/ca.pem")));
+        assert_eq!(
+            store_options(config.copies[1].ca_file()),
+            vec![("ca_file", "/ca.pem".to_owned())]
+        );
+        let tables = Config::parse("[[copies]]\nurl = \"s3://b/c\"\n").unwrap();
+        assert_eq!(tables.copies[0].url(), "s3://b/c");
+        let err = Config::parse("[repository]\nurl = \"x\"\nca = \"y\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("a URL, or a table with `url`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn parses_a_full_configuration() {
         let config: Config = toml::from_str(
             r#"
@@ -358,6 +442,7 @@ mod tests {
             assert!(
                 !config.sources.is_empty()
                     || !config.copies.is_empty()
+                    || config.repository.is_some()
                     || !config.schedules.is_empty()
             );
             for schedule in &config.schedules {

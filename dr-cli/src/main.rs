@@ -165,6 +165,9 @@ fn init_logging(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
+    // The TLS verifier logs an ERROR per attempt on an untrusted certificate; dr's own error
+    // says it once, with what to do (set ca_file). RUST_LOG still shows it.
+    let default = format!("{default},rustls_platform_verifier=off");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

@@ -93,18 +93,47 @@ fn write_config(dir: &Path, body: &str) -> PathBuf {
     config
 }
 
-fn metrics(port: u16) -> String {
+/// `GET path` on 127.0.0.1:port: the status line, the headers and the body.
+fn get(port: u16, path: &str) -> (String, String, String) {
     let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     socket
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
         .unwrap();
     let mut response = String::new();
     socket.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap()
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (
+        status.to_owned(),
+        headers.to_ascii_lowercase(),
+        body.to_owned(),
+    )
+}
+
+fn metrics(port: u16) -> String {
+    let (status, headers, body) = get(port, "/metrics");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}\n{body}");
+    assert!(
+        headers.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{headers}"
+    );
+    body
+}
+
+/// Waits until `/healthz` answers `code`; returns its JSON body.
+fn wait_for_health(port: u16, code: &str, within: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, _, body) = get(port, "/healthz");
+        if status.starts_with(&format!("HTTP/1.1 {code}")) {
+            return serde_json::from_str(&body).unwrap();
+        }
+        assert!(Instant::now() < deadline, "/healthz stays {status}: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -165,8 +194,18 @@ path = "{0}/files"
         .find(|s| s.metric == "dr_backup_last_bytes" && s.labels.get("source") == Some("app"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(matches!(bytes.value, prometheus_parse::Value::Gauge(v) if v > 0.0));
+    assert!(text.ends_with("# EOF\n"), "{text}");
+
+    let health = wait_for_health(port, "200", Duration::from_secs(30));
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["loop_alive"], true, "{health}");
+    assert_eq!(health["last_status_ok"], true, "{health}");
+    let (status, _, _) = get(port, "/nothing-here");
+    assert!(status.starts_with("HTTP/1.1 404"), "{status}");
 
     assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
+    // The endpoint stopped with the daemon.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     assert!(
         daemon.log().contains("dr daemon stopped"),
         "{}",
@@ -178,6 +217,39 @@ path = "{0}/files"
     let count = listed.as_array().unwrap().len();
     assert!((2..=3).contains(&count), "{listed}");
     ok(&config, &["verify"]);
+}
+
+#[test]
+fn healthz_is_unhealthy_while_the_status_cannot_be_gathered() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n[daemon]\nmetrics = \"127.0.0.1:{port}\"\n\n[[schedules]]\nname = \"yearly\"\ncron = \"0 0 1 1 *\"\n\n[sources.app]\nkind = \"sqlite\"\npath = \"{0}/app.db\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    ok(&config, &["keygen"]);
+    // No repository yet: the status cannot be computed.
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for("serving metrics", 1, Duration::from_secs(30));
+    let health = wait_for_health(port, "503", Duration::from_secs(30));
+    assert_eq!(health["loop_alive"], true, "{health}");
+    assert_eq!(health["last_status_ok"], false, "{health}");
+    let error = health["last_status_error"].as_str().unwrap_or_default();
+    assert!(error.contains("repo"), "{health}");
+    let (status, _, body) = get(port, "/metrics");
+    assert!(status.starts_with("HTTP/1.1 500"), "{status} {body}");
+
+    ok(&config, &["init"]);
+    // A scrape gathers the status again, and health follows.
+    metrics(port);
+    let health = wait_for_health(port, "200", Duration::from_secs(10));
+    assert!(health["last_status_error"].is_null(), "{health}");
+    assert_eq!(daemon.terminate(Duration::from_secs(30)), 0);
 }
 
 #[test]

@@ -12,6 +12,8 @@
 //! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT`, `AWS_REGION`,
 //! `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, ...) and from explicit options,
 //! which win. Credentials never appear in [`StoreLocation`]'s Display or Debug, nor in errors.
+//! A store behind a private CA takes the option [`CA_FILE_OPTION`] (`ca_file`): a PEM file of
+//! CA certificates trusted besides the system's roots.
 //!
 //! ```
 //! # #[tokio::main] async fn main() -> dr_core::Result<()> {
@@ -25,9 +27,11 @@
 
 pub mod files;
 mod tidy_local;
+mod tls;
 mod url_store;
 
 pub use dr_core::redact_url;
+pub use tls::{CA_FILE_OPTION, explain_untrusted_certificate, is_untrusted_certificate};
 pub use url_store::{StoreLocation, init_repository, open_repository, open_store};
 
 /// Adds this crate's source types (`directory`, `bucket`) and manifest kind (`files`) to

@@ -11,6 +11,8 @@ use dr_core::{Error, Recipients, Repository, Result};
 
 use dr_core::redact_url;
 
+use crate::tls::{explain_untrusted_certificate, roots, split_ca_file};
+
 /// An object store opened from a URL, with the URL as it may be shown (no credentials).
 #[derive(Clone)]
 pub struct StoreLocation {
@@ -52,22 +54,34 @@ impl std::fmt::Debug for StoreLocation {
 
 /// Opens the store for `url` (a plain path, `file://`, `memory://`, `s3://`, `gs://`,
 /// `az://`). `options` are the object_store configuration keys of that scheme (e.g.
-/// `aws_endpoint`, `aws_allow_http`) and override the environment. With `create`, a missing
-/// local directory is created.
+/// `aws_endpoint`, `aws_allow_http`) and override the environment; and dr's own
+/// [`CA_FILE_OPTION`] (`ca_file`): a PEM file of CA certificates trusted besides the system's
+/// roots, for a store behind a private CA. With `create`, a missing local directory is
+/// created.
 ///
 /// # Errors
-/// [`Error::InvalidLocation`] for a malformed URL, an unknown scheme or a scheme whose
-/// feature is not compiled in; [`Error::NotInitialised`] for a missing local directory.
+/// [`Error::InvalidLocation`] for a malformed URL, an unknown scheme, a scheme whose
+/// feature is not compiled in, or an unreadable `ca_file` (or one given for a local or
+/// in-memory store); [`Error::NotInitialised`] for a missing local directory.
 pub fn open_store(url: &str, options: &[(&str, &str)], create: bool) -> Result<StoreLocation> {
     let shown = redact_url(url);
     let invalid = |detail: String| Error::InvalidLocation {
         location: shown.clone(),
         detail,
     };
-    let Some((scheme, _)) = url.split_once("://") else {
+    let (ca_file, options) = split_ca_file(options);
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    if ca_file.is_some() && matches!(scheme, None | Some("file" | "memory")) {
+        return Err(invalid(
+            "ca_file applies to s3://, gs:// and az:// stores only (this one has no TLS)".into(),
+        ));
+    }
+    let Some(scheme) = scheme else {
         return open_local(Path::new(url), create);
     };
     let parsed = url::Url::parse(url).map_err(|e| invalid(format!("not a valid URL ({e})")))?;
+    let roots = roots::load(ca_file).map_err(invalid)?;
+    let options = &options[..];
     match scheme {
         "file" => {
             let path = parsed
@@ -76,9 +90,9 @@ pub fn open_store(url: &str, options: &[(&str, &str)], create: bool) -> Result<S
             return open_local(&path, create);
         }
         "memory" => return Ok(StoreLocation::new(Arc::new(InMemory::new()), "memory://")),
-        "s3" | "s3a" => cloud::s3(&parsed, options),
-        "gs" => cloud::gcs(&parsed, options),
-        "az" | "azure" | "abfs" | "abfss" => cloud::azure(&parsed, options),
+        "s3" | "s3a" => cloud::s3(&parsed, options, roots),
+        "gs" => cloud::gcs(&parsed, options, roots),
+        "az" | "azure" | "abfs" | "abfss" => cloud::azure(&parsed, options, roots),
         other => {
             return Err(invalid(format!(
                 "unknown scheme {other}://; use a path, file://, memory://, s3://, gs:// or az://"
@@ -122,15 +136,26 @@ mod cloud {
 
     use dr_core::object_store::{self, ObjectStore};
 
+    use crate::tls::roots::Roots;
+    #[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
+    use crate::tls::roots::client_options;
+
     type Built = std::result::Result<Arc<dyn ObjectStore>, object_store::Error>;
 
     #[cfg(feature = "aws")]
-    pub fn s3(url: &url::Url, options: &[(&str, &str)]) -> Built {
-        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    pub fn s3(url: &url::Url, options: &[(&str, &str)], roots: Roots) -> Built {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as Key};
         // Atomic create-if-absent, which manifests rely on.
         let mut builder = AmazonS3Builder::from_env()
             .with_url(url.as_str())
-            .with_config(AmazonS3ConfigKey::ConditionalPut, "etag");
+            .with_config(Key::ConditionalPut, "etag");
+        if !roots.is_empty() {
+            builder =
+                builder.with_client_options(client_options(roots, "AWS_", |k| match k.parse() {
+                    Ok(Key::Client(key)) => Some(key),
+                    _ => None,
+                }));
+        }
         for (key, value) in options {
             builder = builder.with_config(key.parse()?, *value);
         }
@@ -138,9 +163,17 @@ mod cloud {
     }
 
     #[cfg(feature = "gcp")]
-    pub fn gcs(url: &url::Url, options: &[(&str, &str)]) -> Built {
-        let mut builder =
-            object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+    pub fn gcs(url: &url::Url, options: &[(&str, &str)], roots: Roots) -> Built {
+        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as Key};
+        let mut builder = GoogleCloudStorageBuilder::from_env().with_url(url.as_str());
+        if !roots.is_empty() {
+            builder = builder.with_client_options(client_options(roots, "GOOGLE_", |k| {
+                match k.parse() {
+                    Ok(Key::Client(key)) => Some(key),
+                    _ => None,
+                }
+            }));
+        }
         for (key, value) in options {
             builder = builder.with_config(key.parse()?, *value);
         }
@@ -148,9 +181,16 @@ mod cloud {
     }
 
     #[cfg(feature = "azure")]
-    pub fn azure(url: &url::Url, options: &[(&str, &str)]) -> Built {
-        let mut builder =
-            object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+    pub fn azure(url: &url::Url, options: &[(&str, &str)], roots: Roots) -> Built {
+        use object_store::azure::{AzureConfigKey as Key, MicrosoftAzureBuilder};
+        let mut builder = MicrosoftAzureBuilder::from_env().with_url(url.as_str());
+        if !roots.is_empty() {
+            builder =
+                builder.with_client_options(client_options(roots, "AZURE_", |k| match k.parse() {
+                    Ok(Key::Client(key)) => Some(key),
+                    _ => None,
+                }));
+        }
         for (key, value) in options {
             builder = builder.with_config(key.parse()?, *value);
         }
@@ -158,17 +198,17 @@ mod cloud {
     }
 
     #[cfg(not(feature = "aws"))]
-    pub fn s3(_: &url::Url, _: &[(&str, &str)]) -> Built {
+    pub fn s3(_: &url::Url, _: &[(&str, &str)], _: Roots) -> Built {
         Err(missing_feature("aws"))
     }
 
     #[cfg(not(feature = "gcp"))]
-    pub fn gcs(_: &url::Url, _: &[(&str, &str)]) -> Built {
+    pub fn gcs(_: &url::Url, _: &[(&str, &str)], _: Roots) -> Built {
         Err(missing_feature("gcp"))
     }
 
     #[cfg(not(feature = "azure"))]
-    pub fn azure(_: &url::Url, _: &[(&str, &str)]) -> Built {
+    pub fn azure(_: &url::Url, _: &[(&str, &str)], _: Roots) -> Built {
         Err(missing_feature("azure"))
     }
 
@@ -183,21 +223,27 @@ mod cloud {
 /// Opens an existing repository at `url`.
 ///
 /// # Errors
-/// As [`open_store`] and [`Repository::open`].
+/// As [`open_store`] and [`Repository::open`]; a TLS certificate the client does not trust
+/// is an [`Error::Backend`] that names `ca_file`.
 pub async fn open_repository(url: &str, options: &[(&str, &str)]) -> Result<Repository> {
     let location = open_store(url, options, false)?;
-    Repository::open(location.store(), location.url()).await
+    Repository::open(location.store(), location.url())
+        .await
+        .map_err(|e| explain_untrusted_certificate(e, location.url()))
 }
 
 /// Creates a repository at `url` (a local directory is created if missing).
 ///
 /// # Errors
-/// As [`open_store`] and [`Repository::init`].
+/// As [`open_store`] and [`Repository::init`]; a TLS certificate the client does not trust
+/// is an [`Error::Backend`] that names `ca_file`.
 pub async fn init_repository(
     url: &str,
     options: &[(&str, &str)],
     recipients: &Recipients,
 ) -> Result<Repository> {
     let location = open_store(url, options, true)?;
-    Repository::init(location.store(), location.url(), recipients).await
+    Repository::init(location.store(), location.url(), recipients)
+        .await
+        .map_err(|e| explain_untrusted_certificate(e, location.url()))
 }

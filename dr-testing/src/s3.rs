@@ -1,11 +1,14 @@
 //! A real S3-compatible server (moto, from PyPI) on 127.0.0.1 with a random port, stopped
 //! by PID when dropped. moto makes `PutMode::Create` atomic, which manifests rely on.
+//! [`S3Server::start_tls`] serves HTTPS with a certificate of a throwaway CA ([`TestCa`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::ca::TestCa;
 
 /// Where .ci/run installs moto.
 pub const MOTO_VENV: &str = ".cache/dr-moto";
@@ -15,16 +18,34 @@ pub struct S3Server {
     child: Child,
     port: u16,
     bucket: String,
+    tls: Option<TestCa>,
 }
 
 impl S3Server {
     /// Starts moto and creates the bucket `dr-test`. Panics with an install instruction when
     /// moto is missing.
     pub fn start() -> S3Server {
+        S3Server::start_with(None)
+    }
+
+    /// Starts moto serving HTTPS with a server certificate (for `127.0.0.1` and `localhost`)
+    /// of a new throwaway CA, and creates the bucket `dr-test`: a client reaches it only
+    /// when it trusts [`S3Server::ca_file`]. Panics with an install instruction when moto,
+    /// openssl or curl is missing.
+    pub fn start_tls() -> S3Server {
+        S3Server::start_with(Some(TestCa::new()))
+    }
+
+    fn start_with(tls: Option<TestCa>) -> S3Server {
         let binary = moto_binary();
         let port = free_port();
-        let child = Command::new(&binary)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut command = Command::new(&binary);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        if let Some(ca) = &tls {
+            command.arg("--ssl-cert").arg(ca.server_cert());
+            command.arg("--ssl-key").arg(ca.server_key());
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -33,10 +54,26 @@ impl S3Server {
             child,
             port,
             bucket: "dr-test".into(),
+            tls,
         };
         server.wait_until_ready();
-        server.create_bucket();
+        match &server.tls {
+            None => server.create_bucket(),
+            Some(ca) => server.create_bucket_over_tls(&ca.ca_pem()),
+        }
         server
+    }
+
+    /// The CA certificate (PEM) a client must trust to reach a server of
+    /// [`S3Server::start_tls`]; `None` for a plain HTTP server.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(TestCa::ca_pem)
+    }
+
+    /// `http://127.0.0.1:PORT`, or `https://` for a TLS server.
+    pub fn endpoint(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// `s3://dr-test/<prefix>`.
@@ -44,11 +81,12 @@ impl S3Server {
         format!("s3://{}/{prefix}", self.bucket)
     }
 
-    /// object_store options that reach this server.
+    /// object_store options that reach this server (a TLS server also needs its CA trusted:
+    /// [`S3Server::ca_file`]).
     pub fn options(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("aws_endpoint", format!("http://127.0.0.1:{}", self.port)),
-            ("aws_allow_http", "true".into()),
+            ("aws_endpoint", self.endpoint()),
+            ("aws_allow_http", self.tls.is_none().to_string()),
             ("aws_region", "us-east-1".into()),
             ("aws_access_key_id", "testing".into()),
             ("aws_secret_access_key", "testing".into()),
@@ -90,6 +128,33 @@ impl S3Server {
         assert!(
             response.starts_with("HTTP/1.1 200"),
             "moto refused to create the bucket: {response}"
+        );
+    }
+}
+
+impl S3Server {
+    fn create_bucket_over_tls(&self, ca: &std::path::Path) {
+        let url = format!("{}/{}", self.endpoint(), self.bucket);
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "PUT",
+                "--cacert",
+            ])
+            .arg(ca)
+            .arg(&url)
+            .output()
+            .unwrap_or_else(|e| panic!("curl is not installed ({e}): apt-get install curl"));
+        let code = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            code == "200",
+            "moto refused to create the bucket over TLS ({code}): {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

@@ -14,7 +14,8 @@ use crate::output;
 pub async fn init(app: &App, recipients: &[String]) -> CliResult<()> {
     let url = app.repository_url()?;
     let recipients = app.init_recipients(recipients)?;
-    let repo = dr_storage::init_repository(&url, &[], &recipients)
+    let options = app.repository_options();
+    let repo = dr_storage::init_repository(&url, &crate::config::as_pairs(&options), &recipients)
         .await
         .doing(|| "creating the repository".into())?;
     if app.global.json {

@@ -7,6 +7,7 @@ use dr_core::ops::copy::{CopyDestination, CopyOptions, CopyReport, copy as copy_
 use dr_core::{Manifest, ProgressHandle, Repository};
 
 use crate::app::App;
+use crate::config::{StoreConfig, as_pairs, store_options};
 use crate::exit::{CliError, CliResult, Context};
 use crate::output;
 
@@ -62,23 +63,25 @@ async fn destinations(
     repo: &Repository,
     to: Option<&str>,
 ) -> CliResult<Vec<CopyDestination>> {
-    let urls: Vec<String> = match to {
-        Some(url) => vec![url.to_owned()],
+    let stores: Vec<StoreConfig> = match to {
+        Some(url) => vec![app.copy_store(url)],
         None => app.config.copies.clone(),
     };
-    if urls.is_empty() {
+    if stores.is_empty() {
         return Err(CliError::usage(
             "no destination: pass --to URL or list them in `copies` in dr.toml",
         ));
     }
     let mut opened = Vec::new();
-    for url in urls {
-        let shown = dr_core::redact_url(&url);
-        let location = dr_storage::open_store(&url, &[], true).map_err(CliError::from)?;
+    for store in stores {
+        let (url, options) = (store.url(), store_options(store.ca_file()));
+        let shown = dr_core::redact_url(url);
+        let location = dr_storage::open_store(url, &as_pairs(&options), true)?;
         let target = open_or_init_like(repo, location.store(), &location.to_string())
             .await
+            .map_err(|e| dr_storage::explain_untrusted_certificate(e, &shown))
             .doing(|| format!("opening the copy at {shown}"))?;
-        opened.push(CopyDestination::new(&url, app.equip(target, None)?));
+        opened.push(CopyDestination::new(url, app.equip(target, None)?));
     }
     Ok(opened)
 }

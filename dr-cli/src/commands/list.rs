@@ -10,6 +10,7 @@ use dr_core::ops::list::{CopyRepository, ListOptions, ListReport, ListedBackup};
 use dr_core::registry::ArchiveWindow;
 
 use crate::app::App;
+use crate::config::{as_pairs, store_options};
 use crate::exit::{CliError, CliResult};
 use crate::output;
 
@@ -69,8 +70,9 @@ async fn run(app: &App, options: &ListOptions) -> CliResult<ListReport> {
 /// The configured copies, each opened (or marked unreadable).
 pub(super) async fn copies(app: &App) -> Vec<CopyRepository> {
     let mut all = Vec::new();
-    for url in &app.config.copies {
-        all.push(match dr_storage::open_repository(url, &[]).await {
+    for copy in &app.config.copies {
+        let (url, options) = (copy.url(), store_options(copy.ca_file()));
+        all.push(match dr_storage::open_repository(url, &as_pairs(&options)).await {
             Ok(repo) => CopyRepository::opened(url, repo),
             Err(e) => {
                 tracing::debug!(copy = %dr_core::redact_url(url), error = %e, "copy unavailable");

@@ -1,5 +1,5 @@
 //! `dr status`: calls [`dr_core::ops::status::status`] and renders its report: a table,
-//! `--json` (the per-source statuses), or the Prometheus text format (printed, or written
+//! `--json` (the per-source statuses), or the OpenMetrics text format (printed, or written
 //! atomically for node_exporter's textfile collector); exit 3 when anything is wrong.
 
 mod prometheus;
@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use dr_core::ops::status::{StatusOptions, StatusReport};
 use dr_core::status::SourceStatus;
 
-pub use prometheus::render as prometheus;
+pub use prometheus::{CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE, render as prometheus};
 
 use crate::app::App;
 use crate::exit::{CliError, CliResult};

@@ -3,7 +3,7 @@
 //! another one.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +34,10 @@ pub struct BucketSettings {
     /// object_store options (endpoint, region...); credentials come from the environment.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+    /// A PEM file of CA certificates trusted besides the system's roots, for a store behind
+    /// a private CA (also for the restore target URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl BucketSettings {
@@ -42,7 +46,14 @@ impl BucketSettings {
         BucketSettings {
             url: url.into(),
             options: BTreeMap::new(),
+            ca_file: None,
         }
+    }
+
+    /// Trusting the CA certificates of the PEM file `ca_file` besides the system's roots.
+    pub fn with_ca_file(mut self, ca_file: impl Into<PathBuf>) -> Self {
+        self.ca_file = Some(ca_file.into());
+        self
     }
 
     /// With object_store options (`aws_endpoint`, `aws_region`...).
@@ -72,10 +83,18 @@ impl BucketSettings {
     /// As [`crate::open_store`]: a scheme whose feature (`aws`, `gcp`, `azure`) is not
     /// compiled in is named.
     pub fn open(&self, url: &str) -> Result<Arc<dyn ObjectStore>> {
+        let ca_file = self.ca_file.as_ref().and_then(|p| p.to_str());
+        if let (Some(path), None) = (&self.ca_file, ca_file) {
+            return Err(Error::Usage(format!(
+                "ca_file {} is not valid UTF-8",
+                path.display()
+            )));
+        }
         let options: Vec<(&str, &str)> = self
             .options
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(ca_file.map(|p| (crate::CA_FILE_OPTION, p)))
             .collect();
         Ok(crate::open_store(url, &options, false)?.store())
     }
@@ -202,6 +221,8 @@ impl Source for ConfiguredBucket {
     }
 
     fn explain(&self, error: Error) -> Error {
+        let error =
+            crate::explain_untrusted_certificate(error, &dr_core::redact_url(&self.settings.url));
         match error {
             Error::Store { .. } if self.settings.url.starts_with("s3") => {
                 let retryable = error.is_retryable();

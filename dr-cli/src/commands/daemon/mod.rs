@@ -2,14 +2,16 @@
 //! what it backed up, then a prune; never two runs of one source at once; SIGTERM or SIGINT
 //! stops scheduling, waits for running runs (up to `stop_timeout`), then abandons them (an
 //! abandoned backup never commits: its parts are orphans that prune removes). Optionally
-//! serves `dr status --prometheus` on an HTTP address.
+//! serves `/metrics` (the text of `dr status --prometheus`) and `/healthz` on an HTTP
+//! address ([`http`]), stopped with the rest.
+
+mod http;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::JoinSet;
 
@@ -27,13 +29,13 @@ type Busy = Arc<Mutex<HashSet<String>>>;
 pub async fn daemon(app: App) -> CliResult<()> {
     let app = Arc::new(app);
     let schedules = parse_schedules(&app)?;
-    if let Some(address) = app.config.daemon.metrics.clone() {
-        let listener = tokio::net::TcpListener::bind(&address)
-            .await
-            .map_err(|e| CliError::usage(format!("cannot listen on {address} for metrics: {e}")))?;
-        tracing::info!("serving metrics at http://{address}/metrics");
-        tokio::spawn(serve_metrics(app.clone(), listener));
-    }
+    let health = Arc::new(http::Health::default());
+    let server = match app.config.daemon.metrics.clone() {
+        Some(address) => {
+            Some(http::MetricsServer::start(app.clone(), health.clone(), &address).await?)
+        }
+        None => None,
+    };
     let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -51,10 +53,13 @@ pub async fn daemon(app: App) -> CliResult<()> {
         tracing::info!(schedule = %s.config.name, cron = %s.config.cron, "next run at {at}");
     }
     let reason = loop {
+        health.beat();
         let (i, at) = earliest(&next);
         let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {
+            // Turn at least every heartbeat, so that /healthz sees the loop alive.
+            _ = tokio::time::sleep(http::HEARTBEAT), if wait > http::HEARTBEAT => {}
+            _ = tokio::time::sleep(wait), if wait <= http::HEARTBEAT => {
                 tasks.spawn(run(app.clone(), schedules[i].clone(), busy.clone()));
                 next[i] = schedules[i].next_after(at.max(Utc::now()))?;
                 tracing::info!(schedule = %schedules[i].config.name, "next run at {}", next[i]);
@@ -68,7 +73,12 @@ pub async fn daemon(app: App) -> CliResult<()> {
             _ = int.recv() => break "SIGINT",
         }
     };
+    health.stopping();
     stop(&app, tasks, reason).await;
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    tracing::info!("dr daemon stopped");
     Ok(())
 }
 
@@ -226,43 +236,4 @@ async fn stop(app: &App, mut tasks: JoinSet<()>, reason: &str) {
             "abandoned {abandoned} runs: their backups were not committed (nothing half-written is listed); `dr prune` removes their parts"
         );
     }
-    tracing::info!("dr daemon stopped");
-}
-
-/// Answers every HTTP request on `listener`: `GET /metrics` with the status in the
-/// Prometheus text format, anything else with 404.
-async fn serve_metrics(app: Arc<App>, listener: tokio::net::TcpListener) {
-    loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
-        };
-        let app = app.clone();
-        tokio::spawn(async move {
-            let mut head = vec![0u8; 4096];
-            let n = socket.read(&mut head).await.unwrap_or(0);
-            let request = String::from_utf8_lossy(&head[..n]);
-            let response = if request.starts_with("GET /metrics") {
-                match metrics_text(&app).await {
-                    Ok(body) => http(200, "OK", &body),
-                    Err(e) => http(500, "Internal Server Error", &format!("{}\n", e.message)),
-                }
-            } else {
-                http(404, "Not Found", "GET /metrics\n")
-            };
-            let _ = socket.write_all(response.as_bytes()).await;
-            let _ = socket.shutdown().await;
-        });
-    }
-}
-
-async fn metrics_text(app: &App) -> CliResult<String> {
-    let report = super::status::run(app).await?;
-    Ok(super::status::prometheus(&report))
-}
-
-fn http(code: u16, reason: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }
