@@ -20,6 +20,10 @@
 //!   not, and how to finish or undo.
 //! - [`RedisVerifier`]: checksums, a full parse with key counts compared to the recorded
 //!   ones, and at `Restore` level a scratch redis-server loading the backup.
+//! - Connections ([`RedisConnection`]): `redis://` or `rediss://` (TLS: [`RedisTls`], one
+//!   rustls configuration for every connection). Commands go through the `redis` crate
+//!   ([`RedisClient`]); only the replication payload after `PSYNC`, which the crate cannot
+//!   carry, is read directly from the same (TLS) stream.
 //!
 //! ```no_run
 //! # async fn demo(repo: dr_core::Repository) -> dr_core::Result<()> {
