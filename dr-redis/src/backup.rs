@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use dr_core::{ArtifactWriter, Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
+use crate::connection::RedisConnection;
 use crate::logical;
 use crate::rdb::{RdbSummary, read_rdb};
-use crate::resp::{RedisConnection, RespClient};
+use crate::replication::ReplicationStream;
 use crate::stream::ChannelReader;
 
 /// The artifact holding the RDB.
@@ -69,7 +70,10 @@ impl Backup for RedisSource {
         let server = client.info("server").await?;
         let version = field(&server, "redis_version").unwrap_or_default();
         let mut info = match self.mode {
-            RedisMode::Rdb => rdb_backup(client, out).await?,
+            RedisMode::Rdb => {
+                drop(client);
+                rdb_backup(ReplicationStream::open(&self.conn).await?, out).await?
+            }
             RedisMode::Logical => logical::backup(&mut client, out).await?,
         };
         info.insert("redis_version".into(), version.into());
@@ -87,20 +91,15 @@ enum Payload {
     Diskless([u8; 40]),
 }
 
-async fn rdb_backup(mut client: RespClient, out: &mut BackupWriter) -> Result<SourceInfo> {
+async fn rdb_backup(mut client: ReplicationStream, out: &mut BackupWriter) -> Result<SourceInfo> {
     client
-        .command(&[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"])
+        .command(&["REPLCONF", "capa", "eof", "capa", "psync2"])
         .await?;
     // Redis 7: no replication backlog is kept for us (redis-cli --rdb does the same).
-    if let Err(e) = client.command(&[b"REPLCONF", b"rdb-only", b"1"]).await {
+    if let Err(e) = client.command(&["REPLCONF", "rdb-only", "1"]).await {
         tracing::debug!(error = %e, "server does not know rdb-only; continuing");
     }
-    client
-        .stream()
-        .get_mut()
-        .write_all(b"PSYNC ? -1\r\n")
-        .await
-        .map_err(|e| client.lost(e))?;
+    client.send(&["PSYNC", "?", "-1"]).await?;
     let (replid, offset) = full_resync(&mut client).await?;
     let payload = payload_header(&mut client).await?;
     let mut writer = out.artifact(RDB_ARTIFACT)?;
@@ -127,7 +126,7 @@ async fn rdb_backup(mut client: RespClient, out: &mut BackupWriter) -> Result<So
 }
 
 /// Waits for `+FULLRESYNC <replid> <offset>` (newlines before it are keep-alives).
-async fn full_resync(client: &mut RespClient) -> Result<(String, u64)> {
+async fn full_resync(client: &mut ReplicationStream) -> Result<(String, u64)> {
     loop {
         let line = client.read_line().await?;
         if line.is_empty() {
@@ -149,7 +148,7 @@ async fn full_resync(client: &mut RespClient) -> Result<(String, u64)> {
     }
 }
 
-async fn payload_header(client: &mut RespClient) -> Result<Payload> {
+async fn payload_header(client: &mut ReplicationStream) -> Result<Payload> {
     loop {
         let line = client.read_line().await?;
         if line.is_empty() {
@@ -178,7 +177,7 @@ async fn payload_header(client: &mut RespClient) -> Result<Payload> {
 
 /// Copies the payload into the artifact and to the checker, at the speed the server sends.
 async fn copy_payload(
-    client: &mut RespClient,
+    client: &mut ReplicationStream,
     payload: Payload,
     writer: &mut ArtifactWriter,
     checker: std::sync::mpsc::SyncSender<Bytes>,
@@ -194,11 +193,7 @@ async fn copy_payload(
         let want = buf
             .len()
             .min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        let n = client
-            .stream()
-            .read(&mut buf[..want])
-            .await
-            .map_err(|e| client.lost(e))?;
+        let n = client.read(&mut buf[..want]).await?;
         if n == 0 {
             return Err(Error::backend(
                 "redis",

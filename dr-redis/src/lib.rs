@@ -20,6 +20,10 @@
 //!   not, and how to finish or undo.
 //! - [`RedisVerifier`]: checksums, a full parse with key counts compared to the recorded
 //!   ones, and at `Restore` level a scratch redis-server loading the backup.
+//! - Connections ([`RedisConnection`]): `redis://` or `rediss://` (TLS: [`RedisTls`], one
+//!   rustls configuration for every connection). Commands go through the `redis` crate
+//!   ([`RedisClient`]); only the replication payload after `PSYNC`, which the crate cannot
+//!   carry, is read directly from the same (TLS) stream.
 //!
 //! ```no_run
 //! # async fn demo(repo: dr_core::Repository) -> dr_core::Result<()> {
@@ -33,25 +37,34 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod backup;
+mod client;
+mod connection;
 mod live;
 pub mod logical;
 pub mod rdb;
 mod replay;
 mod replay_io;
-mod resp;
+mod replication;
 mod restore;
 mod source;
 mod stream;
+mod tls;
+mod transport;
 mod verify;
 
 pub use backup::{LOGICAL_KIND, RDB_ARTIFACT, RDB_KIND, RedisMode, RedisSource};
+pub use client::RedisClient;
+pub use connection::RedisConnection;
+/// The `redis` crate dr talks to servers with (for [`RedisClient::connection`] and its
+/// [`redis::Value`] replies).
+pub use redis;
 pub use replay::{PRE_RESTORE_LABEL, RedisReplayTarget};
-pub use resp::{RedisConnection, Reply, RespClient};
 pub use restore::{RedisFileTarget, check_file};
 pub use source::{
     RedisConfigured, RedisKind, RedisSettings, RedisSourceFactory, SOURCE_TYPE, explain_auth,
     scratch_path,
 };
+pub use tls::RedisTls;
 pub use verify::RedisVerifier;
 
 /// Adds this crate's source types and manifest kinds to `registry`.

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use dr_core::{Error, Result};
 
-use crate::resp::{RedisConnection, Reply};
+use redis::Value;
+
+use crate::connection::RedisConnection;
 
 /// How long one probe waits for the connection and for the replies.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,14 +31,15 @@ pub(crate) enum Live {
     },
 }
 
-/// Asks the server at `conn`. Anything that accepts the connection counts as running (a
-/// server busy saving accepts but does not answer): only a refused or unanswered connection
-/// is [`Live::Down`].
+/// Asks the server at `conn`. Anything that accepts the TCP connection counts as running (a
+/// server busy saving accepts but does not answer; a TLS handshake that fails still means a
+/// server is there): only a refused or unanswered connection is [`Live::Down`].
 pub(crate) async fn probe(conn: &RedisConnection) -> Live {
-    let Ok(mut client) = conn.open(PROBE_TIMEOUT).await else {
+    let Ok(tcp) = conn.tcp(PROBE_TIMEOUT).await else {
         return Live::Down;
     };
     let asked = async {
+        let mut client = conn.client_over(tcp, PROBE_TIMEOUT).await?;
         // A refused login still means a server is there; CONFIG then fails with NOAUTH.
         let _ = conn.login(&mut client).await;
         client
@@ -59,10 +62,10 @@ pub(crate) async fn probe(conn: &RedisConnection) -> Live {
 }
 
 /// The value of a `CONFIG GET name` reply (`[name, value]`).
-fn config_value(reply: &Reply) -> Option<String> {
+fn config_value(reply: &Value) -> Option<String> {
     match reply {
-        Reply::Array(Some(items)) => match items.as_slice() {
-            [_, Reply::Bulk(Some(value))] => Some(String::from_utf8_lossy(value).into_owned()),
+        Value::Array(items) => match items.as_slice() {
+            [_, Value::BulkString(value)] => Some(String::from_utf8_lossy(value).into_owned()),
             _ => None,
         },
         _ => None,

@@ -28,8 +28,9 @@ use dr_core::{BackupWriter, Error, Result, SourceInfo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::backup::keyspace;
+use crate::client::{RedisClient, array, bytes, int};
 use crate::rdb::DbCounts;
-use crate::resp::{Reply, RespClient};
+use redis::Value;
 
 /// The artifact holding the record stream.
 pub const KEYS_ARTIFACT: &str = "keys";
@@ -59,7 +60,7 @@ pub enum Record {
     Key(KeyRecord),
 }
 
-pub(crate) async fn backup(client: &mut RespClient, out: &mut BackupWriter) -> Result<SourceInfo> {
+pub(crate) async fn backup(client: &mut RedisClient, out: &mut BackupWriter) -> Result<SourceInfo> {
     let databases: Vec<u32> = keyspace(&client.info("keyspace").await?)
         .into_keys()
         .collect();
@@ -125,13 +126,13 @@ pub(crate) async fn backup(client: &mut RespClient, out: &mut BackupWriter) -> R
 /// The code of every Functions library (`FUNCTION LIST WITHCODE`); none before Redis 7.
 /// A server that refuses the command (an ACL without `FUNCTION`) counts as having none, with
 /// a warning; [`readable_libraries`] says which it was.
-pub(crate) async fn function_libraries(client: &mut RespClient) -> Result<Vec<Vec<u8>>> {
+pub(crate) async fn function_libraries(client: &mut RedisClient) -> Result<Vec<Vec<u8>>> {
     Ok(readable_libraries(client).await?.unwrap_or_default())
 }
 
 /// As [`function_libraries`], `Err(refusal)` inside `Ok` when the server refused to list them.
 pub(crate) async fn readable_libraries(
-    client: &mut RespClient,
+    client: &mut RedisClient,
 ) -> Result<std::result::Result<Vec<Vec<u8>>, String>> {
     let reply = match client.command(&[b"FUNCTION", b"LIST", b"WITHCODE"]).await {
         Ok(reply) => reply,
@@ -146,20 +147,20 @@ pub(crate) async fn readable_libraries(
         Err(e) => return Err(e),
     };
     let bad = || Error::backend("redis", "backup", "unexpected FUNCTION LIST reply");
-    let Reply::Array(Some(libraries)) = reply else {
+    let Some(libraries) = array(reply) else {
         return Err(bad());
     };
     libraries
         .into_iter()
         .map(|library| {
-            let Reply::Array(Some(fields)) = library else {
+            let Some(fields) = array(library) else {
                 return Err(bad());
             };
             let mut fields = fields.into_iter();
             while let Some(name) = fields.next() {
                 let value = fields.next();
-                if name.into_bytes().as_deref() == Some(b"library_code".as_slice()) {
-                    return value.and_then(Reply::into_bytes).ok_or_else(bad);
+                if bytes(name).as_deref() == Some(b"library_code".as_slice()) {
+                    return value.and_then(bytes).ok_or_else(bad);
                 }
             }
             Err(bad())
@@ -178,7 +179,7 @@ enum Expiry {
 }
 
 impl Expiry {
-    async fn probe(client: &mut RespClient) -> Expiry {
+    async fn probe(client: &mut RedisClient) -> Expiry {
         match client.command(&[b"PEXPIRETIME", b"dr:probe"]).await {
             Ok(_) => Expiry::ExpireTime,
             Err(e) => {
@@ -189,26 +190,26 @@ impl Expiry {
     }
 }
 
-fn scan_reply(reply: Reply) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
+fn scan_reply(reply: Value) -> Result<(Vec<u8>, Vec<Vec<u8>>)> {
     let bad = || Error::backend("redis", "backup", "unexpected SCAN reply");
-    let Reply::Array(Some(mut parts)) = reply else {
+    let Some(mut parts) = array(reply) else {
         return Err(bad());
     };
     if parts.len() != 2 {
         return Err(bad());
     }
-    let keys = match parts.pop() {
-        Some(Reply::Array(Some(keys))) => keys.into_iter().filter_map(Reply::into_bytes).collect(),
-        _ => return Err(bad()),
+    let keys = match parts.pop().and_then(array) {
+        Some(keys) => keys.into_iter().filter_map(bytes).collect(),
+        None => return Err(bad()),
     };
-    let cursor = parts.pop().and_then(Reply::into_bytes).ok_or_else(bad)?;
+    let cursor = parts.pop().and_then(bytes).ok_or_else(bad)?;
     Ok((cursor, keys))
 }
 
 /// `DUMP` and the expiry time of a batch of keys in one round trip; vanished keys are
 /// skipped.
 async fn dump_keys(
-    client: &mut RespClient,
+    client: &mut RedisClient,
     expiry: Expiry,
     db: u32,
     keys: Vec<Vec<u8>>,
@@ -234,7 +235,7 @@ async fn dump_keys(
         let (Some(dump), Some(at)) = (replies.next(), replies.next()) else {
             break;
         };
-        let (Some(payload), Some(at)) = (dump?.into_bytes(), at?.as_int()) else {
+        let (Some(payload), Some(at)) = (bytes(dump?), int(&at?)) else {
             continue;
         };
         if at == -2 {
@@ -256,12 +257,10 @@ async fn dump_keys(
 }
 
 /// Unix ms from a `TIME` reply (seconds and microseconds).
-pub(crate) fn server_time_ms(reply: &Reply) -> Option<i64> {
-    let Reply::Array(Some(parts)) = reply else {
-        return None;
-    };
+pub(crate) fn server_time_ms(reply: &Value) -> Option<i64> {
+    let parts = array(reply.clone())?;
     let number = |i: usize| -> Option<i64> {
-        let bytes = parts.get(i)?.clone().into_bytes()?;
+        let bytes = bytes(parts.get(i)?.clone())?;
         std::str::from_utf8(&bytes).ok()?.parse().ok()
     };
     Some(number(0)? * 1000 + number(1)? / 1000)

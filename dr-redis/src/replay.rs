@@ -15,8 +15,9 @@ use dr_core::{
 };
 
 use crate::backup::{LOGICAL_KIND, RDB_KIND, RedisMode, RedisSource, keyspace};
+use crate::client::RedisClient;
+use crate::connection::RedisConnection;
 use crate::replay_io::{Replay, replay_logical, replay_rdb};
-use crate::resp::{RedisConnection, RespClient};
 use crate::restore::{detail, elapsed_ms, in_restore};
 
 /// The label of the safety backup taken before `--force` replaces keys.
@@ -261,7 +262,7 @@ fn expired_note(expired: u64) -> String {
 
 /// After a replay over existing keys: how many keys and libraries the target holds that the
 /// restore did not write (they are not in the backup, so they were kept), in words.
-async fn kept_note(client: &mut RespClient, (written, loaded): (u64, u64)) -> Option<String> {
+async fn kept_note(client: &mut RedisClient, (written, loaded): (u64, u64)) -> Option<String> {
     let keys = key_count(client).await.ok()?.saturating_sub(written);
     let libraries = crate::logical::function_libraries(client).await.ok()?.len() as u64;
     let libraries = libraries.saturating_sub(loaded);
@@ -291,14 +292,14 @@ async fn kept_note(client: &mut RespClient, (written, loaded): (u64, u64)) -> Op
 }
 
 /// The server's clock (`TIME`) in Unix ms: expiry times are compared with it.
-async fn server_time_ms(client: &mut RespClient) -> Result<i64> {
+async fn server_time_ms(client: &mut RedisClient) -> Result<i64> {
     let reply = client.command(&[b"TIME"]).await.map_err(in_restore)?;
     crate::logical::server_time_ms(&reply)
         .ok_or_else(|| Error::restore("redis", format!("unexpected TIME reply {reply:?}")))
 }
 
 /// Keys in every database of the server.
-async fn key_count(client: &mut RespClient) -> Result<u64> {
+async fn key_count(client: &mut RedisClient) -> Result<u64> {
     let info = client.info("keyspace").await.map_err(in_restore)?;
     Ok(keyspace(&info).values().map(|(keys, _)| keys).sum())
 }

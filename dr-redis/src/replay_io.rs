@@ -10,9 +10,9 @@ use dr_core::{BackupReader, Error, Result};
 use tokio::sync::mpsc;
 
 use crate::backup::RDB_ARTIFACT;
+use crate::client::RedisClient;
 use crate::logical::{KEYS_ARTIFACT, KeyReader, KeyRecord, Record};
 use crate::rdb::{RdbItem, dump_payload, read_rdb_items};
-use crate::resp::RespClient;
 use crate::restore::detail;
 
 const BATCH: usize = 500;
@@ -34,7 +34,7 @@ enum Item {
 /// Batches of pipelined RESTOREs with the count of every outcome: after a failure,
 /// `written + refused + unknown` is every key sent.
 pub(crate) struct Replay<'a> {
-    client: &'a mut RespClient,
+    client: &'a mut RedisClient,
     db: Option<u32>,
     batch: Vec<Pending>,
     /// The target server's clock (Unix ms) when the replay started, and when that was here.
@@ -55,7 +55,7 @@ pub(crate) struct Replay<'a> {
 
 impl<'a> Replay<'a> {
     /// A replay into `client`, whose clock reads `server_now_ms` (Unix ms, from `TIME`).
-    pub(crate) fn new(client: &'a mut RespClient, server_now_ms: i64) -> Self {
+    pub(crate) fn new(client: &'a mut RedisClient, server_now_ms: i64) -> Self {
         Replay {
             client,
             db: None,
@@ -121,7 +121,11 @@ impl<'a> Replay<'a> {
                 c
             })
             .collect();
-        let (replies, lost) = self.client.pipeline_partial(&commands).await;
+        let (replies, lost) = match self.client.pipeline(&commands).await {
+            Ok(replies) => (replies, None),
+            // Lost with the connection: none of the replies is known.
+            Err(e) => (Vec::new(), Some(e)),
+        };
         let mut first_refusal = None;
         for (reply, pending) in replies.iter().zip(&self.batch) {
             match reply {

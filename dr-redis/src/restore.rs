@@ -20,9 +20,9 @@ use dr_core::{BackupReader, Error, Restore, RestoreOptions, RestoreReport, Resul
 use tokio::io::AsyncWriteExt;
 
 use crate::backup::{RDB_ARTIFACT, RDB_KIND};
+use crate::connection::RedisConnection;
 use crate::live;
 use crate::rdb::read_rdb;
-use crate::resp::RedisConnection;
 
 /// Restores an RDB backup as the `dump.rdb` of a (stopped) server.
 #[derive(Debug, Clone)]

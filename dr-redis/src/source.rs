@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     LOGICAL_KIND, RDB_KIND, RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget,
-    RedisSource, RedisVerifier,
+    RedisSource, RedisTls, RedisVerifier,
 };
 
 /// The source type.
@@ -32,7 +32,8 @@ pub const SOURCE_TYPE: &str = "redis";
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisSettings {
-    /// `redis://[:password@]host:port` (`password_env` is better than a password here).
+    /// `redis://[user:password@]host:port`, or `rediss://` for TLS (`password_env` is better
+    /// than a password here).
     pub url: String,
     /// Name of an environment variable holding the password (read when the source is built).
     #[serde(default)]
@@ -51,6 +52,22 @@ pub struct RedisSettings {
     /// Run after it (e.g. `systemctl start redis-server`).
     #[serde(default)]
     pub start_command: Option<String>,
+    /// `rediss://` only: PEM file of the CA that signed the server's certificate (default:
+    /// the system's CA store). Also used for `--server rediss://...` restores.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// `rediss://` only: PEM client certificate, for servers with `tls-auth-clients yes`
+    /// (with `tls_key_file`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// `rediss://` only: PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// `rediss://` only, INSECURE: do not verify the server's certificate at all (anyone on
+    /// the path can read and change the data; a warning is logged). For self-signed test
+    /// servers; prefer `tls_ca_file`.
+    #[serde(default)]
+    pub tls_insecure: bool,
 }
 
 impl RedisSettings {
@@ -63,6 +80,20 @@ impl RedisSettings {
             rdb_path: None,
             stop_command: None,
             start_command: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_insecure: false,
+        }
+    }
+
+    /// The TLS settings of `rediss://` connections.
+    pub fn tls(&self) -> RedisTls {
+        RedisTls {
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            insecure: self.tls_insecure,
         }
     }
 }
@@ -76,6 +107,10 @@ impl fmt::Debug for RedisSettings {
             .field("rdb_path", &self.rdb_path)
             .field("stop_command", &self.stop_command)
             .field("start_command", &self.start_command)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_insecure", &self.tls_insecure)
             .finish()
     }
 }
@@ -111,10 +146,19 @@ impl RedisConfigured {
     /// The source with these settings; the password of `password_env` is read now.
     ///
     /// # Errors
-    /// [`Error::Usage`] for a URL that is not `redis://host:port`.
+    /// [`Error::Usage`] for a URL that is not `redis[s]://host:port`, and for TLS settings
+    /// with a `redis://` URL or contradicting each other.
     pub fn new(settings: RedisSettings) -> Result<Self> {
         let conn = RedisConnection::from_url(&settings.url)
             .map_err(|e| Error::Usage(format!("url of a redis source: {e}")))?;
+        let tls = settings.tls();
+        if tls.is_set() && !conn.is_tls() {
+            return Err(Error::Usage(format!(
+                "tls_ca_file, tls_cert_file, tls_key_file and tls_insecure are for TLS, but the url of this redis source is {conn}: use rediss://"
+            )));
+        }
+        tls.check()?;
+        let conn = conn.with_tls(tls);
         let (conn, missing_password) = match &settings.password_env {
             None => (conn, None),
             Some(var) => match std::env::var(var) {
@@ -171,7 +215,7 @@ impl RedisConfigured {
     fn replay_target(&self, options: &RestoreOptions) -> Result<RedisReplayTarget> {
         match &options.server {
             Some(url) => RedisConnection::from_url(url)
-                .map(RedisReplayTarget::new)
+                .map(|conn| RedisReplayTarget::new(conn.with_tls(self.settings.tls())))
                 .map_err(|e| Error::Usage(format!("--server: {e}"))),
             None => self.connection().map(RedisReplayTarget::new),
         }

@@ -14,10 +14,10 @@ use dr_core::{
 };
 
 use crate::backup::{LOGICAL_KIND, RDB_ARTIFACT, keyspace};
+use crate::connection::RedisConnection;
 use crate::logical::{KEYS_ARTIFACT, KeyReader};
 use crate::rdb::{DbCounts, read_rdb};
 use crate::replay::RedisReplayTarget;
-use crate::resp::RedisConnection;
 use crate::restore::{check_file, detail};
 
 /// Verifies Redis backups.

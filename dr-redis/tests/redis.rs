@@ -7,8 +7,9 @@ use std::sync::Arc;
 use dr_core::{
     BackupOptions, Identities, Repository, Restore, RestoreOptions, Verify, VerifyLevel,
 };
+use dr_redis::redis::from_redis_value;
 use dr_redis::{
-    RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget, RedisSource, RespClient,
+    RedisClient, RedisConnection, RedisFileTarget, RedisMode, RedisReplayTarget, RedisSource,
     check_file,
 };
 use dr_testing::RedisServer;
@@ -22,7 +23,7 @@ async fn repository() -> Repository {
         .with_identities(identities)
 }
 
-async fn client(server: &RedisServer) -> RespClient {
+async fn client(server: &RedisServer) -> RedisClient {
     RedisConnection::from_url(&server.url())
         .unwrap()
         .connect()
@@ -30,7 +31,7 @@ async fn client(server: &RedisServer) -> RespClient {
         .unwrap()
 }
 
-async fn run(client: &mut RespClient, args: &[&[u8]]) {
+async fn run(client: &mut RedisClient, args: &[&[u8]]) {
     client.command(args).await.unwrap();
 }
 
@@ -95,7 +96,7 @@ async fn populate(server: &RedisServer) {
 async fn digest(server: &RedisServer) -> String {
     let mut c = client(server).await;
     let reply = c.command(&[b"DEBUG", b"DIGEST"]).await.unwrap();
-    String::from_utf8(reply.into_bytes().unwrap()).unwrap()
+    from_redis_value(reply).unwrap()
 }
 
 /// Per key (every database): the value digest and whether it has a TTL.
@@ -105,17 +106,12 @@ async fn contents(server: &RedisServer) -> Vec<(u32, Vec<u8>, String, bool)> {
     for db in [0u32, 5] {
         run(&mut c, &[b"SELECT", db.to_string().as_bytes()]).await;
         let keys = c.command(&[b"KEYS", b"*"]).await.unwrap();
-        let dr_redis::Reply::Array(Some(keys)) = keys else {
-            panic!()
-        };
+        let keys: Vec<Vec<u8>> = from_redis_value(keys).unwrap();
         for key in keys {
-            let key = key.into_bytes().unwrap();
             let value = c.command(&[b"DEBUG", b"DIGEST-VALUE", &key]).await.unwrap();
-            let dr_redis::Reply::Array(Some(mut v)) = value else {
-                panic!()
-            };
-            let digest = String::from_utf8(v.remove(0).into_bytes().unwrap()).unwrap();
-            let ttl = c.command(&[b"PTTL", &key]).await.unwrap().as_int().unwrap();
+            let mut v: Vec<String> = from_redis_value(value).unwrap();
+            let digest = v.remove(0);
+            let ttl: i64 = from_redis_value(c.command(&[b"PTTL", &key]).await.unwrap()).unwrap();
             all.push((db, key, digest, ttl > 0));
         }
     }

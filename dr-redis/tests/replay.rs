@@ -10,7 +10,8 @@ use dr_core::{
     BackupOptions, BackupSelector, Identities, Manifest, PipelineOptions, Repository, Restore,
     RestoreOptions,
 };
-use dr_redis::{RedisConnection, RedisMode, RedisReplayTarget, RedisSource, RespClient};
+use dr_redis::redis::from_redis_value;
+use dr_redis::{RedisClient, RedisConnection, RedisMode, RedisReplayTarget, RedisSource};
 use dr_testing::{Damage, RedisServer};
 
 const KEYS: usize = 2000;
@@ -26,7 +27,7 @@ async fn repository() -> (Repository, Arc<InMemory>) {
     (repo, store)
 }
 
-async fn client(url: &str) -> RespClient {
+async fn client(url: &str) -> RedisClient {
     RedisConnection::from_url(url)
         .unwrap()
         .connect()
@@ -74,13 +75,13 @@ async fn backup(repo: &Repository, server: &RedisServer, mode: RedisMode) -> Man
 async fn state(server: &RedisServer) -> (String, Vec<i64>) {
     let mut c = client(&server.url()).await;
     let digest = c.command(&[b"DEBUG", b"DIGEST"]).await.unwrap();
-    let digest = String::from_utf8(digest.into_bytes().unwrap()).unwrap();
+    let digest: String = from_redis_value(digest).unwrap();
     let mut sizes = Vec::new();
     for db in 0..16 {
         c.command(&[b"SELECT", db.to_string().as_bytes()])
             .await
             .unwrap();
-        sizes.push(c.command(&[b"DBSIZE"]).await.unwrap().as_int().unwrap());
+        sizes.push(from_redis_value::<i64>(c.command(&[b"DBSIZE"]).await.unwrap()).unwrap());
     }
     (digest, sizes)
 }

@@ -17,6 +17,7 @@ pub mod redis;
 pub mod s3;
 pub mod sources;
 pub mod stall;
+pub mod tls;
 
 pub use counting::{CountingStore, Counts};
 pub use damage::Damage;
@@ -24,9 +25,10 @@ pub use data::MixedData;
 pub use faulty::FaultyStore;
 pub use latency::{Latency, LatencyStore};
 pub use postgres::PgServer;
-pub use redis::RedisServer;
+pub use redis::{ClientCertificates, RedisServer, ServerCertificate};
 pub use s3::S3Server;
 pub use sources::{FailingSource, StreamSource};
+pub use tls::TlsCertificates;
 
 /// Fails the test with an instruction when a binary from a Debian package is missing.
 pub fn require_binary(name: &str, package: &str) -> std::path::PathBuf {

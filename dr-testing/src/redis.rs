@@ -1,10 +1,14 @@
 //! A throwaway Redis 7 from Debian's `redis-server` package: 127.0.0.1, a random port, its
 //! own temp dir, optionally a password, DEBUG commands enabled (for `DEBUG DIGEST`), no
-//! diskless-sync delay; stopped by PID when dropped.
+//! diskless-sync delay; stopped by PID when dropped. [`RedisServer::start_tls`] serves TLS
+//! only (`--port 0 --tls-port P`) with certificates from [`TlsCertificates`], requiring
+//! client certificates or not.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::TlsCertificates;
 
 /// A running redis-server.
 pub struct RedisServer {
@@ -12,6 +16,31 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     port: u16,
     password: Option<String>,
+    tls: Option<ServerTls>,
+}
+
+/// Whether a TLS server asks clients for a certificate (`--tls-auth-clients`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertificates {
+    /// `yes`: a client without a certificate signed by the CA is refused.
+    Required,
+    /// `no`: clients are not asked for one.
+    NotRequired,
+}
+
+/// Which certificate a TLS server presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCertificate {
+    /// The one [`TlsCertificates::ca`] signed.
+    SignedByCa,
+    /// [`TlsCertificates::self_signed`].
+    SelfSigned,
+}
+
+/// A TLS server's certificates, for `redis-cli --tls`.
+struct ServerTls {
+    certs: TlsCertificates,
+    presents: ServerCertificate,
 }
 
 impl RedisServer {
@@ -28,13 +57,51 @@ impl RedisServer {
             .prefix("dr-redis-")
             .tempdir()
             .expect("temp dir");
-        Self::start_in(binary, dir, password, settings)
+        Self::start_in(binary, dir, password, settings, None)
+    }
+
+    /// Starts a TLS-only server (`--port 0 --tls-port P`) presenting `presents`, trusting
+    /// [`TlsCertificates::ca`] for client certificates, with `requirepass` (if any) and extra
+    /// settings as [`RedisServer::start_with`].
+    pub fn start_tls(
+        certs: &TlsCertificates,
+        presents: ServerCertificate,
+        clients: ClientCertificates,
+        password: Option<&str>,
+        settings: &[(&str, &str)],
+    ) -> RedisServer {
+        let (cert, key) = match presents {
+            ServerCertificate::SignedByCa => certs.server(),
+            ServerCertificate::SelfSigned => certs.self_signed(),
+        };
+        let auth = match clients {
+            ClientCertificates::Required => "yes",
+            ClientCertificates::NotRequired => "no",
+        };
+        let (cert, key, ca) = (path_str(&cert), path_str(&key), path_str(&certs.ca()));
+        let mut all: Vec<(&str, &str)> = vec![
+            ("tls-cert-file", &cert),
+            ("tls-key-file", &key),
+            ("tls-ca-cert-file", &ca),
+            ("tls-auth-clients", auth),
+        ];
+        all.extend_from_slice(settings);
+        let binary = crate::require_binary("redis-server", "redis-server");
+        let dir = tempfile::Builder::new()
+            .prefix("dr-redis-tls-")
+            .tempdir()
+            .expect("temp dir");
+        let tls = ServerTls {
+            certs: certs.clone(),
+            presents,
+        };
+        Self::start_in(binary, dir, password, &all, Some(tls))
     }
 
     /// Starts a server on the `dump.rdb` already in `dir` (a restored file).
     pub fn start_on(dir: tempfile::TempDir, password: Option<&str>) -> RedisServer {
         let binary = crate::require_binary("redis-server", "redis-server");
-        Self::start_in(binary, dir, password, &[])
+        Self::start_in(binary, dir, password, &[], None)
     }
 
     fn start_in(
@@ -42,11 +109,16 @@ impl RedisServer {
         dir: tempfile::TempDir,
         password: Option<&str>,
         settings: &[(&str, &str)],
+        tls: Option<ServerTls>,
     ) -> RedisServer {
         let port = crate::s3::free_port();
         let mut command = Command::new(binary);
+        match tls {
+            None => command.args(["--port", &port.to_string()]),
+            Some(_) => command.args(["--port", "0", "--tls-port", &port.to_string()]),
+        };
         command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--bind", "127.0.0.1"])
             .arg("--dir")
             .arg(dir.path())
             .args([
@@ -81,16 +153,22 @@ impl RedisServer {
             dir,
             port,
             password: password.map(str::to_owned),
+            tls,
         };
         server.wait_until_ready();
         server
     }
 
-    /// `redis://[:password@]127.0.0.1:PORT`.
+    /// `redis://[:password@]127.0.0.1:PORT`, `rediss://` for a TLS server.
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         match &self.password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
-            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(p) => format!("{scheme}://:{p}@127.0.0.1:{}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}", self.port),
         }
     }
 
@@ -117,6 +195,9 @@ impl RedisServer {
         ]);
         if let Some(p) = &self.password {
             command.args(["-a", p]);
+        }
+        if let Some(tls) = &self.tls {
+            command.args(tls.cli_args());
         }
         let out = command.args(args).output().expect("redis-cli");
         assert!(
@@ -175,6 +256,31 @@ impl RedisServer {
             self.log()
         );
     }
+}
+
+impl ServerTls {
+    /// `--tls --cacert ... --cert ... --key ...`: trusts what the server presents and always
+    /// sends the client certificate.
+    fn cli_args(&self) -> Vec<String> {
+        let ca = match self.presents {
+            ServerCertificate::SignedByCa => self.certs.ca(),
+            ServerCertificate::SelfSigned => self.certs.self_signed().0,
+        };
+        let (cert, key) = self.certs.client();
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            path_str(&ca),
+            "--cert".into(),
+            path_str(&cert),
+            "--key".into(),
+            path_str(&key),
+        ]
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 temp path").to_owned()
 }
 
 /// The library the fidelity suite registers: `FCALL myfunc 0 x` returns `x`.
