@@ -453,16 +453,12 @@ mod tests {
                 panic!("{}\n{sample}", e.message);
             }
         }
-        let pitr: Config = toml::from_str(
-            readme
-                .split("```toml\n")
-                .nth(2)
-                .unwrap()
-                .split("```")
-                .next()
-                .unwrap(),
-        )
-        .unwrap();
+        let sample = readme
+            .split("```toml\n")
+            .filter_map(|rest| rest.split("```").next())
+            .find(|sample| sample.contains("[sources.shop-pitr]"))
+            .unwrap();
+        let pitr: Config = toml::from_str(sample).unwrap();
         let system = pitr.system(dr::registry(), &[]).unwrap();
         let physical = &system.source("shop-pitr").unwrap().source;
         assert!(physical.restores_by_point_in_time());

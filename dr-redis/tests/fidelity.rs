@@ -288,3 +288,63 @@ async fn a_logical_backup_by_a_user_without_function_rights_says_the_libraries_a
     assert!(note.contains("NOPERM"), "{note}");
     assert_eq!(manifest.source_info["databases"]["0"]["keys"], 1);
 }
+
+/// The least-privilege ACL users the README's "Managed services" section gives: a logical
+/// backup, an rdb backup and a `--server` restore with exactly those commands bring back the
+/// whole corpus (every database, TTLs, Functions libraries).
+#[tokio::test]
+async fn the_readme_acl_users_back_up_and_restore_everything() {
+    const LOGICAL: &str = "+info +select +scan +dump +pttl +pexpiretime +time +function|list";
+    const RDB: &str = "+info +replconf +psync +sync";
+    const RESTORE: &str = "+info +select +time +restore +function|load";
+    let acl = |server: &RedisServer, user: &str, rules: &str, keys: bool| {
+        let mut args = vec!["ACL", "SETUSER", user, "on", ">pw"];
+        if keys {
+            args.push("~*");
+        }
+        args.extend(rules.split(' '));
+        server.cli(&args);
+    };
+    let source = RedisServer::start();
+    source.load_fidelity_corpus();
+    acl(&source, "logical", LOGICAL, true);
+    acl(&source, "rdb", RDB, false);
+    let before = fingerprint_server(&source);
+    let repo = repository().await;
+    let as_user = |server: &RedisServer, user: &str| {
+        RedisConnection::from_url(&format!("redis://{user}:pw@127.0.0.1:{}", server.port()))
+            .unwrap()
+    };
+    let mut manifests = Vec::new();
+    for (user, mode) in [("logical", RedisMode::Logical), ("rdb", RedisMode::Rdb)] {
+        let source = RedisSource::new(as_user(&source, user)).with_mode(mode);
+        let manifest = repo
+            .backup("cache", &source, &BackupOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("{user} backup: {e}"));
+        assert!(
+            manifest
+                .source_info
+                .get("functions_not_backed_up")
+                .is_none(),
+            "{user}: {:?}",
+            manifest.source_info
+        );
+        manifests.push((user, manifest));
+    }
+    for (user, manifest) in manifests {
+        let target = RedisServer::start();
+        acl(&target, "restorer", RESTORE, true);
+        RedisReplayTarget::new(as_user(&target, "restorer"))
+            .restore(&repo.reader(manifest), &RestoreOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("restore of the {user} backup: {e}"));
+        assert_faithful_within(
+            &format!("{user} backup replayed by the restore user"),
+            &before,
+            &fingerprint_server(&target),
+            EXPIRY_TOLERANCE_MS,
+        );
+        functions_work(user, &target);
+    }
+}

@@ -81,10 +81,15 @@ fn default_cert_readable() -> Result<()> {
         return Ok(());
     };
     match std::fs::metadata(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Error::Usage(format!(
-            "libpq's default client certificate {} cannot be read ({e}): the PostgreSQL tools would fail on it; set HOME to this user's home, or sslcert and sslkey in the source URL",
-            path.display()
-        ))),
+        // Only a TLS handshake makes libpq look at it: warn, and let a server without TLS
+        // (sslmode=prefer) go on working.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(
+                "libpq's default client certificate {} cannot be read ({e}): the PostgreSQL tools fail on it if the server speaks TLS; set HOME to this user's home, or sslcert and sslkey in the source URL",
+                path.display()
+            );
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
