@@ -323,10 +323,7 @@ async fn the_readme_acl_users_back_up_and_restore_everything() {
             .await
             .unwrap_or_else(|e| panic!("{user} backup: {e}"));
         assert!(
-            manifest
-                .source_info
-                .get("functions_not_backed_up")
-                .is_none(),
+            !manifest.source_info.contains_key("functions_not_backed_up"),
             "{user}: {:?}",
             manifest.source_info
         );
