@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dr_testing::PgServer;
-use dr_testing::pg_tls::{Hba, TestCerts};
+use dr_testing::TlsCertificates;
+use dr_testing::pg_tls::Hba;
 use dr_testing::postgres::{PASSWORD, stop_cluster};
 use dr_testing::s3::free_port;
 
@@ -72,7 +73,7 @@ fn ok(config: &Path, args: &[&str]) -> String {
 
 #[test]
 fn logical_source_over_verified_tls_in_every_restore_mode() {
-    let certs = TestCerts::generate();
+    let certs = TlsCertificates::generate();
     let server = PgServer::start_tls(&certs, Hba::SslOnly, &[("log_connections", "on")]);
     let port = server.port();
     let ca = certs.ca();
@@ -146,7 +147,7 @@ fn logical_source_over_verified_tls_in_every_restore_mode() {
 
 /// Plaintext, the wrong CA and the wrong host name fail before anything is written, each
 /// saying which parameter to change.
-fn refusals(dir: &Path, port: u16, certs: &TestCerts) {
+fn refusals(dir: &Path, port: u16, certs: &TlsCertificates) {
     let cases = [
         (
             "sslmode=disable".to_owned(),
@@ -156,7 +157,7 @@ fn refusals(dir: &Path, port: u16, certs: &TestCerts) {
         (
             format!(
                 "sslmode=verify-full&sslrootcert={}",
-                certs.wrong_ca().display()
+                certs.other_ca().display()
             ),
             "localhost",
             "certificate not trusted",
@@ -219,7 +220,7 @@ fn archive_now(server: &PgServer) -> String {
 
 #[test]
 fn physical_source_over_verified_tls_with_wal_and_point_in_time_restore() {
-    let certs = TestCerts::generate();
+    let certs = TlsCertificates::generate();
     let ca = certs.ca();
     let work = Work::new("");
     let command = work.archive_command();

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use dr_postgres::PgConnection;
 use dr_testing::PgServer;
-use dr_testing::pg_tls::{CERT_USER, Hba, TestCerts};
+use dr_testing::TlsCertificates;
+use dr_testing::pg_tls::{CERT_USER, Hba};
 use dr_testing::postgres::PASSWORD;
 
 /// Whether dr's own connection to `url` is encrypted, according to the server.
@@ -64,10 +65,10 @@ fn libpq(server: &PgServer, extra: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn hostssl_only_server_with_every_sslmode() {
-    let certs = TestCerts::generate();
+    let certs = TlsCertificates::generate();
     let server = PgServer::start_tls(&certs, Hba::SslOnly, &[]);
     let ca = certs.ca().display().to_string();
-    let wrong = certs.wrong_ca().display().to_string();
+    let wrong = certs.other_ca().display().to_string();
     let url = |host: &str, query: &str| server.url_with(host, "postgres", query);
 
     // Encrypted without verifying; verified fully by IP and by name; prefer and allow end
@@ -173,7 +174,7 @@ async fn children_get_the_settings(server: &PgServer, ca: &str, wrong: &str) {
 
 /// `hostssl ... cert`: the client certificate logs in; without one the message says which
 /// parameters to set.
-async fn client_certificates(server: &PgServer, certs: &TestCerts) {
+async fn client_certificates(server: &PgServer, certs: &TlsCertificates) {
     server.psql("postgres", &format!("CREATE ROLE {CERT_USER} LOGIN"));
     let (cert, key) = certs.client();
     let ca = certs.ca().display().to_string();
@@ -202,7 +203,7 @@ async fn client_certificates(server: &PgServer, certs: &TestCerts) {
 }
 
 /// Files dr cannot use are named with their parameter before anything connects.
-async fn unusable_files(server: &PgServer, certs: &TestCerts) {
+async fn unusable_files(server: &PgServer, certs: &TlsCertificates) {
     let url = |query: String| server.url_with("localhost", "postgres", &query);
     let err = refused(&conn(&url(
         "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem".into(),
@@ -245,7 +246,7 @@ fn chmod(path: &Path, mode: u32) {
 /// A server taking both: prefer (the default) encrypts, disable and allow do not.
 #[tokio::test]
 async fn a_server_taking_both_follows_the_mode() {
-    let certs = TestCerts::generate();
+    let certs = TlsCertificates::generate();
     let server = PgServer::start_tls(&certs, Hba::Both, &[]);
     let url = |query: &str| server.url_with("127.0.0.1", "postgres", query);
     assert!(encrypted(&conn(&url(""))).await);

@@ -3,7 +3,6 @@
 //! shared conformance suite every repository kind runs.
 #![allow(missing_docs)]
 
-pub mod ca;
 pub mod conformance;
 pub mod counting;
 pub mod damage;

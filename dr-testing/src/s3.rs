@@ -1,6 +1,6 @@
 //! A real S3-compatible server (moto, from PyPI) on 127.0.0.1 with a random port, stopped
 //! by PID when dropped. moto makes `PutMode::Create` atomic, which manifests rely on.
-//! [`S3Server::start_tls`] serves HTTPS with a certificate of a throwaway CA ([`TestCa`]).
+//! [`S3Server::start_tls`] serves HTTPS with a certificate of a throwaway CA ([`TlsCertificates`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ca::TestCa;
+use crate::tls::TlsCertificates;
 
 /// Where .ci/run installs moto.
 pub const MOTO_VENV: &str = ".cache/dr-moto";
@@ -18,7 +18,7 @@ pub struct S3Server {
     child: Child,
     port: u16,
     bucket: String,
-    tls: Option<TestCa>,
+    tls: Option<TlsCertificates>,
 }
 
 impl S3Server {
@@ -33,17 +33,17 @@ impl S3Server {
     /// when it trusts [`S3Server::ca_file`]. Panics with an install instruction when moto,
     /// openssl or curl is missing.
     pub fn start_tls() -> S3Server {
-        S3Server::start_with(Some(TestCa::new()))
+        S3Server::start_with(Some(TlsCertificates::generate()))
     }
 
-    fn start_with(tls: Option<TestCa>) -> S3Server {
+    fn start_with(tls: Option<TlsCertificates>) -> S3Server {
         let binary = moto_binary();
         let port = free_port();
         let mut command = Command::new(&binary);
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         if let Some(ca) = &tls {
-            command.arg("--ssl-cert").arg(ca.server_cert());
-            command.arg("--ssl-key").arg(ca.server_key());
+            command.arg("--ssl-cert").arg(ca.server().0);
+            command.arg("--ssl-key").arg(ca.server().1);
         }
         let child = command
             .stdout(Stdio::null())
@@ -59,7 +59,7 @@ impl S3Server {
         server.wait_until_ready();
         match &server.tls {
             None => server.create_bucket(),
-            Some(ca) => server.create_bucket_over_tls(&ca.ca_pem()),
+            Some(ca) => server.create_bucket_over_tls(&ca.ca()),
         }
         server
     }
@@ -67,7 +67,7 @@ impl S3Server {
     /// The CA certificate (PEM) a client must trust to reach a server of
     /// [`S3Server::start_tls`]; `None` for a plain HTTP server.
     pub fn ca_file(&self) -> Option<PathBuf> {
-        self.tls.as_ref().map(TestCa::ca_pem)
+        self.tls.as_ref().map(TlsCertificates::ca)
     }
 
     /// `http://127.0.0.1:PORT`, or `https://` for a TLS server.

@@ -1,11 +1,15 @@
-//! Throwaway certificates for TLS tests, made with the `openssl` CLI (Debian's `openssl`
-//! package) in a temp dir: a CA, a server certificate it signed for `localhost` and
-//! `127.0.0.1`, a client certificate it signed, a second CA that signed nothing here (the
-//! "wrong CA"), and a self-signed server certificate. EC P-256 keys (quick to make).
+//! Throwaway certificates for every TLS test (PostgreSQL, Redis, the S3-compatible server),
+//! made with the `openssl` CLI (Debian's `openssl` package) in a temp dir: a CA, a server
+//! certificate it signed for `localhost` and `127.0.0.1`, a client certificate it signed for
+//! [`CERT_USER`], a second CA that signed nothing here (the "wrong CA"), and a self-signed
+//! server certificate. EC P-256 keys (quick to make), each 0600.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+
+/// The common name of the client certificate: the user PostgreSQL's `cert` lines log in.
+pub const CERT_USER: &str = "certuser";
 
 /// The certificates, removed when the last clone is dropped.
 #[derive(Clone)]
@@ -24,7 +28,7 @@ impl TlsCertificates {
         certs.make_ca("ca", "dr test CA");
         certs.make_ca("other-ca", "dr test CA that signed nothing");
         certs.make_leaf("server", "localhost", "serverAuth");
-        certs.make_leaf("client", "dr-test-client", "clientAuth");
+        certs.make_leaf("client", CERT_USER, "clientAuth");
         certs.make_self_signed("self-signed");
         certs
     }
@@ -54,7 +58,8 @@ impl TlsCertificates {
         (self.path("self-signed.pem"), self.path("self-signed.key"))
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    /// A file of this set by name (`server.pem`, `server.key`...), or a new one's path.
+    pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
@@ -159,6 +164,16 @@ impl TlsCertificates {
             "openssl {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // libpq and PostgreSQL refuse keys others can read.
+        if let Some(key) = args
+            .iter()
+            .position(|a| *a == "-keyout")
+            .map(|i| args[i + 1])
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.path(key), std::fs::Permissions::from_mode(0o600))
+                .expect("chmod the key");
+        }
     }
 
     /// The directory holding them.
