@@ -2,7 +2,10 @@
 //! full restore with dr, restic and BorgBackup (both encrypted, zstd level 3 for borg), and a
 //! plain `tar | zstd -3 -T2 | age` with its restore.
 //!
-//! `cargo bench --bench files -- [--files 20000] [--size-mib 2048]`
+//! `cargo bench --bench files -- [--files 20000] [--size-mib 2048] [--tools tar,restic,borg,dr]`
+//!
+//! At scale (issue 18): `--files 1000000 --size-mib 1024 --tools dr` (a million small files;
+//! each row also gives the time per file).
 //!
 //! Generates the tree in `target/bench-files` (about 70 % compressible text, 30 % random).
 //! Needs the Debian packages `restic`, `borgbackup`, `zstd` and `age`.
@@ -28,6 +31,8 @@ fn main() {
         return;
     }
     let files: usize = arg(&args, "--files").map_or(20_000, |v| v.parse().unwrap());
+    let tools: Vec<String> = common::list(&args, "--tools", "tar,restic,borg,dr");
+    let with = |tool: &str| tools.iter().any(|t| t == tool);
     let size: u64 = arg(&args, "--size-mib").map_or(2048, |v| v.parse::<u64>().unwrap()) << 20;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-files");
     let _ = std::fs::remove_dir_all(&dir);
@@ -38,13 +43,14 @@ fn main() {
     let recipient = dr::generate_identity_file(&key, None).unwrap();
     let bytes = dir_size(&tree);
     println!("\n{files} files, {:.0} MB", bytes as f64 / 1e6);
-    println!("| tool | operation | MB/s | seconds | peak RSS MiB | stored MB |");
-    println!("|---|---|---|---|---|---|");
+    println!("| tool | operation | MB/s | seconds | µs per file | peak RSS MiB | stored MB |");
+    println!("|---|---|---|---|---|---|---|");
     let row = |tool: &str, op: &str, m: (f64, u64), stored: u64| {
         println!(
-            "| {tool} | {op} | {:.0} | {:.2} | {:.0} | {} |",
+            "| {tool} | {op} | {:.0} | {:.2} | {:.0} | {:.0} | {} |",
             bytes as f64 / m.0 / 1e6,
             m.0,
+            m.0 * 1e6 / files as f64,
             m.1 as f64 / 1024.0,
             if stored > 0 {
                 format!("{:.0}", stored as f64 / 1e6)
@@ -62,78 +68,87 @@ fn main() {
         path(&std::env::current_exe().unwrap())
     );
 
-    let plain = dir.join("tree.tar.zst.age");
-    let m = measure(&[
-        "shell",
-        &format!(
-            "tar -cf - -C {t} . | zstd -3 -T2 -q | age -r {recipient} > {}",
-            path(&plain)
-        ),
-    ]);
-    row(
-        "tar \\| zstd \\| age",
-        "full backup",
-        m,
-        std::fs::metadata(&plain).map_or(0, |m| m.len()),
-    );
-    let m = measure(&[
-        "shell",
-        &format!(
-            "age -d -i {} {} | zstd -d -q | tar -x -C {}",
-            path(&key),
-            path(&plain),
-            path(&out)
-        ),
-        &clean,
-    ]);
-    row("tar \\| zstd \\| age", "restore", m, 0);
+    if with("tar") {
+        let plain = dir.join("tree.tar.zst.age");
+        let m = measure(&[
+            "shell",
+            &format!(
+                "tar -cf - -C {t} . | zstd -3 -T2 -q | age -r {recipient} > {}",
+                path(&plain)
+            ),
+        ]);
+        row(
+            "tar \\| zstd \\| age",
+            "full backup",
+            m,
+            std::fs::metadata(&plain).map_or(0, |m| m.len()),
+        );
+        let m = measure(&[
+            "shell",
+            &format!(
+                "age -d -i {} {} | zstd -d -q | tar -x -C {}",
+                path(&key),
+                path(&plain),
+                path(&out)
+            ),
+            &clean,
+        ]);
+        row("tar \\| zstd \\| age", "restore", m, 0);
+    }
 
-    let restic = dir.join("restic");
-    let env = format!(
-        "RESTIC_PASSWORD={PASSWORD} RESTIC_REPOSITORY={}",
-        path(&restic)
-    );
-    let init = format!("rm -rf {0} && {env} restic init -q", path(&restic));
-    let m = measure(&["shell", &format!("{env} restic backup -q {t}"), &init]);
-    row("restic", "full backup", m, dir_size(&restic));
-    let m = measure(&["shell", &format!("{env} restic backup -q {t}"), &change]);
-    row("restic", "backup after 1 % changed", m, 0);
-    let m = measure(&[
-        "shell",
-        &format!("{env} restic restore -q latest --target {}", path(&out)),
-        &clean,
-    ]);
-    row("restic", "restore", m, 0);
+    if with("restic") {
+        let restic = dir.join("restic");
+        let env = format!(
+            "RESTIC_PASSWORD={PASSWORD} RESTIC_REPOSITORY={}",
+            path(&restic)
+        );
+        let init = format!("rm -rf {0} && {env} restic init -q", path(&restic));
+        let m = measure(&["shell", &format!("{env} restic backup -q {t}"), &init]);
+        row("restic", "full backup", m, dir_size(&restic));
+        let m = measure(&["shell", &format!("{env} restic backup -q {t}"), &change]);
+        row("restic", "backup after 1 % changed", m, 0);
+        let m = measure(&[
+            "shell",
+            &format!("{env} restic restore -q latest --target {}", path(&out)),
+            &clean,
+        ]);
+        row("restic", "restore", m, 0);
+    }
 
-    let borg = dir.join("borg");
-    let env = format!(
-        "BORG_PASSPHRASE={PASSWORD} BORG_REPO={} BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes",
-        path(&borg)
-    );
-    let init = format!("rm -rf {0} && {env} borg init -e repokey", path(&borg));
-    let name = "$(date +%s%N)";
-    let m = measure(&[
-        "shell",
-        &format!("cd {t} && {env} borg create --compression zstd,3 ::{name} ."),
-        &init,
-    ]);
-    row("borg", "full backup", m, dir_size(&borg));
-    let m = measure(&[
-        "shell",
-        &format!("cd {t} && {env} borg create --compression zstd,3 ::{name} ."),
-        &change,
-    ]);
-    row("borg", "backup after 1 % changed", m, 0);
-    let m = measure(&[
-        "shell",
-        &format!(
-            "cd {} && {env} borg extract ::$({env} borg list --last 1 --short)",
-            path(&out)
-        ),
-        &clean,
-    ]);
-    row("borg", "restore", m, 0);
+    if with("borg") {
+        let borg = dir.join("borg");
+        let env = format!(
+            "BORG_PASSPHRASE={PASSWORD} BORG_REPO={} BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes",
+            path(&borg)
+        );
+        let init = format!("rm -rf {0} && {env} borg init -e repokey", path(&borg));
+        let name = "$(date +%s%N)";
+        let m = measure(&[
+            "shell",
+            &format!("cd {t} && {env} borg create --compression zstd,3 ::{name} ."),
+            &init,
+        ]);
+        row("borg", "full backup", m, dir_size(&borg));
+        let m = measure(&[
+            "shell",
+            &format!("cd {t} && {env} borg create --compression zstd,3 ::{name} ."),
+            &change,
+        ]);
+        row("borg", "backup after 1 % changed", m, 0);
+        let m = measure(&[
+            "shell",
+            &format!(
+                "cd {} && {env} borg extract ::$({env} borg list --last 1 --short)",
+                path(&out)
+            ),
+            &clean,
+        ]);
+        row("borg", "restore", m, 0);
+    }
 
+    if !with("dr") {
+        return;
+    }
     let repo = dir.join("repo");
     let m = measure(&["full", t, path(&repo), path(&key)]);
     row("dr", "full backup", m, dir_size(&repo));

@@ -126,9 +126,11 @@ impl App {
     pub async fn repository(&self, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
         let url = self.repository_url()?;
         let options = self.repository_options();
-        let repo = dr_storage::open_repository(&url, &as_pairs(&options))
-            .await
-            .doing(|| "opening the repository".into())?;
+        let repo = match added_latency() {
+            None => dr_storage::open_repository(&url, &as_pairs(&options)).await,
+            Some(latency) => open_farther(&url, &as_pairs(&options), latency).await,
+        }
+        .doing(|| "opening the repository".into())?;
         self.equip(repo, bar)
     }
 
@@ -194,4 +196,26 @@ impl App {
     pub fn bar(&self) -> Arc<Bar> {
         Arc::new(Bar::new(!self.global.json))
     }
+}
+
+/// For benches only: `DR_BENCH_ADDED_LATENCY_MS` adds that delay to every request of the
+/// repository's store ([`dr_core::latency::LatencyStore`]), so that a recovery whose
+/// `restore_command` runs `dr wal-fetch` can be timed as against a far store
+/// (benches/pitr.rs). Unset (always, outside benches): the store as it is.
+fn added_latency() -> Option<dr_core::latency::Latency> {
+    let ms: u64 = std::env::var("DR_BENCH_ADDED_LATENCY_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(dr_core::latency::Latency::ms(ms))
+}
+
+async fn open_farther(
+    url: &str,
+    options: &[(&str, &str)],
+    latency: dr_core::latency::Latency,
+) -> dr_core::Result<Repository> {
+    let location = dr_storage::open_store(url, options, false)?;
+    let far = dr_core::latency::LatencyStore::new(location.store(), latency);
+    Repository::open(Arc::new(far), location.url()).await
 }

@@ -143,6 +143,10 @@ pub enum Command {
         /// The postgres source (default: the only postgres source in the configuration).
         #[arg(long)]
         source: Option<String>,
+        /// Run as the background prefetcher `wal-fetch` starts: fill the spool beside DEST
+        /// with the segments archived after NAME.
+        #[arg(long, hide = true)]
+        prefetch_after: bool,
     },
     /// Restore drill: test-restore the newest backup of each source (or of a recovery point)
     /// into a scratch target, run the checks, measure RTO and RPO against the objectives,
@@ -207,6 +211,10 @@ pub enum Command {
         /// Parts processed at once in the timed restore (default: the configured value).
         #[arg(long)]
         restore_threads: Option<usize>,
+        /// Also time the restore with this delay added to every request of the store (`50ms`:
+        /// as from a store that much farther away) and project each source's restore at it.
+        #[arg(long)]
+        latency: Option<humantime::Duration>,
     },
     /// Apply the retention policies: delete the backups no rule keeps, and stale orphans.
     Prune {

@@ -98,9 +98,18 @@ async fn run(cli: Cli) -> CliResult<()> {
             source,
             pgdata,
         } => commands::wal_push(&app, &path, source.as_deref(), &pgdata).await,
-        Command::WalFetch { name, dest, source } => {
-            commands::wal_fetch(&app, &name, &dest, source.as_deref()).await
-        }
+        Command::WalFetch {
+            name,
+            dest,
+            source,
+            prefetch_after: false,
+        } => commands::wal_fetch(&app, &name, &dest, source.as_deref()).await,
+        Command::WalFetch {
+            name,
+            dest,
+            source,
+            prefetch_after: true,
+        } => commands::wal_prefetch(&app, &name, &dest, source.as_deref()).await,
         Command::Drill {
             source,
             point,
@@ -136,6 +145,7 @@ async fn run(cli: Cli) -> CliResult<()> {
             threads,
             backup,
             restore_threads,
+            latency,
         } => {
             let threads = if threads.is_empty() {
                 vec![app.config.pipeline.options().threads]
@@ -148,6 +158,7 @@ async fn run(cli: Cli) -> CliResult<()> {
                 threads,
                 backup,
                 restore_threads,
+                latency: latency.map(Into::into),
             };
             commands::bench(&app, &args).await
         }

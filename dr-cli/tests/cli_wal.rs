@@ -127,3 +127,124 @@ fn archive_command_pushes_and_fetch_restores() {
     let (code, out) = dr(&broken, &["wal-fetch", &segment, fetched.to_str().unwrap()]);
     assert_eq!(code, 255, "{out}");
 }
+
+/// Waits until `server` has archived `segment` (or a later one).
+fn wait_archived(server: &PgServer, segment: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server
+        .psql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+        )
+        .as_str()
+        < segment
+    {
+        assert!(Instant::now() < deadline, "not archived: {}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+#[ignore = "failed once in three runs (a segment after the damaged one was not served); wal_prefetch is off by default until understood (issue 18)"]
+fn prefetched_segments_are_served_without_the_repository_and_damage_is_never_spooled() {
+    let work = tempfile::tempdir().unwrap();
+    let config = work.path().join("dr.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{0}/repo\"\nidentity = \"{0}/key.txt\"\n\n[sources.shop]\nkind = \"postgres\"\nmethod = \"physical\"\nurl = \"postgres://postgres@127.0.0.1/shop\"\nwal_prefetch = 8\n",
+            work.path().display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(dr(&config, &["keygen"]).0, 0);
+    assert_eq!(dr(&config, &["init"]).0, 0);
+    give_to_postgres(work.path());
+    let archive_command = format!(
+        "{} --config {} wal-push --source shop %p",
+        env!("CARGO_BIN_EXE_dr"),
+        config.display()
+    );
+    let server = PgServer::start_with(&[
+        ("archive_mode", "on"),
+        ("archive_command", &archive_command),
+        ("wal_level", "replica"),
+    ]);
+    // Five segments with data, each kept as PostgreSQL wrote it.
+    let mut segments = Vec::new();
+    for i in 0..5 {
+        server.psql(
+            "postgres",
+            &format!("CREATE TABLE t{i} AS SELECT g FROM generate_series(1, 5000) g"),
+        );
+        let name = server.psql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+        server.psql("postgres", "SELECT pg_switch_wal()");
+        wait_archived(&server, &name);
+        let bytes = std::fs::read(server.data_dir().join("pg_wal").join(&name)).unwrap();
+        segments.push((name, bytes));
+    }
+    let data_object = |name: &str| {
+        work.path()
+            .join(format!("repo/wal/shop/{}/{name}.zst.age", &name[..8]))
+    };
+    dr_testing::damage::damage_file(&data_object(&segments[2].0), dr_testing::Damage::Flip);
+
+    let pg_wal = work.path().join("recovered/pg_wal");
+    std::fs::create_dir_all(&pg_wal).unwrap();
+    let dest = pg_wal.join("RECOVERYXLOG");
+    let fetch = |name: &str| dr(&config, &["wal-fetch", name, dest.to_str().unwrap()]);
+    let (code, out) = fetch(&segments[0].0);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read(&dest).unwrap(), segments[0].1);
+
+    // The background prefetcher fills the spool with what it could check, then lets go.
+    let spool = pg_wal.join(".dr-prefetch/shop");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while spool.join(".prefetcher.lock").exists() || !spool.join(&segments[4].0).exists() {
+        assert!(Instant::now() < deadline, "the prefetcher did not finish");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool.join(&segments[1].0).is_file());
+    assert!(
+        !spool.join(&segments[2].0).exists(),
+        "a damaged segment must never be spooled"
+    );
+
+    // With the repository gone, prefetched segments still come back byte-identical; the
+    // damaged one cannot (255: recovery aborts, never ends early).
+    let repo = work.path().join("repo");
+    let away = work.path().join("repo-away");
+    std::fs::rename(&repo, &away).unwrap();
+    let (code, out) = fetch(&segments[1].0);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read(&dest).unwrap(), segments[1].1);
+    let (code, out) = fetch(&segments[2].0);
+    assert_eq!(code, 255, "{out}");
+    std::fs::rename(&away, &repo).unwrap();
+    let (code, out) = fetch(&segments[2].0);
+    assert_eq!(
+        code, 255,
+        "the damaged segment is refused from the archive too: {out}"
+    );
+    for (name, bytes) in &segments[3..] {
+        let (code, out) = fetch(name);
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(&std::fs::read(&dest).unwrap(), bytes, "{name}");
+    }
+
+    // The end of the archive: exit 1, as without prefetch, and the spool is emptied.
+    // (Right after a switch, pg_walfile_name of the current position names the segment
+    // just completed: take one far beyond the archive instead.)
+    let after = "000000010000000A00000000";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while spool.join(".prefetcher.lock").exists() {
+        assert!(Instant::now() < deadline, "a prefetcher is still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, out) = fetch(after);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        !spool.exists(),
+        "the spool is emptied when the archive ends"
+    );
+}

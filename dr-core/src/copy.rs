@@ -4,6 +4,7 @@
 //! so that a half-copied backup is never listed at the destination.
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
@@ -12,6 +13,9 @@ use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::repository::{Repository, backup_dir};
 use crate::store::{create_object, get_object, list_objects, with_retries};
+
+/// WAL segments and records copied at once (16 MiB at most each).
+const COPIES_OF_SMALL_OBJECTS: usize = 8;
 
 /// What copying one backup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -77,15 +81,23 @@ pub async fn copy_backup(
         Err(Error::MissingObject { .. }) => {}
         Err(e) => return Err(e),
     }
-    let (mut objects, mut bytes) = (0, 0);
-    for part in manifest.parts() {
-        let key = dir.clone().join(part.object.as_str());
-        let data = get_object(from.store().as_ref(), &key).await?;
-        check(&key, &data, &part.stored_sha256)?;
-        bytes += data.len() as u64;
-        put_checked(to, &key, data, &part.stored_sha256).await?;
-        objects += 1;
-    }
+    let parts: Vec<crate::manifest::PartRecord> = manifest.parts().cloned().collect();
+    let at_once = copies_at_once(from, parts.iter().map(|p| p.stored_size));
+    let copied: Vec<u64> = futures::stream::iter(parts)
+        .map(|part: crate::manifest::PartRecord| {
+            let key = dir.clone().join(part.object.as_str());
+            async move {
+                let data = get_object(from.store().as_ref(), &key).await?;
+                check(&key, &data, &part.stored_sha256)?;
+                let size = data.len() as u64;
+                put_checked(to, &key, data, &part.stored_sha256).await?;
+                Ok::<u64, Error>(size)
+            }
+        })
+        .buffer_unordered(at_once)
+        .try_collect()
+        .await?;
+    let (objects, bytes) = (copied.len() as u64, copied.iter().sum::<u64>());
     let sums = Bytes::from(manifest.sha256sums());
     put_checked(
         to,
@@ -101,9 +113,29 @@ pub async fn copy_backup(
     })
 }
 
+/// How many objects a copy moves at once: enough to hide a far store's round trips, with at
+/// most the source's read-ahead budget of stored bytes in memory (at least two, at most 16).
+fn copies_at_once(from: &Repository, sizes: impl Iterator<Item = u64>) -> usize {
+    let largest = sizes.max().unwrap_or(1).max(1);
+    let fit = from.pipeline().read_ahead_bytes / largest;
+    usize::try_from(fit).unwrap_or(usize::MAX).clamp(2, 16)
+}
+
 /// Writes `data` at `key` unless an identical object is there (a leftover of an
-/// interrupted copy is replaced only when it is not what it should be).
+/// interrupted copy is replaced only when it is not what it should be). A HEAD answers the
+/// common case (nothing there) without reading anything back.
 async fn put_checked(to: &Repository, key: &Path, data: Bytes, sha256: &str) -> Result<()> {
+    match to.store().head(key).await {
+        Err(object_store::Error::NotFound { .. }) => return overwrite(to, key, data).await,
+        Ok(meta) if meta.size != data.len() as u64 => return overwrite(to, key, data).await,
+        Ok(_) => {}
+        Err(e) => {
+            return Err(Error::store(
+                format!("checking {key} at the destination"),
+                e,
+            ));
+        }
+    }
     match get_object(to.store().as_ref(), key).await {
         Ok(existing) if crate::sha256_hex(&existing) == sha256 => return Ok(()),
         Ok(_) | Err(Error::MissingObject { .. }) => {}
@@ -165,16 +197,28 @@ async fn copy_missing(from: &Repository, to: &Repository, prefix: &str) -> Resul
             .into_iter()
             .map(|o| o.location)
             .collect();
-    let mut keys: Vec<Path> = objects
+    let keys: Vec<Path> = objects
         .into_iter()
         .map(|o| o.location)
         .filter(|k| !present.contains(k))
         .collect();
-    // Data objects first, commit records (.json) after them.
-    keys.sort_by_key(|k| (k.as_ref().ends_with(".json"), k.to_string()));
-    for key in &keys {
-        let data = get_object(from.store().as_ref(), key).await?;
-        overwrite(to, key, data).await?;
-    }
+    // Data objects first, commit records (.json) after all of them.
+    let (records, data): (Vec<Path>, Vec<Path>) = keys
+        .into_iter()
+        .partition(|k| k.as_ref().ends_with(".json"));
+    let copied = copy_all(from, to, &data).await? + copy_all(from, to, &records).await?;
+    Ok(copied)
+}
+
+/// Copies `keys` from `from` to `to`, several at once (their order is not kept).
+async fn copy_all(from: &Repository, to: &Repository, keys: &[Path]) -> Result<u64> {
+    futures::stream::iter(keys.to_vec())
+        .map(|key: Path| async move {
+            let data = get_object(from.store().as_ref(), &key).await?;
+            overwrite(to, &key, data).await
+        })
+        .buffer_unordered(COPIES_OF_SMALL_OBJECTS)
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(keys.len() as u64)
 }

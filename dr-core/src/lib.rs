@@ -46,6 +46,7 @@ pub mod drill;
 mod error;
 mod fs;
 mod keys;
+pub mod latency;
 pub mod lease;
 mod listing;
 mod manifest;

@@ -602,6 +602,15 @@ impl Repository {
         )
     }
 
+    /// The same repository read through another view of its store (such as
+    /// [`crate::latency::LatencyStore`] around it, to time a restore from farther away).
+    pub(crate) fn through(&self, store: Arc<dyn ObjectStore>) -> Self {
+        let mut far = self.clone();
+        far.store = store;
+        far.cache = None;
+        far
+    }
+
     /// Deletes a backup: the manifest first (so it is no longer listed), then its data.
     ///
     /// # Errors

@@ -3,16 +3,18 @@
 //! [`verify_backup`]. Problems are typed ([`VerifyProblem`], [`ProblemKind`]) so that callers
 //! tell damaged data from a failed user check without reading words.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::manifest::PartRecord;
 use crate::pipeline::{BackupReader, sha256_hex};
+use crate::progress::ProgressHandle;
 use crate::store::get_object;
 use crate::traits::{VerifyLevel, VerifyReport};
 
@@ -289,6 +291,9 @@ async fn kind_steps(
     report.level_performed = VerifyLevel::Restore;
 }
 
+/// The outcome of checking one part.
+type PartCheck = std::result::Result<(), VerifyProblem>;
+
 fn found_or(found: Result<Findings>, kind: ProblemKind) -> Findings {
     found.unwrap_or_else(|e| {
         let mut problem = VerifyProblem::from_error(&e, kind);
@@ -318,19 +323,8 @@ impl BackupReader {
         let started = Instant::now();
         let level = level.min(VerifyLevel::Checksums);
         let parts: Vec<PartRecord> = self.manifest().parts().cloned().collect();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
         let progress = self.start_checksums(parts.iter().map(|p| p.stored_size).sum());
-        let progress = &progress;
-        let outcomes: Vec<(u64, std::result::Result<(), VerifyProblem>)> =
-            futures::stream::iter(parts)
-                .map(|part| async move {
-                    let checked = self.check_part(&part, level).await;
-                    progress.advance(part.stored_size);
-                    (part.stored_size, checked)
-                })
-                .buffered(threads)
-                .collect()
-                .await;
+        let outcomes = self.check_parts(parts, level, &progress).await;
         let mut report = VerifyReport::new(self.id(), level);
         report.decoded = level >= VerifyLevel::Checksums && self.can_decrypt();
         for (size, outcome) in outcomes {
@@ -345,7 +339,7 @@ impl BackupReader {
             report.problems.push(e);
         }
         report.checked_objects += 1;
-        self.end_checksums(progress, report.problems.len());
+        self.end_checksums(&progress, report.problems.len());
         if report.problems.is_empty() {
             report.passed.push(format!(
                 "{} objects {}",
@@ -363,11 +357,71 @@ impl BackupReader {
         Ok(report)
     }
 
+    /// Checks `parts`, as many at once as the read-ahead depth says: the checkers' share,
+    /// plus enough fetches to cover a far store's round trip (measured as it goes), within
+    /// the read-ahead budget.
+    async fn check_parts(
+        &self,
+        parts: Vec<PartRecord>,
+        level: VerifyLevel,
+        progress: &ProgressHandle,
+    ) -> Vec<(u64, PartCheck)> {
+        let mut depth = self.depth();
+        let mut parts = parts.into_iter().enumerate();
+        let mut flight = FuturesUnordered::new();
+        let mut outcomes = Vec::new();
+        let mut last_done = Instant::now();
+        loop {
+            while flight.len() < depth.parts() {
+                let Some((index, part)) = parts.next() else {
+                    break;
+                };
+                flight.push(async move {
+                    let (checked, fetch_took) = self.check_part(&part, level).await;
+                    (index, part.stored_size, checked, fetch_took)
+                });
+            }
+            let Some((index, size, checked, fetch_took)) = flight.next().await else {
+                break;
+            };
+            progress.advance(size);
+            if let Some(took) = fetch_took {
+                depth.fetched(took);
+            }
+            depth.consumed(last_done.elapsed());
+            last_done = Instant::now();
+            outcomes.push((index, size, checked));
+        }
+        // In the manifest's order, whichever finished first.
+        outcomes.sort_by_key(|(index, ..)| *index);
+        outcomes
+            .into_iter()
+            .map(|(_, size, checked)| (size, checked))
+            .collect()
+    }
+
+    /// Checks one part; also returns how long its fetch took (when it was fetched).
     async fn check_part(
         &self,
         part: &PartRecord,
         level: VerifyLevel,
-    ) -> std::result::Result<(), VerifyProblem> {
+    ) -> (PartCheck, Option<Duration>) {
+        let fetching = Instant::now();
+        let fetched = self.fetch_part(part, level).await;
+        let took = fetching.elapsed();
+        match fetched {
+            Err(problem) => (Err(problem), None),
+            Ok(None) => (Ok(()), Some(took)),
+            Ok(Some((key, stored))) => (self.check_stored(key, part, stored).await, Some(took)),
+        }
+    }
+
+    /// The part's stored bytes (`None` at the quick level, which only checks their size).
+    async fn fetch_part(
+        &self,
+        part: &PartRecord,
+        level: VerifyLevel,
+    ) -> std::result::Result<Option<(String, bytes::Bytes)>, VerifyProblem> {
         let (store, dir) = self.location();
         let path = dir.clone().join(part.object.as_str());
         let key = path.to_string();
@@ -380,12 +434,22 @@ impl BackupReader {
                 )
                 .with_object(&key),
             })?;
-            return check_size(&key, meta.size, part.stored_size);
+            return check_size(&key, meta.size, part.stored_size).map(|()| None);
         }
         let stored = get_object(store.as_ref(), &path).await.map_err(|e| {
             VerifyProblem::from_error(&e, ProblemKind::Unreadable).with_object(&key)
         })?;
         check_size(&key, stored.len() as u64, part.stored_size)?;
+        Ok(Some((key, stored)))
+    }
+
+    /// Compares the stored and (with a key) the plain SHA-256 of a fetched part.
+    async fn check_stored(
+        &self,
+        key: String,
+        part: &PartRecord,
+        stored: bytes::Bytes,
+    ) -> PartCheck {
         let reader = self.clone();
         let part = part.clone();
         tokio::task::spawn_blocking(move || {

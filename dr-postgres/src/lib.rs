@@ -58,6 +58,7 @@ pub mod source;
 pub mod tls;
 mod verify;
 pub mod wal;
+mod wal_prefetch;
 pub mod walscan;
 
 pub use backup::{DUMP_ARTIFACT, GLOBALS_ARTIFACT, KIND, PostgresSource};
@@ -82,6 +83,7 @@ pub use source::{
 pub use tls::{SslMode, TlsSettings};
 pub use verify::PostgresVerifier;
 pub use wal::{ArchiveContents, ArchivedFile, PushOutcome, WalArchive, system_identifier};
+pub use wal_prefetch::{DEFAULT_WAL_PREFETCH, WalSpool};
 
 /// Adds this crate's source types and manifest kinds to `registry`.
 ///

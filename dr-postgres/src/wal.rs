@@ -168,11 +168,7 @@ impl<'a> WalArchive<'a> {
         let Some(plain) = self.fetch_bytes(name).await? else {
             return Ok(false);
         };
-        let partial = dest.with_extension("dr-partial");
-        tokio::fs::write(&partial, &plain)
-            .await
-            .and(tokio::fs::rename(&partial, dest).await)
-            .map_err(|e| Error::io(format!("writing {}", dest.display()), e))?;
+        write_whole(dest, &plain).await?;
         Ok(true)
     }
 
@@ -182,15 +178,19 @@ impl<'a> WalArchive<'a> {
     /// A damaged file, a wrong or missing key, store errors.
     pub async fn fetch_bytes(&self, name: &str) -> Result<Option<Vec<u8>>> {
         check_name("WAL file name", name)?;
-        let Some(record) = self.record(name).await? else {
+        let identities = self.repo.identities().clone();
+        let key = self.key(name, "zst.age");
+        // The record and the data at once (one round trip, not two); the data only counts
+        // when the record, the commit point, is there.
+        let (record, stored) =
+            futures::join!(self.record(name), get_object(self.store().as_ref(), &key));
+        let Some(record) = record? else {
             return Ok(None);
         };
-        let identities = self.repo.identities().clone();
         if identities.is_empty() {
             return Err(Error::NoIdentity);
         }
-        let key = self.key(name, "zst.age");
-        let stored = get_object(self.store().as_ref(), &key).await?;
+        let stored = stored?;
         let recipients = self.repo.config().recipients.clone();
         let key_text = key.to_string();
         let plain = tokio::task::spawn_blocking(move || {
@@ -230,10 +230,16 @@ impl<'a> WalArchive<'a> {
         plain: Vec<u8>,
     ) -> Result<Option<String>> {
         let key = self.key(name, "json");
-        let stored = get_object(self.store().as_ref(), &key).await?;
-        let Some(record) = self.record(name).await? else {
-            return Ok(None);
+        let stored = match get_object(self.store().as_ref(), &key).await {
+            Ok(stored) => stored,
+            Err(Error::MissingObject { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         };
+        let record: WalRecord =
+            serde_json::from_slice(&stored).map_err(|e| Error::BadManifest {
+                key: key.to_string(),
+                detail: e.to_string(),
+            })?;
         // dr writes records in one canonical form: anything else (a renamed or unknown
         // field, an altered value that still parses) was changed after the push.
         if serde_json::to_vec_pretty(&record).ok().as_deref() != Some(stored.as_ref()) {
@@ -394,13 +400,29 @@ impl<'a> WalArchive<'a> {
     }
 
     fn key(&self, name: &str, suffix: &str) -> ObjectPath {
-        let timeline = &name[..8.min(name.len())];
-        ObjectPath::from(format!("wal/{}/{timeline}/{name}.{suffix}", self.source))
+        self.timeline_dir(name)
+            .join(format!("{name}.{suffix}").as_str())
     }
 
-    fn store(&self) -> &std::sync::Arc<dyn ObjectStore> {
+    /// Where the files of `name`'s timeline are: `wal/<source>/<timeline>`.
+    pub(crate) fn timeline_dir(&self, name: &str) -> ObjectPath {
+        let timeline = &name[..8.min(name.len())];
+        ObjectPath::from(format!("wal/{}/{timeline}", self.source))
+    }
+
+    pub(crate) fn store(&self) -> &std::sync::Arc<dyn ObjectStore> {
         self.repo.store()
     }
+}
+
+/// Writes `plain` to `dest` under a temporary name, then renames it: PostgreSQL never sees
+/// half a file.
+pub(crate) async fn write_whole(dest: &Path, plain: &[u8]) -> Result<()> {
+    let partial = dest.with_extension("dr-partial");
+    tokio::fs::write(&partial, plain)
+        .await
+        .and(tokio::fs::rename(&partial, dest).await)
+        .map_err(|e| Error::io(format!("writing {}", dest.display()), e))
 }
 
 /// The file name of a WAL file PostgreSQL hands to `archive_command`.

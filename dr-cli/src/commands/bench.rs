@@ -20,6 +20,8 @@ pub struct BenchArgs {
     pub backup: Option<String>,
     /// Parts at once in the timed restore (default: the configured value).
     pub restore_threads: Option<usize>,
+    /// Also time the restore with this delay added to every request (`--latency`).
+    pub latency: Option<std::time::Duration>,
 }
 
 impl BenchArgs {
@@ -34,6 +36,7 @@ impl BenchArgs {
             .with_threads(self.threads.clone())
             .with_restore(restore)
             .with_restore_threads(self.restore_threads)
+            .with_added_latency(self.latency)
     }
 }
 
@@ -92,6 +95,11 @@ fn run_row(r: &BenchRun) -> Vec<String> {
         BenchPhase::PipelineBackup => "pipeline backup (generated data -> store)".to_owned(),
         BenchPhase::PipelineRestore => "pipeline restore (store -> null sink)".to_owned(),
         BenchPhase::RestoreNullSink => format!("restore {} (null sink)", backup()),
+        BenchPhase::RestoreNullSinkFarther => format!(
+            "restore {} (null sink, +{} ms a request)",
+            backup(),
+            r.added_latency_ms
+        ),
         BenchPhase::RestoreScratch => format!("restore {} (scratch target)", backup()),
         BenchPhase::TestRestore => format!("restore {} (test restore, checked)", backup()),
         _ => format!("{:?} {}", r.phase, backup()),
@@ -109,30 +117,41 @@ fn run_row(r: &BenchRun) -> Vec<String> {
 
 fn projections(report: &BenchReport) -> String {
     let seconds = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
+    let farther = report
+        .runs
+        .iter()
+        .find(|r| r.phase == BenchPhase::RestoreNullSinkFarther)
+        .map(|r| r.added_latency_ms);
     let rows: Vec<Vec<String>> = report
         .projections
         .iter()
         .map(|p| {
-            vec![
+            let mut row = vec![
                 p.source.clone(),
                 p.largest_backup.clone(),
                 output::size(p.plain_bytes),
                 seconds(p.projected_null_sink_ms),
                 p.projected_scratch_target_ms
                     .map_or_else(|| "-".into(), seconds),
-            ]
+            ];
+            if farther.is_some() {
+                row.push(p.projected_farther_ms.map_or_else(|| "-".into(), seconds));
+            }
+            row
         })
         .collect();
-    output::table_text(
-        &[
-            "SOURCE",
-            "LARGEST BACKUP",
-            "SIZE",
-            "TO READ (NULL SINK)",
-            "TO RESTORE (SCRATCH)",
-        ],
-        &rows,
-    )
+    let mut headers = vec![
+        "SOURCE".to_owned(),
+        "LARGEST BACKUP".to_owned(),
+        "SIZE".to_owned(),
+        "TO READ (NULL SINK)".to_owned(),
+        "TO RESTORE (SCRATCH)".to_owned(),
+    ];
+    if let Some(ms) = farther {
+        headers.push(format!("TO READ AT +{ms} MS"));
+    }
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    output::table_text(&headers, &rows)
 }
 
 #[cfg(test)]
@@ -169,10 +188,15 @@ mod tests {
             threads: vec![2],
             backup: Some("app".into()),
             restore_threads: Some(3),
+            latency: Some(std::time::Duration::from_millis(50)),
         };
         let options = args.options();
         assert_eq!(options.size_bytes, 4 << 20);
         assert_eq!(options.restore, RestoreChoice::Backup("app".into()));
         assert_eq!(options.restore_threads, Some(3));
+        assert_eq!(
+            options.added_latency,
+            Some(std::time::Duration::from_millis(50))
+        );
     }
 }

@@ -23,4 +23,4 @@ pub use prune::prune;
 pub use restore::restore;
 pub use status::{StatusFormat, status};
 pub use verify::verify;
-pub use wal::{wal_fetch, wal_push};
+pub use wal::{wal_fetch, wal_prefetch, wal_push};

@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use dr_postgres::{PushOutcome, WalArchive, system_identifier};
+use dr_postgres::{
+    DEFAULT_WAL_PREFETCH, PostgresSettings, PushOutcome, WalArchive, WalSpool, system_identifier,
+};
 
 use crate::app::App;
 use crate::exit::{CliError, CliResult, Context, Failure};
@@ -49,7 +51,9 @@ pub async fn wal_fetch(app: &App, name: &str, dest: &Path, source: Option<&str>)
     }
 }
 
-/// The source the file came from, or `None` when the archive does not have it.
+/// The source the file came from, or `None` when the archive does not have it. A segment
+/// the prefetcher already brought is taken from the spool without opening the repository;
+/// either way a prefetcher is started when the spool runs low.
 async fn fetch(
     app: &App,
     name: &str,
@@ -57,11 +61,100 @@ async fn fetch(
     source: Option<&str>,
 ) -> CliResult<Option<String>> {
     let source = app.config.postgres_source(source)?;
+    let ahead = prefetch_depth(app, &source);
+    let spool = WalSpool::beside(dest, &source);
+    if ahead > 0 {
+        match spool.take(name, dest) {
+            Ok(true) => {
+                start_prefetcher(app, &spool, name, dest, &source, ahead);
+                return Ok(Some(source));
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{e}; fetching {name} from the archive"),
+        }
+    }
     let repo = app.read_repository(None).await?;
     let archive = WalArchive::new(&repo, &source).map_err(CliError::from)?;
     let found = archive
         .fetch(name, dest)
         .await
         .doing(|| format!("restoring WAL file {name} of {source}"))?;
-    Ok(found.then_some(source))
+    if !found {
+        spool.clear();
+        return Ok(None);
+    }
+    start_prefetcher(app, &spool, name, dest, &source, ahead);
+    Ok(Some(source))
+}
+
+/// Starts `dr wal-fetch --prefetch-after NAME DEST` in the background (its own process
+/// group, output to `prefetcher.log` in the spool) when the spool holds fewer than half of
+/// `ahead` segments after `name`. Recovery does not wait for it.
+fn start_prefetcher(
+    app: &App,
+    spool: &WalSpool,
+    name: &str,
+    dest: &Path,
+    source: &str,
+    ahead: usize,
+) {
+    use std::os::unix::process::CommandExt as _;
+    if !spool.wants_prefetcher(name, ahead) {
+        return;
+    }
+    let log = std::fs::create_dir_all(spool.dir()).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(spool.dir().join("prefetcher.log"))
+    });
+    let Ok(log) = log else {
+        return;
+    };
+    let argv = app.self_command();
+    let started = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .args(["wal-fetch", "--prefetch-after", "--source", source, name])
+        .arg(dest)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn();
+    if let Err(e) = started {
+        tracing::warn!("could not start the WAL prefetcher (recovery goes on without it): {e}");
+    }
+}
+
+/// `dr wal-fetch --prefetch-after NAME DEST`: the background prefetcher. Fills the spool
+/// with the segments archived after NAME; nothing when another prefetcher is running.
+pub async fn wal_prefetch(
+    app: &App,
+    name: &str,
+    dest: &Path,
+    source: Option<&str>,
+) -> CliResult<()> {
+    let source = app.config.postgres_source(source)?;
+    let spool = WalSpool::beside(dest, &source);
+    let Some(_lock) = spool.lock() else {
+        return Ok(());
+    };
+    let repo = app.read_repository(None).await?;
+    let archive = WalArchive::new(&repo, &source).map_err(CliError::from)?;
+    let added = archive
+        .prefetch_after(name, &spool, prefetch_depth(app, &source))
+        .await
+        .doing(|| format!("prefetching the WAL of {source} after {name}"))?;
+    tracing::info!(after = name, added, "WAL segments prefetched");
+    Ok(())
+}
+
+/// The source's `wal_prefetch` (its default when the settings do not parse: they are
+/// checked where the source is built, and `wal-fetch` must not fail recovery over them).
+fn prefetch_depth(app: &App, source: &str) -> usize {
+    app.config
+        .sources
+        .get(source)
+        .and_then(|s| s.settings.clone().try_into::<PostgresSettings>().ok())
+        .map_or(DEFAULT_WAL_PREFETCH, |s| s.wal_prefetch)
 }

@@ -58,6 +58,9 @@ pub struct BenchOptions {
     pub restore_threads: Option<usize>,
     /// Where the scratch target goes (`None`: the system's temporary directory).
     pub scratch_dir: Option<PathBuf>,
+    /// Also time the null-sink restore with this delay added to every request of the store
+    /// (as from a store that far away), and project each source's restore at it.
+    pub added_latency: Option<Duration>,
 }
 
 impl Default for BenchOptions {
@@ -69,6 +72,7 @@ impl Default for BenchOptions {
             restore: RestoreChoice::Largest,
             restore_threads: None,
             scratch_dir: None,
+            added_latency: None,
         }
     }
 }
@@ -109,6 +113,12 @@ impl BenchOptions {
         self.scratch_dir = dir;
         self
     }
+
+    /// Also times the restore with `latency` added to every request.
+    pub fn with_added_latency(mut self, latency: Option<Duration>) -> Self {
+        self.added_latency = latency;
+        self
+    }
 }
 
 /// What one measurement timed.
@@ -122,6 +132,8 @@ pub enum BenchPhase {
     PipelineRestore,
     /// A real backup read, decrypted, decompressed and checked, then discarded.
     RestoreNullSink,
+    /// The same, with [`BenchRun::added_latency_ms`] added to every request of the store.
+    RestoreNullSinkFarther,
     /// A real backup restored into a scratch target by its kind's restorer.
     RestoreScratch,
     /// A real backup test-restored by its verifier, with the checks (for kinds that restore
@@ -151,6 +163,9 @@ pub struct BenchRun {
     pub elapsed_ms: f64,
     /// Plain megabytes (10^6 bytes) per second: `plain_bytes / 1e6 / (elapsed_ms / 1e3)`.
     pub mb_per_s: f64,
+    /// Delay added to every request of the store (0: the store as it is).
+    #[serde(default)]
+    pub added_latency_ms: u64,
 }
 
 impl BenchRun {
@@ -166,6 +181,7 @@ impl BenchRun {
             stored_bytes,
             elapsed_ms,
             mb_per_s: mb_per_s(plain_bytes, elapsed_ms),
+            added_latency_ms: 0,
         }
     }
 
@@ -196,6 +212,9 @@ pub struct Projection {
     pub projected_null_sink_ms: u64,
     /// At the scratch-target (or test-restore) rate, when one was measured.
     pub projected_scratch_target_ms: Option<u64>,
+    /// At the null-sink rate measured with [`BenchOptions::added_latency`], when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub projected_farther_ms: Option<u64>,
 }
 
 /// What a bench measured.
@@ -356,6 +375,7 @@ fn project(manifests: &[Manifest], runs: &[BenchRun]) -> Vec<Projection> {
         return Vec::new();
     };
     let scratch = rate(&[BenchPhase::RestoreScratch, BenchPhase::TestRestore]);
+    let farther = rate(&[BenchPhase::RestoreNullSinkFarther]);
     let mut largest: BTreeMap<&str, &Manifest> = BTreeMap::new();
     for m in manifests {
         let slot = largest.entry(m.source.as_str()).or_insert(m);
@@ -372,6 +392,7 @@ fn project(manifests: &[Manifest], runs: &[BenchRun]) -> Vec<Projection> {
             plain_bytes: m.plain_size(),
             projected_null_sink_ms: at(m.plain_size(), sink),
             projected_scratch_target_ms: scratch.map(|r| at(m.plain_size(), r)),
+            projected_farther_ms: farther.map(|r| at(m.plain_size(), r)),
         })
         .collect()
 }

@@ -100,6 +100,15 @@ impl BackupReader {
         &self.shared.progress
     }
 
+    /// A read-ahead depth for this backup's parts: `threads` checked at once and at most the
+    /// read-ahead budget fetched ahead (for readers other than [`ArtifactReader`], such as
+    /// verification).
+    pub(crate) fn depth(&self) -> Depth {
+        let largest = self.manifest().parts().map(|p| p.stored_size).max();
+        let threads = self.shared.threads;
+        Depth::new(threads, self.shared.read_ahead_bytes, largest.unwrap_or(1))
+    }
+
     /// The backup's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.shared.manifest

@@ -34,6 +34,14 @@ pub struct PostgresSettings {
     /// Physical: start the base backup with a fast checkpoint (default) or a spread one.
     #[serde(default = "yes")]
     pub fast_checkpoint: bool,
+    /// Physical: how many archived WAL segments `wal-fetch` fetches ahead while recovery
+    /// replays (default 0, one at a time: the prefetcher is experimental). They wait in `pg_wal/.dr-prefetch/`.
+    #[serde(default = "default_wal_prefetch")]
+    pub wal_prefetch: usize,
+}
+
+fn default_wal_prefetch() -> usize {
+    crate::DEFAULT_WAL_PREFETCH
 }
 
 /// How a PostgreSQL source is backed up.
@@ -70,6 +78,7 @@ impl PostgresSettings {
             timestamp_columns: BTreeMap::new(),
             method: PgMethod::Logical,
             fast_checkpoint: true,
+            wal_prefetch: crate::DEFAULT_WAL_PREFETCH,
         }
     }
 

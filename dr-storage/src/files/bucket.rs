@@ -24,8 +24,27 @@ use tokio::io::AsyncWriteExt;
 use super::backup::{FILES_KIND, TAR_ARTIFACT, write_index};
 use super::index::{EntryKind, FileEntry, FileIndex};
 
-/// Objects fetched at once.
-const CONCURRENCY: usize = 4;
+/// Objects of at most this size are read whole ahead of the tar writer.
+const SMALL_OBJECT: u64 = 1024 * 1024;
+
+/// Small objects read at once (at most 32 MiB held).
+const SMALL_OBJECTS_AT_ONCE: usize = 32;
+
+/// An object's body as one chunk, with its attributes.
+type Body = futures::stream::BoxStream<'static, dr_core::object_store::Result<bytes::Bytes>>;
+
+async fn read_whole(
+    store: &dyn ObjectStore,
+    location: &ObjectPath,
+) -> dr_core::object_store::Result<(dr_core::object_store::Attributes, Body)> {
+    let result = store.get(location).await?;
+    let attributes = result.attributes.clone();
+    let bytes = result.bytes().await?;
+    Ok((
+        attributes,
+        futures::stream::once(async move { Ok(bytes) }).boxed(),
+    ))
+}
 
 /// A bucket or prefix to back up.
 #[derive(Clone)]
@@ -137,22 +156,43 @@ impl BucketSource {
         entries: &mut [FileEntry],
         to_fetch: &[usize],
     ) -> Result<(u64, Vec<usize>)> {
-        let jobs: Vec<(usize, ObjectPath)> = to_fetch
+        let jobs: Vec<(usize, ObjectPath, u64)> = to_fetch
             .iter()
-            .map(|&i| (i, objects[i].location.clone()))
+            .map(|&i| (i, objects[i].location.clone(), objects[i].size))
             .collect();
         let store = self.store.clone();
+        // Small objects are read whole, many at once: against a far store each costs a round
+        // trip, and one after the other a bucket of small objects would take a round trip
+        // each. A large one is opened only when its turn comes: its body streams into the
+        // tar, and a response left waiting behind others could time out.
         let mut fetches = futures::stream::iter(jobs)
-            .map(move |(i, location): (usize, ObjectPath)| {
+            .map(move |(i, location, size)| {
                 let store = store.clone();
-                async move { (i, store.get(&location).await) }
+                async move {
+                    if size > SMALL_OBJECT {
+                        return (i, location, Ok(None));
+                    }
+                    (
+                        i,
+                        location.clone(),
+                        read_whole(store.as_ref(), &location).await.map(Some),
+                    )
+                }
             })
-            .buffered(CONCURRENCY);
+            .buffered(SMALL_OBJECTS_AT_ONCE);
         let mut stored_bytes = 0u64;
         let mut not_found = Vec::new();
-        while let Some((i, fetched)) = fetches.next().await {
-            let result = match fetched {
-                Ok(result) => result,
+        while let Some((i, location, fetched)) = fetches.next().await {
+            let opened = match fetched {
+                Ok(Some(whole)) => Ok(whole),
+                Ok(None) => self.store.get(&location).await.map(|result| {
+                    let attributes = result.attributes.clone();
+                    (attributes, result.into_stream())
+                }),
+                Err(e) => Err(e),
+            };
+            let (attributes, body) = match opened {
+                Ok(opened) => opened,
                 Err(dr_core::object_store::Error::NotFound { .. }) => {
                     not_found.push(i);
                     continue;
@@ -160,8 +200,8 @@ impl BucketSource {
                 Err(e) => return Err(Error::store("reading an object of the bucket", e)),
             };
             let entry = &mut entries[i];
-            entry.attributes = super::bucket_meta::to_index(&result.attributes);
-            let sha = append_object(tar, entry, result.into_stream()).await?;
+            entry.attributes = super::bucket_meta::to_index(&attributes);
+            let sha = append_object(tar, entry, body).await?;
             stored_bytes += entry.size;
             entry.sha256 = Some(sha);
         }
@@ -316,7 +356,7 @@ fn same_object(now: &FileEntry, earlier: &FileEntry) -> bool {
 async fn append_object(
     tar: &mut ArtifactWriter,
     entry: &FileEntry,
-    mut body: futures::stream::BoxStream<'static, dr_core::object_store::Result<bytes::Bytes>>,
+    mut body: Body,
 ) -> Result<String> {
     let io = |e| Error::from_io("writing the tar", e);
     let name = entry.path.clone().unwrap_or_default();

@@ -4,10 +4,12 @@
 //! verifier's test restore).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{BenchOptions, BenchPhase, BenchRun, RestoreChoice};
 use crate::error::{Error, Result};
+use crate::latency::{Latency, LatencyStore};
 use crate::manifest::Manifest;
 use crate::ops::System;
 use crate::pipeline::BackupReader;
@@ -63,6 +65,16 @@ pub(super) async fn runs(
         runs: vec![null_sink(&reader, threads).await?],
         notes: Vec::new(),
     };
+    if let Some(delay) = options.added_latency {
+        let far_store = LatencyStore::new(repo.store().clone(), Latency::delay(delay));
+        let far = repo.through(Arc::new(far_store));
+        let far_pipeline = far.pipeline().clone().with_threads(threads);
+        let far_reader = far.with_pipeline(far_pipeline).reader(manifest.clone());
+        let mut run = null_sink(&far_reader, threads).await?;
+        run.phase = BenchPhase::RestoreNullSinkFarther;
+        run.added_latency_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        out.runs.push(run);
+    }
     match scratch(repo, system, &reader, threads, options).await {
         Ok(run) => out.runs.push(run),
         Err(note) => {

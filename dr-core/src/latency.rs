@@ -1,7 +1,9 @@
 //! An `ObjectStore` wrapper that behaves like a store far away: every request waits a fixed
 //! delay before it starts (the round trip), and each request's body moves at most at a
 //! per-request bandwidth (one connection's throughput; parallel requests each get their own,
-//! as with S3). For benches and tests of how dr hides latency (benches/latency.rs).
+//! as with S3). `dr bench --latency` restores through it to project a restore from a store
+//! farther away than the one at hand; benches and tests use it to measure how dr hides
+//! latency (benches/latency.rs).
 
 use std::fmt;
 use std::ops::Range;
@@ -33,8 +35,13 @@ pub struct Latency {
 impl Latency {
     /// A round trip of `ms` milliseconds, unlimited bandwidth.
     pub fn ms(ms: u64) -> Self {
+        Self::delay(Duration::from_millis(ms))
+    }
+
+    /// A round trip of `delay`, unlimited bandwidth.
+    pub fn delay(delay: Duration) -> Self {
         Latency {
-            delay: Duration::from_millis(ms),
+            delay,
             bandwidth: None,
         }
     }
@@ -67,6 +74,7 @@ pub struct LatencyStore {
 }
 
 impl LatencyStore {
+    /// `inner`, with `latency` added to every request.
     pub fn new(inner: Arc<dyn ObjectStore>, latency: Latency) -> Self {
         LatencyStore { inner, latency }
     }
