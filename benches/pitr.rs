@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{arg, dir_size, measure, path, row};
+use common::{arg, dir_size, measure, path, pgbench, row};
 use dr::postgres::{PgConnection, PitrOptions, PostgresBaseSource, RecoveryTarget, pitr};
 use dr::{BackupOptions, Identities};
 use dr_testing::PgServer;
@@ -354,25 +354,6 @@ fn push_row(name: &str, segments: usize, bytes: u64, (secs, rss): (f64, u64)) {
         segments as f64 / secs,
         rss as f64 / 1024.0
     );
-}
-
-fn pgbench(server: &PgServer, args: &[&str]) {
-    let status = Command::new(bin_dir().join("pgbench"))
-        .args(args)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port().to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ])
-        .env("PGPASSWORD", PASSWORD)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("pgbench");
-    assert!(status.success(), "pgbench {args:?} failed");
 }
 
 /// Before the clock: `shell CMD PREP` runs PREP; dr's runs start from a clean target.

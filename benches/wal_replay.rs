@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{arg, list, path};
+use common::{arg, list, path, pgbench};
 use dr_testing::PgServer;
-use dr_testing::postgres::{PASSWORD, bin_dir, give_to_postgres, stop_cluster};
+use dr_testing::postgres::{give_to_postgres, stop_cluster};
 
 const SEGMENT: u64 = 16 * 1024 * 1024;
 
@@ -205,24 +205,4 @@ fn write_wal(server: &PgServer, segments: u64) -> u64 {
     }
     let end: u64 = lsn(server).trim().parse().expect("lsn");
     (end - start).div_ceil(SEGMENT)
-}
-
-fn pgbench(server: &PgServer, args: &[&str]) {
-    let status = Command::new(bin_dir().join("pgbench"))
-        .args(args)
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port().to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ])
-        .env("PGPASSWORD", PASSWORD)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("pgbench");
-    assert!(status.success(), "pgbench {args:?} failed");
 }

@@ -141,3 +141,23 @@ pub fn runtime(threads: usize) -> tokio::runtime::Runtime {
         .build()
         .expect("runtime")
 }
+
+/// Runs `pgbench ARGS` against `server`'s `postgres` database.
+pub fn pgbench(server: &dr_testing::PgServer, args: &[&str]) {
+    let status = Command::new(dr_testing::postgres::bin_dir().join("pgbench"))
+        .args(args)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port().to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ])
+        .env("PGPASSWORD", dr_testing::postgres::PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("pgbench");
+    assert!(status.success(), "pgbench {args:?} failed");
+}

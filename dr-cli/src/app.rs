@@ -201,7 +201,7 @@ impl App {
 /// For benches only: `DR_BENCH_ADDED_LATENCY_MS` adds that delay to every request of the
 /// repository's store ([`dr_core::latency::LatencyStore`]), so that a recovery whose
 /// `restore_command` runs `dr wal-fetch` can be timed as against a far store
-/// (benches/pitr.rs). Unset (always, outside benches): the store as it is.
+/// (benches/wal_replay.rs). Unset (always, outside benches): the store as it is.
 fn added_latency() -> Option<dr_core::latency::Latency> {
     let ms: u64 = std::env::var("DR_BENCH_ADDED_LATENCY_MS")
         .ok()?

@@ -206,13 +206,14 @@ async fn copy_missing(from: &Repository, to: &Repository, prefix: &str) -> Resul
     let (records, data): (Vec<Path>, Vec<Path>) = keys
         .into_iter()
         .partition(|k| k.as_ref().ends_with(".json"));
-    let copied = copy_all(from, to, &data).await? + copy_all(from, to, &records).await?;
+    let copied = copy_all(from, to, data).await? + copy_all(from, to, records).await?;
     Ok(copied)
 }
 
 /// Copies `keys` from `from` to `to`, several at once (their order is not kept).
-async fn copy_all(from: &Repository, to: &Repository, keys: &[Path]) -> Result<u64> {
-    futures::stream::iter(keys.to_vec())
+async fn copy_all(from: &Repository, to: &Repository, keys: Vec<Path>) -> Result<u64> {
+    let count = keys.len() as u64;
+    futures::stream::iter(keys)
         .map(|key: Path| async move {
             let data = get_object(from.store().as_ref(), &key).await?;
             overwrite(to, &key, data).await
@@ -220,5 +221,5 @@ async fn copy_all(from: &Repository, to: &Repository, keys: &[Path]) -> Result<u
         .buffer_unordered(COPIES_OF_SMALL_OBJECTS)
         .try_collect::<Vec<()>>()
         .await?;
-    Ok(keys.len() as u64)
+    Ok(count)
 }
