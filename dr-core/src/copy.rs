@@ -125,16 +125,12 @@ fn copies_at_once(from: &Repository, sizes: impl Iterator<Item = u64>) -> usize 
 /// interrupted copy is replaced only when it is not what it should be). A HEAD answers the
 /// common case (nothing there) without reading anything back.
 async fn put_checked(to: &Repository, key: &Path, data: Bytes, sha256: &str) -> Result<()> {
-    match to.store().head(key).await {
+    let checking = format!("checking {key} at the destination");
+    match with_retries(&checking, |_| to.store().head(key)).await {
         Err(object_store::Error::NotFound { .. }) => return overwrite(to, key, data).await,
         Ok(meta) if meta.size != data.len() as u64 => return overwrite(to, key, data).await,
         Ok(_) => {}
-        Err(e) => {
-            return Err(Error::store(
-                format!("checking {key} at the destination"),
-                e,
-            ));
-        }
+        Err(e) => return Err(Error::store(checking, e)),
     }
     match get_object(to.store().as_ref(), key).await {
         Ok(existing) if crate::sha256_hex(&existing) == sha256 => return Ok(()),
