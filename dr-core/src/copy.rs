@@ -3,6 +3,9 @@
 //! every object verified against its recorded SHA-256 on the way, the manifest written last
 //! so that a half-copied backup is never listed at the destination.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStoreExt;
@@ -81,34 +84,48 @@ pub async fn copy_backup(
         Err(Error::MissingObject { .. }) => {}
         Err(e) => return Err(e),
     }
-    let parts: Vec<crate::manifest::PartRecord> = manifest.parts().cloned().collect();
-    let at_once = copies_at_once(from, parts.iter().map(|p| p.stored_size));
-    let copied: Vec<u64> = futures::stream::iter(parts)
-        .map(|part: crate::manifest::PartRecord| {
-            let key = dir.clone().join(part.object.as_str());
+    // One listing says what an interrupted copy left (one request, not one per part).
+    let present = Arc::new(present_sizes(to, &dir).await?);
+    let sums = Bytes::from(manifest.sha256sums());
+    let mut objects: Vec<(Path, u64, String)> = manifest
+        .parts()
+        .map(|p| {
+            (
+                dir.clone().join(p.object.as_str()),
+                p.stored_size,
+                p.stored_sha256.clone(),
+            )
+        })
+        .collect();
+    let sums_key = dir.clone().join("SHA256SUMS");
+    let at_once = copies_at_once(from, objects.iter().map(|o| o.1));
+    objects.push((sums_key, sums.len() as u64, crate::sha256_hex(&sums)));
+    let copied: Vec<u64> = futures::stream::iter(objects)
+        .map(|(key, _, sha256)| {
+            let (present, sums) = (present.clone(), sums.clone());
             async move {
-                let data = get_object(from.store().as_ref(), &key).await?;
-                check(&key, &data, &part.stored_sha256)?;
+                let data = if key.filename() == Some("SHA256SUMS") {
+                    sums
+                } else {
+                    let data = get_object(from.store().as_ref(), &key).await?;
+                    check(&key, &data, &sha256)?;
+                    data
+                };
                 let size = data.len() as u64;
-                put_checked(to, &key, data, &part.stored_sha256).await?;
+                put_checked(to, &key, data, &sha256, present.get(&key).copied()).await?;
                 Ok::<u64, Error>(size)
             }
         })
         .buffer_unordered(at_once)
         .try_collect()
         .await?;
-    let (objects, bytes) = (copied.len() as u64, copied.iter().sum::<u64>());
-    let sums = Bytes::from(manifest.sha256sums());
-    put_checked(
-        to,
-        &dir.clone().join("SHA256SUMS"),
-        sums.clone(),
-        &crate::sha256_hex(&sums),
-    )
-    .await?;
+    let (objects, bytes) = (
+        copied.len() as u64,
+        copied.iter().sum::<u64>() - sums.len() as u64,
+    );
     create_object(to.store().as_ref(), &manifest_key, json).await?;
     Ok(CopyOutcome::Copied {
-        objects: objects + 2,
+        objects: objects + 1,
         bytes,
     })
 }
@@ -121,16 +138,28 @@ fn copies_at_once(from: &Repository, sizes: impl Iterator<Item = u64>) -> usize 
     usize::try_from(fit).unwrap_or(usize::MAX).clamp(2, 16)
 }
 
-/// Writes `data` at `key` unless an identical object is there (a leftover of an
-/// interrupted copy is replaced only when it is not what it should be). A HEAD answers the
-/// common case (nothing there) without reading anything back.
-async fn put_checked(to: &Repository, key: &Path, data: Bytes, sha256: &str) -> Result<()> {
-    let checking = format!("checking {key} at the destination");
-    match with_retries(&checking, |_| to.store().head(key)).await {
-        Err(object_store::Error::NotFound { .. }) => return overwrite(to, key, data).await,
-        Ok(meta) if meta.size != data.len() as u64 => return overwrite(to, key, data).await,
-        Ok(_) => {}
-        Err(e) => return Err(Error::store(checking, e)),
+/// The sizes of the objects already under `dir` at the destination (left by an
+/// interrupted copy; usually none).
+async fn present_sizes(to: &Repository, dir: &Path) -> Result<BTreeMap<Path, u64>> {
+    Ok(list_objects(to.store().as_ref(), dir)
+        .await?
+        .into_iter()
+        .map(|meta| (meta.location, meta.size))
+        .collect())
+}
+
+/// Writes `data` at `key` unless an identical object is there (`present`: the size listed
+/// there before the copy began). A leftover of an interrupted copy is read back and replaced
+/// only when it is not what it should be.
+async fn put_checked(
+    to: &Repository,
+    key: &Path,
+    data: Bytes,
+    sha256: &str,
+    present: Option<u64>,
+) -> Result<()> {
+    if present != Some(data.len() as u64) {
+        return overwrite(to, key, data).await;
     }
     match get_object(to.store().as_ref(), key).await {
         Ok(existing) if crate::sha256_hex(&existing) == sha256 => return Ok(()),

@@ -308,6 +308,12 @@ fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How long a part's fetch and its check took.
+struct Took {
+    fetch: Duration,
+    check: Duration,
+}
+
 impl BackupReader {
     /// Checks every object of the backup and reports each problem with the object's name.
     ///
@@ -324,7 +330,10 @@ impl BackupReader {
         let level = level.min(VerifyLevel::Checksums);
         let parts: Vec<PartRecord> = self.manifest().parts().cloned().collect();
         let progress = self.start_checksums(parts.iter().map(|p| p.stored_size).sum());
-        let outcomes = self.check_parts(parts, level, &progress).await;
+        let (outcomes, sums) = futures::join!(
+            self.check_parts(parts, level, &progress),
+            self.check_sums_object()
+        );
         let mut report = VerifyReport::new(self.id(), level);
         report.decoded = level >= VerifyLevel::Checksums && self.can_decrypt();
         for (size, outcome) in outcomes {
@@ -335,7 +344,7 @@ impl BackupReader {
                 Err(problem) => report.problems.push(problem),
             }
         }
-        if let Err(e) = self.check_sums_object().await {
+        if let Err(e) = sums {
             report.problems.push(e);
         }
         report.checked_objects += 1;
@@ -359,7 +368,8 @@ impl BackupReader {
 
     /// Checks `parts`, as many at once as the read-ahead depth says: the checkers' share,
     /// plus enough fetches to cover a far store's round trip (measured as it goes), within
-    /// the read-ahead budget.
+    /// the read-ahead budget. At most `threads` parts are checked at once, as a restore
+    /// decodes them.
     async fn check_parts(
         &self,
         parts: Vec<PartRecord>,
@@ -367,29 +377,29 @@ impl BackupReader {
         progress: &ProgressHandle,
     ) -> Vec<(u64, PartCheck)> {
         let mut depth = self.depth();
+        let checkers = tokio::sync::Semaphore::new(self.decoders());
         let mut parts = parts.into_iter().enumerate();
         let mut flight = FuturesUnordered::new();
         let mut outcomes = Vec::new();
-        let mut last_done = Instant::now();
         loop {
             while flight.len() < depth.parts() {
                 let Some((index, part)) = parts.next() else {
                     break;
                 };
+                let checkers = &checkers;
                 flight.push(async move {
-                    let (checked, fetch_took) = self.check_part(&part, level).await;
-                    (index, part.stored_size, checked, fetch_took)
+                    let (checked, took) = self.check_part(&part, level, checkers).await;
+                    (index, part.stored_size, checked, took)
                 });
             }
-            let Some((index, size, checked, fetch_took)) = flight.next().await else {
+            let Some((index, size, checked, took)) = flight.next().await else {
                 break;
             };
             progress.advance(size);
-            if let Some(took) = fetch_took {
-                depth.fetched(took);
+            if let Some(took) = took {
+                depth.fetched(took.fetch);
+                depth.decoded(took.check);
             }
-            depth.consumed(last_done.elapsed());
-            last_done = Instant::now();
             outcomes.push((index, size, checked));
         }
         // In the manifest's order, whichever finished first.
@@ -400,19 +410,33 @@ impl BackupReader {
             .collect()
     }
 
-    /// Checks one part; also returns how long its fetch took (when it was fetched).
+    /// Checks one part (its check waits for one of the `checkers`); also returns how long
+    /// its fetch and its check took (when it was fetched).
     async fn check_part(
         &self,
         part: &PartRecord,
         level: VerifyLevel,
-    ) -> (PartCheck, Option<Duration>) {
+        checkers: &tokio::sync::Semaphore,
+    ) -> (PartCheck, Option<Took>) {
         let fetching = Instant::now();
         let fetched = self.fetch_part(part, level).await;
-        let took = fetching.elapsed();
+        let fetch = fetching.elapsed();
         match fetched {
             Err(problem) => (Err(problem), None),
-            Ok(None) => (Ok(()), Some(took)),
-            Ok(Some((key, stored))) => (self.check_stored(key, part, stored).await, Some(took)),
+            Ok(None) => (
+                Ok(()),
+                Some(Took {
+                    fetch,
+                    check: Duration::ZERO,
+                }),
+            ),
+            Ok(Some((key, stored))) => {
+                let _checker = checkers.acquire().await.ok();
+                let checking = Instant::now();
+                let checked = self.check_stored(key, part, stored).await;
+                let check = checking.elapsed();
+                (checked, Some(Took { fetch, check }))
+            }
         }
     }
 

@@ -106,9 +106,13 @@ impl WalSpool {
         }
     }
 
-    /// Takes the prefetcher lock for this process; `None` while another live one holds it.
+    /// Takes the prefetcher lock for this process; `None` while another live one holds it,
+    /// or when the spool is gone (emptied because the archive ended: a prefetcher started
+    /// before then must not fill it again).
     pub fn lock(&self) -> Option<PrefetcherLock> {
-        std::fs::create_dir_all(&self.dir).ok()?;
+        if !self.dir.is_dir() {
+            return None;
+        }
         let path = self.dir.join(LOCK);
         for _ in 0..2 {
             match std::fs::File::create_new(&path) {
@@ -136,9 +140,9 @@ impl WalSpool {
         Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
     }
 
-    /// Keeps the decoded, checked bytes of `name` for a later [`WalSpool::take`].
+    /// Keeps the decoded, checked bytes of `name` for a later [`WalSpool::take`]. Fails
+    /// when the spool is gone (see [`WalSpool::lock`]): it is never created again here.
     fn put(&self, name: &str, plain: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
         let partial = self.dir.join(format!("{name}.partial"));
         let written = std::fs::write(&partial, plain)
             .and_then(|()| std::fs::rename(&partial, self.dir.join(name)));
@@ -194,6 +198,10 @@ impl WalArchive<'_> {
             match fetched {
                 Ok(Some(plain)) => match spool.put(&n, &plain) {
                     Ok(()) => added += 1,
+                    Err(e) if !spool.dir().is_dir() => {
+                        tracing::debug!("the spool was emptied (the archive ended): {e}");
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(file = %n, "could not keep a prefetched WAL segment: {e}")
                     }
@@ -232,6 +240,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("RECOVERYXLOG");
         let spool = WalSpool::beside(&dest, "db");
+        std::fs::create_dir_all(spool.dir()).expect("spool");
         let (old, now) = ("000000010000000000000003", "000000010000000000000004");
         spool.put(old, b"old").expect("put");
         spool.put(now, b"now").expect("put");
@@ -246,6 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let dest = dir.path().join("RECOVERYHISTORY");
         let spool = WalSpool::beside(&dest, "db");
+        std::fs::create_dir_all(spool.dir()).expect("spool");
         spool.put("000000010000000000000004", b"seg").expect("put");
         assert!(!spool.take("00000002.history", &dest).expect("take"));
         assert_eq!(spool.segments(), ["000000010000000000000004"]);
@@ -258,6 +268,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = WalSpool::beside(&dir.path().join("RECOVERYXLOG"), "db");
         let name = "000000010000000000000004";
+        assert!(spool.lock().is_none(), "no spool: nothing to fill");
+        std::fs::create_dir_all(spool.dir()).expect("spool");
         assert!(spool.wants_prefetcher(name, 16));
         let held = spool.lock().expect("first lock");
         assert!(spool.lock().is_none(), "this process holds it");

@@ -52,9 +52,13 @@ impl Depth {
         self.fetch_s = Some(average(self.fetch_s, took.as_secs_f64()));
     }
 
-    /// The consumer took `took` since the part before (one part's worth of its pace).
-    pub(crate) fn consumed(&mut self, took: Duration) {
-        self.per_part_s = Some(average(self.per_part_s, took.as_secs_f64()));
+    /// One part's decoding took `took` (with the other decoders busy beside it): the
+    /// decoders' pace is one part per `took / decoders`. Their capacity, not the interval
+    /// between parts, sizes the read-ahead: an interval measured while the decoders waited
+    /// for fetches would size a shallow read-ahead that keeps them waiting.
+    pub(crate) fn decoded(&mut self, took: Duration) {
+        let per_part = took.as_secs_f64() / self.decoders as f64;
+        self.per_part_s = Some(average(self.per_part_s, per_part));
     }
 }
 
@@ -74,7 +78,7 @@ mod tests {
         assert_eq!(depth.parts(), 3);
         for _ in 0..10 {
             depth.fetched(Duration::from_millis(5));
-            depth.consumed(Duration::from_millis(8));
+            depth.decoded(Duration::from_millis(16));
         }
         assert_eq!(depth.parts(), 3);
     }
@@ -84,7 +88,7 @@ mod tests {
         let mut depth = Depth::new(2, 128 * MIB, 16 * MIB);
         for _ in 0..10 {
             depth.fetched(Duration::from_millis(40));
-            depth.consumed(Duration::from_millis(8));
+            depth.decoded(Duration::from_millis(16));
         }
         assert_eq!(depth.parts(), 7);
         for _ in 0..10 {

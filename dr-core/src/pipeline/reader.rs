@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use object_store::ObjectStore;
@@ -107,6 +107,11 @@ impl BackupReader {
         let largest = self.manifest().parts().map(|p| p.stored_size).max();
         let threads = self.shared.threads;
         Depth::new(threads, self.shared.read_ahead_bytes, largest.unwrap_or(1))
+    }
+
+    /// How many parts are decoded (or checked) at once.
+    pub(crate) fn decoders(&self) -> usize {
+        self.shared.threads.max(1)
     }
 
     /// The backup's manifest.
@@ -226,7 +231,8 @@ enum Message {
 /// Parts in flight: fetches (in order) and the decodes started from them.
 struct InFlight {
     fetching: VecDeque<JoinHandle<Result<Fetched>>>,
-    decoding: VecDeque<JoinHandle<Result<Bytes>>>,
+    /// Decoded bytes, and how long decoding them took.
+    decoding: VecDeque<JoinHandle<Result<(Bytes, Duration)>>>,
 }
 
 impl InFlight {
@@ -265,7 +271,6 @@ async fn produce_parts(
         decoding: VecDeque::new(),
     };
     let mut parts = parts.into_iter();
-    let mut last_sent = Instant::now();
     loop {
         while flight.len() < depth.parts() {
             let Some(part) = parts.next() else { break };
@@ -278,11 +283,10 @@ async fn produce_parts(
             Ok(()) => match flight.decoding.pop_front() {
                 None => break,
                 Some(next) => match joined(next.await) {
-                    Ok(bytes) => {
+                    Ok((bytes, took)) => {
                         // Counted here, in order: no part task can advance after `Failed`.
                         progress.advance(bytes.len() as u64);
-                        depth.consumed(last_sent.elapsed());
-                        last_sent = Instant::now();
+                        depth.decoded(took);
                         Message::Data(bytes)
                     }
                     Err(e) => Message::Failed(e),
@@ -332,9 +336,10 @@ async fn start_decodes(
                 let Fetched {
                     part, path, stored, ..
                 } = fetched;
+                let started = Instant::now();
                 reader
                     .decode_stored(path.as_ref(), &part, &stored)
-                    .map(Bytes::from)
+                    .map(|plain| (Bytes::from(plain), started.elapsed()))
             }));
     }
     Ok(())
