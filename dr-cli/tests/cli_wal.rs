@@ -144,7 +144,6 @@ fn wait_archived(server: &PgServer, segment: &str) {
 }
 
 #[test]
-#[ignore = "failed once in three runs (a segment after the damaged one was not served); wal_prefetch is off by default until understood (issue 18)"]
 fn prefetched_segments_are_served_without_the_repository_and_damage_is_never_spooled() {
     let work = tempfile::tempdir().unwrap();
     let (config, server) =
