@@ -25,8 +25,8 @@ use crate::wal::WalArchive;
 const FETCHES_AT_ONCE: usize = 4;
 
 /// Default number of segments kept ahead (`wal_prefetch` of a postgres source): off until
-/// the failure seen once in dr-cli/tests/cli_wal.rs (a spooled segment not served) is
-/// understood.
+/// prefetch has run through the whole PITR test suite (the spool test in
+/// dr-cli/tests/cli_wal.rs passes again since the spool fix; benches/README.md "WAL replay").
 pub const DEFAULT_WAL_PREFETCH: usize = 0;
 
 const LOCK: &str = ".prefetcher.lock";
