@@ -49,6 +49,7 @@ mod keys;
 pub mod latency;
 pub mod lease;
 mod listing;
+pub mod locks;
 mod manifest;
 pub mod ops;
 mod pipeline;
@@ -91,7 +92,8 @@ pub use registry::{
     KindSupport, Registry, RestoreRank, RestoreRequest, Source, SourceFactory, SourceSettings,
 };
 pub use repository::{
-    BackupOptions, Orphan, REPOSITORY_FORMAT_VERSION, Repository, RepositoryConfig,
+    BackupOptions, LockProblem, LockReport, Orphan, REPOSITORY_FORMAT_VERSION, Repository,
+    RepositoryConfig,
 };
 pub use retention::{Plan, RetentionPolicy};
 pub use selector::BackupSelector;

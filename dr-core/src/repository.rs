@@ -25,6 +25,9 @@ use crate::selector::BackupSelector;
 use crate::store::{create_object, delete_object, get_object, list_objects};
 use crate::traits::Backup;
 
+mod locking;
+pub use locking::{LockProblem, LockReport};
+
 /// The repository format version this build writes and reads.
 pub const REPOSITORY_FORMAT_VERSION: u32 = 1;
 const CONFIG_KEY: &str = "dr-repo.json";
@@ -52,6 +55,10 @@ pub struct BackupOptions {
     /// itself ([`Backup::depends_on`], where incremental sources say which parent they read;
     /// prefer that). For a caller that knows a dependency the backup cannot.
     pub depends_on: Vec<String>,
+    /// On a bucket with Object Lock: lock every object of the backup until this date (see
+    /// [`crate::locks::lock_until_at_backup`]); `None` locks for
+    /// [`crate::locks::DEFAULT_LOCK_MARGIN`]. Ignored where the store has no locks.
+    pub retain_until: Option<DateTime<Utc>>,
 }
 
 /// The backups a new backup needs: what it declares, then what the caller added (no repeats).
@@ -88,6 +95,7 @@ pub struct Repository {
     pinned: Option<Vec<String>>,
     cache: Option<ManifestCache>,
     cache_dir: Option<PathBuf>,
+    locks: locking::Locks,
 }
 
 impl std::fmt::Debug for Repository {
@@ -167,6 +175,7 @@ impl Repository {
             pinned: None,
             cache: None,
             cache_dir: None,
+            locks: locking::Locks::default(),
         }
         .with_cache_dir(cache_dir)
     }
@@ -399,7 +408,10 @@ impl Repository {
             source_info,
         };
         match self.commit(&dir, &manifest).await {
-            Ok(()) => Ok(manifest),
+            Ok(()) => {
+                self.lock_new_backup(&manifest, opts.retain_until).await;
+                Ok(manifest)
+            }
             Err(e) => Err(self.fail(&dir, source, &manifest.id, started_at, e).await),
         }
     }

@@ -26,9 +26,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod files;
+#[cfg(feature = "aws")]
+pub mod s3_locks;
 mod tidy_local;
 mod tls;
 mod url_store;
+#[cfg(feature = "aws")]
+mod xml;
 
 pub use dr_core::redact_url;
 pub use tls::{CA_FILE_OPTION, explain_untrusted_certificate, is_untrusted_certificate};

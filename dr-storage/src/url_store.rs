@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use dr_core::locks::ObjectLocks;
 use dr_core::object_store::ObjectStore;
 use dr_core::object_store::local::LocalFileSystem;
 use dr_core::object_store::memory::InMemory;
@@ -18,6 +19,7 @@ use crate::tls::{explain_untrusted_certificate, roots, split_ca_file};
 pub struct StoreLocation {
     store: Arc<dyn ObjectStore>,
     shown: String,
+    locks: Option<Arc<dyn ObjectLocks>>,
 }
 
 impl StoreLocation {
@@ -26,7 +28,24 @@ impl StoreLocation {
         StoreLocation {
             store,
             shown: shown.into(),
+            locks: None,
         }
+    }
+
+    /// The store's Object Lock and versions control plane (S3 only).
+    pub fn locks(&self) -> Option<Arc<dyn ObjectLocks>> {
+        self.locks.clone()
+    }
+
+    /// Opens `location`'s repository, with its lock control plane attached.
+    async fn open_repository(&self) -> Result<Repository> {
+        let repo = Repository::open(self.store(), self.url())
+            .await
+            .map_err(|e| explain_untrusted_certificate(e, self.url()))?;
+        Ok(match &self.locks {
+            Some(locks) => repo.with_object_locks(locks.clone()),
+            None => repo,
+        })
     }
 
     /// The store, already limited to the URL's prefix.
@@ -99,7 +118,10 @@ pub fn open_store(url: &str, options: &[(&str, &str)], create: bool) -> Result<S
             )));
         }
     }
-    .map(|store| StoreLocation::new(with_prefix(store, &parsed), shown.clone()))
+    .map(|(store, locks)| StoreLocation {
+        locks,
+        ..StoreLocation::new(with_prefix(store, &parsed), shown.clone())
+    })
     .map_err(|e| invalid(e.to_string()))
 }
 
@@ -134,13 +156,18 @@ fn with_prefix(store: Arc<dyn ObjectStore>, url: &url::Url) -> Arc<dyn ObjectSto
 mod cloud {
     use std::sync::Arc;
 
+    use dr_core::locks::ObjectLocks;
     use dr_core::object_store::{self, ObjectStore};
 
     use crate::tls::roots::Roots;
     #[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
     use crate::tls::roots::client_options;
 
-    type Built = std::result::Result<Arc<dyn ObjectStore>, object_store::Error>;
+    /// A store, and its lock control plane where it has one.
+    type Built = std::result::Result<
+        (Arc<dyn ObjectStore>, Option<Arc<dyn ObjectLocks>>),
+        object_store::Error,
+    >;
 
     #[cfg(feature = "aws")]
     pub fn s3(url: &url::Url, options: &[(&str, &str)], roots: Roots) -> Built {
@@ -149,17 +176,21 @@ mod cloud {
         let mut builder = AmazonS3Builder::from_env()
             .with_url(url.as_str())
             .with_config(Key::ConditionalPut, "etag");
-        if !roots.is_empty() {
-            builder =
-                builder.with_client_options(client_options(roots, "AWS_", |k| match k.parse() {
-                    Ok(Key::Client(key)) => Some(key),
-                    _ => None,
-                }));
-        }
+        let mut client = client_options(roots, "AWS_", |k| match k.parse() {
+            Ok(Key::Client(key)) => Some(key),
+            _ => None,
+        });
         for (key, value) in options {
-            builder = builder.with_config(key.parse()?, *value);
+            let key: Key = key.parse()?;
+            if let Key::Client(client_key) = key {
+                client = client.with_config(client_key, *value);
+            }
+            builder = builder.with_config(key, *value);
         }
-        Ok(Arc::new(builder.build()?))
+        let builder = builder.with_client_options(client.clone());
+        let store = builder.clone().build()?;
+        let locks = crate::s3_locks::S3Locks::new(&builder, &store, &client, url)?;
+        Ok((Arc::new(store), Some(Arc::new(locks))))
     }
 
     #[cfg(feature = "gcp")]
@@ -177,7 +208,7 @@ mod cloud {
         for (key, value) in options {
             builder = builder.with_config(key.parse()?, *value);
         }
-        Ok(Arc::new(builder.build()?))
+        Ok((Arc::new(builder.build()?), None))
     }
 
     #[cfg(feature = "azure")]
@@ -194,7 +225,7 @@ mod cloud {
         for (key, value) in options {
             builder = builder.with_config(key.parse()?, *value);
         }
-        Ok(Arc::new(builder.build()?))
+        Ok((Arc::new(builder.build()?), None))
     }
 
     #[cfg(not(feature = "aws"))]
@@ -226,10 +257,7 @@ mod cloud {
 /// As [`open_store`] and [`Repository::open`]; a TLS certificate the client does not trust
 /// is an [`Error::Backend`] that names `ca_file`.
 pub async fn open_repository(url: &str, options: &[(&str, &str)]) -> Result<Repository> {
-    let location = open_store(url, options, false)?;
-    Repository::open(location.store(), location.url())
-        .await
-        .map_err(|e| explain_untrusted_certificate(e, location.url()))
+    open_store(url, options, false)?.open_repository().await
 }
 
 /// Creates a repository at `url` (a local directory is created if missing).
@@ -243,7 +271,11 @@ pub async fn init_repository(
     recipients: &Recipients,
 ) -> Result<Repository> {
     let location = open_store(url, options, true)?;
-    Repository::init(location.store(), location.url(), recipients)
+    let repo = Repository::init(location.store(), location.url(), recipients)
         .await
-        .map_err(|e| explain_untrusted_certificate(e, location.url()))
+        .map_err(|e| explain_untrusted_certificate(e, location.url()))?;
+    Ok(match location.locks() {
+        Some(locks) => repo.with_object_locks(locks),
+        None => repo,
+    })
 }
