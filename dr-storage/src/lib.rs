@@ -25,6 +25,8 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "aws")]
+pub mod as_of;
 pub mod files;
 #[cfg(feature = "aws")]
 pub mod s3_locks;
