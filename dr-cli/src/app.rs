@@ -118,6 +118,23 @@ impl App {
         if let Some(bar) = bar {
             repo = repo.with_progress(bar);
         }
+        self.with_lock_settings(repo)
+    }
+
+    /// `lock_mode` and `lock_margin` of `[repository]`.
+    fn with_lock_settings(&self, repo: Repository) -> CliResult<Repository> {
+        let Some(table) = self.config.repository.as_ref().and_then(StoreConfig::table) else {
+            return Ok(repo);
+        };
+        let mut repo = repo.with_lock_mode(table.lock_mode);
+        if let Some(margin) = &table.lock_margin {
+            let margin = humantime::parse_duration(margin).map_err(|e| {
+                CliError::usage(format!(
+                    "lock_margin {margin:?} in [repository] is not a duration ({e}); e.g. \"7d\""
+                ))
+            })?;
+            repo = repo.with_lock_margin(margin);
+        }
         Ok(repo)
     }
 
@@ -126,9 +143,12 @@ impl App {
     pub async fn repository(&self, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
         let url = self.repository_url()?;
         let options = self.repository_options();
-        let repo = match added_latency() {
-            None => dr_storage::open_repository(&url, &as_pairs(&options)).await,
-            Some(latency) => open_farther(&url, &as_pairs(&options), latency).await,
+        let repo = match (self.global.as_of, added_latency()) {
+            (Some(at), _) => {
+                dr_storage::as_of::open_repository_as_of(&url, &as_pairs(&options), at).await
+            }
+            (None, None) => dr_storage::open_repository(&url, &as_pairs(&options)).await,
+            (None, Some(latency)) => open_farther(&url, &as_pairs(&options), latency).await,
         }
         .doing(|| "opening the repository".into())?;
         self.equip(repo, bar)

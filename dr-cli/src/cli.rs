@@ -46,12 +46,23 @@ pub struct Global {
         global = true
     )]
     pub identity_passphrase: Option<String>,
+    /// Read the repository as it was at this time (RFC 3339), from the object versions of a
+    /// versioned S3 bucket: backups deleted or overwritten since come back (`dr list`,
+    /// `dr restore`, `dr verify`). Read-only: nothing is deleted or overwritten.
+    #[arg(long, env = "DR_AS_OF", global = true, value_parser = parse_time)]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
     /// More log output (-v info, -vv debug); logs go to stderr.
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time ({e}); e.g. 2026-11-23T12:30:00Z"))
 }
 
 /// The commands.
@@ -119,6 +130,10 @@ pub enum Command {
         /// quick (objects and sizes), checksums (read and hash everything), restore (test restore and checks).
         #[arg(long, default_value = "checksums")]
         level: String,
+        /// Check Object Lock instead: every backup retention keeps is locked at least until
+        /// its keep date (exit 3 when one is not, or when the bucket has no Object Lock).
+        #[arg(long)]
+        locks: bool,
     },
     /// Restore a backup of a source (latest by default).
     Restore(RestoreArgs),

@@ -75,6 +75,12 @@ pub struct StoreTable {
     pub url: String,
     /// A PEM file of CA certificates trusted besides the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// On a bucket with Object Lock: `governance` or `compliance` (default: the bucket's
+    /// default retention mode, else governance).
+    pub lock_mode: Option<dr_core::locks::LockMode>,
+    /// On a bucket with Object Lock: how long past its guaranteed keep time a backup stays
+    /// locked, and how far ahead prune extends what it keeps (`7d` by default).
+    pub lock_margin: Option<String>,
 }
 
 impl StoreConfig {
@@ -82,6 +88,14 @@ impl StoreConfig {
     pub fn url(&self) -> &str {
         match self {
             StoreConfig::Url(url) | StoreConfig::Table(StoreTable { url, .. }) => url,
+        }
+    }
+
+    /// The table form's settings, if written as a table.
+    pub fn table(&self) -> Option<&StoreTable> {
+        match self {
+            StoreConfig::Url(_) => None,
+            StoreConfig::Table(table) => Some(table),
         }
     }
 

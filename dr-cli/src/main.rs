@@ -89,7 +89,12 @@ async fn run(cli: Cli) -> CliResult<()> {
         Command::List { points: true, .. } => commands::list_points(&app).await,
         Command::List { source, .. } => commands::list(&app, source.as_deref()).await,
         Command::Show { id } => commands::show(&app, &id).await,
-        Command::Verify { target, level } => {
+        Command::Verify {
+            target,
+            locks: true,
+            ..
+        } => commands::verify_locks(&app, target.as_deref()).await,
+        Command::Verify { target, level, .. } => {
             commands::verify(&app, target.as_deref(), &level).await
         }
         Command::Restore(args) => commands::restore(&app, &args).await,

@@ -324,6 +324,15 @@ impl Repository {
         })
     }
 
+    /// Locks a point's record until `until` on a bucket with Object Lock (0 elsewhere).
+    ///
+    /// # Errors
+    /// As [`Repository::lock_objects`].
+    pub async fn lock_point(&self, id: &str, until: DateTime<Utc>) -> Result<usize> {
+        check_name("recovery point id", id)?;
+        self.lock_objects(&[point_key(id)], until).await
+    }
+
     /// Deletes a point's record (its backups are untouched).
     ///
     /// # Errors

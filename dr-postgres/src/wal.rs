@@ -399,6 +399,11 @@ impl<'a> WalArchive<'a> {
         }
     }
 
+    /// The objects an archived file `name` is stored as (the data, then its record).
+    pub fn object_keys(&self, name: &str) -> [ObjectPath; 2] {
+        [self.key(name, "zst.age"), self.key(name, "json")]
+    }
+
     fn key(&self, name: &str, suffix: &str) -> ObjectPath {
         self.timeline_dir(name)
             .join(format!("{name}.{suffix}").as_str())

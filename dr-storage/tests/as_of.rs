@@ -4,13 +4,10 @@
 //! (compared with the generated original, not with anything dr read). On a lock-enabled
 //! bucket the attacker cannot even purge the versions.
 
-mod common;
-
 use chrono::{DateTime, Utc};
-use common::lock_oracle::LockOracle;
 use dr_core::{BackupOptions, BackupSelector, Identities, Repository};
 use dr_testing::sources::StreamSource;
-use dr_testing::{MixedData, S3Server};
+use dr_testing::{LockOracle, MixedData, S3Server};
 
 const SIZE: u64 = 3 << 20;
 

@@ -2,13 +2,10 @@
 //! lock-enabled bucket is locked until its keep date, which boto3 (not dr) confirms and an
 //! attacker's deletes cannot undo; a bucket without lock gets none and says so.
 
-mod common;
-
 use chrono::{TimeDelta, Utc};
-use common::lock_oracle::LockOracle;
 use dr_core::{BackupOptions, Identities, Repository};
-use dr_testing::S3Server;
 use dr_testing::sources::StreamSource;
+use dr_testing::{LockOracle, S3Server};
 
 fn options(server: &S3Server) -> Vec<(&'static str, String)> {
     server.options()

@@ -22,5 +22,5 @@ pub use list::{list, list_points, show};
 pub use prune::prune;
 pub use restore::restore;
 pub use status::{StatusFormat, status};
-pub use verify::verify;
+pub use verify::{verify, verify_locks};
 pub use wal::{wal_fetch, wal_prefetch, wal_push};

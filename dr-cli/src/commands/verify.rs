@@ -20,6 +20,43 @@ pub async fn verify(app: &App, target: Option<&str>, level: &str) -> CliResult<(
     outcome(&report)
 }
 
+/// `dr verify --locks [SOURCE]`: every backup retention keeps is locked at least until its
+/// keep date; exit 3 when one is not, or when nothing can be locked (no Object Lock).
+pub async fn verify_locks(app: &App, source: Option<&str>) -> CliResult<()> {
+    let repo = app.read_repository(None).await?;
+    let system = app.system()?;
+    let now = chrono::Utc::now();
+    let report = dr_core::ops::locks::verify_locks(&repo, &system, source, now)
+        .await
+        .map_err(|e| CliError::from(e).context("checking Object Lock"))?;
+    if app.global.json {
+        output::json(&report)?;
+    } else {
+        for problem in &report.problems {
+            println!("PROBLEM {problem}");
+        }
+    }
+    if !report.bucket_locked {
+        return Err(CliError::verification(format!(
+            "{} has no Object Lock: nothing is locked, and whoever holds delete rights can delete every backup (create the bucket with Object Lock enabled; see README, \"Ransomware-proof repositories\")",
+            repo.location()
+        )));
+    }
+    if !report.problems.is_empty() {
+        return Err(CliError::verification(format!(
+            "{} objects of kept backups are not locked long enough; `dr prune` extends the locks of what it keeps",
+            report.problems.len()
+        )));
+    }
+    if !app.global.json {
+        println!(
+            "OK locks: {} objects of {} kept backups are locked at least until their keep dates",
+            report.objects_checked, report.backups_checked
+        );
+    }
+    Ok(())
+}
+
 /// Runs the verification without printing anything.
 pub(super) async fn run(
     app: &App,

@@ -29,8 +29,34 @@ pub async fn wal_push(
         .doing(|| format!("archiving {} for {source}", path.display()))?;
     if outcome == PushOutcome::AlreadyArchived {
         tracing::info!(file = %path.display(), "already archived, identical");
+        return Ok(());
     }
+    lock_pushed(app, &repo, &archive, &source, path).await;
     Ok(())
+}
+
+/// On a bucket with Object Lock: the pushed file is locked as long as a base backup taken now
+/// would be. A failure is logged, never fails the push (PostgreSQL would keep the WAL and
+/// retry until its disk fills).
+async fn lock_pushed(
+    app: &App,
+    repo: &dr_core::Repository,
+    archive: &WalArchive<'_>,
+    source: &str,
+    path: &Path,
+) {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let policy = match app.system() {
+        Ok(system) => system.retention_for(source).clone(),
+        Err(_) => dr_core::RetentionPolicy::default(),
+    };
+    let until =
+        dr_core::locks::lock_until_at_backup(chrono::Utc::now(), &policy, repo.lock_margin());
+    if let Err(e) = repo.lock_objects(&archive.object_keys(name), until).await {
+        tracing::warn!(file = name, error = %e, "archived but NOT locked");
+    }
 }
 
 /// `dr wal-fetch %f %p`: exit 1 when the archive does not have the file; 255 (recovery

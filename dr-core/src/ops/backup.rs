@@ -300,6 +300,11 @@ async fn backup_once(
         .map_err(|e| source.explain(e))?;
     let backup_options = BackupOptions {
         labels: options.labels.clone(),
+        retain_until: Some(crate::locks::lock_until_at_backup(
+            chrono::Utc::now(),
+            system.retention_for(name),
+            repo.lock_margin(),
+        )),
         ..BackupOptions::default()
     };
     repo.backup(name, capture.as_ref(), &backup_options)
@@ -330,6 +335,19 @@ async fn record_point(
             error: s.error.clone().unwrap_or_default(),
         })
         .collect();
-    repo.record_point(group, &made, failed, labels.to_vec())
-        .await
+    let point = repo
+        .record_point(group, &made, failed, labels.to_vec())
+        .await?;
+    // On an Object Lock bucket the record is locked as long as its longest-locked member.
+    let until = made.iter().map(|m| repo.manifest_retention(m));
+    let mut longest = None;
+    for retention in futures::future::join_all(until).await {
+        longest = longest.max(retention.ok().flatten().map(|r| r.until));
+    }
+    if let Some(until) = longest {
+        if let Err(e) = repo.lock_point(&point.id, until).await {
+            tracing::warn!(point = %point.id, error = %e, "recovery point recorded but NOT locked");
+        }
+    }
+    Ok(point)
 }

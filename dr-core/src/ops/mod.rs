@@ -13,6 +13,7 @@ pub mod copy;
 pub mod drill;
 pub mod hooks;
 pub mod list;
+pub mod locks;
 pub mod prune;
 pub mod report;
 pub mod restore;

@@ -13,9 +13,13 @@
 //! - Orphans older than a grace period go; recovery points none of whose backups is kept
 //!   are forgotten.
 //!
+//! - On a bucket with Object Lock: a backup still under retention is kept until a prune
+//!   after its date, and the lock of what is kept is extended by the lock margin.
+//!
 //! `dry_run` plans and deletes nothing.
 
 mod failures;
+mod locks;
 
 pub use failures::FailuresPruned;
 
@@ -110,6 +114,10 @@ pub struct PruneReport {
     pub unreadable: Vec<UnreadableBackup>,
     /// Damaged recovery point records: every backup was kept.
     pub point_problems: Vec<String>,
+    /// Backups retention forgot but Object Lock still holds: kept, with the date as reason.
+    pub held_by_lock: Vec<String>,
+    /// Objects of kept backups whose lock was extended (Object Lock buckets only).
+    pub locks_extended: usize,
     /// Wall time.
     pub elapsed_ms: u64,
 }
@@ -157,7 +165,9 @@ pub async fn prune(
         point_problems: point_problems(&points, &listing),
         ..PruneReport::default()
     };
+    report.held_by_lock = locks::keep_locked(repo, &listing, &mut report.decisions, now).await?;
     if !options.dry_run {
+        report.locks_extended = locks::extend_kept(repo, &listing, &report.decisions, now).await?;
         delete_forgotten(repo, &listing, &mut report).await?;
         let grace = chrono::TimeDelta::from_std(options.orphan_grace)
             .unwrap_or(chrono::TimeDelta::hours(1));

@@ -155,8 +155,14 @@ pub async fn status(
         };
         let mut status = evaluate(&facts, now);
         status.problems.extend(recipients.clone());
+        let newest = facts.backups.first();
+        match crate::ops::locks::newest_lock_problems(repo, system, newest, now).await {
+            Ok(problems) => status.problems.extend(problems),
+            Err(e) => status.problems.push(format!(
+                "could not check the Object Lock of the newest backup: {e}"
+            )),
+        }
         if options.check_parts {
-            let newest = facts.backups.first();
             status
                 .problems
                 .extend(newest_parts_problems(repo, newest).await?);

@@ -17,15 +17,27 @@ use crate::store::list_objects;
 const LOCKS_IN_FLIGHT: usize = 8;
 
 /// The lock control plane attached to a repository, and what was learnt of the bucket.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(super) struct Locks {
     control: Option<Arc<dyn ObjectLocks>>,
     mode: Option<LockMode>,
+    margin: std::time::Duration,
     bucket: Arc<tokio::sync::OnceCell<Option<BucketLock>>>,
 }
 
+impl Default for Locks {
+    fn default() -> Self {
+        Locks {
+            control: None,
+            mode: None,
+            margin: DEFAULT_LOCK_MARGIN,
+            bucket: Arc::default(),
+        }
+    }
+}
+
 /// One object of a kept backup that is not locked long enough.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LockProblem {
     /// Source of the backup.
     pub source: String,
@@ -57,10 +69,12 @@ impl std::fmt::Display for LockProblem {
 }
 
 /// What `verify --locks` found.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LockReport {
     /// Whether the bucket has Object Lock at all (`false`: nothing was checked).
     pub bucket_locked: bool,
+    /// Backups checked.
+    pub backups_checked: usize,
     /// Objects checked.
     pub objects_checked: usize,
     /// Objects locked too briefly or not at all.
@@ -79,6 +93,18 @@ impl Repository {
     pub fn with_lock_mode(mut self, mode: Option<LockMode>) -> Self {
         self.locks.mode = mode;
         self
+    }
+
+    /// How long past its guaranteed keep time a backup stays locked, and how far ahead prune
+    /// extends the lock of what it keeps ([`DEFAULT_LOCK_MARGIN`] by default).
+    pub fn with_lock_margin(mut self, margin: std::time::Duration) -> Self {
+        self.locks.margin = margin;
+        self
+    }
+
+    /// See [`Repository::with_lock_margin`].
+    pub fn lock_margin(&self) -> std::time::Duration {
+        self.locks.margin
     }
 
     /// The lock control plane, if the store has one.
@@ -123,14 +149,8 @@ impl Repository {
             mode: self.lock_mode(&bucket),
             until,
         };
-        let set = futures::stream::iter(keys)
-            .map(|key| async move {
-                let current = control.retention(key).await?;
-                if current.is_some_and(|r| r.until >= until) {
-                    return Ok(0);
-                }
-                control.set_retention(key, wanted).await.map(|()| 1)
-            })
+        let set = futures::stream::iter(keys.to_vec())
+            .map(|key| extend_one(control.clone(), key, wanted))
             .buffer_unordered(LOCKS_IN_FLIGHT)
             .try_collect::<Vec<usize>>()
             .await?;
@@ -142,18 +162,29 @@ impl Repository {
     /// # Errors
     /// As [`Repository::lock_objects`]; listing the backup's objects.
     pub async fn lock_backup(&self, manifest: &Manifest, until: DateTime<Utc>) -> Result<usize> {
-        if self.locks.control.is_none() {
+        if self.bucket_lock().await?.is_none() {
             return Ok(0);
         }
-        let keys = self.backup_keys(manifest).await?;
-        self.lock_objects(&keys, until).await
+        // The manifest is locked last: when it is locked long enough, so is the rest.
+        if self
+            .manifest_retention(manifest)
+            .await?
+            .is_some_and(|r| r.until >= until)
+        {
+            return Ok(0);
+        }
+        let mut keys = self.backup_keys(manifest).await?;
+        let manifest_key = backup_dir(&manifest.source, &manifest.id).join(super::MANIFEST_NAME);
+        keys.retain(|k| *k != manifest_key);
+        let parts = self.lock_objects(&keys, until).await?;
+        Ok(parts + self.lock_objects(&[manifest_key], until).await?)
     }
 
     /// After a commit: the backup is listed whatever happens here, so a failure to lock is
     /// logged and left to `dr verify --locks` and `dr status` to report.
     pub(super) async fn lock_new_backup(&self, manifest: &Manifest, until: Option<DateTime<Utc>>) {
         let until = until.unwrap_or_else(|| {
-            Utc::now() + chrono::TimeDelta::from_std(DEFAULT_LOCK_MARGIN).unwrap_or_default()
+            Utc::now() + chrono::TimeDelta::from_std(self.locks.margin).unwrap_or_default()
         });
         match self.lock_backup(manifest, until).await {
             Ok(0) => {}
@@ -182,9 +213,10 @@ impl Repository {
         };
         for (manifest, needed_until) in wanted {
             let keys = self.backup_keys(manifest).await?;
+            report.backups_checked += 1;
             report.objects_checked += keys.len();
-            let found = futures::stream::iter(&keys)
-                .map(|key| async move { control.retention(key).await.map(|r| (key, r)) })
+            let found = futures::stream::iter(keys)
+                .map(|key| retention_of(control.clone(), key))
                 .buffer_unordered(LOCKS_IN_FLIGHT)
                 .try_collect::<Vec<_>>()
                 .await?;
@@ -222,4 +254,21 @@ impl Repository {
         let objects = list_objects(self.store.as_ref(), &dir).await?;
         Ok(objects.into_iter().map(|meta| meta.location).collect())
     }
+}
+
+/// Sets `wanted` on `key` unless it is already locked at least that long; 1 when set.
+/// (Owned arguments: borrowed ones in stream closures defeat `Send` inference in callers.)
+async fn extend_one(control: Arc<dyn ObjectLocks>, key: Path, wanted: Retention) -> Result<usize> {
+    let current = control.retention(&key).await?;
+    if current.is_some_and(|r| r.until >= wanted.until) {
+        return Ok(0);
+    }
+    control.set_retention(&key, wanted).await.map(|()| 1)
+}
+
+async fn retention_of(
+    control: Arc<dyn ObjectLocks>,
+    key: Path,
+) -> Result<(Path, Option<Retention>)> {
+    control.retention(&key).await.map(|r| (key, r))
 }

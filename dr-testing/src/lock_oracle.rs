@@ -1,12 +1,10 @@
 //! boto3 (installed with moto), not dr nor object_store, as the oracle for Object Lock and
 //! versions: creates lock-enabled buckets, reads each object's retention, tries deletes.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 
+use crate::S3Server;
 use chrono::{DateTime, Utc};
-use dr_testing::S3Server;
 
 const SCRIPT: &str = r#"
 import boto3, json, sys
@@ -54,19 +52,13 @@ pub struct LockOracle<'a> {
 }
 
 impl<'a> LockOracle<'a> {
+    /// The oracle of `server`.
     pub fn new(server: &'a S3Server) -> Self {
         LockOracle { server }
     }
 
     fn run(&self, cmd: &str, bucket: &str, prefix: &str) -> String {
-        dr_testing::fidelity::buckets::run_boto3_script(
-            self.server,
-            SCRIPT,
-            cmd,
-            bucket,
-            prefix,
-            "",
-        )
+        crate::fidelity::buckets::run_boto3_script(self.server, SCRIPT, cmd, bucket, prefix, "")
     }
 
     /// A bucket with Object Lock enabled (and so versioning).
