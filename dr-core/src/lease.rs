@@ -40,6 +40,7 @@ pub struct Lease {
 pub(crate) struct HeldLease {
     store: Arc<dyn ObjectStore>,
     key: Path,
+    lease: Lease,
     renewal: tokio::task::JoinHandle<()>,
 }
 
@@ -72,11 +73,12 @@ impl HeldLease {
             }) => return Ok(None),
             other => other?,
         }
-        let (renew_store, renew_key) = (store.clone(), key.clone());
+        let (renew_store, renew_key, renewed) = (store.clone(), key.clone(), lease.clone());
         let renewal = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LEASE_TTL / 3).await;
-                if let Err(e) = write(renew_store.as_ref(), &renew_key, &lease).await {
+                let until = Utc::now() + chrono::TimeDelta::from_std(LEASE_TTL).unwrap_or_default();
+                if let Err(e) = write(renew_store.as_ref(), &renew_key, &renewed, until).await {
                     tracing::warn!(key = %renew_key, error = %e, "could not renew a backup lease");
                 }
             }
@@ -84,15 +86,36 @@ impl HeldLease {
         Ok(Some(HeldLease {
             store,
             key,
+            lease,
             renewal,
         }))
     }
 
     /// Stops renewing and deletes the lease (best effort: an expired lease does no harm).
+    /// With append-only credentials (delete refused) the lease is rewritten as expired
+    /// instead, a create-and-read operation; prune, with delete rights, removes it.
     pub(crate) async fn release(self) {
         self.renewal.abort();
-        if let Err(e) = delete_object(self.store.as_ref(), &self.key).await {
-            tracing::warn!(key = %self.key, error = %e, "could not remove a backup lease; it expires by itself");
+        let refused = match delete_object(self.store.as_ref(), &self.key).await {
+            Ok(()) => return,
+            Err(crate::Error::Store {
+                source: object_store::Error::PermissionDenied { .. },
+                ..
+            }) => true,
+            Err(e) => {
+                tracing::warn!(key = %self.key, error = %e, "could not remove a backup lease; it expires by itself");
+                false
+            }
+        };
+        if refused {
+            match write(self.store.as_ref(), &self.key, &self.lease, Utc::now()).await {
+                Ok(()) => {
+                    tracing::debug!(key = %self.key, "delete refused (append-only credentials): lease marked expired; prune removes it")
+                }
+                Err(e) => {
+                    tracing::warn!(key = %self.key, error = %e, "could not end a backup lease; it expires by itself")
+                }
+            }
         }
     }
 }
@@ -103,9 +126,14 @@ impl Drop for HeldLease {
     }
 }
 
-async fn write(store: &dyn ObjectStore, key: &Path, lease: &Lease) -> Result<()> {
+async fn write(
+    store: &dyn ObjectStore,
+    key: &Path,
+    lease: &Lease,
+    expires_at: DateTime<Utc>,
+) -> Result<()> {
     let mut fresh = lease.clone();
-    fresh.expires_at = Utc::now() + chrono::TimeDelta::from_std(LEASE_TTL).unwrap_or_default();
+    fresh.expires_at = expires_at;
     let json = serde_json::to_vec_pretty(&fresh).map_err(|e| crate::Error::Usage(e.to_string()))?;
     with_retries(&format!("writing {key}"), |_| {
         store.put(key, PutPayload::from(json.clone()))

@@ -3,6 +3,7 @@
 //! shared conformance suite every repository kind runs.
 #![allow(missing_docs)]
 
+pub mod append_only;
 pub mod conformance;
 pub mod counting;
 pub mod damage;
@@ -18,6 +19,7 @@ pub mod sources;
 pub mod stall;
 pub mod tls;
 
+pub use append_only::AppendOnlyStore;
 pub use counting::{CountingStore, Counts};
 pub use damage::Damage;
 pub use data::MixedData;
