@@ -98,10 +98,7 @@ impl HeldLease {
         self.renewal.abort();
         let refused = match delete_object(self.store.as_ref(), &self.key).await {
             Ok(()) => return,
-            Err(crate::Error::Store {
-                source: object_store::Error::PermissionDenied { .. },
-                ..
-            }) => true,
+            Err(e) if crate::store::is_permission_denied(&e) => true,
             Err(e) => {
                 tracing::warn!(key = %self.key, error = %e, "could not remove a backup lease; it expires by itself");
                 false

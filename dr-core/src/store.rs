@@ -133,6 +133,19 @@ pub async fn delete_object(store: &dyn ObjectStore, path: &Path) -> Result<()> {
     }
 }
 
+/// Whether the store refused an operation for lack of rights: `PermissionDenied`, or S3's
+/// `AccessDenied` inside a bulk delete's answer (which object_store reports as generic).
+pub fn is_permission_denied(error: &Error) -> bool {
+    match error {
+        Error::Store {
+            source: object_store::Error::PermissionDenied { .. },
+            ..
+        } => true,
+        Error::Store { source, .. } => source.to_string().contains("AccessDenied"),
+        _ => false,
+    }
+}
+
 /// Lists every object under `prefix`.
 ///
 /// # Errors

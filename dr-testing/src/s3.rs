@@ -36,11 +36,48 @@ impl S3Server {
         S3Server::start_with(Some(TlsCertificates::generate()))
     }
 
+    /// Starts moto enforcing IAM: creates the bucket `dr-test` and one IAM user per
+    /// `(name, policy JSON)` with an access key, then every request must be signed by one of
+    /// those users and is allowed only as their policy says (the `testing` key stops working).
+    /// Returns the server and each user's `(access key id, secret)`, in order.
+    pub fn start_enforcing_iam(users: &[(&str, &str)]) -> (S3Server, Vec<(String, String)>) {
+        let server = S3Server::start_with_env(None, &[("INITIAL_NO_AUTH_ACTION_COUNT", "100")]);
+        let input = serde_json::to_string(users).expect("users as JSON");
+        let out = crate::fidelity::buckets::run_boto3_script(
+            &server,
+            IAM_SETUP,
+            "setup",
+            &server.bucket,
+            "",
+            &input,
+        );
+        let keys: Vec<(String, String)> = serde_json::from_str(&out).expect("keys from setup");
+        (server, keys)
+    }
+
+    /// object_store options that reach this server as the user with this access key.
+    pub fn options_as(&self, key_id: &str, secret: &str) -> Vec<(&'static str, String)> {
+        let mut options = self.options();
+        for (name, value) in &mut options {
+            match *name {
+                "aws_access_key_id" => *value = key_id.to_owned(),
+                "aws_secret_access_key" => *value = secret.to_owned(),
+                _ => {}
+            }
+        }
+        options
+    }
+
     fn start_with(tls: Option<TlsCertificates>) -> S3Server {
+        S3Server::start_with_env(tls, &[])
+    }
+
+    fn start_with_env(tls: Option<TlsCertificates>, env: &[(&str, &str)]) -> S3Server {
         let binary = moto_binary();
         let port = free_port();
         let mut command = Command::new(&binary);
         command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        command.envs(env.iter().copied());
         if let Some(ca) = &tls {
             command.arg("--ssl-cert").arg(ca.server().0);
             command.arg("--ssl-key").arg(ca.server().1);
@@ -183,6 +220,32 @@ fn moto_binary() -> PathBuf {
         )
     })
 }
+
+/// Creates the IAM users with their inline policies and keys, then spends moto's remaining
+/// unauthenticated requests until it refuses the `testing` key (so enforcement is on when the
+/// test starts, however many requests moto counted so far).
+const IAM_SETUP: &str = r#"
+import boto3, json, sys
+endpoint, cmd, bucket, prefix = sys.argv[1:5]
+kw = dict(endpoint_url=endpoint, region_name="us-east-1",
+          aws_access_key_id="testing", aws_secret_access_key="testing")
+iam = boto3.client("iam", **kw)
+keys = []
+for name, policy in json.load(sys.stdin):
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=policy)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    keys.append([key["AccessKeyId"], key["SecretAccessKey"]])
+s3 = boto3.client("s3", **kw)
+for _ in range(200):
+    try:
+        s3.list_buckets()
+    except Exception:
+        break
+else:
+    sys.exit("moto never started enforcing IAM")
+json.dump(keys, sys.stdout)
+"#;
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
