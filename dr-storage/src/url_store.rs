@@ -180,12 +180,27 @@ mod cloud {
             Ok(Key::Client(key)) => Some(key),
             _ => None,
         });
+        let mut checksum_chosen = std::env::var_os("AWS_CHECKSUM_ALGORITHM").is_some();
         for (key, value) in options {
             let key: Key = key.parse()?;
-            if let Key::Client(client_key) = key {
-                client = client.with_config(client_key, *value);
+            match key {
+                Key::Client(client_key) => client = client.with_config(client_key, *value),
+                Key::Checksum => checksum_chosen = true,
+                _ => {}
             }
             builder = builder.with_config(key, *value);
+        }
+        if !checksum_chosen {
+            // A bucket with a default Object Lock retention refuses uploads without an
+            // integrity header (Content-MD5, or the SDK's checksum headers): send SHA-256
+            // checksums as the AWS SDKs do, which also checks every upload in transit.
+            builder = builder.with_config(Key::Checksum, "sha256");
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "x-amz-sdk-checksum-algorithm",
+                http::HeaderValue::from_static("SHA256"),
+            );
+            client = client.with_default_headers(headers);
         }
         let builder = builder.with_client_options(client.clone());
         let store = builder.clone().build()?;

@@ -110,3 +110,105 @@ async fn a_bucket_without_object_lock_gets_no_locks_and_says_so() {
     assert!(!report.bucket_locked, "nothing can be locked here");
     assert_eq!(repo.lock_backup(&manifest, Utc::now()).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_with_a_default_retention_still_backs_up_and_prunes() {
+    let server = S3Server::start();
+    let oracle = LockOracle::new(&server);
+    oracle.create_locked_bucket_with_default_retention("defaulted");
+    let repo = repository(&server, "s3://defaulted/repo").await;
+    let lock = repo.bucket_lock().await.unwrap().expect("lock detected");
+    assert_eq!(
+        lock.default_mode,
+        Some(dr_core::locks::LockMode::Governance)
+    );
+    assert_eq!(
+        lock.default_retention,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    // Leases (locks/) are deleted after each backup: on a locked bucket that is a delete
+    // marker, which S3 allows; the backups themselves are locked by dr for longer.
+    for seed in 1..=2 {
+        let source = StreamSource {
+            seed,
+            size: 1 << 20,
+        };
+        repo.backup("app", &source, &BackupOptions::default())
+            .await
+            .expect("a backup on a bucket with a default retention");
+    }
+    let policy = dr_core::RetentionPolicy {
+        keep_last: 1,
+        ..dr_core::RetentionPolicy::default()
+    };
+    let system = dr_core::ops::System::new(dr_core::registry::Registry::default())
+        .with_default_retention(policy);
+    let report = dr_core::ops::prune::prune(
+        &repo,
+        &system,
+        &dr_core::ops::prune::PruneOptions::default(),
+        &dr_core::ProgressHandle::default(),
+    )
+    .await
+    .expect("prune runs on a locked bucket");
+    assert_eq!(report.held_by_lock.len(), 1, "{:?}", report.decisions);
+    assert!(report.deleted.is_empty());
+    assert_eq!(repo.list(Some("app")).await.unwrap().backups.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_a_newest_backup_that_is_not_locked() {
+    let server = S3Server::start();
+    LockOracle::new(&server).create_locked_bucket("locked");
+    let repo = repository(&server, "s3://locked/repo").await;
+    // Written by a handle without the lock control plane: nothing locks it.
+    let opts = options(&server);
+    let opts: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bare = dr_storage::open_store("s3://locked/repo", &opts, false).unwrap();
+    let unlocked = Repository::open(bare.store(), "bare").await.unwrap();
+    let source = StreamSource {
+        seed: 8,
+        size: 1 << 20,
+    };
+    unlocked
+        .backup("app", &source, &BackupOptions::default())
+        .await
+        .unwrap();
+    let system = dr_core::ops::System::new(dr_core::registry::Registry::default());
+    let status = dr_core::ops::status::status(
+        &repo,
+        &system,
+        &dr_core::ops::status::StatusOptions::default(),
+        &dr_core::ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
+    let problems = &status.sources[0].problems;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("not locked long enough")),
+        "{problems:?}"
+    );
+    // Locking it (what prune does for kept backups) clears the problem.
+    let manifest = repo.list(Some("app")).await.unwrap().backups.remove(0);
+    repo.lock_backup(&manifest, Utc::now() + TimeDelta::days(8))
+        .await
+        .unwrap();
+    let status = dr_core::ops::status::status(
+        &repo,
+        &system,
+        &dr_core::ops::status::StatusOptions::default(),
+        &dr_core::ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !status.sources[0]
+            .problems
+            .iter()
+            .any(|p| p.contains("locked")),
+        "{:?}",
+        status.sources[0].problems
+    );
+}

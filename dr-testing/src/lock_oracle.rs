@@ -17,6 +17,11 @@ def keys():
             yield o["Key"]
 if cmd == "create-locked":
     s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+elif cmd == "create-locked-default":
+    s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
+    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 1}}})
 elif cmd == "create-versioned":
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -64,6 +69,12 @@ impl<'a> LockOracle<'a> {
     /// A bucket with Object Lock enabled (and so versioning).
     pub fn create_locked_bucket(&self, bucket: &str) {
         self.run("create-locked", bucket, "");
+    }
+
+    /// A bucket with Object Lock and a default retention of one day in governance mode:
+    /// S3 locks every new object, leases and records included.
+    pub fn create_locked_bucket_with_default_retention(&self, bucket: &str) {
+        self.run("create-locked-default", bucket, "");
     }
 
     /// A bucket with versioning and no lock.
