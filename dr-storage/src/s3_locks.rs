@@ -69,12 +69,12 @@ impl S3Locks {
     /// The URL of `key` (relative to the prefix; `None`: the bucket) with `query`.
     fn url(&self, key: Option<&Path>, query: &[(&str, &str)]) -> url::Url {
         let mut url = self.bucket_url.clone();
-        if let Some(key) = key {
-            if let Ok(mut segments) = url.path_segments_mut() {
-                segments.pop_if_empty();
-                segments.extend(self.prefix.split('/').filter(|s| !s.is_empty()));
-                segments.extend(key.parts().map(|p| p.as_ref().to_owned()));
-            }
+        if let Some(key) = key
+            && let Ok(mut segments) = url.path_segments_mut()
+        {
+            segments.pop_if_empty();
+            segments.extend(self.prefix.split('/').filter(|s| !s.is_empty()));
+            segments.extend(key.parts().map(|p| p.as_ref().to_owned()));
         }
         let mut text = url.to_string();
         let pairs: Vec<String> = query

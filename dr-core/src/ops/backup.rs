@@ -344,10 +344,10 @@ async fn record_point(
     for retention in futures::future::join_all(until).await {
         longest = longest.max(retention.ok().flatten().map(|r| r.until));
     }
-    if let Some(until) = longest {
-        if let Err(e) = repo.lock_point(&point.id, until).await {
-            tracing::warn!(point = %point.id, error = %e, "recovery point recorded but NOT locked");
-        }
+    if let Some(until) = longest
+        && let Err(e) = repo.lock_point(&point.id, until).await
+    {
+        tracing::warn!(point = %point.id, error = %e, "recovery point recorded but NOT locked");
     }
     Ok(point)
 }

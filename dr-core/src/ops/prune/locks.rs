@@ -36,16 +36,16 @@ pub(super) async fn keep_locked(
         let Some(manifest) = manifest_of(listing, d) else {
             continue;
         };
-        if let Some(retention) = repo.manifest_retention(manifest).await? {
-            if retention.until > now {
-                d.keep = true;
-                d.reasons = vec![format!(
-                    "locked until {} (Object Lock, {}): a prune after that deletes it",
-                    retention.until.to_rfc3339(),
-                    retention.mode
-                )];
-                held.push(d.id.clone());
-            }
+        if let Some(retention) = repo.manifest_retention(manifest).await?
+            && retention.until > now
+        {
+            d.keep = true;
+            d.reasons = vec![format!(
+                "locked until {} (Object Lock, {}): a prune after that deletes it",
+                retention.until.to_rfc3339(),
+                retention.mode
+            )];
+            held.push(d.id.clone());
         }
     }
     Ok(held)
