@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 
 use dr_core::{Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
-use super::index::{EntryKind, FileEntry, FileIndex};
+use super::index::{EntryKind, FileEntry, FileIndex, link_primaries};
 use super::walk::{TreeFilter, absolute, root_entry, walk_counting_sockets};
 
 /// The manifest kind of directory backups.
@@ -77,11 +76,7 @@ impl Backup for DirectorySource {
             root: self.root.clone(),
             id: out.id().to_owned(),
             parent: self.parent_files(),
-            primaries: FileIndex {
-                entries: entries.clone(),
-                ..FileIndex::default()
-            }
-            .link_primaries(),
+            primaries: link_primaries(&entries),
             done: BTreeMap::new(),
         };
         let tar_root = root_entry.clone();
@@ -113,16 +108,13 @@ impl Backup for DirectorySource {
         .await
         .map_err(|e| Error::internal("writing the tar", e))??;
         writer.finish().await?;
-        write_index(
-            out,
-            &FileIndex {
-                version: 1,
-                entries: index,
-                vanished: Vec::new(),
-                root: Some(root_entry),
-            },
-        )
-        .await?;
+        let index = FileIndex {
+            version: 1,
+            entries: index,
+            vanished: Vec::new(),
+            root: Some(root_entry),
+        };
+        drop(write_index(out, index).await?);
         Ok(stats.into_info(self.parent.as_ref().map(|(id, _)| id.as_str())))
     }
 }
@@ -134,7 +126,7 @@ impl DirectorySource {
         let Some((_, index)) = &self.parent else {
             return BTreeMap::new();
         };
-        let primaries = index.link_primaries();
+        let primaries = link_primaries(&index.entries);
         index
             .entries
             .iter()
@@ -159,15 +151,26 @@ pub(crate) fn parent_dependencies(parent: Option<&(String, FileIndex)>) -> Vec<S
     ids
 }
 
-/// Writes `index` as the backup's `index.json` artifact.
-pub(crate) async fn write_index(out: &mut BackupWriter, index: &FileIndex) -> Result<()> {
-    let json = serde_json::to_vec(index).map_err(|e| Error::Usage(e.to_string()))?;
-    let mut writer = out.artifact(INDEX_ARTIFACT)?;
-    writer
-        .write_all(&json)
-        .await
-        .map_err(|e| Error::from_io("writing the index", e))?;
-    writer.finish().await.map(drop)
+/// Writes `index` as the backup's `index.json` artifact, serialized straight into the
+/// pipeline (never a whole JSON copy in memory: a million entries are hundreds of MB of
+/// JSON); returns the index.
+pub(crate) async fn write_index(out: &mut BackupWriter, index: FileIndex) -> Result<FileIndex> {
+    let writer = out.artifact(INDEX_ARTIFACT)?;
+    let handle = tokio::runtime::Handle::current();
+    let (writer, index) = tokio::task::spawn_blocking(move || {
+        let bridge = tokio_util::io::SyncIoBridge::new_with_handle(writer, handle);
+        let mut buffered = std::io::BufWriter::with_capacity(1 << 20, bridge);
+        serde_json::to_writer(&mut buffered, &index)
+            .map_err(|e| Error::from_io("writing the index", std::io::Error::other(e)))?;
+        let bridge = buffered
+            .into_inner()
+            .map_err(|e| Error::from_io("writing the index", e.into_error()))?;
+        Ok::<_, Error>((bridge.into_inner(), index))
+    })
+    .await
+    .map_err(|e| Error::internal("writing the index", e))??;
+    writer.finish().await?;
+    Ok(index)
 }
 
 #[derive(Default)]

@@ -152,7 +152,7 @@ impl Backup for BucketSource {
             vanished,
             root: None,
         };
-        write_index(out, &index).await?;
+        let index = write_index(out, index).await?;
         let stored_files = (to_fetch.len() - index.vanished.len()) as u64;
         Ok(self.info(&index, stored_files, stored_bytes))
     }

@@ -227,15 +227,7 @@ impl FileIndex {
 
     /// The first path of each hard-link group (the one whose bytes the tar holds).
     pub fn link_primaries(&self) -> BTreeMap<u64, PathBuf> {
-        let mut primaries = BTreeMap::new();
-        for entry in &self.entries {
-            if let Some(group) = entry.link_group {
-                primaries
-                    .entry(group)
-                    .or_insert_with(|| entry.relative_path());
-            }
-        }
-        primaries
+        link_primaries(&self.entries)
     }
 
     /// The backups holding the bytes of this index's files.
@@ -249,6 +241,19 @@ impl FileIndex {
         ids.dedup();
         ids
     }
+}
+
+/// The first path of each hard-link group of `entries`, in order.
+pub fn link_primaries(entries: &[FileEntry]) -> BTreeMap<u64, PathBuf> {
+    let mut primaries = BTreeMap::new();
+    for entry in entries {
+        if let Some(group) = entry.link_group {
+            primaries
+                .entry(group)
+                .or_insert_with(|| entry.relative_path());
+        }
+    }
+    primaries
 }
 
 #[cfg(test)]

@@ -17,7 +17,6 @@ use dr_core::{
     async_trait,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 
 use super::attrs::{apply, set_mtime};
 use super::backup::INDEX_ARTIFACT;
@@ -134,8 +133,8 @@ impl DirectoryTarget {
     ) -> Result<(RestoreReport, TreeReport)> {
         let started = Instant::now();
         let target = opts.target.clone().unwrap_or_else(|| self.root.clone());
-        let index = read_index(backup).await?;
-        let plan = self.plan(backup, &index)?;
+        let mut index = read_index(backup).await?;
+        let plan = self.plan(backup, &mut index)?;
         let probe = target.clone();
         let found = blocking("inspecting the restore target", move || inspect(&probe)).await?;
         let mut report = RestoreReport::default();
@@ -162,25 +161,32 @@ impl DirectoryTarget {
         Ok((report, tree))
     }
 
-    /// The selected entries of `index` (every pattern must match something).
-    fn plan(&self, backup: &BackupReader, index: &FileIndex) -> Result<Plan> {
-        let paths: Vec<Vec<u8>> = index
-            .entries
-            .iter()
-            .map(|e| e.relative_path().as_os_str().as_bytes().to_vec())
-            .collect();
-        require_matches(&self.select, &paths, backup.id())?;
-        let entries: Vec<FileEntry> = index
-            .entries
-            .iter()
-            .filter(|e| self.selected(&e.relative_path()))
-            .cloned()
-            .collect();
+    /// The selected entries of `index` (every pattern must match something). The whole
+    /// tree's entries are moved out of `index`, not copied (a selection, which a merge
+    /// compares with the whole index, takes copies of what it selects).
+    fn plan(&self, backup: &BackupReader, index: &mut FileIndex) -> Result<Plan> {
+        let primaries = Arc::new(index.link_primaries());
+        let entries = if self.select.is_empty() {
+            std::mem::take(&mut index.entries)
+        } else {
+            let paths: Vec<Vec<u8>> = index
+                .entries
+                .iter()
+                .map(|e| e.relative_path().as_os_str().as_bytes().to_vec())
+                .collect();
+            require_matches(&self.select, &paths, backup.id())?;
+            index
+                .entries
+                .iter()
+                .filter(|e| self.selected(&e.relative_path()))
+                .cloned()
+                .collect()
+        };
         Ok(Plan {
             backup: backup.clone(),
             repo: self.repo.clone(),
             entries: Arc::new(entries),
-            primaries: Arc::new(index.link_primaries()),
+            primaries,
             owners: self.owners,
         })
     }
@@ -341,16 +347,45 @@ impl Restore for DirectoryTarget {
 /// # Errors
 /// A damaged index or backup.
 pub async fn read_index(backup: &BackupReader) -> Result<FileIndex> {
-    let mut json = Vec::new();
-    backup
-        .artifact(INDEX_ARTIFACT)?
-        .read_to_end(&mut json)
-        .await
-        .map_err(|e| Error::from_io("reading the file index", e))?;
-    serde_json::from_slice(&json).map_err(|e| Error::BadManifest {
-        key: format!("{} {INDEX_ARTIFACT}", backup.id()),
-        detail: e.to_string(),
+    let artifact = backup.artifact(INDEX_ARTIFACT)?;
+    let key = format!("{} {INDEX_ARTIFACT}", backup.id());
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        // Parsed as it streams: no whole copy of the JSON beside the entries. A read error
+        // (a damaged part) is kept as it came, not as serde's rewording of it.
+        let bridge = tokio_util::io::SyncIoBridge::new_with_handle(artifact, handle);
+        let mut reader = KeepIoError {
+            inner: std::io::BufReader::with_capacity(1 << 20, bridge),
+            error: None,
+        };
+        let parsed = serde_json::from_reader(&mut reader);
+        match (parsed, reader.error) {
+            (Ok(index), None) => Ok(index),
+            (_, Some(e)) => Err(Error::from_io("reading the file index", e)),
+            (Err(e), None) => Err(Error::BadManifest {
+                key,
+                detail: e.to_string(),
+            }),
+        }
     })
+    .await
+    .map_err(|e| Error::internal("reading the file index", e))?
+}
+
+/// A reader that keeps the first I/O error for the caller and hands serde a plain one.
+struct KeepIoError<R> {
+    inner: R,
+    error: Option<std::io::Error>,
+}
+
+impl<R: std::io::Read> std::io::Read for KeepIoError<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let kind = e.kind();
+            self.error.get_or_insert(e);
+            std::io::Error::new(kind, "see the kept error")
+        })
+    }
 }
 
 /// Gives the restored root directory its recorded mode, xattrs and mtime, and its recorded

@@ -17,8 +17,9 @@ use super::blocking::blocking;
 use super::index::{EntryKind, FileEntry};
 use super::restore::TreeReport;
 
-/// By tar name (the first path of a hard-link group), the paths to give those bytes.
-type Wanted = BTreeMap<PathBuf, Vec<FileEntry>>;
+/// By tar name (the first path of a hard-link group), the entries (indexes into the plan's
+/// entries: no copy of a million-entry index) to give those bytes.
+type Wanted = BTreeMap<PathBuf, Vec<usize>>;
 
 /// What to restore and how (cheap to clone: the work runs on the blocking pool).
 #[derive(Clone)]
@@ -55,9 +56,11 @@ impl Plan {
         };
         for (holder, wanted) in self.by_holder(&mut tree) {
             let reader = self.reader(&holder).await?;
-            let (found, back) = extract(&reader, wanted.clone(), dir.to_owned(), unpacker).await?;
+            let entries = self.entries.clone();
+            let (found, wanted, back) =
+                extract(&reader, entries, wanted, dir.to_owned(), unpacker).await?;
             unpacker = back;
-            count_files(&holder, &wanted, &found, &mut tree)?;
+            count_files(&holder, &self.entries, &wanted, &found, &mut tree)?;
         }
         let (entries, at, owners) = (self.entries.clone(), dir.to_owned(), self.owners);
         blocking("giving the restored entries their attributes", move || {
@@ -70,7 +73,8 @@ impl Plan {
     /// Files grouped by the backup whose tar holds them, then by tar name.
     fn by_holder(&self, tree: &mut TreeReport) -> BTreeMap<String, Wanted> {
         let mut by_holder: BTreeMap<String, Wanted> = BTreeMap::new();
-        for entry in self.entries.iter().filter(|e| e.kind == EntryKind::File) {
+        let files = self.entries.iter().enumerate();
+        for (at, entry) in files.filter(|(_, e)| e.kind == EntryKind::File) {
             let holder = entry
                 .stored_in
                 .clone()
@@ -84,7 +88,7 @@ impl Plan {
                 .or_default()
                 .entry(name)
                 .or_default()
-                .push(entry.clone());
+                .push(at);
             if entry.changed_during_backup {
                 tree.changed_during_backup
                     .push(entry.relative_path().display().to_string());
@@ -139,6 +143,7 @@ fn create_dirs(dir: &Path, entries: &[FileEntry]) -> Result<(u64, Unpacker)> {
 /// Counts the files of `wanted` found in `holder`'s tar, failing when some were not.
 fn count_files(
     holder: &str,
+    entries: &[FileEntry],
     wanted: &Wanted,
     found: &BTreeSet<PathBuf>,
     tree: &mut TreeReport,
@@ -158,7 +163,7 @@ fn count_files(
             ),
         ));
     }
-    for entry in wanted.values().flatten() {
+    for entry in wanted.values().flatten().map(|&at| &entries[at]) {
         tree.files += 1;
         if entry.size == 0 {
             tree.zero_size
@@ -166,7 +171,7 @@ fn count_files(
         }
     }
     for paths in wanted.values() {
-        tree.bytes += paths.first().map_or(0, |e| e.size);
+        tree.bytes += paths.first().map_or(0, |&at| entries[at].size);
         tree.hard_links += paths.len().saturating_sub(1) as u64;
     }
     Ok(())
@@ -218,10 +223,11 @@ fn finish_entries(
 /// returns which tar names were found.
 async fn extract(
     reader: &BackupReader,
+    entries: Arc<Vec<FileEntry>>,
     wanted: Wanted,
     dir: PathBuf,
     mut unpacker: Unpacker,
-) -> Result<(BTreeSet<PathBuf>, Unpacker)> {
+) -> Result<(BTreeSet<PathBuf>, Wanted, Unpacker)> {
     let artifact = reader.artifact(TAR_ARTIFACT)?;
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -240,7 +246,7 @@ async fn extract(
                 continue;
             };
             let mut first: Option<PathBuf> = None;
-            for entry in paths {
+            for entry in paths.iter().map(|&at| &entries[at]) {
                 let relative = inside(&entry.relative_path())?;
                 let path = dir.join(&relative);
                 if let Some(parent) = path.parent() {
@@ -259,7 +265,7 @@ async fn extract(
             }
             found.insert(name);
         }
-        Ok((found, unpacker))
+        Ok((found, wanted, unpacker))
     })
     .await
     .map_err(|e| Error::internal("reading the tar", e))?
