@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use dr_core::{Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
 use sha2::{Digest, Sha256};
@@ -27,7 +28,7 @@ pub const INDEX_ARTIFACT: &str = "index.json";
 pub struct DirectorySource {
     root: PathBuf,
     filter: TreeFilter,
-    parent: Option<(String, FileIndex)>,
+    parent: Option<(String, Arc<FileIndex>)>,
 }
 
 impl DirectorySource {
@@ -50,7 +51,7 @@ impl DirectorySource {
     /// referenced. The backup declares `id` and the backups holding those files through
     /// [`Backup::depends_on`], so the repository records them and retention keeps them.
     pub fn with_parent(mut self, id: impl Into<String>, index: FileIndex) -> Self {
-        self.parent = Some((id.into(), index));
+        self.parent = Some((id.into(), Arc::new(index)));
         self
     }
 }
@@ -62,7 +63,11 @@ impl Backup for DirectorySource {
     }
 
     fn depends_on(&self) -> Vec<String> {
-        parent_dependencies(self.parent.as_ref())
+        parent_dependencies(
+            self.parent
+                .as_ref()
+                .map(|(id, index)| (id.as_str(), &**index)),
+        )
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
@@ -121,33 +126,52 @@ impl Backup for DirectorySource {
 
 impl DirectorySource {
     /// The parent's files whose bytes its tar holds under their own name (not the second
-    /// names of hard links), by path.
-    fn parent_files(&self) -> BTreeMap<PathBuf, FileEntry> {
+    /// names of hard links), by path: positions in the parent's index, which is shared, not
+    /// copied.
+    fn parent_files(&self) -> ParentFiles {
         let Some((_, index)) = &self.parent else {
-            return BTreeMap::new();
+            return ParentFiles::default();
         };
         let primaries = link_primaries(&index.entries);
-        index
+        let at = index
             .entries
             .iter()
-            .filter(|e| {
+            .enumerate()
+            .filter(|(_, e)| {
                 e.link_group
                     .is_none_or(|g| primaries.get(&g) == Some(&e.relative_path()))
             })
-            .map(|e| (e.relative_path(), e.clone()))
-            .collect()
+            .map(|(at, e)| (e.relative_path(), at))
+            .collect();
+        ParentFiles {
+            index: index.clone(),
+            at,
+        }
+    }
+}
+
+/// The parent backup's files, by path.
+#[derive(Default)]
+struct ParentFiles {
+    index: Arc<FileIndex>,
+    at: BTreeMap<PathBuf, usize>,
+}
+
+impl ParentFiles {
+    fn get(&self, path: &Path) -> Option<&FileEntry> {
+        self.at.get(path).map(|&at| &self.index.entries[at])
     }
 }
 
 /// What an increment over `parent` needs: the backups holding its unchanged files, then the
 /// parent itself.
-pub(crate) fn parent_dependencies(parent: Option<&(String, FileIndex)>) -> Vec<String> {
+pub(crate) fn parent_dependencies(parent: Option<(&str, &FileIndex)>) -> Vec<String> {
     let Some((id, index)) = parent else {
         return Vec::new();
     };
     let mut ids = index.holders();
     ids.retain(|holder| holder != id);
-    ids.push(id.clone());
+    ids.push(id.to_owned());
     ids
 }
 
@@ -232,7 +256,7 @@ struct Context {
     /// This backup's id (`stored_in` of the files it stores).
     id: String,
     /// The parent's files, by path.
-    parent: BTreeMap<PathBuf, FileEntry>,
+    parent: ParentFiles,
     /// This backup's first path of each hard-link group.
     primaries: BTreeMap<u64, PathBuf>,
     /// The entries of link groups added so far.

@@ -104,7 +104,9 @@ impl Backup for BucketSource {
     }
 
     fn depends_on(&self) -> Vec<String> {
-        super::backup::parent_dependencies(self.parent.as_ref())
+        super::backup::parent_dependencies(
+            self.parent.as_ref().map(|(id, index)| (id.as_str(), index)),
+        )
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
