@@ -159,7 +159,12 @@ impl App {
     pub async fn read_repository(&self, bar: Option<Arc<Bar>>) -> CliResult<Repository> {
         let primary = match self.repository(bar.clone()).await {
             Ok(repo) => return Ok(repo),
-            Err(e) if self.config.copies.is_empty() || e.failure == crate::exit::Failure::Usage => {
+            // A copy holds its current state, not the past one `--as-of` asks for.
+            Err(e)
+                if self.config.copies.is_empty()
+                    || self.global.as_of.is_some()
+                    || e.failure == crate::exit::Failure::Usage =>
+            {
                 return Err(e);
             }
             Err(e) => e,

@@ -58,7 +58,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(
     untagged,
-    expecting = "a URL, or a table with `url` and optionally `ca_file`"
+    expecting = "a URL, or a table with `url` and optionally `ca_file`, `lock_mode` (governance or compliance) and `lock_margin` (a duration such as \"7d\")"
 )]
 pub enum StoreConfig {
     /// Just the URL (or path).

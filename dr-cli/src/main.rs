@@ -62,7 +62,40 @@ fn quiet_on_closed_pipe() {
     }));
 }
 
+/// `--as-of` reads a past repository: only commands that read it take it (a backup or a
+/// prune "as of" an earlier time would write where nobody looks, or delete nothing).
+fn check_as_of(cli: &Cli) -> CliResult<()> {
+    let Some(at) = cli.global.as_of else {
+        return Ok(());
+    };
+    let reads = matches!(
+        cli.command,
+        Command::List { .. }
+            | Command::Show { .. }
+            | Command::Verify { .. }
+            | Command::Restore(_)
+            | Command::Status { .. }
+            | Command::Copy { .. }
+            | Command::Drill { .. }
+            | Command::Report { .. }
+    );
+    if reads {
+        if !cli.global.json {
+            eprintln!(
+                "note: reading the repository as of {} (object versions; --as-of / DR_AS_OF)",
+                at.to_rfc3339()
+            );
+        }
+        return Ok(());
+    }
+    Err(exit::CliError::usage(format!(
+        "--as-of {} (or DR_AS_OF) only goes with list, show, verify, restore, status, copy, drill and report: this command writes to or deletes from the live repository; unset it",
+        at.to_rfc3339()
+    )))
+}
+
 async fn run(cli: Cli) -> CliResult<()> {
+    check_as_of(&cli)?;
     let app = app::App::load(cli.global)?;
     match cli.command {
         Command::Init { recipients } => commands::init(&app, &recipients).await,

@@ -150,8 +150,13 @@ fn as_of_lists_and_restores_a_backup_an_attacker_deleted() {
         rows(&site.dir().join("app.db"))
     );
 
-    let (code, out) = site.dr(&["prune", "--as-of", &before]);
-    assert_ne!(code, 0, "an as-of view deletes nothing: {out}");
+    for writes in [&["prune"][..], &["backup", "app"]] {
+        let mut args = writes.to_vec();
+        args.extend(["--as-of", &before]);
+        let (code, out) = site.dr(&args);
+        assert_eq!(code, 2, "{args:?} is refused up front: {out}");
+        assert!(out.contains("only goes with"), "{out}");
+    }
     let (code, out) = site.dr(&["list", "--as-of", "yesterday"]);
     assert_eq!(
         code, 2,

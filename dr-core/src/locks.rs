@@ -24,8 +24,10 @@ pub const DEFAULT_LOCK_MARGIN: Duration = Duration::from_secs(7 * 24 * 3600);
 #[serde(rename_all = "lowercase")]
 pub enum LockMode {
     /// Users with `s3:BypassGovernanceRetention` can still shorten or delete.
+    #[serde(alias = "GOVERNANCE")]
     Governance,
     /// Nobody, the account root included, can delete the version before its date.
+    #[serde(alias = "COMPLIANCE")]
     Compliance,
 }
 
@@ -85,6 +87,8 @@ pub struct ObjectVersion {
     pub deleted: bool,
     /// Size in bytes (0 for a delete marker).
     pub size: u64,
+    /// The key's current version (breaks ties: S3 times have one-second resolution).
+    pub latest: bool,
 }
 
 /// A store's control plane for Object Lock and versions.
@@ -96,6 +100,10 @@ pub trait ObjectLocks: Send + Sync + std::fmt::Debug {
     async fn set_retention(&self, key: &Path, retention: Retention) -> Result<()>;
     /// The retention of the current version of `key`; `None` when it has none.
     async fn retention(&self, key: &Path) -> Result<Option<Retention>>;
+    /// The retention of one version of `key`.
+    async fn version_retention(&self, key: &Path, version: &str) -> Result<Option<Retention>>;
+    /// Whether the bucket keeps versions (versioning enabled now or before: suspended).
+    async fn versioning(&self) -> Result<bool>;
     /// Every version and delete marker under `prefix` (the whole repository for `None`).
     async fn versions(&self, prefix: Option<&Path>) -> Result<Vec<ObjectVersion>>;
 }

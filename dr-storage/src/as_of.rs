@@ -34,7 +34,7 @@ struct Seen {
 pub struct AsOfStore {
     inner: Arc<dyn ObjectStore>,
     at: DateTime<Utc>,
-    objects: BTreeMap<String, Seen>,
+    objects: Arc<BTreeMap<String, Seen>>,
 }
 
 impl AsOfStore {
@@ -51,7 +51,7 @@ impl AsOfStore {
         Ok(AsOfStore {
             inner,
             at,
-            objects: view_at(versions, at),
+            objects: Arc::new(view_at(versions, at)),
         })
     }
 
@@ -100,11 +100,13 @@ fn view_at(versions: Vec<ObjectVersion>, at: DateTime<Utc>) -> BTreeMap<String, 
     let mut newest: BTreeMap<String, ObjectVersion> = BTreeMap::new();
     for version in versions.into_iter().filter(|v| v.modified <= at) {
         let key = version.key.to_string();
-        match newest.get(&key) {
-            Some(kept) if kept.modified >= version.modified => {}
-            _ => {
-                newest.insert(key, version);
-            }
+        // Newer wins; at the same second (S3's resolution) the key's current version wins.
+        let newer = |kept: &ObjectVersion| {
+            version.modified > kept.modified
+                || (version.modified == kept.modified && version.latest)
+        };
+        if newest.get(&key).is_none_or(newer) {
+            newest.insert(key, version);
         }
     }
     newest
@@ -226,11 +228,74 @@ pub async fn open_repository_as_of(
             location.url()
         )));
     };
+    if !locks.versioning().await? {
+        return Err(dr_core::Error::Usage(format!(
+            "--as-of reads object versions, and the bucket of {} has versioning off: what was deleted or overwritten there is gone (turn versioning on, or use Object Lock, for the next time)",
+            location.url()
+        )));
+    }
     let view = AsOfStore::snapshot(location.store(), locks.as_ref(), at).await?;
     let shown = format!("{} as of {}", location.url(), at.to_rfc3339());
     tracing::info!(objects = view.len(), repository = %shown, "read from object versions");
+    let view_locks = AsOfLocks {
+        inner: locks,
+        objects: view.objects.clone(),
+        at,
+    };
     let repo = dr_core::Repository::open(Arc::new(view), &shown).await?;
-    Ok(repo.with_cache_dir(None).with_object_locks(locks))
+    Ok(repo
+        .with_cache_dir(None)
+        .with_object_locks(Arc::new(view_locks)))
+}
+
+/// The lock control plane seen through the view: the retention of the version the view
+/// holds (what protects the past backups), never a new one.
+#[derive(Debug)]
+struct AsOfLocks {
+    inner: Arc<dyn ObjectLocks>,
+    objects: Arc<BTreeMap<String, Seen>>,
+    at: DateTime<Utc>,
+}
+
+#[async_trait]
+impl ObjectLocks for AsOfLocks {
+    async fn bucket_lock(&self) -> dr_core::Result<Option<dr_core::locks::BucketLock>> {
+        self.inner.bucket_lock().await
+    }
+
+    async fn set_retention(
+        &self,
+        key: &Path,
+        _retention: dr_core::locks::Retention,
+    ) -> dr_core::Result<()> {
+        Err(dr_core::Error::Usage(format!(
+            "locking {key}: the repository as of {} is read-only",
+            self.at.to_rfc3339()
+        )))
+    }
+
+    async fn retention(&self, key: &Path) -> dr_core::Result<Option<dr_core::locks::Retention>> {
+        match self.objects.get(key.as_ref()) {
+            Some(seen) => self.inner.version_retention(key, &seen.version).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn version_retention(
+        &self,
+        key: &Path,
+        version: &str,
+    ) -> dr_core::Result<Option<dr_core::locks::Retention>> {
+        self.inner.version_retention(key, version).await
+    }
+
+    async fn versioning(&self) -> dr_core::Result<bool> {
+        self.inner.versioning().await
+    }
+
+    async fn versions(&self, prefix: Option<&Path>) -> dr_core::Result<Vec<ObjectVersion>> {
+        self.inner.versions(prefix).await
+    }
 }
 
 #[cfg(test)]
@@ -244,6 +309,26 @@ mod tests {
             modified: DateTime::from_timestamp(secs, 0).unwrap(),
             deleted,
             size: 1,
+            latest: false,
+        }
+    }
+
+    #[test]
+    fn at_the_same_second_the_current_version_wins_whatever_the_order() {
+        let overwrite = version("m", "ransom", 27, false);
+        let marker = ObjectVersion {
+            latest: true,
+            ..version("m", "marker", 27, true)
+        };
+        let at = DateTime::from_timestamp(30, 0).unwrap();
+        for order in [
+            vec![overwrite.clone(), marker.clone()],
+            vec![marker.clone(), overwrite.clone()],
+        ] {
+            assert!(
+                view_at(order, at).is_empty(),
+                "the delete marker is current"
+            );
         }
     }
 

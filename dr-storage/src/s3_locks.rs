@@ -1,8 +1,8 @@
 //! S3 Object Lock and versions ([`ObjectLocks`]) through signed requests: `object_store`
 //! signs them ([`AwsAuthorizer`], with the store's own credential provider) and sends them
 //! with its own HTTP client, so the same endpoint, credentials, TLS roots and proxy apply.
-//! Four calls: GetObjectLockConfiguration, PutObjectRetention, HEAD (the lock headers) and
-//! ListObjectVersions.
+//! Five calls: GetObjectLockConfiguration, PutObjectRetention, HEAD (the lock headers),
+//! GetBucketVersioning and ListObjectVersions.
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -80,7 +80,9 @@ impl S3Locks {
         let pairs: Vec<String> = query
             .iter()
             .map(|(k, v)| match v {
-                v if v.is_empty() && matches!(*k, "object-lock" | "retention" | "versions") => {
+                v if v.is_empty()
+                    && matches!(*k, "object-lock" | "retention" | "versions" | "versioning") =>
+                {
                     (*k).to_owned()
                 }
                 v => format!("{k}={}", encode(v)),
@@ -206,22 +208,19 @@ impl ObjectLocks for S3Locks {
             .map(|_| ())
     }
 
-    /// From HEAD's lock headers (GetObjectRetention answers 500 on moto for an object
-    /// without one; HEAD shows the headers to whoever has `s3:GetObjectRetention`).
+    async fn versioning(&self) -> Result<bool> {
+        let url = self.url(None, &[("versioning", "")]);
+        let answer = self.call(http::Method::GET, url, Vec::new(), &[]).await?;
+        let status = answer.as_ref().and_then(|a| a.text("Status"));
+        Ok(matches!(status, Some("Enabled" | "Suspended")))
+    }
+
     async fn retention(&self, key: &Path) -> Result<Option<Retention>> {
-        let url = self.url(Some(key), &[]);
-        let what = format!("HEAD {}", url.path());
-        let (status, headers, _) = self.send(http::Method::HEAD, url, Vec::new()).await?;
-        if !status.is_success() {
-            let error = Error::backend("s3", what, format!("{status}"));
-            return Err(error.retryable_if(status.is_server_error()));
-        }
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let mode = header("x-amz-object-lock-mode").and_then(LockMode::parse);
-        let until = header("x-amz-object-lock-retain-until-date").and_then(parse_time);
-        Ok(mode
-            .zip(until)
-            .map(|(mode, until)| Retention { mode, until }))
+        self.head_retention(key, None).await
+    }
+
+    async fn version_retention(&self, key: &Path, version: &str) -> Result<Option<Retention>> {
+        self.head_retention(key, Some(version)).await
     }
 
     async fn versions(&self, prefix: Option<&Path>) -> Result<Vec<ObjectVersion>> {
@@ -266,6 +265,25 @@ impl ObjectLocks for S3Locks {
 }
 
 impl S3Locks {
+    /// From HEAD's lock headers (GetObjectRetention answers 500 on moto for an object
+    /// without one; HEAD shows the headers to whoever has `s3:GetObjectRetention`).
+    async fn head_retention(&self, key: &Path, version: Option<&str>) -> Result<Option<Retention>> {
+        let query: Vec<(&str, &str)> = version.map(|v| ("versionId", v)).into_iter().collect();
+        let url = self.url(Some(key), &query);
+        let what = format!("HEAD {}", url.path());
+        let (status, headers, _) = self.send(http::Method::HEAD, url, Vec::new()).await?;
+        if !status.is_success() {
+            let error = Error::backend("s3", what, format!("{status}"));
+            return Err(error.retryable_if(status.is_server_error()));
+        }
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let mode = header("x-amz-object-lock-mode").and_then(LockMode::parse);
+        let until = header("x-amz-object-lock-retain-until-date").and_then(parse_time);
+        Ok(mode
+            .zip(until)
+            .map(|(mode, until)| Retention { mode, until }))
+    }
+
     /// A `<Version>` or `<DeleteMarker>` of a listing, with its key made relative.
     fn version_of(&self, entry: &Element) -> Option<ObjectVersion> {
         let deleted = match entry.name.as_str() {
@@ -284,6 +302,7 @@ impl S3Locks {
             modified: parse_time(entry.text("LastModified")?)?,
             deleted,
             size: entry.text("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+            latest: entry.text("IsLatest") == Some("true"),
         })
     }
 }

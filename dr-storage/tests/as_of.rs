@@ -112,6 +112,35 @@ async fn on_a_locked_bucket_an_attacker_cannot_purge_and_as_of_restores() {
     );
     oracle.delete_all("locked", "repo/");
     restored_as_of(&server, url, before_attack, &identities).await;
+
+    // The 3 AM question: are the versions the view reads still locked? Asked of those
+    // versions, not of the deleted current objects.
+    let opts = options(&server);
+    let opts: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let view = dr_storage::as_of::open_repository_as_of(url, &opts, before_attack)
+        .await
+        .unwrap();
+    let system = dr_core::ops::System::new(dr_core::registry::Registry::default());
+    let report = dr_core::ops::locks::verify_locks(&view, &system, None, Utc::now())
+        .await
+        .expect("locks of the versions in the view");
+    assert!(report.bucket_locked);
+    assert!(report.objects_checked >= 3);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_on_a_bucket_without_versioning_is_a_clear_error() {
+    let server = S3Server::start();
+    let url = server.url("plain");
+    let identities = Identities::generate();
+    backed_up(&server, &url, &identities).await;
+    let opts = options(&server);
+    let opts: Vec<(&str, &str)> = opts.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let err = dr_storage::as_of::open_repository_as_of(&url, &opts, Utc::now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("versioning off"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

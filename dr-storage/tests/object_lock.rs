@@ -84,7 +84,7 @@ async fn a_backup_on_a_locked_bucket_is_locked_until_its_keep_date() {
         .lock_backup(&manifest, Utc::now() + TimeDelta::days(11))
         .await
         .unwrap();
-    assert_eq!(extended, seen.len());
+    assert_eq!(extended, seen.len() + 1, "and dr-repo.json");
     assert!(repo.check_locks(&longer).await.unwrap().problems.is_empty());
     let shorter = repo.lock_backup(&manifest, until).await.unwrap();
     assert_eq!(shorter, 0, "a shorter lock must not be requested");
@@ -154,6 +154,33 @@ async fn a_bucket_with_a_default_retention_still_backs_up_and_prunes() {
     assert_eq!(report.held_by_lock.len(), 1, "{:?}", report.decisions);
     assert!(report.deleted.is_empty());
     assert_eq!(repo.list(Some("app")).await.unwrap().backups.len(), 2);
+
+    // What retention forgot is held, never renewed: a second prune leaves its date alone,
+    // so it goes once the lock runs out.
+    let held = report.held_by_lock[0].clone();
+    let dir = format!("repo/backups/app/{held}/");
+    let before = oracle.retention("defaulted", &dir);
+    let again = dr_core::ops::prune::prune(
+        &repo,
+        &system,
+        &dr_core::ops::prune::PruneOptions::default(),
+        &dr_core::ProgressHandle::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.held_by_lock, vec![held]);
+    assert_eq!(
+        oracle.retention("defaulted", &dir),
+        before,
+        "a forgotten backup's lock moved"
+    );
+    // dr-repo.json, which every restore needs, is locked as long as the kept backups.
+    let config = oracle.retention("defaulted", "repo/dr-repo.json");
+    let (_, until) = config.values().next().expect("dr-repo.json is listed");
+    assert!(
+        until.is_some_and(|u| u > Utc::now() + TimeDelta::days(6)),
+        "{config:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

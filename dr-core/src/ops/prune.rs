@@ -19,7 +19,7 @@
 //! `dry_run` plans and deletes nothing.
 
 mod failures;
-mod locks;
+pub(crate) mod locks;
 
 pub use failures::FailuresPruned;
 
@@ -165,9 +165,13 @@ pub async fn prune(
         point_problems: point_problems(&points, &listing),
         ..PruneReport::default()
     };
+    if !options.dry_run {
+        // Only what retention keeps is extended: a backup it forgot is held by its lock
+        // until the lock runs out, never renewed.
+        report.locks_extended = locks::extend_kept(repo, &listing, &report.decisions, now).await?;
+    }
     report.held_by_lock = locks::keep_locked(repo, &listing, &mut report.decisions, now).await?;
     if !options.dry_run {
-        report.locks_extended = locks::extend_kept(repo, &listing, &report.decisions, now).await?;
         delete_forgotten(repo, &listing, &mut report).await?;
         let grace = chrono::TimeDelta::from_std(options.orphan_grace)
             .unwrap_or(chrono::TimeDelta::hours(1));

@@ -120,7 +120,10 @@ pub async fn status(
     let drills = repo.drills(None).await?;
     let failures = repo.backup_failures(None).await?;
     let points = repo.points().await?;
-    let decisions = crate::ops::prune::retention_decisions(system, &listing, &points, now);
+    let mut decisions = crate::ops::prune::retention_decisions(system, &listing, &points, now);
+    // Forgotten but still under Object Lock: prune keeps them on purpose, not overdue. (A
+    // lock that cannot be read leaves them counted; the lock problem is reported below.)
+    let _ = crate::ops::prune::locks::keep_locked(repo, &listing, &mut decisions, now).await;
     let windows = archive_windows(repo, system, &listing.backups).await;
     let mut copies = Vec::new();
     for copy in &options.copies {

@@ -165,19 +165,15 @@ impl Repository {
         if self.bucket_lock().await?.is_none() {
             return Ok(0);
         }
-        // The manifest is locked last: when it is locked long enough, so is the rest.
-        if self
-            .manifest_retention(manifest)
-            .await?
-            .is_some_and(|r| r.until >= until)
-        {
-            return Ok(0);
-        }
+        // Every object is asked (one HEAD each): a part locked shorter than its manifest is
+        // found and extended too. The manifest goes last, then `dr-repo.json`, which every
+        // backup needs to be opened and so is locked as long as the longest-locked backup.
         let mut keys = self.backup_keys(manifest).await?;
         let manifest_key = backup_dir(&manifest.source, &manifest.id).join(super::MANIFEST_NAME);
         keys.retain(|k| *k != manifest_key);
         let parts = self.lock_objects(&keys, until).await?;
-        Ok(parts + self.lock_objects(&[manifest_key], until).await?)
+        let last = [manifest_key, Path::from(super::CONFIG_KEY)];
+        Ok(parts + self.lock_objects(&last, until).await?)
     }
 
     /// After a commit: the backup is listed whatever happens here, so a failure to lock is

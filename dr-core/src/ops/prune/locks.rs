@@ -22,7 +22,7 @@ fn manifest_of<'a>(listing: &'a Listing, d: &Decision) -> Option<&'a Manifest> {
 ///
 /// # Errors
 /// The lock control plane's error (prune then deletes nothing).
-pub(super) async fn keep_locked(
+pub(crate) async fn keep_locked(
     repo: &Repository,
     listing: &Listing,
     decisions: &mut [Decision],
