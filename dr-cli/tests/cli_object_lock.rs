@@ -93,8 +93,8 @@ fn backups_on_a_locked_bucket_are_locked_verified_and_kept_by_prune_while_locked
     site.ok(&["init"]);
     site.ok(&["backup", "app"]);
     site.ok(&["backup", "app"]);
-    let ids = site.ids(&["list", "--json", "app"]);
-    assert_eq!(ids.len(), 2);
+    let two = site.ids(&["list", "--json", "app"]);
+    assert_eq!(two.len(), 2);
 
     // keep_daily = 3 guarantees 3 days; plus the 2-day margin: locked about 5 days.
     let expected = Utc::now() + TimeDelta::days(5);
@@ -108,10 +108,19 @@ fn backups_on_a_locked_bucket_are_locked_verified_and_kept_by_prune_while_locked
             "{key} locked until {until}, expected about {expected}"
         );
     }
+    site.ok(&["backup", "--all"]);
+    let points = oracle.retention("locked", "repo/points/");
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert!(
+        points.values().all(|(_, until)| until.is_some()),
+        "the recovery point's record is locked: {points:?}"
+    );
     let out = site.ok(&["verify", "--locks"]);
     assert!(out.contains("OK locks"), "{out}");
 
-    // keep_last = 1 and one day: retention forgets the older backup, the lock holds it.
+    // keep_last = 1 and one day: retention forgets the older backups, the lock holds them.
+    let ids = site.ids(&["list", "--json", "app"]);
+    assert_eq!(ids.len(), 3);
     let out = site.ok(&["prune"]);
     assert!(
         out.contains("locked until"),
@@ -120,6 +129,7 @@ fn backups_on_a_locked_bucket_are_locked_verified_and_kept_by_prune_while_locked
     assert_eq!(site.ids(&["list", "--json", "app"]), ids, "nothing deleted");
     let (_, status) = site.dr(&["status", "--json"]);
     assert!(!status.contains("not locked long enough"), "{status}");
+    assert!(!status.contains("overdue"), "locked backups are not overdue: {status}");
 }
 
 #[test]

@@ -333,6 +333,20 @@ impl Repository {
         self.lock_objects(&[point_key(id)], until).await
     }
 
+    /// The retention of a point's record (`None` without Object Lock or without a lock).
+    ///
+    /// # Errors
+    /// The lock control plane's error.
+    pub async fn point_retention(&self, id: &str) -> Result<Option<crate::locks::Retention>> {
+        check_name("recovery point id", id)?;
+        match self.object_locks() {
+            Some(control) if self.bucket_lock().await?.is_some() => {
+                control.retention(&point_key(id)).await
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Deletes a point's record (its backups are untouched).
     ///
     /// # Errors

@@ -41,7 +41,26 @@ pub async fn verify_locks(
         })
         .map(|m| (m, needed_until(m, system, now)))
         .collect();
-    repo.check_locks(&wanted).await
+    let mut report = repo.check_locks(&wanted).await?;
+    if report.bucket_locked && source.is_none() {
+        for point in &points.points {
+            if !crate::ops::prune::locks::point_is_kept(point, &decisions) {
+                continue;
+            }
+            report.objects_checked += 1;
+            let locked_until = repo.point_retention(&point.id).await?.map(|r| r.until);
+            if locked_until.is_none_or(|until| until < now) {
+                report.problems.push(crate::repository::LockProblem {
+                    source: "points".into(),
+                    id: point.id.clone(),
+                    key: format!("points/{}.json", point.id),
+                    locked_until,
+                    needed_until: now,
+                });
+            }
+        }
+    }
+    Ok(report)
 }
 
 /// `dr status`'s lock problems of a source's newest backup (none where the bucket has no

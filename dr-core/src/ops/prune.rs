@@ -168,7 +168,8 @@ pub async fn prune(
     if !options.dry_run {
         // Only what retention keeps is extended: a backup it forgot is held by its lock
         // until the lock runs out, never renewed.
-        report.locks_extended = locks::extend_kept(repo, &listing, &report.decisions, now).await?;
+        report.locks_extended = locks::extend_kept(repo, &listing, &report.decisions, now).await?
+            + locks::extend_points(repo, &points.points, &report.decisions, now).await?;
     }
     report.held_by_lock = locks::keep_locked(repo, &listing, &mut report.decisions, now).await?;
     if !options.dry_run {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::error::Result;
 use crate::listing::Listing;
 use crate::manifest::Manifest;
+use crate::points::RecoveryPoint;
 use crate::repository::Repository;
 use crate::retention::Decision;
 
@@ -73,4 +74,35 @@ pub(super) async fn extend_kept(
         }
     }
     Ok(extended)
+}
+
+/// Extends the lock of every recovery point with a member retention keeps, as
+/// [`extend_kept`] does for backups. Returns how many records got a longer retention.
+///
+/// # Errors
+/// The lock control plane's error.
+pub(super) async fn extend_points(
+    repo: &Repository,
+    points: &[RecoveryPoint],
+    decisions: &[Decision],
+    now: DateTime<Utc>,
+) -> Result<usize> {
+    if repo.bucket_lock().await?.is_none() {
+        return Ok(0);
+    }
+    let until = now + chrono::TimeDelta::from_std(repo.lock_margin()).unwrap_or_default();
+    let mut extended = 0;
+    for point in points {
+        if point_is_kept(point, decisions) {
+            extended += repo.lock_point(&point.id, until).await?;
+        }
+    }
+    Ok(extended)
+}
+
+/// Whether retention keeps a member of `point`.
+pub(crate) fn point_is_kept(point: &RecoveryPoint, decisions: &[Decision]) -> bool {
+    point
+        .backup_ids()
+        .any(|id| decisions.iter().any(|d| d.keep && d.id == id))
 }
