@@ -129,7 +129,10 @@ fn backups_on_a_locked_bucket_are_locked_verified_and_kept_by_prune_while_locked
     assert_eq!(site.ids(&["list", "--json", "app"]), ids, "nothing deleted");
     let (_, status) = site.dr(&["status", "--json"]);
     assert!(!status.contains("not locked long enough"), "{status}");
-    assert!(!status.contains("overdue"), "locked backups are not overdue: {status}");
+    assert!(
+        !status.contains("overdue"),
+        "locked backups are not overdue: {status}"
+    );
 }
 
 #[test]
