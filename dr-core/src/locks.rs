@@ -182,7 +182,7 @@ mod tests {
             &RetentionPolicy::seed_default(),
             Duration::from_secs(86_400),
         );
-        assert_eq!(until.to_rfc3339(), "2026-12-31T00:00:00+00:00");
+        assert_eq!(until.to_rfc3339(), "2027-01-01T00:00:00+00:00");
     }
 
     #[test]
