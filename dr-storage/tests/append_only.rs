@@ -45,11 +45,10 @@ async fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
     keys
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backups_and_copies_need_no_delete_and_prune_from_the_admin_side_cleans_up() {
-    let stores = stores();
-    let identities = Identities::generate();
-    let host = Repository::init(
+/// The repository as the append-only backup host sees it (1 MiB parts: a failing backup
+/// leaves parts behind).
+async fn backup_host(stores: &Stores, identities: &Identities) -> Repository {
+    Repository::init(
         stores.backup_host.clone(),
         "backup-host",
         &identities.to_recipients(),
@@ -57,7 +56,22 @@ async fn backups_and_copies_need_no_delete_and_prune_from_the_admin_side_cleans_
     .await
     .unwrap()
     .with_cache_dir(None)
-    .with_pipeline(dr_core::PipelineOptions::default().with_part_size(1 << 20));
+    .with_pipeline(dr_core::PipelineOptions::default().with_part_size(1 << 20))
+}
+
+fn keep_last_one() -> System {
+    let policy = RetentionPolicy {
+        keep_last: 1,
+        ..RetentionPolicy::default()
+    };
+    System::new(Registry::default()).with_default_retention(policy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_and_copies_need_no_delete_and_prune_from_the_admin_side_cleans_up() {
+    let stores = stores();
+    let identities = Identities::generate();
+    let host = backup_host(&stores, &identities).await;
     let opts = BackupOptions::default();
     let first = host
         .backup(
@@ -129,11 +143,7 @@ async fn backups_and_copies_need_no_delete_and_prune_from_the_admin_side_cleans_
         .await
         .unwrap()
         .with_cache_dir(None);
-    let policy = RetentionPolicy {
-        keep_last: 1,
-        ..RetentionPolicy::default()
-    };
-    let system = System::new(Registry::default()).with_default_retention(policy);
+    let system = keep_last_one();
     let options = PruneOptions::default().with_orphan_grace(std::time::Duration::ZERO);
     let report = prune(&admin, &system, &options, &ProgressHandle::default())
         .await
@@ -152,14 +162,7 @@ async fn backups_and_copies_need_no_delete_and_prune_from_the_admin_side_cleans_
 async fn prune_with_append_only_credentials_fails_and_the_backups_stay() {
     let stores = stores();
     let identities = Identities::generate();
-    let host = Repository::init(
-        stores.backup_host.clone(),
-        "backup-host",
-        &identities.to_recipients(),
-    )
-    .await
-    .unwrap()
-    .with_cache_dir(None);
+    let host = backup_host(&stores, &identities).await;
     for seed in 1..=2 {
         host.backup(
             "app",
@@ -172,11 +175,7 @@ async fn prune_with_append_only_credentials_fails_and_the_backups_stay() {
         .await
         .unwrap();
     }
-    let policy = RetentionPolicy {
-        keep_last: 1,
-        ..RetentionPolicy::default()
-    };
-    let system = System::new(Registry::default()).with_default_retention(policy);
+    let system = keep_last_one();
     let err = prune(
         &host,
         &system,

@@ -3,6 +3,9 @@
 //! attacker's deletes cannot undo; a bucket without lock gets none and says so.
 
 use chrono::{TimeDelta, Utc};
+use dr_core::ops::System;
+use dr_core::ops::prune::PruneReport;
+use dr_core::ops::status::StatusReport;
 use dr_core::{BackupOptions, Identities, Repository};
 use dr_testing::sources::StreamSource;
 use dr_testing::{LockOracle, S3Server};
@@ -19,6 +22,18 @@ async fn repository(server: &S3Server, url: &str) -> Repository {
         .await
         .unwrap()
         .with_identities(identities)
+}
+
+async fn prune(repo: &Repository, system: &System) -> dr_core::Result<PruneReport> {
+    let options = dr_core::ops::prune::PruneOptions::default();
+    dr_core::ops::prune::prune(repo, system, &options, &dr_core::ProgressHandle::default()).await
+}
+
+async fn status_of(repo: &Repository, system: &System) -> StatusReport {
+    let options = dr_core::ops::status::StatusOptions::default();
+    dr_core::ops::status::status(repo, system, &options, &dr_core::ProgressHandle::default())
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,16 +156,10 @@ async fn a_bucket_with_a_default_retention_still_backs_up_and_prunes() {
         keep_last: 1,
         ..dr_core::RetentionPolicy::default()
     };
-    let system = dr_core::ops::System::new(dr_core::registry::Registry::default())
-        .with_default_retention(policy);
-    let report = dr_core::ops::prune::prune(
-        &repo,
-        &system,
-        &dr_core::ops::prune::PruneOptions::default(),
-        &dr_core::ProgressHandle::default(),
-    )
-    .await
-    .expect("prune runs on a locked bucket");
+    let system = System::new(dr_core::registry::Registry::default()).with_default_retention(policy);
+    let report = prune(&repo, &system)
+        .await
+        .expect("prune runs on a locked bucket");
     assert_eq!(report.held_by_lock.len(), 1, "{:?}", report.decisions);
     assert!(report.deleted.is_empty());
     assert_eq!(repo.list(Some("app")).await.unwrap().backups.len(), 2);
@@ -160,14 +169,7 @@ async fn a_bucket_with_a_default_retention_still_backs_up_and_prunes() {
     let held = report.held_by_lock[0].clone();
     let dir = format!("repo/backups/app/{held}/");
     let before = oracle.retention("defaulted", &dir);
-    let again = dr_core::ops::prune::prune(
-        &repo,
-        &system,
-        &dr_core::ops::prune::PruneOptions::default(),
-        &dr_core::ProgressHandle::default(),
-    )
-    .await
-    .unwrap();
+    let again = prune(&repo, &system).await.unwrap();
     assert_eq!(again.held_by_lock, vec![held]);
     assert_eq!(
         oracle.retention("defaulted", &dir),
@@ -201,15 +203,8 @@ async fn status_reports_a_newest_backup_that_is_not_locked() {
         .backup("app", &source, &BackupOptions::default())
         .await
         .unwrap();
-    let system = dr_core::ops::System::new(dr_core::registry::Registry::default());
-    let status = dr_core::ops::status::status(
-        &repo,
-        &system,
-        &dr_core::ops::status::StatusOptions::default(),
-        &dr_core::ProgressHandle::default(),
-    )
-    .await
-    .unwrap();
+    let system = System::new(dr_core::registry::Registry::default());
+    let status = status_of(&repo, &system).await;
     let problems = &status.sources[0].problems;
     assert!(
         problems
@@ -222,14 +217,7 @@ async fn status_reports_a_newest_backup_that_is_not_locked() {
     repo.lock_backup(&manifest, Utc::now() + TimeDelta::days(8))
         .await
         .unwrap();
-    let status = dr_core::ops::status::status(
-        &repo,
-        &system,
-        &dr_core::ops::status::StatusOptions::default(),
-        &dr_core::ProgressHandle::default(),
-    )
-    .await
-    .unwrap();
+    let status = status_of(&repo, &system).await;
     assert!(
         !status.sources[0]
             .problems
