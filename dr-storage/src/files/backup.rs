@@ -4,17 +4,21 @@
 //! Incremental: files unchanged since the parent (size, mtime, ctime, inode) are referenced, not
 //! stored again. Files that change while read are recorded as such, never silently torn.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use dr_core::{Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
+use dr_core::{
+    ArtifactWriter, Backup, BackupReader, BackupWriter, Error, Result, SourceInfo, async_trait,
+};
 use sha2::{Digest, Sha256};
+use tokio_util::io::SyncIoBridge;
 
-use super::index::{EntryKind, FileEntry, FileIndex, link_primaries};
-use super::walk::{TreeFilter, absolute, root_entry, walk_counting_sockets};
+use super::index::{EntryKind, FileEntry, FileIndex};
+use super::index_stream::{IndexStream, IndexWriter};
+use super::walk::{TreeFilter, Walker, absolute, root_entry};
 
 /// The manifest kind of directory backups.
 pub const FILES_KIND: &str = "files";
@@ -24,11 +28,41 @@ pub const TAR_ARTIFACT: &str = "files.tar";
 pub const INDEX_ARTIFACT: &str = "index.json";
 
 /// A directory tree to back up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DirectorySource {
     root: PathBuf,
     filter: TreeFilter,
-    parent: Option<(String, Arc<FileIndex>)>,
+    parent: Option<Parent>,
+    /// The backups holding the files of the last backup written (its dependencies).
+    holders: Arc<Mutex<Option<Vec<String>>>>,
+}
+
+/// The backup an incremental one compares the tree with.
+#[derive(Clone)]
+enum Parent {
+    /// Its index, in memory.
+    Loaded { id: String, index: Arc<FileIndex> },
+    /// Its index, streamed beside the walk.
+    Streamed { reader: BackupReader },
+}
+
+impl Parent {
+    fn id(&self) -> &str {
+        match self {
+            Parent::Loaded { id, .. } => id,
+            Parent::Streamed { reader } => reader.id(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DirectorySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectorySource")
+            .field("root", &self.root)
+            .field("filter", &self.filter)
+            .field("parent", &self.parent.as_ref().map(Parent::id))
+            .finish()
+    }
 }
 
 impl DirectorySource {
@@ -38,6 +72,7 @@ impl DirectorySource {
             root: root.into(),
             filter: TreeFilter::default(),
             parent: None,
+            holders: Arc::default(),
         }
     }
 
@@ -50,8 +85,22 @@ impl DirectorySource {
     /// Makes the backup incremental over backup `id` with `index`: unchanged files are
     /// referenced. The backup declares `id` and the backups holding those files through
     /// [`Backup::depends_on`], so the repository records them and retention keeps them.
+    /// [`DirectorySource::with_parent_backup`] does the same without the whole index in
+    /// memory.
     pub fn with_parent(mut self, id: impl Into<String>, index: FileIndex) -> Self {
-        self.parent = Some((id.into(), Arc::new(index)));
+        self.parent = Some(Parent::Loaded {
+            id: id.into(),
+            index: Arc::new(index),
+        });
+        self
+    }
+
+    /// Makes the backup incremental over the backup `parent` reads, whose index is read
+    /// entry by entry beside the walk (both are in path order), so memory does not grow
+    /// with the number of files. A damaged parent index fails the backup (back up without
+    /// a parent to start afresh).
+    pub fn with_parent_backup(mut self, parent: BackupReader) -> Self {
+        self.parent = Some(Parent::Streamed { reader: parent });
         self
     }
 }
@@ -62,105 +111,186 @@ impl Backup for DirectorySource {
         FILES_KIND
     }
 
+    /// After a backup: the backups holding its unchanged files, then its parent. Before
+    /// one: what the parent's index says (its parent alone when the index is streamed).
     fn depends_on(&self) -> Vec<String> {
-        parent_dependencies(
-            self.parent
-                .as_ref()
-                .map(|(id, index)| (id.as_str(), &**index)),
-        )
+        let written = self
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match (&self.parent, written) {
+            (None, _) => Vec::new(),
+            (Some(parent), Some(mut holders)) => {
+                holders.retain(|holder| holder != parent.id());
+                holders.push(parent.id().to_owned());
+                holders
+            }
+            (Some(Parent::Loaded { id, index }), None) => parent_dependencies(Some((id, index))),
+            (Some(Parent::Streamed { reader }), None) => vec![reader.id().to_owned()],
+        }
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
-        let (root, filter) = (self.root.clone(), self.filter.clone());
-        let ((entries, sockets), root_entry) = tokio::task::spawn_blocking(move || {
-            Ok::<_, Error>((walk_counting_sockets(&root, &filter)?, root_entry(&root)?))
-        })
-        .await
-        .map_err(|e| Error::internal("walking the tree", e))??;
-        let mut context = Context {
+        let job = TreeJob {
             root: self.root.clone(),
+            filter: self.filter.clone(),
             id: out.id().to_owned(),
-            parent: self.parent_files(),
-            primaries: link_primaries(&entries),
-            done: BTreeMap::new(),
+            parent: self.parent_files()?,
+            tar: out.artifact(TAR_ARTIFACT)?,
+            index: out.artifact(INDEX_ARTIFACT)?,
+            handle: tokio::runtime::Handle::current(),
         };
-        let tar_root = root_entry.clone();
-        let writer = out.artifact(TAR_ARTIFACT)?;
-        let handle = tokio::runtime::Handle::current();
-        let (writer, index, stats) = tokio::task::spawn_blocking(move || {
-            let mut tar = tar::Builder::new(tokio_util::io::SyncIoBridge::new_with_handle(
-                writer, handle,
-            ));
-            tar.mode(tar::HeaderMode::Complete);
-            let mut stats = Stats {
-                sockets,
-                ..Stats::default()
-            };
-            let mut index = Vec::with_capacity(entries.len());
-            add_root(&mut tar, &tar_root)?;
-            for entry in entries {
-                let entry = add_entry(&mut tar, &mut context, entry, &mut stats)?;
-                if entry.link_group.is_some() {
-                    context.done.insert(entry.relative_path(), entry.clone());
-                }
-                index.push(entry);
-            }
-            let bridge = tar
-                .into_inner()
-                .map_err(|e| Error::from_io("finishing the tar", e))?;
-            Ok::<_, Error>((bridge.into_inner(), index, stats))
-        })
-        .await
-        .map_err(|e| Error::internal("writing the tar", e))??;
-        writer.finish().await?;
-        let index = FileIndex {
-            version: 1,
-            entries: index,
-            vanished: Vec::new(),
-            root: Some(root_entry),
-        };
-        drop(write_index(out, index).await?);
-        Ok(stats.into_info(self.parent.as_ref().map(|(id, _)| id.as_str())))
+        let (tar, index, stats, holders) = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| Error::internal("writing the tar", e))??;
+        tar.finish().await?;
+        index.finish().await?;
+        *self
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(holders);
+        Ok(stats.into_info(self.parent.as_ref().map(Parent::id)))
     }
 }
 
 impl DirectorySource {
-    /// The parent's files whose bytes its tar holds under their own name (not the second
-    /// names of hard links), by path: positions in the parent's index, which is shared, not
-    /// copied.
-    fn parent_files(&self) -> ParentFiles {
-        let Some((_, index)) = &self.parent else {
-            return ParentFiles::default();
+    /// The parent's index, ready to be read beside the walk.
+    fn parent_files(&self) -> Result<ParentFiles> {
+        let (id, entries) = match &self.parent {
+            None => (String::new(), ParentEntries::None),
+            Some(Parent::Loaded { id, index }) => {
+                (id.clone(), ParentEntries::Loaded(index.clone(), 0))
+            }
+            Some(Parent::Streamed { reader }) => {
+                let stream = IndexStream::open(reader).map_err(|e| parent_error(reader.id(), e))?;
+                (reader.id().to_owned(), ParentEntries::Streamed(stream))
+            }
         };
-        let primaries = link_primaries(&index.entries);
-        let at = index
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
-                e.link_group
-                    .is_none_or(|g| primaries.get(&g) == Some(&e.relative_path()))
-            })
-            .map(|(at, e)| (e.relative_path(), at))
-            .collect();
-        ParentFiles {
-            index: index.clone(),
-            at,
+        Ok(ParentFiles {
+            id,
+            entries,
+            peeked: None,
+            seen_groups: HashSet::new(),
+        })
+    }
+}
+
+/// One directory backup's work on the blocking pool: the walk, the tar and the index, all
+/// streamed.
+struct TreeJob {
+    root: PathBuf,
+    filter: TreeFilter,
+    id: String,
+    parent: ParentFiles,
+    tar: ArtifactWriter,
+    index: ArtifactWriter,
+    handle: tokio::runtime::Handle,
+}
+
+type Written = (ArtifactWriter, ArtifactWriter, Stats, Vec<String>);
+
+impl TreeJob {
+    fn run(self) -> Result<Written> {
+        let mut walker = Walker::new(&self.root, &self.filter)?;
+        let root = root_entry(&self.root)?;
+        let mut tar = tar::Builder::new(SyncIoBridge::new_with_handle(
+            self.tar,
+            self.handle.clone(),
+        ));
+        tar.mode(tar::HeaderMode::Complete);
+        let mut index = IndexWriter::start(SyncIoBridge::new_with_handle(self.index, self.handle), &root)?;
+        let mut context = Context {
+            root: self.root,
+            id: self.id,
+            parent: self.parent,
+            links: HashMap::new(),
+            holders: BTreeSet::new(),
+        };
+        let mut stats = Stats::default();
+        add_root(&mut tar, &root)?;
+        for entry in walker.by_ref() {
+            let entry = add_entry(&mut tar, &mut context, entry?, &mut stats)?;
+            context.record(&entry);
+            index.push(&entry)?;
+        }
+        stats.sockets = walker.sockets();
+        let tar = tar
+            .into_inner()
+            .map_err(|e| Error::from_io("finishing the tar", e))?
+            .into_inner();
+        let holders = context.holders.into_iter().collect();
+        Ok((tar, index.end()?, stats, holders))
+    }
+}
+
+/// The parent backup's index, read in step with the walk (both in path order).
+struct ParentFiles {
+    id: String,
+    entries: ParentEntries,
+    /// The next parent entry that holds its own bytes, with its path.
+    peeked: Option<(PathBuf, FileEntry)>,
+    /// The parent's link groups met so far (the first name of each holds the bytes).
+    seen_groups: HashSet<u64>,
+}
+
+enum ParentEntries {
+    None,
+    Loaded(Arc<FileIndex>, usize),
+    Streamed(IndexStream),
+}
+
+impl ParentFiles {
+    fn pull(&mut self) -> Result<Option<FileEntry>> {
+        match &mut self.entries {
+            ParentEntries::None => Ok(None),
+            ParentEntries::Loaded(index, at) => {
+                let entry = index.entries.get(*at).cloned();
+                *at += 1;
+                Ok(entry)
+            }
+            ParentEntries::Streamed(stream) => {
+                stream.next_entry().map_err(|e| parent_error(&self.id, e))
+            }
+        }
+    }
+
+    /// The parent's entry for `path` when the parent's tar holds those bytes under that
+    /// name (not a second name of a hard link). Asked in path order; a parent index out
+    /// of that order only costs files stored again, never a wrong reference.
+    fn get(&mut self, path: &Path) -> Result<Option<FileEntry>> {
+        loop {
+            if self.peeked.is_none() {
+                let Some(entry) = self.pull()? else {
+                    return Ok(None);
+                };
+                if entry.link_group.is_some_and(|g| !self.seen_groups.insert(g)) {
+                    continue;
+                }
+                self.peeked = Some((entry.relative_path(), entry));
+            }
+            let Some((at, _)) = &self.peeked else {
+                return Ok(None);
+            };
+            match at.as_path().cmp(path) {
+                std::cmp::Ordering::Less => self.peeked = None,
+                std::cmp::Ordering::Equal => return Ok(self.peeked.take().map(|(_, e)| e)),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
         }
     }
 }
 
-/// The parent backup's files, by path.
-#[derive(Default)]
-struct ParentFiles {
-    index: Arc<FileIndex>,
-    at: BTreeMap<PathBuf, usize>,
-}
-
-impl ParentFiles {
-    fn get(&self, path: &Path) -> Option<&FileEntry> {
-        self.at.get(path).map(|&at| &self.index.entries[at])
-    }
+/// A parent index that cannot be read.
+fn parent_error(parent: &str, e: Error) -> Error {
+    Error::backend(
+        "files",
+        "backup",
+        format!(
+            "reading the file index of {parent}, the parent of this incremental backup, failed \
+             ({e}); back up with `full` (--full) to start afresh"
+        ),
+    )
 }
 
 /// What an increment over `parent` needs: the backups holding its unchanged files, then the
@@ -255,12 +385,29 @@ struct Context {
     root: PathBuf,
     /// This backup's id (`stored_in` of the files it stores).
     id: String,
-    /// The parent's files, by path.
+    /// The parent's index.
     parent: ParentFiles,
-    /// This backup's first path of each hard-link group.
-    primaries: BTreeMap<u64, PathBuf>,
-    /// The entries of link groups added so far.
-    done: BTreeMap<PathBuf, FileEntry>,
+    /// The first name of each hard-link group added so far.
+    links: HashMap<u64, FileEntry>,
+    /// The other backups holding files of this one.
+    holders: BTreeSet<String>,
+}
+
+impl Context {
+    /// Notes what later entries need of an added one.
+    fn record(&mut self, entry: &FileEntry) {
+        if let Some(group) = entry.link_group {
+            self.links.entry(group).or_insert_with(|| FileEntry {
+                xattrs: BTreeMap::new(),
+                ..entry.clone()
+            });
+        }
+        if let Some(holder) = entry.stored_in.as_ref().filter(|h| **h != self.id) {
+            if !self.holders.contains(holder) {
+                self.holders.insert(holder.clone());
+            }
+        }
+    }
 }
 
 fn add_entry(
@@ -273,8 +420,8 @@ fn add_entry(
         root,
         id,
         parent,
-        primaries,
-        done,
+        links,
+        ..
     } = context;
     let relative = entry.relative_path();
     let mut header = header_for(&entry);
@@ -312,29 +459,20 @@ fn add_entry(
         EntryKind::File => {
             stats.files += 1;
             stats.bytes += entry.size;
-            let primary = entry
-                .link_group
-                .and_then(|g| primaries.get(&g))
-                .filter(|p| **p != relative);
-            if let Some(primary) = primary {
+            if let Some(first) = entry.link_group.and_then(|g| links.get(&g)) {
                 // A second name of a file already in the index: a hard link to it.
-                let first = done.get(primary).ok_or_else(|| {
-                    Error::internal(
-                        "indexing hard links",
-                        format!("the hard link {} lost its group", relative.display()),
-                    )
-                })?;
+                let primary = first.relative_path();
                 entry.sha256 = first.sha256.clone();
                 entry.stored_in = first.stored_in.clone();
                 entry.changed_during_backup = first.changed_during_backup;
                 stats.hard_links += 1;
                 pax_records(tar, &entry)?;
                 header.set_entry_type(tar::EntryType::Link);
-                tar.append_link(&mut header, &relative, primary)
+                tar.append_link(&mut header, &relative, &primary)
                     .map_err(io)?;
                 return Ok(entry);
             }
-            if let Some(earlier) = parent.get(&relative).filter(|p| entry.unchanged_since(p)) {
+            if let Some(earlier) = parent.get(&relative)?.filter(|p| entry.unchanged_since(p)) {
                 entry.sha256 = earlier.sha256.clone();
                 entry.stored_in = earlier.stored_in.clone();
                 return Ok(entry);

@@ -10,6 +10,7 @@ mod bucket_meta;
 mod bucket_restore;
 mod bucket_source;
 mod index;
+mod index_stream;
 mod merge;
 mod restore;
 mod source;

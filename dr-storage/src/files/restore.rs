@@ -22,6 +22,7 @@ use super::attrs::{apply, set_mtime};
 use super::backup::INDEX_ARTIFACT;
 use super::blocking::{blocking, drop_blocking};
 use super::index::{FileEntry, FileIndex};
+use super::index_stream::KeepIoError;
 use super::merge::{Merge, Merged, is_mount_point};
 use super::tree_write::Plan;
 use super::walk::glob_match;
@@ -370,22 +371,6 @@ pub async fn read_index(backup: &BackupReader) -> Result<FileIndex> {
     })
     .await
     .map_err(|e| Error::internal("reading the file index", e))?
-}
-
-/// A reader that keeps the first I/O error for the caller and hands serde a plain one.
-struct KeepIoError<R> {
-    inner: R,
-    error: Option<std::io::Error>,
-}
-
-impl<R: std::io::Read> std::io::Read for KeepIoError<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.inner.read(buf).map_err(|e| {
-            let kind = e.kind();
-            self.error.get_or_insert(e);
-            std::io::Error::new(kind, "see the kept error")
-        })
-    }
 }
 
 /// Gives the restored root directory its recorded mode, xattrs and mtime, and its recorded

@@ -158,8 +158,8 @@ impl Source for ConfiguredDirectory {
         if full {
             return Ok(Box::new(source));
         }
-        Ok(Box::new(match latest_parent(repo, source_name).await? {
-            Some((id, index)) => source.with_parent(id, index),
+        Ok(Box::new(match latest_backup(repo, source_name).await? {
+            Some(parent) => source.with_parent_backup(repo.reader(parent)),
             None => source,
         }))
     }
@@ -191,6 +191,20 @@ impl Source for ConfiguredDirectory {
     }
 }
 
+/// The newest backup of `source_name`, `None` when it has no backup yet.
+///
+/// # Errors
+/// The repository's errors; a newest backup of another kind.
+async fn latest_backup(repo: &Repository, source_name: &str) -> Result<Option<dr_core::Manifest>> {
+    let parent = match repo.find(source_name, &BackupSelector::Latest).await {
+        Ok(parent) => parent,
+        Err(Error::BackupNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    require_files(&parent)?;
+    Ok(Some(parent))
+}
+
 /// The newest backup of `source_name` and its index, `None` when it has no backup yet.
 ///
 /// # Errors
@@ -200,12 +214,9 @@ pub(crate) async fn latest_parent(
     repo: &Repository,
     source_name: &str,
 ) -> Result<Option<(String, FileIndex)>> {
-    let parent = match repo.find(source_name, &BackupSelector::Latest).await {
-        Ok(parent) => parent,
-        Err(Error::BackupNotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e),
+    let Some(parent) = latest_backup(repo, source_name).await? else {
+        return Ok(None);
     };
-    require_files(&parent)?;
     let index = read_index(&repo.reader(parent.clone()))
         .await
         .map_err(|e| {

@@ -47,17 +47,130 @@ pub fn walk(root: &Path, filter: &TreeFilter) -> Result<Vec<FileEntry>> {
 /// # Errors
 /// As [`walk`].
 pub fn walk_counting_sockets(root: &Path, filter: &TreeFilter) -> Result<(Vec<FileEntry>, u64)> {
-    let meta =
-        std::fs::metadata(root).map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
-    if !meta.is_dir() {
-        return Err(Error::refused(
-            Refusal::InvalidInput,
-            format!("{} is not a directory", root.display()),
-        ));
+    let mut walker = Walker::new(root, filter)?;
+    let entries = walker.by_ref().collect::<Result<Vec<_>>>()?;
+    Ok((entries, walker.sockets()))
+}
+
+/// The entries under a root one at a time, in path order (a depth-first walk over each
+/// directory's sorted names, which is [`Path`]'s order), holding only the names of the
+/// directories on the current path: a million files are never in memory at once. Files
+/// whose inode has more than one name get a link group (per inode and device).
+pub(crate) struct Walker {
+    root: PathBuf,
+    filter: TreeFilter,
+    device: u64,
+    /// Each directory being walked (relative) with its names still to visit.
+    stack: Vec<(PathBuf, std::vec::IntoIter<std::ffi::OsString>)>,
+    sockets: u64,
+    groups: HashMap<(u64, u64), u64>,
+}
+
+impl Walker {
+    /// Starts a walk under `root`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the root cannot be read; a root that is not a directory.
+    pub(crate) fn new(root: &Path, filter: &TreeFilter) -> Result<Walker> {
+        let meta = std::fs::metadata(root)
+            .map_err(|e| Error::io(format!("reading {}", root.display()), e))?;
+        if !meta.is_dir() {
+            return Err(Error::refused(
+                Refusal::InvalidInput,
+                format!("{} is not a directory", root.display()),
+            ));
+        }
+        Ok(Walker {
+            stack: vec![(PathBuf::new(), sorted_names(root)?.into_iter())],
+            root: root.to_owned(),
+            filter: filter.clone(),
+            device: meta.dev(),
+            sockets: 0,
+            groups: HashMap::new(),
+        })
     }
-    let mut walked = Walked::default();
-    visit(root, Path::new(""), meta.dev(), filter, &mut walked)?;
-    Ok((group_links(walked.entries), walked.sockets))
+
+    /// Sockets passed over so far.
+    pub(crate) fn sockets(&self) -> u64 {
+        self.sockets
+    }
+
+    /// The entry for `rel`, `None` when it is not part of the backup (excluded, deleted
+    /// since its directory was listed, a socket, or not included); descends into
+    /// directories.
+    fn visit(&mut self, rel: PathBuf) -> Result<Option<FileEntry>> {
+        if self.filter.excluded(&rel) {
+            return Ok(None);
+        }
+        let path = self.root.join(&rel);
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            // Deleted since the directory was listed: not part of the backup.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+        };
+        let Some(kind) = kind_of(&meta) else {
+            tracing::warn!(path = %path.display(), "skipping a socket: it cannot be backed up (the program that owns it recreates it)");
+            self.sockets += 1;
+            return Ok(None);
+        };
+        if kind != EntryKind::Dir && !self.filter.included(&rel) {
+            return Ok(None);
+        }
+        let mut entry = entry_from(&meta, kind);
+        entry.set_path(&rel);
+        if kind == EntryKind::Symlink {
+            let target = std::fs::read_link(&path)
+                .map_err(|e| Error::io(format!("reading the link {}", path.display()), e))?;
+            entry.set_link_target(&target);
+        }
+        entry.xattrs = read_xattrs(&path)?;
+        if kind == EntryKind::File && meta.nlink() > 1 {
+            let next = self.groups.len() as u64 + 1;
+            entry.link_group = Some(*self.groups.entry((meta.dev(), meta.ino())).or_insert(next));
+        }
+        if kind == EntryKind::Dir && (self.filter.cross_filesystems || meta.dev() == self.device)
+        {
+            let names = sorted_names(&path)?;
+            self.stack.push((rel, names.into_iter()));
+        }
+        Ok(Some(entry))
+    }
+}
+
+impl Iterator for Walker {
+    type Item = Result<FileEntry>;
+
+    fn next(&mut self) -> Option<Result<FileEntry>> {
+        loop {
+            let (dir, names) = self.stack.last_mut()?;
+            let Some(name) = names.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let rel = dir.join(name);
+            match self.visit(rel) {
+                Ok(None) => continue,
+                Ok(Some(entry)) => return Some(Ok(entry)),
+                Err(e) => {
+                    self.stack.clear();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+/// The names in directory `dir`, sorted byte-wise.
+fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let io = |e| Error::io(format!("reading {}", dir.display()), e);
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(io)?;
+    names.sort();
+    Ok(names)
 }
 
 /// The root directory's own entry: mode, owner, mtime, extended attributes (no path).
@@ -71,32 +184,6 @@ pub fn root_entry(root: &Path) -> Result<FileEntry> {
     entry.xattrs = read_xattrs(root)?;
     entry.path = Some(String::new());
     Ok(entry)
-}
-
-/// Files with more than one name in the walk get one link group per inode (and device).
-fn group_links(entries: Vec<(FileEntry, u64, u64)>) -> Vec<FileEntry> {
-    let mut count: HashMap<(u64, u64), usize> = HashMap::new();
-    for (entry, dev, nlink) in &entries {
-        if entry.kind == EntryKind::File && *nlink > 1 {
-            *count.entry((*dev, entry.inode)).or_default() += 1;
-        }
-    }
-    let mut groups: HashMap<(u64, u64), u64> = HashMap::new();
-    let mut next = 0u64;
-    entries
-        .into_iter()
-        .map(|(mut entry, dev, _)| {
-            let key = (dev, entry.inode);
-            if count.get(&key).is_some_and(|n| *n > 1) {
-                let group = *groups.entry(key).or_insert_with(|| {
-                    next += 1;
-                    next
-                });
-                entry.link_group = Some(group);
-            }
-            entry
-        })
-        .collect()
 }
 
 /// Every extended attribute of `path` (not following a symbolic link), values in hex;
@@ -125,63 +212,6 @@ pub(crate) fn read_xattrs(path: &Path) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(out)
-}
-
-#[derive(Default)]
-struct Walked {
-    entries: Vec<(FileEntry, u64, u64)>,
-    sockets: u64,
-}
-
-fn visit(
-    root: &Path,
-    relative: &Path,
-    device: u64,
-    filter: &TreeFilter,
-    out: &mut Walked,
-) -> Result<()> {
-    let dir = root.join(relative);
-    let io = |e| Error::io(format!("reading {}", dir.display()), e);
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
-        .map_err(io)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()
-        .map_err(io)?;
-    names.sort();
-    for name in names {
-        let rel = relative.join(&name);
-        if filter.excluded(&rel) {
-            continue;
-        }
-        let path = root.join(&rel);
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            // Deleted since the directory was listed: not part of the backup.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-        };
-        let Some(kind) = kind_of(&meta) else {
-            tracing::warn!(path = %path.display(), "skipping a socket: it cannot be backed up (the program that owns it recreates it)");
-            out.sockets += 1;
-            continue;
-        };
-        if kind != EntryKind::Dir && !filter.included(&rel) {
-            continue;
-        }
-        let mut entry = entry_from(&meta, kind);
-        entry.set_path(&rel);
-        if kind == EntryKind::Symlink {
-            let target = std::fs::read_link(&path)
-                .map_err(|e| Error::io(format!("reading the link {}", path.display()), e))?;
-            entry.set_link_target(&target);
-        }
-        entry.xattrs = read_xattrs(&path)?;
-        out.entries.push((entry, meta.dev(), meta.nlink()));
-        if kind == EntryKind::Dir && (filter.cross_filesystems || meta.dev() == device) {
-            visit(root, &rel, device, filter, out)?;
-        }
-    }
-    Ok(())
 }
 
 fn kind_of(meta: &std::fs::Metadata) -> Option<EntryKind> {

@@ -1,0 +1,235 @@
+//! The file index one entry at a time: written into the `index.json` artifact as the tar is
+//! written, and read back as a stream parsed on its own thread, so neither a backup nor a
+//! restore holds a million entries at once. The JSON is the same document
+//! [`super::FileIndex`] describes (`root` before `entries` when streamed).
+
+use std::io::{BufWriter, Read, Write};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use dr_core::{ArtifactWriter, BackupReader, Error, Result};
+use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use tokio_util::io::SyncIoBridge;
+
+use super::backup::INDEX_ARTIFACT;
+use super::index::FileEntry;
+
+/// Entries parsed ahead of the reader.
+const AHEAD: usize = 4096;
+
+/// What the parser says when the reader stopped listening (not a failure).
+const STOPPED: &str = "the reader of the index stopped";
+
+/// Writes an index document entry by entry into an artifact (from a blocking thread).
+pub(crate) struct IndexWriter {
+    out: BufWriter<SyncIoBridge<ArtifactWriter>>,
+    first: bool,
+}
+
+impl IndexWriter {
+    /// Starts the document: the version and the root's own entry, then the entries.
+    ///
+    /// # Errors
+    /// The pipeline's errors.
+    pub(crate) fn start(out: SyncIoBridge<ArtifactWriter>, root: &FileEntry) -> Result<Self> {
+        let mut writer = IndexWriter {
+            out: BufWriter::with_capacity(1 << 20, out),
+            first: true,
+        };
+        writer.write_raw(b"{\"version\":1,\"root\":")?;
+        serde_json::to_writer(&mut writer.out, root).map_err(json_error)?;
+        writer.write_raw(b",\"entries\":[")?;
+        Ok(writer)
+    }
+
+    /// Adds one entry.
+    ///
+    /// # Errors
+    /// The pipeline's errors.
+    pub(crate) fn push(&mut self, entry: &FileEntry) -> Result<()> {
+        if !std::mem::take(&mut self.first) {
+            self.write_raw(b",")?;
+        }
+        serde_json::to_writer(&mut self.out, entry).map_err(json_error)
+    }
+
+    /// Ends the document; returns the artifact to finish.
+    ///
+    /// # Errors
+    /// The pipeline's errors.
+    pub(crate) fn end(mut self) -> Result<ArtifactWriter> {
+        self.write_raw(b"]}")?;
+        let bridge = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::from_io("writing the index", e.into_error()))?;
+        Ok(bridge.into_inner())
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::from_io("writing the index", e))
+    }
+}
+
+fn json_error(e: serde_json::Error) -> Error {
+    Error::from_io("writing the index", std::io::Error::other(e))
+}
+
+/// What an index holds besides its entries.
+#[derive(Debug, Default)]
+pub(crate) struct IndexTail {
+    /// The root directory's own entry (directory backups).
+    pub root: Option<FileEntry>,
+}
+
+/// A backup's index read entry by entry, in index order (blocking calls: use it from the
+/// blocking pool).
+pub(crate) struct IndexStream {
+    entries: Option<Receiver<FileEntry>>,
+    parser: Option<std::thread::JoinHandle<Result<IndexTail>>>,
+    tail: Option<IndexTail>,
+}
+
+impl IndexStream {
+    /// Starts reading `backup`'s index (call from the runtime).
+    ///
+    /// # Errors
+    /// A backup without an index.
+    pub(crate) fn open(backup: &BackupReader) -> Result<IndexStream> {
+        let artifact = backup.artifact(INDEX_ARTIFACT)?;
+        let key = format!("{} {INDEX_ARTIFACT}", backup.id());
+        let handle = tokio::runtime::Handle::current();
+        let (send, entries) = sync_channel(AHEAD);
+        let parser = std::thread::Builder::new()
+            .name("dr-index".into())
+            .spawn(move || {
+                let bridge = SyncIoBridge::new_with_handle(artifact, handle);
+                parse(std::io::BufReader::with_capacity(1 << 20, bridge), &send, key)
+            })
+            .map_err(|e| Error::internal("starting the index reader", e))?;
+        Ok(IndexStream {
+            entries: Some(entries),
+            parser: Some(parser),
+            tail: None,
+        })
+    }
+
+    /// The next entry; `None` at the end of a whole, well-formed index.
+    ///
+    /// # Errors
+    /// A damaged index or backup (the read error as it came).
+    pub(crate) fn next_entry(&mut self) -> Result<Option<FileEntry>> {
+        if let Some(entry) = self.entries.as_ref().and_then(|r| r.recv().ok()) {
+            return Ok(Some(entry));
+        }
+        self.entries = None;
+        if let Some(parser) = self.parser.take() {
+            let tail = parser
+                .join()
+                .map_err(|_| Error::internal("reading the file index", "the reader panicked"))??;
+            self.tail = Some(tail);
+        }
+        Ok(None)
+    }
+
+    /// What the index holds besides its entries, once every entry was read.
+    pub(crate) fn tail(&self) -> Option<&IndexTail> {
+        self.tail.as_ref()
+    }
+}
+
+impl Drop for IndexStream {
+    fn drop(&mut self) {
+        // The parser stops at its next entry once nobody listens.
+        self.entries = None;
+    }
+}
+
+fn parse(reader: impl Read, send: &SyncSender<FileEntry>, key: String) -> Result<IndexTail> {
+    let mut reader = KeepIoError {
+        inner: reader,
+        error: None,
+    };
+    let mut de = serde_json::Deserializer::from_reader(&mut reader);
+    let parsed = serde::Deserializer::deserialize_map(&mut de, IndexVisitor { send })
+        .and_then(|tail| de.end().map(|()| tail));
+    match (parsed, reader.error) {
+        (Ok(tail), None) => Ok(tail),
+        (_, Some(e)) => Err(Error::from_io("reading the file index", e)),
+        (Err(e), None) if e.to_string().starts_with(STOPPED) => Ok(IndexTail::default()),
+        (Err(e), None) => Err(Error::BadManifest {
+            key,
+            detail: e.to_string(),
+        }),
+    }
+}
+
+struct IndexVisitor<'a> {
+    send: &'a SyncSender<FileEntry>,
+}
+
+impl<'de> Visitor<'de> for IndexVisitor<'_> {
+    type Value = IndexTail;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a file index")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<IndexTail, A::Error> {
+        let mut tail = IndexTail::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "entries" => map.next_value_seed(Entries { send: self.send })?,
+                "root" => tail.root = map.next_value()?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(tail)
+    }
+}
+
+struct Entries<'a> {
+    send: &'a SyncSender<FileEntry>,
+}
+
+impl<'de> DeserializeSeed<'de> for Entries<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Entries<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("the index entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
+        while let Some(entry) = seq.next_element::<FileEntry>()? {
+            self.send.send(entry).map_err(|_| A::Error::custom(STOPPED))?;
+        }
+        Ok(())
+    }
+}
+
+/// A reader that keeps the first I/O error for the caller and hands serde a plain one.
+pub(crate) struct KeepIoError<R> {
+    pub inner: R,
+    pub error: Option<std::io::Error>,
+}
+
+impl<R: Read> Read for KeepIoError<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            let kind = e.kind();
+            self.error.get_or_insert(e);
+            std::io::Error::new(kind, "see the kept error")
+        })
+    }
+}
