@@ -15,6 +15,7 @@ mod merge;
 mod restore;
 mod source;
 mod tar_stream;
+mod tree_stream;
 mod tree_write;
 mod verify;
 mod walk;

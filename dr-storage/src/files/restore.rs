@@ -24,6 +24,7 @@ use super::blocking::{blocking, drop_blocking};
 use super::index::{FileEntry, FileIndex};
 use super::index_stream::KeepIoError;
 use super::merge::{Merge, Merged, is_mount_point};
+use super::tree_stream::StreamPlan;
 use super::tree_write::Plan;
 use super::walk::glob_match;
 
@@ -134,26 +135,41 @@ impl DirectoryTarget {
     ) -> Result<(RestoreReport, TreeReport)> {
         let started = Instant::now();
         let target = opts.target.clone().unwrap_or_else(|| self.root.clone());
-        let mut index = read_index(backup).await?;
-        let plan = self.plan(backup, &mut index)?;
+        let (tree, index) = if self.select.is_empty() {
+            // The whole tree: the index is streamed, never whole in memory.
+            let plan = StreamPlan {
+                backup: backup.clone(),
+                repo: self.repo.clone(),
+                owners: self.owners,
+            };
+            (Tree::Streamed(plan), None)
+        } else {
+            let mut index = read_index(backup).await?;
+            let plan = self.plan(backup, &mut index)?;
+            let root = index.root.clone();
+            (Tree::Planned { plan, root }, Some(index))
+        };
         let probe = target.clone();
         let found = blocking("inspecting the restore target", move || inspect(&probe)).await?;
         let mut report = RestoreReport::default();
-        let root = index.root.clone();
-        let tree = if found.occupied && !self.select.is_empty() {
-            let merge = Merge::new(&index.entries, &plan.entries, self.owners);
-            let (tree, merged) = merge_selection(&plan, merge, &target).await?;
-            TreeReport {
-                merged: Some(merged),
-                ..tree
+        let tree = match (&tree, index) {
+            (Tree::Planned { plan, .. }, Some(index)) if found.occupied => {
+                let merge = Merge::new(&index.entries, &plan.entries, self.owners);
+                let (tree, merged) = merge_selection(plan, merge, &target).await?;
+                TreeReport {
+                    merged: Some(merged),
+                    ..tree
+                }
             }
-        } else if found.exists && !found.occupied {
-            // An empty directory (perhaps a mount point): written in place.
-            write_into_empty(&plan, &target, root).await?
-        } else {
-            let (tree, previous) = write_and_swap(&plan, &target, root, found.occupied).await?;
-            report.previous_kept_at = previous;
-            tree
+            _ if found.exists && !found.occupied => {
+                // An empty directory (perhaps a mount point): written in place.
+                write_into_empty(&tree, &target).await?
+            }
+            _ => {
+                let (tree, previous) = write_and_swap(&tree, &target, found.occupied).await?;
+                report.previous_kept_at = previous;
+                tree
+            }
         };
         report.backup_id = backup.id().to_owned();
         report.target = target.display().to_string();
@@ -193,6 +209,33 @@ impl DirectoryTarget {
     }
 }
 
+/// How the tree is written: a selection from the index in memory, or the whole tree with
+/// the index streamed.
+enum Tree {
+    Planned {
+        plan: Plan,
+        root: Option<FileEntry>,
+    },
+    Streamed(StreamPlan),
+}
+
+impl Tree {
+    /// Writes the tree under `dir`; returns the report and the root's own entry.
+    async fn write(&self, dir: &Path) -> Result<(TreeReport, Option<FileEntry>)> {
+        match self {
+            Tree::Planned { plan, root } => Ok((plan.write(dir).await?, root.clone())),
+            Tree::Streamed(plan) => plan.write(dir).await,
+        }
+    }
+
+    fn owners(&self) -> bool {
+        match self {
+            Tree::Planned { plan, .. } => plan.owners,
+            Tree::Streamed(plan) => plan.owners,
+        }
+    }
+}
+
 /// Whether something is at `target` and has entries; anything but a directory is refused.
 fn inspect(target: &Path) -> Result<Found> {
     let existing = std::fs::symlink_metadata(target).ok();
@@ -215,15 +258,11 @@ fn inspect(target: &Path) -> Result<Found> {
 }
 
 /// Writes the tree into the empty directory `target`, emptying it again on failure.
-async fn write_into_empty(
-    plan: &Plan,
-    target: &Path,
-    root: Option<FileEntry>,
-) -> Result<TreeReport> {
+async fn write_into_empty(plan: &Tree, target: &Path) -> Result<TreeReport> {
     let at = target.to_owned();
     match plan.write(target).await {
-        Ok(tree) => {
-            let owners = plan.owners;
+        Ok((tree, root)) => {
+            let owners = plan.owners();
             blocking("finishing the restored root", move || {
                 finish_root(&at, root.as_ref(), owners, None)
             })
@@ -243,21 +282,20 @@ async fn write_into_empty(
 /// Writes the tree into a staging directory beside `target` and swaps it in, keeping the
 /// previous tree; returns where the previous one is kept.
 async fn write_and_swap(
-    plan: &Plan,
+    plan: &Tree,
     target: &Path,
-    root: Option<FileEntry>,
     occupied: bool,
 ) -> Result<(TreeReport, Option<String>)> {
     let at = target.to_owned();
     let staging = blocking("staging the restore", move || Staging::dir(&at)).await?;
-    let tree = match plan.write(staging.path()).await {
-        Ok(tree) => tree,
+    let (tree, root) = match plan.write(staging.path()).await {
+        Ok(written) => written,
         Err(e) => {
             drop_blocking(staging).await;
             return Err(e);
         }
     };
-    let (at, owners) = (target.to_owned(), plan.owners);
+    let (at, owners) = (target.to_owned(), plan.owners());
     let previous = blocking("swapping the restored tree in", move || {
         swap_in(staging, &at, root.as_ref(), owners, occupied)
     })

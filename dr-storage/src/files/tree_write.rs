@@ -98,33 +98,46 @@ impl Plan {
     }
 
     async fn reader(&self, holder: &str) -> Result<BackupReader> {
-        if holder == self.backup.id() {
-            return Ok(self.backup.clone());
-        }
-        let Some(repo) = &self.repo else {
-            return Err(Error::restore(
-                "files",
-                format!(
-                    "backup {} is incremental (its unchanged files are in backup {holder}), and this \
+        holder_reader(&self.backup, self.repo.as_ref(), holder).await
+    }
+}
+
+/// The reader of `holder`, a backup holding files of `backup` (`backup` itself, or one
+/// found through `repo`).
+///
+/// # Errors
+/// No repository to find it in, or a holder that cannot be read.
+pub(crate) async fn holder_reader(
+    backup: &BackupReader,
+    repo: Option<&Repository>,
+    holder: &str,
+) -> Result<BackupReader> {
+    if holder == backup.id() {
+        return Ok(backup.clone());
+    }
+    let Some(repo) = repo else {
+        return Err(Error::restore(
+            "files",
+            format!(
+                "backup {} is incremental (its unchanged files are in backup {holder}), and this \
                  restorer was given no repository to read {holder} from: restore it through its \
                  source, or verify it at restore level",
-                    self.backup.id()
+                backup.id()
+            ),
+        ));
+    };
+    let selector = BackupSelector::Id(holder.to_owned());
+    repo.open_backup(&backup.manifest().source, &selector)
+        .await
+        .map_err(|e| {
+            Error::restore(
+                "files",
+                format!(
+                    "backup {holder}, which holds files of {}, cannot be read: {e}",
+                    backup.id()
                 ),
-            ));
-        };
-        let selector = BackupSelector::Id(holder.to_owned());
-        repo.open_backup(&self.backup.manifest().source, &selector)
-            .await
-            .map_err(|e| {
-                Error::restore(
-                    "files",
-                    format!(
-                        "backup {holder}, which holds files of {}, cannot be read: {e}",
-                        self.backup.id()
-                    ),
-                )
-            })
-    }
+            )
+        })
 }
 
 /// Creates the selected directories under `dir`; returns how many, and the unpacker that
@@ -187,36 +200,48 @@ fn finish_entries(
     tree: &mut TreeReport,
 ) -> Result<()> {
     for entry in entries {
-        let relative = inside(&entry.relative_path())?;
-        let path = dir.join(&relative);
-        if (entry.kind == EntryKind::Symlink || entry.kind.is_special())
-            && let Some(parent) = path.parent()
-        {
-            unpacker.ensure_dir(parent, &relative)?;
-        }
-        if entry.kind == EntryKind::Symlink {
-            std::os::unix::fs::symlink(entry.link_target(), &path)
-                .map_err(|e| Error::io(format!("creating the link {}", path.display()), e))?;
-            tree.symlinks += 1;
-        } else if entry.kind.is_special() {
-            match make_special(&path, entry)? {
-                None => tree.special += 1,
-                Some(why) => {
-                    tracing::warn!(path = %relative.display(), "{why}");
-                    tree.special_not_created
-                        .push(format!("{} ({why})", relative.display()));
-                    continue;
-                }
-            }
-        }
-        if entry.kind != EntryKind::Dir {
-            apply(&path, entry, owners)?;
+        match entry.kind {
+            EntryKind::Dir => {}
+            EntryKind::File => apply(&dir.join(inside(&entry.relative_path())?), entry, owners)?,
+            _ => finish_special(dir, entry, owners, unpacker, tree)?,
         }
     }
     for entry in entries.iter().filter(|e| e.kind == EntryKind::Dir).rev() {
         apply(&dir.join(inside(&entry.relative_path())?), entry, owners)?;
     }
     Ok(())
+}
+
+/// Creates a symbolic link or special file with its recorded attributes (a special file
+/// that cannot be created here is counted with why).
+///
+/// # Errors
+/// An entry outside `dir`, I/O errors.
+pub(crate) fn finish_special(
+    dir: &Path,
+    entry: &FileEntry,
+    owners: bool,
+    unpacker: &mut Unpacker,
+    tree: &mut TreeReport,
+) -> Result<()> {
+    let relative = inside(&entry.relative_path())?;
+    let path = dir.join(&relative);
+    if let Some(parent) = path.parent() {
+        unpacker.ensure_dir(parent, &relative)?;
+    }
+    if entry.kind == EntryKind::Symlink {
+        std::os::unix::fs::symlink(entry.link_target(), &path)
+            .map_err(|e| Error::io(format!("creating the link {}", path.display()), e))?;
+        tree.symlinks += 1;
+    } else if let Some(why) = make_special(&path, entry)? {
+        tracing::warn!(path = %relative.display(), "{why}");
+        tree.special_not_created
+            .push(format!("{} ({why})", relative.display()));
+        return Ok(());
+    } else {
+        tree.special += 1;
+    }
+    apply(&path, entry, owners)
 }
 
 /// Streams one backup's tar, writing the wanted files (hash-checked) and their hard links;
@@ -271,7 +296,12 @@ async fn extract(
     .map_err(|e| Error::internal("reading the tar", e))?
 }
 
-fn write_checked(
+/// Writes `input` to a new file at `path` (sparse where zero), failing unless it matches
+/// the entry's SHA-256.
+///
+/// # Errors
+/// An existing file, I/O errors, a mismatch.
+pub(crate) fn write_checked(
     input: &mut impl Read,
     path: &Path,
     entry: &FileEntry,
