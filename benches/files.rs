@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::{arg, dir_size, measure, path};
-use dr::storage::files::{DirectorySource, DirectoryTarget, read_index};
+use dr::storage::files::{DirectorySource, DirectoryTarget};
 use dr::{BackupOptions, BackupSelector, Identities, RestoreOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -260,13 +260,10 @@ fn work(args: &[String]) {
                     .unwrap()
                     .with_identities(ids);
                 let parent = repo.find("tree", &BackupSelector::Latest).await.unwrap();
-                let index = read_index(&repo.reader(parent.clone())).await.unwrap();
-                let mut options = BackupOptions::default();
-                options.depends_on = index.holders();
                 repo.backup(
                     "tree",
-                    &DirectorySource::new(&root).with_parent(&parent.id, index),
-                    &options,
+                    &DirectorySource::new(&root).with_parent_backup(repo.reader(parent)),
+                    &BackupOptions::default(),
                 )
                 .await
                 .unwrap();

@@ -233,3 +233,54 @@ impl<R: Read> Read for KeepIoError<R> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::{EntryKind, FileIndex};
+
+    fn parsed(json: &[u8]) -> (Result<IndexTail>, Vec<FileEntry>) {
+        let (send, receive) = sync_channel(AHEAD);
+        let tail = parse(json, &send, "index".into());
+        drop(send);
+        (tail, receive.iter().collect())
+    }
+
+    fn index_of(names: &[&str]) -> FileIndex {
+        let entry = |name: &str| {
+            let mut entry = FileEntry::empty(EntryKind::File);
+            entry.set_path(Path::new(name));
+            entry
+        };
+        FileIndex {
+            version: 1,
+            entries: names.iter().map(|n| entry(n)).collect(),
+            vanished: Vec::new(),
+            root: Some(entry("")),
+        }
+    }
+
+    use std::path::Path;
+
+    #[test]
+    fn indexes_written_whole_by_older_dr_stream_with_their_root_last() {
+        let index = index_of(&["a", "b/c", "d"]);
+        let json = serde_json::to_vec(&index).unwrap();
+        assert!(json.starts_with(b"{\"version\":1,\"entries\""));
+        let (tail, entries) = parsed(&json);
+        assert_eq!(entries, index.entries);
+        assert_eq!(tail.unwrap().root, index.root);
+    }
+
+    #[test]
+    fn a_truncated_or_malformed_index_is_an_error_after_the_entries_before_it() {
+        let json = serde_json::to_vec(&index_of(&["a", "b"])).unwrap();
+        let second = String::from_utf8_lossy(&json).find("{\"path\":\"b\"").unwrap();
+        let cut = second + 5;
+        let (tail, entries) = parsed(&json[..cut]);
+        assert_eq!(entries.len(), 1);
+        assert!(matches!(tail, Err(Error::BadManifest { .. })), "{tail:?}");
+        let (tail, _) = parsed(b"[1,2]");
+        assert!(tail.is_err());
+    }
+}
