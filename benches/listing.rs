@@ -30,8 +30,8 @@ fn main() {
         .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = S3Server::start();
-    println!("| backups | cache | operation | LIST pages | GETs | seconds |");
-    println!("|---|---|---|---|---|---|");
+    println!("| backups | cache | operation | LIST pages | GETs | deletes | seconds | peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|---|");
     for n in sizes {
         runtime.block_on(run(&server, n));
     }
@@ -101,6 +101,35 @@ async fn run(server: &S3Server, n: usize) {
         })
         .await;
     }
+    let repo = repo.with_cache_dir(Some(cache.path().to_owned()));
+    let system = dr::ops::System::default().with_default_retention(RetentionPolicy::seed_default());
+    let progress = dr::ProgressHandle::new(Arc::new(dr::NoProgress));
+    measure(n, "warm", "status", &counting, || async {
+        let report = dr::ops::status::status(
+            &repo,
+            &system,
+            &dr::ops::status::StatusOptions::default(),
+            &progress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.sources.len(), 1);
+    })
+    .await;
+    for dry_run in [true, false] {
+        let options = dr::ops::prune::PruneOptions {
+            dry_run,
+            ..Default::default()
+        };
+        let op = if dry_run { "prune --dry-run" } else { "prune" };
+        measure(n, "warm", op, &counting, || async {
+            let report = dr::ops::prune::prune(&repo, &system, &options, &progress)
+                .await
+                .unwrap();
+            assert_eq!(report.decisions.len(), n);
+        })
+        .await;
+    }
 }
 
 fn chrono_now() -> dr::core::chrono::DateTime<dr::core::chrono::Utc> {
@@ -112,15 +141,30 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    // Resets the process's peak RSS (VmHWM) so each operation's own peak is read.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let before = counting.counts();
     let started = Instant::now();
     work().await;
     let secs = started.elapsed().as_secs_f64();
     let c = counting.counts().since(&before);
     println!(
-        "| {n} | {cache} | {op} | {} | {} | {secs:.3} |",
-        c.list_pages, c.gets
+        "| {n} | {cache} | {op} | {} | {} | {} | {secs:.3} | {} |",
+        c.list_pages,
+        c.gets,
+        c.deletes,
+        peak_rss_mib()
     );
+}
+
+/// This process's peak resident set since the last reset, in MiB.
+fn peak_rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib / 1024)
 }
 
 /// One real backup, then `n - 1` copies of its objects under new ids, one second apart.

@@ -4,7 +4,9 @@
 //! [`super::FileIndex`] describes (`root` before `entries` when streamed).
 
 use std::io::{BufWriter, Read, Write};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::mpsc::{Receiver, Sender, channel};
 
 use dr_core::{ArtifactWriter, BackupReader, Error, Result};
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -83,11 +85,12 @@ pub(crate) struct IndexTail {
     pub root: Option<FileEntry>,
 }
 
-/// A backup's index read entry by entry, in index order (blocking calls: use it from the
-/// blocking pool).
+/// A backup's index read entry by entry, in index order, from the blocking pool
+/// ([`IndexStream::next_entry`]) or from async code ([`IndexStream::next`]).
 pub(crate) struct IndexStream {
-    entries: Option<Receiver<FileEntry>>,
-    parser: Option<std::thread::JoinHandle<Result<IndexTail>>>,
+    entries: Receiver<FileEntry>,
+    /// The parser's outcome, set before it stops sending.
+    outcome: Arc<Mutex<Option<Result<IndexTail>>>>,
     tail: Option<IndexTail>,
 }
 
@@ -97,38 +100,67 @@ impl IndexStream {
     /// # Errors
     /// A backup without an index.
     pub(crate) fn open(backup: &BackupReader) -> Result<IndexStream> {
-        let artifact = backup.artifact(INDEX_ARTIFACT)?;
+        // One decoder: the index is read beside a tar, which gets the others.
+        let artifact = backup.with_decoders(1).artifact(INDEX_ARTIFACT)?;
         let key = format!("{} {INDEX_ARTIFACT}", backup.id());
         let handle = tokio::runtime::Handle::current();
-        let (send, entries) = sync_channel(AHEAD);
-        let parser = std::thread::Builder::new()
+        let (send, entries) = channel(AHEAD);
+        let outcome = Arc::new(Mutex::new(None));
+        let result = outcome.clone();
+        std::thread::Builder::new()
             .name("dr-index".into())
             .spawn(move || {
                 let bridge = SyncIoBridge::new_with_handle(artifact, handle);
-                parse(std::io::BufReader::with_capacity(1 << 20, bridge), &send, key)
+                let parsed = parse(std::io::BufReader::with_capacity(1 << 20, bridge), &send, key);
+                *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(parsed);
+                drop(send);
             })
             .map_err(|e| Error::internal("starting the index reader", e))?;
         Ok(IndexStream {
-            entries: Some(entries),
-            parser: Some(parser),
+            entries,
+            outcome,
             tail: None,
         })
     }
 
-    /// The next entry; `None` at the end of a whole, well-formed index.
+    /// The next entry (a blocking call); `None` at the end of a whole, well-formed index.
     ///
     /// # Errors
     /// A damaged index or backup (the read error as it came).
     pub(crate) fn next_entry(&mut self) -> Result<Option<FileEntry>> {
-        if let Some(entry) = self.entries.as_ref().and_then(|r| r.recv().ok()) {
-            return Ok(Some(entry));
+        match self.entries.blocking_recv() {
+            Some(entry) => Ok(Some(entry)),
+            None => self.ended(),
         }
-        self.entries = None;
-        if let Some(parser) = self.parser.take() {
-            let tail = parser
-                .join()
-                .map_err(|_| Error::internal("reading the file index", "the reader panicked"))??;
-            self.tail = Some(tail);
+    }
+
+    /// The next entry, from async code; as [`IndexStream::next_entry`].
+    ///
+    /// # Errors
+    /// As [`IndexStream::next_entry`].
+    pub(crate) async fn next(&mut self) -> Result<Option<FileEntry>> {
+        match self.entries.recv().await {
+            Some(entry) => Ok(Some(entry)),
+            None => self.ended(),
+        }
+    }
+
+    fn ended(&mut self) -> Result<Option<FileEntry>> {
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match outcome {
+            Some(Ok(tail)) => self.tail = Some(tail),
+            Some(Err(e)) => return Err(e),
+            None if self.tail.is_some() => {}
+            None => {
+                return Err(Error::internal(
+                    "reading the file index",
+                    "the reader stopped without a result",
+                ));
+            }
         }
         Ok(None)
     }
@@ -139,14 +171,7 @@ impl IndexStream {
     }
 }
 
-impl Drop for IndexStream {
-    fn drop(&mut self) {
-        // The parser stops at its next entry once nobody listens.
-        self.entries = None;
-    }
-}
-
-fn parse(reader: impl Read, send: &SyncSender<FileEntry>, key: String) -> Result<IndexTail> {
+fn parse(reader: impl Read, send: &Sender<FileEntry>, key: String) -> Result<IndexTail> {
     let mut reader = KeepIoError {
         inner: reader,
         error: None,
@@ -166,7 +191,7 @@ fn parse(reader: impl Read, send: &SyncSender<FileEntry>, key: String) -> Result
 }
 
 struct IndexVisitor<'a> {
-    send: &'a SyncSender<FileEntry>,
+    send: &'a Sender<FileEntry>,
 }
 
 impl<'de> Visitor<'de> for IndexVisitor<'_> {
@@ -192,7 +217,7 @@ impl<'de> Visitor<'de> for IndexVisitor<'_> {
 }
 
 struct Entries<'a> {
-    send: &'a SyncSender<FileEntry>,
+    send: &'a Sender<FileEntry>,
 }
 
 impl<'de> DeserializeSeed<'de> for Entries<'_> {
@@ -212,7 +237,9 @@ impl<'de> Visitor<'de> for Entries<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
         while let Some(entry) = seq.next_element::<FileEntry>()? {
-            self.send.send(entry).map_err(|_| A::Error::custom(STOPPED))?;
+            self.send
+                .blocking_send(entry)
+                .map_err(|_| A::Error::custom(STOPPED))?;
         }
         Ok(())
     }
@@ -240,10 +267,14 @@ mod tests {
     use crate::files::{EntryKind, FileIndex};
 
     fn parsed(json: &[u8]) -> (Result<IndexTail>, Vec<FileEntry>) {
-        let (send, receive) = sync_channel(AHEAD);
+        let (send, mut receive) = channel(AHEAD);
         let tail = parse(json, &send, "index".into());
         drop(send);
-        (tail, receive.iter().collect())
+        let mut entries = Vec::new();
+        while let Some(entry) = receive.blocking_recv() {
+            entries.push(entry);
+        }
+        (tail, entries)
     }
 
     fn index_of(names: &[&str]) -> FileIndex {
