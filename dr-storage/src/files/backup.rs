@@ -4,7 +4,7 @@
 //! Incremental: files unchanged since the parent (size, mtime, ctime, inode) are referenced, not
 //! stored again. Files that change while read are recorded as such, never silently torn.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::io::SyncIoBridge;
 
 use super::index::{EntryKind, FileEntry, FileIndex};
-use super::index_stream::{IndexStream, IndexWriter};
+use super::index_stream::IndexWriter;
+use super::parent::{Parent, ParentFiles};
 use super::walk::{TreeFilter, Walker, absolute, root_entry};
 
 /// The manifest kind of directory backups.
@@ -35,24 +36,6 @@ pub struct DirectorySource {
     parent: Option<Parent>,
     /// The backups holding the files of the last backup written (its dependencies).
     holders: Arc<Mutex<Option<Vec<String>>>>,
-}
-
-/// The backup an incremental one compares the tree with.
-#[derive(Clone)]
-enum Parent {
-    /// Its index, in memory.
-    Loaded { id: String, index: Arc<FileIndex> },
-    /// Its index, streamed beside the walk.
-    Streamed { reader: BackupReader },
-}
-
-impl Parent {
-    fn id(&self) -> &str {
-        match self {
-            Parent::Loaded { id, .. } => id,
-            Parent::Streamed { reader } => reader.id(),
-        }
-    }
 }
 
 impl std::fmt::Debug for DirectorySource {
@@ -136,7 +119,7 @@ impl Backup for DirectorySource {
             root: self.root.clone(),
             filter: self.filter.clone(),
             id: out.id().to_owned(),
-            parent: self.parent_files()?,
+            parent: ParentFiles::open(self.parent.as_ref(), FileEntry::relative_path)?,
             tar: out.artifact(TAR_ARTIFACT)?,
             index: out.artifact(INDEX_ARTIFACT)?,
             handle: tokio::runtime::Handle::current(),
@@ -154,35 +137,13 @@ impl Backup for DirectorySource {
     }
 }
 
-impl DirectorySource {
-    /// The parent's index, ready to be read beside the walk.
-    fn parent_files(&self) -> Result<ParentFiles> {
-        let (id, entries) = match &self.parent {
-            None => (String::new(), ParentEntries::None),
-            Some(Parent::Loaded { id, index }) => {
-                (id.clone(), ParentEntries::Loaded(index.clone(), 0))
-            }
-            Some(Parent::Streamed { reader }) => {
-                let stream = IndexStream::open(reader).map_err(|e| parent_error(reader.id(), e))?;
-                (reader.id().to_owned(), ParentEntries::Streamed(stream))
-            }
-        };
-        Ok(ParentFiles {
-            id,
-            entries,
-            peeked: None,
-            seen_groups: HashSet::new(),
-        })
-    }
-}
-
 /// One directory backup's work on the blocking pool: the walk, the tar and the index, all
 /// streamed.
 struct TreeJob {
     root: PathBuf,
     filter: TreeFilter,
     id: String,
-    parent: ParentFiles,
+    parent: ParentFiles<PathBuf>,
     tar: ArtifactWriter,
     index: ArtifactWriter,
     handle: tokio::runtime::Handle,
@@ -224,75 +185,6 @@ impl TreeJob {
     }
 }
 
-/// The parent backup's index, read in step with the walk (both in path order).
-struct ParentFiles {
-    id: String,
-    entries: ParentEntries,
-    /// The next parent entry that holds its own bytes, with its path.
-    peeked: Option<(PathBuf, FileEntry)>,
-    /// The parent's link groups met so far (the first name of each holds the bytes).
-    seen_groups: HashSet<u64>,
-}
-
-enum ParentEntries {
-    None,
-    Loaded(Arc<FileIndex>, usize),
-    Streamed(IndexStream),
-}
-
-impl ParentFiles {
-    fn pull(&mut self) -> Result<Option<FileEntry>> {
-        match &mut self.entries {
-            ParentEntries::None => Ok(None),
-            ParentEntries::Loaded(index, at) => {
-                let entry = index.entries.get(*at).cloned();
-                *at += 1;
-                Ok(entry)
-            }
-            ParentEntries::Streamed(stream) => {
-                stream.next_entry().map_err(|e| parent_error(&self.id, e))
-            }
-        }
-    }
-
-    /// The parent's entry for `path` when the parent's tar holds those bytes under that
-    /// name (not a second name of a hard link). Asked in path order; a parent index out
-    /// of that order only costs files stored again, never a wrong reference.
-    fn get(&mut self, path: &Path) -> Result<Option<FileEntry>> {
-        loop {
-            if self.peeked.is_none() {
-                let Some(entry) = self.pull()? else {
-                    return Ok(None);
-                };
-                if entry.link_group.is_some_and(|g| !self.seen_groups.insert(g)) {
-                    continue;
-                }
-                self.peeked = Some((entry.relative_path(), entry));
-            }
-            let Some((at, _)) = &self.peeked else {
-                return Ok(None);
-            };
-            match at.as_path().cmp(path) {
-                std::cmp::Ordering::Less => self.peeked = None,
-                std::cmp::Ordering::Equal => return Ok(self.peeked.take().map(|(_, e)| e)),
-                std::cmp::Ordering::Greater => return Ok(None),
-            }
-        }
-    }
-}
-
-/// A parent index that cannot be read.
-fn parent_error(parent: &str, e: Error) -> Error {
-    Error::backend(
-        "files",
-        "backup",
-        format!(
-            "reading the file index of {parent}, the parent of this incremental backup, failed \
-             ({e}); back up with `full` (--full) to start afresh"
-        ),
-    )
-}
-
 /// What an increment over `parent` needs: the backups holding its unchanged files, then the
 /// parent itself.
 pub(crate) fn parent_dependencies(parent: Option<(&str, &FileIndex)>) -> Vec<String> {
@@ -303,28 +195,6 @@ pub(crate) fn parent_dependencies(parent: Option<(&str, &FileIndex)>) -> Vec<Str
     ids.retain(|holder| holder != id);
     ids.push(id.to_owned());
     ids
-}
-
-/// Writes `index` as the backup's `index.json` artifact, serialized straight into the
-/// pipeline (never a whole JSON copy in memory: a million entries are hundreds of MB of
-/// JSON); returns the index.
-pub(crate) async fn write_index(out: &mut BackupWriter, index: FileIndex) -> Result<FileIndex> {
-    let writer = out.artifact(INDEX_ARTIFACT)?;
-    let handle = tokio::runtime::Handle::current();
-    let (writer, index) = tokio::task::spawn_blocking(move || {
-        let bridge = tokio_util::io::SyncIoBridge::new_with_handle(writer, handle);
-        let mut buffered = std::io::BufWriter::with_capacity(1 << 20, bridge);
-        serde_json::to_writer(&mut buffered, &index)
-            .map_err(|e| Error::from_io("writing the index", std::io::Error::other(e)))?;
-        let bridge = buffered
-            .into_inner()
-            .map_err(|e| Error::from_io("writing the index", e.into_error()))?;
-        Ok::<_, Error>((bridge.into_inner(), index))
-    })
-    .await
-    .map_err(|e| Error::internal("writing the index", e))??;
-    writer.finish().await?;
-    Ok(index)
 }
 
 #[derive(Default)]
@@ -386,7 +256,7 @@ struct Context {
     /// This backup's id (`stored_in` of the files it stores).
     id: String,
     /// The parent's index.
-    parent: ParentFiles,
+    parent: ParentFiles<PathBuf>,
     /// The first name of each hard-link group added so far.
     links: HashMap<u64, FileEntry>,
     /// The other backups holding files of this one.

@@ -11,18 +11,23 @@
 //! leading or trailing `/`) fail the backup with an error naming the key: nothing is left
 //! out silently. An object is "vanished" only when a second listing no longer shows it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 
 use dr_core::object_store::path::Path as ObjectPath;
-use dr_core::object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
-use dr_core::{ArtifactWriter, Backup, BackupWriter, Error, Result, SourceInfo, async_trait};
-use futures::{StreamExt, TryStreamExt};
+use dr_core::object_store::{ObjectStore, ObjectStoreExt};
+use dr_core::{
+    ArtifactWriter, Backup, BackupReader, BackupWriter, Error, Result, SourceInfo, async_trait,
+};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::backup::{FILES_KIND, TAR_ARTIFACT, write_index};
+use super::backup::{FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
+use super::bucket_listing::{Listed, SortedListing, list_sorted};
 use super::index::{EntryKind, FileEntry, FileIndex};
+use super::index_stream::AsyncIndexWriter;
+use super::parent::{Parent, ParentFiles};
 
 /// Objects of at most this size are read whole ahead of the tar writer.
 const SMALL_OBJECT: u64 = 1024 * 1024;
@@ -63,7 +68,9 @@ async fn read_whole(
 pub struct BucketSource {
     store: Arc<dyn ObjectStore>,
     prefix: Option<ObjectPath>,
-    parent: Option<(String, FileIndex)>,
+    parent: Option<Parent>,
+    /// The backups holding the objects of the last backup written (its dependencies).
+    holders: Arc<Mutex<Option<Vec<String>>>>,
 }
 
 impl BucketSource {
@@ -73,27 +80,39 @@ impl BucketSource {
             store,
             prefix: prefix.filter(|p| !p.is_empty()).map(exact_path),
             parent: None,
+            holders: Arc::default(),
         }
     }
 
     /// Incremental over backup `id` with `index`: objects with the same size, ETag and
     /// last-modified time are referenced, not copied again. The backup declares `id` and
     /// the backups holding those objects through [`Backup::depends_on`].
+    /// [`BucketSource::with_parent_backup`] does the same without the whole index in memory.
     pub fn with_parent(mut self, id: impl Into<String>, index: FileIndex) -> Self {
-        self.parent = Some((id.into(), index));
+        self.parent = Some(Parent::Loaded {
+            id: id.into(),
+            index: Arc::new(index),
+        });
         self
     }
 
-    fn relative(&self, location: &ObjectPath) -> String {
-        let full = location.as_ref();
-        match &self.prefix {
-            Some(p) => full
-                .strip_prefix(p.as_ref())
-                .map(|r| r.trim_start_matches('/'))
-                .unwrap_or(full)
-                .to_owned(),
-            None => full.to_owned(),
-        }
+    /// Incremental over the backup `parent` reads, whose index is read entry by entry
+    /// beside the listing (both in key order). A damaged parent index fails the backup.
+    pub fn with_parent_backup(mut self, parent: BackupReader) -> Self {
+        self.parent = Some(Parent::Streamed { reader: parent });
+        self
+    }
+}
+
+/// `location` relative to `prefix`.
+fn relative_key(prefix: Option<&ObjectPath>, location: &str) -> String {
+    match prefix {
+        Some(p) => location
+            .strip_prefix(p.as_ref())
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(location)
+            .to_owned(),
+        None => location.to_owned(),
     }
 }
 
@@ -103,77 +122,163 @@ impl Backup for BucketSource {
         FILES_KIND
     }
 
+    /// After a backup: the backups holding its unchanged objects, then its parent.
     fn depends_on(&self) -> Vec<String> {
-        super::backup::parent_dependencies(
-            self.parent.as_ref().map(|(id, index)| (id.as_str(), index)),
-        )
+        let written = self
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        match (&self.parent, written) {
+            (None, _) => Vec::new(),
+            (Some(parent), Some(mut holders)) => {
+                holders.retain(|holder| holder != parent.id());
+                holders.push(parent.id().to_owned());
+                holders
+            }
+            (Some(Parent::Loaded { id, index }), None) => {
+                super::backup::parent_dependencies(Some((id, index)))
+            }
+            (Some(Parent::Streamed { reader }), None) => vec![reader.id().to_owned()],
+        }
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
-        let objects = list_objects(&self.store, self.prefix.as_ref()).await?;
-        let parent: BTreeMap<String, FileEntry> = self
-            .parent
-            .iter()
-            .flat_map(|(_, index)| index.entries.iter())
-            .filter_map(|e| e.path.clone().map(|p| (p, e.clone())))
-            .collect();
-        let id = out.id().to_owned();
-        let mut entries = Vec::with_capacity(objects.len());
-        let mut to_fetch = Vec::new();
-        for meta in &objects {
-            let mut entry = object_entry(meta, &self.relative(&meta.location));
-            match entry.path.as_ref().and_then(|p| parent.get(p)) {
-                Some(earlier) if same_object(&entry, earlier) => {
-                    entry.sha256 = earlier.sha256.clone();
-                    entry.attributes = earlier.attributes.clone();
-                    entry.stored_in = earlier.stored_in.clone();
-                }
-                _ => {
-                    entry.stored_in = Some(id.clone());
-                    to_fetch.push(entries.len());
-                }
-            }
-            entries.push(entry);
-        }
+        let listing = list_sorted(&self.store, self.prefix.as_ref()).await?;
+        let parent = ParentFiles::open(self.parent.as_ref(), |e: &FileEntry| {
+            e.path.clone().unwrap_or_default()
+        })?;
+        let planned = plan(listing, parent, self.prefix.clone(), out.id().to_owned());
         let mut tar = out.artifact(TAR_ARTIFACT)?;
-        let (stored_bytes, not_found) = self
-            .store_objects(&mut tar, &objects, &mut entries, &to_fetch)
+        let mut index = AsyncIndexWriter::start(out.artifact(INDEX_ARTIFACT)?);
+        let mut tally = Tally::new(out.id());
+        self.store_objects(&mut tar, &mut index, planned, &mut tally)
             .await?;
-        let vanished = self.confirm_vanished(&objects, &not_found).await?;
+        let vanished = self.confirm_vanished(&tally.not_found).await?;
         let io = |e| Error::from_io("writing the tar", e);
         tar.write_all(&[0u8; 1024]).await.map_err(io)?;
         tar.finish().await?;
-        let vanished: Vec<String> = vanished
-            .iter()
-            .filter_map(|&i| entries[i].path.clone())
-            .collect();
-        entries.retain(|e| e.sha256.is_some());
-        let index = FileIndex {
-            version: 1,
-            entries,
-            vanished,
-            root: None,
-        };
-        let index = write_index(out, index).await?;
-        let stored_files = (to_fetch.len() - index.vanished.len()) as u64;
-        Ok(self.info(&index, stored_files, stored_bytes))
+        index.end(&vanished).await?.finish().await?;
+        *self
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(std::mem::take(&mut tally.holders).into_iter().collect());
+        Ok(self.info(&tally, vanished.len()))
     }
 }
 
+/// One listed object, compared with the parent: referenced, or to fetch.
+struct Planned {
+    entry: FileEntry,
+    location: ObjectPath,
+    fetch: bool,
+}
+
+/// Reads the listing in order on the blocking pool, each object compared with the
+/// parent's entry for its key (merge-joined: both in key order).
+fn plan(
+    listing: SortedListing,
+    mut parent: ParentFiles<String>,
+    prefix: Option<ObjectPath>,
+    id: String,
+) -> futures::stream::BoxStream<'static, Result<Planned>> {
+    let (send, receive) = tokio::sync::mpsc::channel::<Result<Planned>>(1024);
+    tokio::task::spawn_blocking(move || {
+        for listed in listing {
+            let planned = listed.and_then(|listed| {
+                let location = exact_path(&listed.key);
+                let mut entry = object_entry(&listed, &relative_key(prefix.as_ref(), &listed.key));
+                let earlier = parent.get(entry.path.as_ref().unwrap_or(&String::new()))?;
+                let fetch = match earlier {
+                    Some(earlier) if same_object(&entry, &earlier) => {
+                        entry.sha256 = earlier.sha256;
+                        entry.attributes = earlier.attributes;
+                        entry.stored_in = earlier.stored_in;
+                        false
+                    }
+                    _ => {
+                        entry.stored_in = Some(id.clone());
+                        true
+                    }
+                };
+                Ok(Planned {
+                    entry,
+                    location,
+                    fetch,
+                })
+            });
+            let failed = planned.is_err();
+            if send.blocking_send(planned).is_err() || failed {
+                return;
+            }
+        }
+    });
+    futures::stream::unfold(receive, |mut receive| async move {
+        receive.recv().await.map(|item| (item, receive))
+    })
+    .boxed()
+}
+
+/// What the objects written so far add up to.
+struct Tally {
+    id: String,
+    objects: u64,
+    bytes: u64,
+    stored_files: u64,
+    stored_bytes: u64,
+    all_have_etags: bool,
+    holders: BTreeSet<String>,
+    /// Objects the store no longer had when read: (whole key, relative key).
+    not_found: Vec<(ObjectPath, String)>,
+}
+
+impl Tally {
+    fn new(id: &str) -> Self {
+        Tally {
+            id: id.to_owned(),
+            objects: 0,
+            bytes: 0,
+            stored_files: 0,
+            stored_bytes: 0,
+            all_have_etags: true,
+            holders: BTreeSet::new(),
+            not_found: Vec::new(),
+        }
+    }
+
+    fn count(&mut self, entry: &FileEntry) {
+        self.objects += 1;
+        self.bytes += entry.size;
+        self.all_have_etags &= entry.etag.is_some();
+        if let Some(holder) = entry.stored_in.as_ref().filter(|h| **h != self.id) {
+            if !self.holders.contains(holder) {
+                self.holders.insert(holder.clone());
+            }
+        }
+    }
+}
+
+/// A planned object, with its body when it was read ahead.
+enum Fetched {
+    /// Referenced from an earlier backup.
+    Unchanged,
+    /// Read whole, ahead of the tar.
+    Whole(dr_core::object_store::Result<(dr_core::object_store::Attributes, Body)>),
+    /// Large: opened when its turn comes.
+    Later,
+}
+
 impl BucketSource {
-    /// Streams the objects at `to_fetch` into the tar, a few fetched ahead; returns the bytes
-    /// stored and which objects the store no longer had.
+    /// Streams the changed objects into the tar in key order, a few fetched ahead, and every
+    /// object's entry into the index.
     async fn store_objects(
         &self,
         tar: &mut ArtifactWriter,
-        objects: &[ObjectMeta],
-        entries: &mut [FileEntry],
-        to_fetch: &[usize],
-    ) -> Result<(u64, Vec<usize>)> {
-        let jobs: Vec<(usize, ObjectPath, u64)> = to_fetch
-            .iter()
-            .map(|&i| (i, objects[i].location.clone(), objects[i].size))
-            .collect();
+        index: &mut AsyncIndexWriter,
+        planned: futures::stream::BoxStream<'static, Result<Planned>>,
+        tally: &mut Tally,
+    ) -> Result<()> {
         let store = self.store.clone();
         // Small objects are read whole, many at once: against a far store each costs a round
         // trip, and one after the other a bucket of small objects would take a round trip
@@ -184,142 +289,117 @@ impl BucketSource {
         let budget = Arc::new(tokio::sync::Semaphore::new(
             SMALL_OBJECTS_BUDGET_KIB as usize,
         ));
-        let mut fetches = futures::stream::iter(jobs)
-            .map(move |(i, location, size)| {
+        let mut fetches = planned
+            .map(move |planned| {
                 let (store, budget) = (store.clone(), budget.clone());
                 async move {
+                    let planned = match planned {
+                        Ok(planned) => planned,
+                        Err(e) => return (Err(e), Fetched::Unchanged, None),
+                    };
+                    let size = planned.entry.size;
+                    if !planned.fetch {
+                        return (Ok(planned), Fetched::Unchanged, None);
+                    }
                     if size > SMALL_OBJECT {
-                        return (i, location, Ok(None), None);
+                        return (Ok(planned), Fetched::Later, None);
                     }
                     let held = budget.acquire_many_owned(budget_kib(size)).await.ok();
-                    let whole = read_whole(store.as_ref(), &location).await.map(Some);
-                    (i, location, whole, held)
+                    let whole = read_whole(store.as_ref(), &planned.location).await;
+                    (Ok(planned), Fetched::Whole(whole), held)
                 }
             })
             .buffered(SMALL_OBJECTS_AT_ONCE);
-        let mut stored_bytes = 0u64;
-        let mut not_found = Vec::new();
-        while let Some((i, location, fetched, _held)) = fetches.next().await {
+        while let Some((planned, fetched, _held)) = fetches.next().await {
+            let Planned {
+                mut entry,
+                location,
+                ..
+            } = planned?;
             let opened = match fetched {
-                Ok(Some(whole)) => Ok(whole),
-                Ok(None) => self.store.get(&location).await.map(|result| {
+                Fetched::Unchanged => {
+                    tally.count(&entry);
+                    index.push(&entry).await?;
+                    continue;
+                }
+                Fetched::Whole(whole) => whole,
+                Fetched::Later => self.store.get(&location).await.map(|result| {
                     let attributes = result.attributes.clone();
                     (attributes, result.into_stream())
                 }),
-                Err(e) => Err(e),
             };
             let (attributes, body) = match opened {
                 Ok(opened) => opened,
                 Err(dr_core::object_store::Error::NotFound { .. }) => {
-                    not_found.push(i);
+                    tally
+                        .not_found
+                        .push((location, entry.path.clone().unwrap_or_default()));
                     continue;
                 }
                 Err(e) => return Err(Error::store("reading an object of the bucket", e)),
             };
-            let entry = &mut entries[i];
             entry.attributes = super::bucket_meta::to_index(&attributes);
-            let sha = append_object(tar, entry, body).await?;
-            stored_bytes += entry.size;
-            entry.sha256 = Some(sha);
+            entry.sha256 = Some(append_object(tar, &entry, body).await?);
+            tally.stored_files += 1;
+            tally.stored_bytes += entry.size;
+            tally.count(&entry);
+            index.push(&entry).await?;
         }
-        Ok((stored_bytes, not_found))
+        Ok(())
     }
 
     /// Objects the store answered "not found" for are vanished only when a second listing
-    /// no longer shows them. One still listed is an object object_store lists under a name
-    /// it cannot read back (a key beginning or ending with `/`): the backup fails.
-    async fn confirm_vanished(
-        &self,
-        objects: &[ObjectMeta],
-        not_found: &[usize],
-    ) -> Result<Vec<usize>> {
+    /// no longer shows them; returns their relative keys. One still listed is an object
+    /// object_store lists under a name it cannot read back (a key beginning or ending with
+    /// `/`): the backup fails.
+    async fn confirm_vanished(&self, not_found: &[(ObjectPath, String)]) -> Result<Vec<String>> {
         if not_found.is_empty() {
             return Ok(Vec::new());
         }
-        let now: BTreeSet<ObjectPath> = list_objects(&self.store, self.prefix.as_ref())
-            .await?
-            .into_iter()
-            .map(|m| m.location)
-            .collect();
-        if let Some(&i) = not_found
-            .iter()
-            .find(|&&i| now.contains(&objects[i].location))
-        {
-            return Err(Error::backend(
-                "bucket",
-                "backup",
-                format!(
-                    "The bucket lists an object as `{}` but reading `{0}` finds nothing: its real key \
+        let missing: HashSet<&ObjectPath> = not_found.iter().map(|(l, _)| l).collect();
+        let mut listing = self.store.list(self.prefix.as_ref());
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(listing_error)?;
+            if missing.contains(&meta.location) {
+                return Err(Error::backend(
+                    "bucket",
+                    "backup",
+                    format!(
+                        "The bucket lists an object as `{}` but reading `{0}` finds nothing: its real key \
                  most likely begins or ends with `/` (a folder marker such as `{0}/`), and \
                  object_store, the library dr reads buckets with, cannot address such keys. \
                  Nothing was committed: rename or delete that object (or back up a prefix \
                  without it) and run the backup again",
-                    objects[i].location
-                ),
-            ));
+                        meta.location
+                    ),
+                ));
+            }
         }
-        Ok(not_found.to_vec())
+        Ok(not_found.iter().map(|(_, key)| key.clone()).collect())
     }
 
     /// The manifest's facts: counts and how changes are detected, never a key.
-    fn info(&self, index: &FileIndex, stored_files: u64, stored_bytes: u64) -> SourceInfo {
+    fn info(&self, tally: &Tally, vanished: usize) -> SourceInfo {
         let mut info = SourceInfo::new();
-        let count = index.entries.len() as u64;
-        info.insert("objects".into(), count.into());
-        info.insert("files".into(), count.into());
-        info.insert(
-            "bytes".into(),
-            index.entries.iter().map(|e| e.size).sum::<u64>().into(),
-        );
-        info.insert("stored_files".into(), stored_files.into());
-        info.insert("stored_bytes".into(), stored_bytes.into());
-        let by_etag = index.entries.iter().all(|e| e.etag.is_some());
-        let detection = if by_etag {
+        info.insert("objects".into(), tally.objects.into());
+        info.insert("files".into(), tally.objects.into());
+        info.insert("bytes".into(), tally.bytes.into());
+        info.insert("stored_files".into(), tally.stored_files.into());
+        info.insert("stored_bytes".into(), tally.stored_bytes.into());
+        let detection = if tally.all_have_etags {
             "size, ETag and last-modified time"
         } else {
             "size, ETag and last-modified time (size and time for objects without an ETag)"
         };
         info.insert("change_detection".into(), detection.into());
-        if let Some((id, _)) = &self.parent {
-            info.insert("parent".into(), id.clone().into());
+        if let Some(parent) = &self.parent {
+            info.insert("parent".into(), parent.id().into());
         }
-        if !index.vanished.is_empty() {
-            info.insert(
-                "vanished_during_backup".into(),
-                (index.vanished.len() as u64).into(),
-            );
+        if vanished > 0 {
+            info.insert("vanished_during_backup".into(), (vanished as u64).into());
         }
         info
     }
-}
-
-/// Every object under `prefix`, sorted by key. Fails clearly on keys object_store cannot
-/// represent (it refuses a listing page holding one) and on two objects it lists under one
-/// name (keys differing only by a leading or trailing `/`).
-async fn list_objects(
-    store: &Arc<dyn ObjectStore>,
-    prefix: Option<&ObjectPath>,
-) -> Result<Vec<ObjectMeta>> {
-    let mut objects: Vec<ObjectMeta> = store
-        .list(prefix)
-        .try_collect()
-        .await
-        .map_err(listing_error)?;
-    objects.sort_by(|a, b| a.location.cmp(&b.location));
-    if let Some(pair) = objects.windows(2).find(|w| w[0].location == w[1].location) {
-        return Err(Error::backend(
-            "bucket",
-            "backup",
-            format!(
-                "The bucket lists two objects as `{}`: their real keys differ by a leading or \
-             trailing `/`, which object_store, the library dr reads buckets with, drops. \
-             Nothing was committed: rename one of them (or back up a prefix without them) and \
-             run the backup again",
-                pair[0].location
-            ),
-        ));
-    }
-    Ok(objects)
 }
 
 /// `raw` as a path unchanged when object_store can hold it (`Path::from` would
@@ -328,7 +408,7 @@ pub(crate) fn exact_path(raw: &str) -> ObjectPath {
     ObjectPath::parse(raw).unwrap_or_else(|_| ObjectPath::from(raw))
 }
 
-fn listing_error(e: dr_core::object_store::Error) -> Error {
+pub(crate) fn listing_error(e: dr_core::object_store::Error) -> Error {
     match e {
         dr_core::object_store::Error::InvalidPath { source } => Error::backend(
             "bucket",
@@ -344,14 +424,13 @@ fn listing_error(e: dr_core::object_store::Error) -> Error {
     }
 }
 
-fn object_entry(meta: &ObjectMeta, relative: &str) -> FileEntry {
+fn object_entry(listed: &Listed, relative: &str) -> FileEntry {
     let mut entry = FileEntry::empty(EntryKind::File);
     entry.path = Some(relative.to_owned());
-    entry.size = meta.size;
-    entry.mtime_ns = i128::from(meta.last_modified.timestamp()) * 1_000_000_000
-        + i128::from(meta.last_modified.timestamp_subsec_nanos());
+    entry.size = listed.size;
+    entry.mtime_ns = listed.mtime_ns;
     entry.mode = 0o644;
-    entry.etag = meta.e_tag.clone();
+    entry.etag = listed.etag.clone();
     entry
 }
 

@@ -18,7 +18,7 @@ use super::backup::FILES_KIND;
 use super::bucket::BucketSource;
 use super::bucket_restore::{BucketRestored, BucketTarget};
 use super::restore::DirectoryTarget;
-use super::source::{latest_parent, refuse_checks, refuse_unsupported, to_source_settings};
+use super::source::{latest_backup, refuse_checks, refuse_unsupported, to_source_settings};
 use super::verify::TreeVerifier;
 
 /// The source type of buckets in configurations.
@@ -165,8 +165,8 @@ impl Source for ConfiguredBucket {
         if full {
             return Ok(Box::new(source));
         }
-        Ok(Box::new(match latest_parent(repo, source_name).await? {
-            Some((id, index)) => source.with_parent(id, index),
+        Ok(Box::new(match latest_backup(repo, source_name).await? {
+            Some(parent) => source.with_parent_backup(repo.reader(parent)),
             None => source,
         }))
     }

@@ -74,6 +74,67 @@ impl IndexWriter {
     }
 }
 
+/// Writes an index document entry by entry into an artifact from async code (bucket
+/// backups: no root, the vanished keys at the end).
+pub(crate) struct AsyncIndexWriter {
+    out: ArtifactWriter,
+    buf: Vec<u8>,
+    first: bool,
+}
+
+impl AsyncIndexWriter {
+    /// Starts the document.
+    pub(crate) fn start(out: ArtifactWriter) -> Self {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(b"{\"version\":1,\"entries\":[");
+        AsyncIndexWriter {
+            out,
+            buf,
+            first: true,
+        }
+    }
+
+    /// Adds one entry.
+    ///
+    /// # Errors
+    /// The pipeline's errors.
+    pub(crate) async fn push(&mut self, entry: &FileEntry) -> Result<()> {
+        if !std::mem::take(&mut self.first) {
+            self.buf.push(b',');
+        }
+        serde_json::to_writer(&mut self.buf, entry).map_err(json_error)?;
+        if self.buf.len() >= 1 << 20 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the document with the keys that vanished; returns the artifact to finish.
+    ///
+    /// # Errors
+    /// The pipeline's errors.
+    pub(crate) async fn end(mut self, vanished: &[String]) -> Result<ArtifactWriter> {
+        self.buf.extend_from_slice(b"]");
+        if !vanished.is_empty() {
+            self.buf.extend_from_slice(b",\"vanished\":");
+            serde_json::to_writer(&mut self.buf, vanished).map_err(json_error)?;
+        }
+        self.buf.extend_from_slice(b"}");
+        self.flush().await?;
+        Ok(self.out)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.out
+            .write_all(&self.buf)
+            .await
+            .map_err(|e| Error::from_io("writing the index", e))?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
 fn json_error(e: serde_json::Error) -> Error {
     Error::from_io("writing the index", std::io::Error::other(e))
 }

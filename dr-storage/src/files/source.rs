@@ -12,8 +12,7 @@ use dr_core::{
 use serde::{Deserialize, Serialize};
 
 use super::backup::{DirectorySource, FILES_KIND};
-use super::index::FileIndex;
-use super::restore::{DirectoryTarget, TreeReport, read_index};
+use super::restore::{DirectoryTarget, TreeReport};
 use super::verify::TreeVerifier;
 use super::walk::TreeFilter;
 
@@ -195,7 +194,7 @@ impl Source for ConfiguredDirectory {
 ///
 /// # Errors
 /// The repository's errors; a newest backup of another kind.
-async fn latest_backup(repo: &Repository, source_name: &str) -> Result<Option<dr_core::Manifest>> {
+pub(crate) async fn latest_backup(repo: &Repository, source_name: &str) -> Result<Option<dr_core::Manifest>> {
     let parent = match repo.find(source_name, &BackupSelector::Latest).await {
         Ok(parent) => parent,
         Err(Error::BackupNotFound { .. }) => return Ok(None),
@@ -203,35 +202,6 @@ async fn latest_backup(repo: &Repository, source_name: &str) -> Result<Option<dr
     };
     require_files(&parent)?;
     Ok(Some(parent))
-}
-
-/// The newest backup of `source_name` and its index, `None` when it has no backup yet.
-///
-/// # Errors
-/// The repository's errors; a newest backup of another kind, or whose index cannot be
-/// read (say to back up with `full`).
-pub(crate) async fn latest_parent(
-    repo: &Repository,
-    source_name: &str,
-) -> Result<Option<(String, FileIndex)>> {
-    let Some(parent) = latest_backup(repo, source_name).await? else {
-        return Ok(None);
-    };
-    let index = read_index(&repo.reader(parent.clone()))
-        .await
-        .map_err(|e| {
-            Error::backend(
-                "files",
-                "backup",
-                format!(
-                    "reading the file index of {}, the parent of this incremental backup, failed \
-                 ({e}); back up with `full` (--full) to start afresh",
-                    parent.id
-                ),
-            )
-        })?;
-    tracing::debug!(parent = %parent.id, "incremental over the newest backup");
-    Ok(Some((parent.id, index)))
 }
 
 /// Refuses a backup that is not a file tree (a source name reused for another kind).
