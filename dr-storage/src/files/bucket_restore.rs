@@ -2,7 +2,7 @@
 //! plain SHA-256 of every part) before the first write into the target; a restore that still
 //! fails midway names how many objects it wrote and lists their keys in a file.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,13 +17,13 @@ use super::backup::TAR_ARTIFACT;
 use super::bucket::exact_path;
 use super::bucket_meta::from_index;
 use super::index::{EntryKind, FileEntry};
+use super::index_stream::IndexStream;
+use super::restore::SelectionCheck;
 use super::tar_stream::TarStream;
+use tokio::io::AsyncWriteExt;
 
 /// Objects up to this size are buffered, checked and written with one put.
 const SINGLE_PUT_BYTES: u64 = 8 << 20;
-
-/// Index entries to restore, by relative key, grouped by the backup whose tar holds them.
-type ByHolder<'a> = BTreeMap<String, BTreeMap<String, &'a FileEntry>>;
 
 /// Restores a bucket backup into `store` under `prefix`.
 pub struct BucketTarget {
@@ -31,14 +31,6 @@ pub struct BucketTarget {
     prefix: Option<ObjectPath>,
     repo: dr_core::Repository,
     journal_dir: PathBuf,
-}
-
-/// The objects written so far.
-#[derive(Default)]
-struct Written {
-    keys: Vec<String>,
-    bytes: u64,
-    metadata_dropped: u64,
 }
 
 /// What a bucket restore wrote.
@@ -88,29 +80,21 @@ impl BucketTarget {
         backup: &BackupReader,
         select: &[String],
     ) -> Result<BucketRestored> {
-        let index = super::restore::read_index(backup).await?;
-        let keys: Vec<Vec<u8>> = index
-            .entries
-            .iter()
-            .filter(|e| e.kind == EntryKind::File)
-            .map(|e| e.path.clone().unwrap_or_default().into_bytes())
-            .collect();
-        super::restore::require_matches(select, &keys, backup.id())?;
-        let by_holder = select_entries(&index.entries, select, backup.id());
-        let mut readers = Vec::with_capacity(by_holder.len());
-        for holder in by_holder.keys() {
+        let holders = selected_holders(backup, select).await?;
+        let mut readers = Vec::with_capacity(holders.len());
+        for holder in &holders {
             let reader = self.holder(backup, holder).await?;
             check_whole(&reader).await?;
             readers.push(reader);
         }
-        let mut written = Written::default();
-        for (reader, entries) in readers.iter().zip(by_holder.values()) {
-            if let Err(e) = self.upload_from(reader, entries, &mut written).await {
-                return Err(self.failed_midway(backup.id(), e, &written).await);
+        let mut written = Written::new().await?;
+        for reader in &readers {
+            if let Err(e) = self.upload_from(backup, reader, select, &mut written).await {
+                return Err(self.failed_midway(backup.id(), e, written).await);
             }
         }
         Ok(BucketRestored {
-            objects: written.keys.len() as u64,
+            objects: written.count,
             bytes: written.bytes,
             metadata_dropped: written.metadata_dropped,
         })
@@ -132,38 +116,31 @@ impl BucketTarget {
             })
     }
 
-    /// Streams one backup's tar, writing the wanted objects (each hash-checked before its
-    /// upload completes); fails when the tar lacks one of them.
+    /// Streams one holder's tar beside the restored backup's index (both in key order),
+    /// writing the wanted objects the holder holds (each hash-checked before its upload
+    /// completes); fails when the tar lacks one of them.
     async fn upload_from(
         &self,
-        reader: &BackupReader,
-        entries: &BTreeMap<String, &FileEntry>,
+        backup: &BackupReader,
+        holder: &BackupReader,
+        select: &[String],
         written: &mut Written,
     ) -> Result<()> {
-        let mut tar = TarStream::new(reader.artifact(TAR_ARTIFACT)?);
-        let mut found = 0usize;
-        while let Some((name, size)) = tar.next_header().await? {
-            let Some(entry) = entries.get(&name) else {
-                tar.skip(size).await?;
+        let mut index = IndexStream::open(backup)?;
+        let mut tar = TarStream::new(holder.artifact(TAR_ARTIFACT)?);
+        while let Some(entry) = index.next().await? {
+            let name = entry.path.clone().unwrap_or_default();
+            let stored = entry.stored_in.as_deref().unwrap_or(backup.id());
+            if entry.kind != EntryKind::File || stored != holder.id() || !selected(select, &name)
+            {
                 continue;
-            };
+            }
+            let size = next_object(&mut tar, &name, holder.id()).await?;
             let key = self.key(&name)?;
-            if self.upload_one(&mut tar, &key, entry, size).await? {
+            if self.upload_one(&mut tar, &key, &entry, size).await? {
                 written.metadata_dropped += 1;
             }
-            written.keys.push(key.to_string());
-            written.bytes += size;
-            found += 1;
-        }
-        if found != entries.len() {
-            return Err(Error::restore(
-                "bucket",
-                format!(
-                    "backup {} holds {found} of the {} objects its index names",
-                    reader.id(),
-                    entries.len()
-                ),
-            ));
+            written.add(key.as_ref(), size).await?;
         }
         Ok(())
     }
@@ -271,23 +248,19 @@ impl BucketTarget {
 
     /// The error of a restore that failed after writing `written`: what failed, how many
     /// objects were written, the file listing their keys, and what to run next.
-    async fn failed_midway(&self, id: &str, error: Error, written: &Written) -> Error {
-        if written.keys.is_empty() {
+    async fn failed_midway(&self, id: &str, error: Error, written: Written) -> Error {
+        if written.count == 0 {
             return Error::restore(
                 "bucket",
                 format!("{error}; nothing was written into the target"),
             );
         }
-        let n = written.keys.len();
+        let n = written.count;
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
         let path = self
             .journal_dir
             .join(format!("dr-restore-{id}-{stamp}-written.txt"));
-        let (at, keys) = (path.clone(), written.keys.clone());
-        let journal = super::blocking::blocking("listing the written keys", move || {
-            write_journal(&at, &keys).map_err(|e| Error::io(format!("writing {}", at.display()), e))
-        });
-        let listed = match journal.await {
+        let listed = match written.journal(&path).await {
             Ok(()) => format!("their keys are listed in {}", path.display()),
             Err(e) => format!("listing their keys in {} failed too ({e})", path.display()),
         };
@@ -303,21 +276,50 @@ impl BucketTarget {
     }
 }
 
-/// The wanted files of `entries` (all when `select` is empty), grouped by holder.
-fn select_entries<'a>(entries: &'a [FileEntry], select: &[String], id: &str) -> ByHolder<'a> {
-    let mut by_holder = ByHolder::new();
-    for e in entries.iter().filter(|e| e.kind == EntryKind::File) {
-        let p = e.path.clone().unwrap_or_default();
-        let wanted = select.is_empty()
-            || select
-                .iter()
-                .any(|s| super::restore::selects(s, p.as_bytes()));
-        if wanted {
-            let holder = e.stored_in.clone().unwrap_or_else(|| id.to_owned());
-            by_holder.entry(holder).or_default().insert(p, e);
+/// Whether `select` (all when empty) takes the key `name`.
+fn selected(select: &[String], name: &str) -> bool {
+    select.is_empty()
+        || select
+            .iter()
+            .any(|s| super::restore::selects(s, name.as_bytes()))
+}
+
+/// The backups holding the selected objects of `backup` (one pass over its index); every
+/// pattern of `select` must match an object.
+async fn selected_holders(backup: &BackupReader, select: &[String]) -> Result<BTreeSet<String>> {
+    let mut index = IndexStream::open(backup)?;
+    let mut check = SelectionCheck::new(select);
+    let mut holders = BTreeSet::new();
+    while let Some(entry) = index.next().await? {
+        if entry.kind != EntryKind::File {
+            continue;
+        }
+        let name = entry.path.clone().unwrap_or_default();
+        if check.see(name.as_bytes()) {
+            let holder = entry.stored_in.as_deref().unwrap_or(backup.id());
+            if !holders.contains(holder) {
+                holders.insert(holder.to_owned());
+            }
         }
     }
-    by_holder
+    check.finish(backup.id())?;
+    Ok(holders)
+}
+
+/// Moves `tar` to the object `name` (objects before it are passed over: the tar and the
+/// index are both in key order); returns its size.
+async fn next_object(tar: &mut TarStream, name: &str, holder: &str) -> Result<u64> {
+    while let Some((found, size)) = tar.next_header().await? {
+        match found.as_str().cmp(name) {
+            std::cmp::Ordering::Less => tar.skip(size).await?,
+            std::cmp::Ordering::Equal => return Ok(size),
+            std::cmp::Ordering::Greater => break,
+        }
+    }
+    Err(Error::restore(
+        "bucket",
+        format!("backup {holder} lacks the object {name} its index names"),
+    ))
 }
 
 /// Reads every part of `reader`'s backup, comparing stored and plain SHA-256s.
@@ -356,17 +358,60 @@ fn metadata_dropped(key: &ObjectPath, entry: &FileEntry) -> bool {
     true
 }
 
-/// One key a line, readable by the owner only (keys are names).
-fn write_journal(path: &Path, keys: &[String]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    for key in keys {
-        writeln!(file, "{key}")?;
+/// The objects written so far; their keys are spooled to an unlinked temporary file (a
+/// million keys are not kept in memory) and copied into the journal if the restore fails.
+struct Written {
+    count: u64,
+    bytes: u64,
+    metadata_dropped: u64,
+    keys: tokio::io::BufWriter<tokio::fs::File>,
+}
+
+impl Written {
+    async fn new() -> Result<Self> {
+        let file = super::blocking::blocking("creating the list of written keys", || {
+            tempfile::tempfile()
+                .map_err(|e| Error::io("creating the list of written keys (TMPDIR)", e))
+        })
+        .await?;
+        Ok(Written {
+            count: 0,
+            bytes: 0,
+            metadata_dropped: 0,
+            keys: tokio::io::BufWriter::new(tokio::fs::File::from_std(file)),
+        })
     }
-    file.sync_all()
+
+    async fn add(&mut self, key: &str, size: u64) -> Result<()> {
+        let io = |e| Error::io("listing the written keys (TMPDIR)", e);
+        self.keys.write_all(key.as_bytes()).await.map_err(io)?;
+        self.keys.write_all(b"\n").await.map_err(io)?;
+        self.count += 1;
+        self.bytes += size;
+        Ok(())
+    }
+
+    /// Copies the written keys, one a line, into a new file readable by the owner only
+    /// (keys are names).
+    async fn journal(mut self, path: &Path) -> Result<()> {
+        let io = |e| Error::io(format!("writing {}", path.display()), e);
+        self.keys.flush().await.map_err(io)?;
+        let mut spool = self.keys.into_inner().into_std().await;
+        let at = path.to_owned();
+        super::blocking::blocking("listing the written keys", move || {
+            use std::io::Seek;
+            use std::os::unix::fs::OpenOptionsExt;
+            let io = |e| Error::io(format!("writing {}", at.display()), e);
+            spool.rewind().map_err(io)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&at)
+                .map_err(io)?;
+            std::io::copy(&mut spool, &mut file).map_err(io)?;
+            file.sync_all().map_err(io)
+        })
+        .await
+    }
 }

@@ -6,6 +6,7 @@
 //! come from the index and are checked to stay inside the target; the tar's own names are
 //! only used to find the index entry.
 
+use std::collections::BTreeSet;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -462,40 +463,85 @@ pub(crate) fn selects(pattern: &str, path: &[u8]) -> bool {
 /// # Errors
 /// [`Error::Refused`] (a usage error).
 pub(crate) fn require_matches(select: &[String], paths: &[Vec<u8>], id: &str) -> Result<()> {
-    let unmatched: Vec<&str> = select
-        .iter()
-        .filter(|s| !paths.iter().any(|p| selects(s, p)))
-        .map(String::as_str)
-        .collect();
-    if unmatched.is_empty() {
-        return Ok(());
+    let mut check = SelectionCheck::new(select);
+    for path in paths {
+        check.see(path);
     }
-    let mut top: Vec<String> = paths
-        .iter()
-        .map(|p| {
-            let first = p.split(|b| *b == b'/').next().unwrap_or_default();
-            String::from_utf8_lossy(first).into_owned()
-        })
-        .collect();
-    top.sort();
-    top.dedup();
-    let shown = top.len().min(10);
-    Err(Error::refused(
-        Refusal::InvalidInput,
-        format!(
-            "--only {} matches nothing in backup {id}; it holds {} at its top level{}{}",
-            unmatched.join(", --only "),
-            if top.is_empty() {
-                "nothing".to_owned()
-            } else {
-                top[..shown].join(", ")
-            },
-            if top.len() > shown {
-                format!(" and {} more", top.len() - shown)
-            } else {
-                String::new()
-            },
-            "; nothing was restored"
-        ),
-    ))
+    check.finish(id)
+}
+
+/// Top-level names kept for the error of a selection that matches nothing.
+const TOP_NAMES_KEPT: usize = 1000;
+
+/// Checks a selection against paths seen one at a time (a streamed index): every pattern
+/// must match something.
+pub(crate) struct SelectionCheck<'a> {
+    select: &'a [String],
+    matched: Vec<bool>,
+    top: BTreeSet<String>,
+    more_top: bool,
+}
+
+impl<'a> SelectionCheck<'a> {
+    pub(crate) fn new(select: &'a [String]) -> Self {
+        SelectionCheck {
+            select,
+            matched: vec![false; select.len()],
+            top: BTreeSet::new(),
+            more_top: false,
+        }
+    }
+
+    /// Notes one path of the backup; true when the selection takes it.
+    pub(crate) fn see(&mut self, path: &[u8]) -> bool {
+        let mut taken = self.select.is_empty();
+        for (pattern, matched) in self.select.iter().zip(self.matched.iter_mut()) {
+            if selects(pattern, path) {
+                *matched = true;
+                taken = true;
+            }
+        }
+        let first = path.split(|b| *b == b'/').next().unwrap_or_default();
+        let first = String::from_utf8_lossy(first);
+        if self.top.len() < TOP_NAMES_KEPT {
+            self.top.insert(first.into_owned());
+        } else if !self.top.contains(first.as_ref()) {
+            self.more_top = true;
+        }
+        taken
+    }
+
+    /// Fails naming the patterns that matched nothing and what the backup holds.
+    pub(crate) fn finish(self, id: &str) -> Result<()> {
+        let unmatched: Vec<&str> = self
+            .select
+            .iter()
+            .zip(&self.matched)
+            .filter(|(_, matched)| !**matched)
+            .map(|(s, _)| s.as_str())
+            .collect();
+        if unmatched.is_empty() {
+            return Ok(());
+        }
+        let top: Vec<String> = self.top.into_iter().collect();
+        let shown = top.len().min(10);
+        let more = match (top.len() > shown, self.more_top) {
+            (_, true) => " and more".to_owned(),
+            (true, false) => format!(" and {} more", top.len() - shown),
+            (false, false) => String::new(),
+        };
+        Err(Error::refused(
+            Refusal::InvalidInput,
+            format!(
+                "--only {} matches nothing in backup {id}; it holds {} at its top level{more}; \
+                 nothing was restored",
+                unmatched.join(", --only "),
+                if top.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    top[..shown].join(", ")
+                },
+            ),
+        ))
+    }
 }
