@@ -4,8 +4,9 @@
 //!
 //! `cargo bench --bench files -- [--files 20000] [--size-mib 2048] [--tools tar,restic,borg,dr]`
 //!
-//! At scale (issue 18): `--files 1000000 --size-mib 1024 --tools dr` (a million small files;
-//! each row also gives the time per file).
+//! At scale (issue 18): `--files 1000000 --size-mib 1024 --tools dr,dr-bucket` (a million
+//! small files, then the same tree read as a bucket of a million objects; each row also
+//! gives the time per file). `dr-bucket` is not in the default tools.
 //!
 //! Generates the tree in `target/bench-files` (about 70 % compressible text, 30 % random).
 //! Needs the Debian packages `restic`, `borgbackup`, `zstd` and `age`.
@@ -17,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::{arg, dir_size, measure, path};
-use dr::storage::files::{DirectorySource, DirectoryTarget};
+use dr::storage::files::{BucketSource, BucketTarget, DirectorySource, DirectoryTarget};
 use dr::{BackupOptions, BackupSelector, Identities, RestoreOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -146,16 +147,26 @@ fn main() {
         row("borg", "restore", m, 0);
     }
 
-    if !with("dr") {
-        return;
+    if with("dr") {
+        let repo = dir.join("repo");
+        let m = measure(&["full", t, path(&repo), path(&key)]);
+        row("dr", "full backup", m, dir_size(&repo));
+        let m = measure(&["incremental", t, path(&repo), path(&key)]);
+        row("dr", "backup after 1 % changed", m, 0);
+        let m = measure(&["restore", t, path(&repo), path(&key), path(&out)]);
+        row("dr", "restore", m, 0);
     }
-    let repo = dir.join("repo");
-    let m = measure(&["full", t, path(&repo), path(&key)]);
-    row("dr", "full backup", m, dir_size(&repo));
-    let m = measure(&["incremental", t, path(&repo), path(&key)]);
-    row("dr", "backup after 1 % changed", m, 0);
-    let m = measure(&["restore", t, path(&repo), path(&key), path(&out)]);
-    row("dr", "restore", m, 0);
+    if with("dr-bucket") {
+        // The same tree as a bucket: a local directory read through object_store, one
+        // object per file, restored into an empty local bucket.
+        let repo = dir.join("bucket-repo");
+        let m = measure(&["bucket-full", t, path(&repo), path(&key)]);
+        row("dr bucket", "full backup", m, dir_size(&repo));
+        let m = measure(&["bucket-incremental", t, path(&repo), path(&key)]);
+        row("dr bucket", "backup after 1 % changed", m, 0);
+        let m = measure(&["bucket-restore", t, path(&repo), path(&key), path(&out)]);
+        row("dr bucket", "restore", m, 0);
+    }
 }
 
 /// `files` files in nested directories, `size` bytes in all: 70 % text, 30 % random.
@@ -221,12 +232,13 @@ fn prepare(args: &[String]) {
                 .unwrap();
             assert!(status.success(), "preparation failed: {}", args[2]);
         }
-        "full" => {
+        "full" | "bucket-full" => {
             let _ = std::fs::remove_dir_all(&args[2]);
         }
-        "incremental" => change_one_percent(Path::new(&args[1])),
-        "restore" => {
+        "incremental" | "bucket-incremental" => change_one_percent(Path::new(&args[1])),
+        "restore" | "bucket-restore" => {
             let _ = std::fs::remove_dir_all(&args[4]);
+            std::fs::create_dir_all(&args[4]).unwrap();
             let _ = std::process::Command::new("sync").status();
         }
         _ => {}
@@ -268,6 +280,9 @@ fn work(args: &[String]) {
                 .await
                 .unwrap();
             }
+            "bucket-full" | "bucket-incremental" | "bucket-restore" => {
+                bucket_child(&args[0], &root, &args[2], ids, args.get(4)).await;
+            }
             _ => {
                 let repo = dr::storage::open_repository(&args[2], &[])
                     .await
@@ -284,4 +299,39 @@ fn work(args: &[String]) {
             }
         }
     });
+}
+
+/// The bucket operations: `root` read as a bucket, restored into the bucket `out`.
+async fn bucket_child(op: &str, root: &Path, repo: &str, ids: Identities, out: Option<&String>) {
+    use dr::core::object_store::local::LocalFileSystem;
+    let bucket = |dir: &Path| -> std::sync::Arc<dyn dr::core::object_store::ObjectStore> {
+        std::sync::Arc::new(LocalFileSystem::new_with_prefix(dir).unwrap())
+    };
+    let source = BucketSource::new(bucket(root), None);
+    if op == "bucket-full" {
+        let repo = dr::storage::init_repository(repo, &[], &ids.to_recipients())
+            .await
+            .unwrap();
+        repo.backup("bucket", &source, &BackupOptions::default())
+            .await
+            .unwrap();
+        return;
+    }
+    let repo = dr::storage::open_repository(repo, &[])
+        .await
+        .unwrap()
+        .with_identities(ids);
+    let latest = repo.find("bucket", &BackupSelector::Latest).await.unwrap();
+    if op == "bucket-incremental" {
+        let source = source.with_parent_backup(repo.reader(latest));
+        repo.backup("bucket", &source, &BackupOptions::default())
+            .await
+            .unwrap();
+        return;
+    }
+    let out = Path::new(out.unwrap());
+    BucketTarget::new(bucket(out), None, repo.clone())
+        .restore_objects(&repo.reader(latest), &[])
+        .await
+        .unwrap();
 }
