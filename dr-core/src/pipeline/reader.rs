@@ -63,17 +63,18 @@ impl BackupReader {
     /// Returns a reader that reports progress to `progress` (each artifact narrows the
     /// handle's scope to the backup and the artifact).
     pub fn with_progress(&self, progress: ProgressHandle) -> Self {
-        self.rebuilt(self.shared.threads, progress)
+        self.rebuilt(self.shared.threads, self.shared.read_ahead_bytes, progress)
     }
 
-    /// Returns a reader that decodes at most `decoders` parts of an artifact at once (and
-    /// keeps fewer ahead on a near store): for a small stream read beside a large one, such
-    /// as a file index beside its tar, so the two do not hold twice the parts.
-    pub fn with_decoders(&self, decoders: usize) -> Self {
-        self.rebuilt(decoders.max(1), self.shared.progress.clone())
+    /// Returns a reader that decodes at most `decoders` parts of an artifact at once and
+    /// fetches at most `bytes` ahead (at least what the decoders need): for a small stream
+    /// read beside a large one, such as a file index beside its tar, so the two do not hold
+    /// twice the parts.
+    pub fn with_read_ahead(&self, decoders: usize, bytes: u64) -> Self {
+        self.rebuilt(decoders.max(1), bytes, self.shared.progress.clone())
     }
 
-    fn rebuilt(&self, threads: usize, progress: ProgressHandle) -> Self {
+    fn rebuilt(&self, threads: usize, read_ahead_bytes: u64, progress: ProgressHandle) -> Self {
         let s = &self.shared;
         let shared = ReadShared {
             store: s.store.clone(),
@@ -81,7 +82,7 @@ impl BackupReader {
             manifest: s.manifest.clone(),
             identities: s.identities.clone(),
             threads,
-            read_ahead_bytes: s.read_ahead_bytes,
+            read_ahead_bytes,
             progress,
         };
         BackupReader {

@@ -1,10 +1,12 @@
 //! A bucket's listing in key order without holding it: the listing is spooled to an
 //! unlinked temporary file as it comes (S3, GCS and Azure list in key order) and read back
 //! one object at a time. A store that lists out of order (a local directory) is sorted in
-//! memory instead. Two objects listed under one name fail the backup, as keys that
-//! object_store cannot represent do.
+//! runs of [`RUN`] objects, each spooled, and the runs merged as they are read. Two objects
+//! listed under one name fail the backup, as keys that object_store cannot represent do.
 
-use std::io::{BufRead, Seek};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{BufRead, Seek, Write};
 use std::sync::Arc;
 
 use dr_core::object_store::path::Path as ObjectPath;
@@ -39,12 +41,34 @@ impl From<ObjectMeta> for Listed {
     }
 }
 
+/// Objects sorted in memory at once when a store lists out of order.
+const RUN: usize = 100_000;
+
+/// A spooled listing: one JSON object a line in an unlinked temporary file.
+pub(crate) struct Spool(std::io::BufReader<std::fs::File>);
+
+impl Iterator for Spool {
+    type Item = Result<Listed>;
+
+    fn next(&mut self) -> Option<Result<Listed>> {
+        let mut line = String::new();
+        match self.0.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(
+                serde_json::from_str(&line)
+                    .map_err(|e| Error::internal("reading the spooled listing of the bucket", e)),
+            ),
+            Err(e) => Some(Err(spool_error(e))),
+        }
+    }
+}
+
 /// The listing, in key order.
 pub(crate) enum SortedListing {
-    /// Listed in order: one JSON object a line in a temporary file, read from its start.
-    Spooled(std::io::BufReader<std::fs::File>),
-    /// Listed out of order, sorted here.
-    Sorted(std::vec::IntoIter<Listed>),
+    /// Listed in order, read back from its spool.
+    Spooled(Spool),
+    /// Listed out of order: sorted runs, merged as they are read.
+    Merged(Merge),
 }
 
 impl Iterator for SortedListing {
@@ -52,18 +76,55 @@ impl Iterator for SortedListing {
 
     fn next(&mut self) -> Option<Result<Listed>> {
         match self {
-            SortedListing::Sorted(listed) => listed.next().map(Ok),
-            SortedListing::Spooled(spool) => {
-                let mut line = String::new();
-                match spool.read_line(&mut line) {
-                    Ok(0) => None,
-                    Ok(_) => Some(serde_json::from_str(&line).map_err(|e| {
-                        Error::internal("reading the spooled listing of the bucket", e)
-                    })),
-                    Err(e) => Some(Err(spool_error(e))),
-                }
+            SortedListing::Spooled(spool) => spool.next(),
+            SortedListing::Merged(merge) => merge.next(),
+        }
+    }
+}
+
+/// Sorted runs merged into one listing in key order (two objects under one key fail).
+pub(crate) struct Merge {
+    runs: Vec<Spool>,
+    /// The next object of each run, smallest key on top.
+    heads: BinaryHeap<Reverse<(String, usize)>>,
+    pending: Vec<Option<Listed>>,
+    previous: Option<String>,
+}
+
+impl Merge {
+    fn new(mut runs: Vec<Spool>) -> Result<Merge> {
+        let mut merge = Merge {
+            heads: BinaryHeap::new(),
+            pending: (0..runs.len()).map(|_| None).collect(),
+            previous: None,
+            runs: Vec::new(),
+        };
+        for (at, run) in runs.iter_mut().enumerate() {
+            if let Some(listed) = run.next().transpose()? {
+                merge.heads.push(Reverse((listed.key.clone(), at)));
+                merge.pending[at] = Some(listed);
             }
         }
+        merge.runs = runs;
+        Ok(merge)
+    }
+
+    fn next(&mut self) -> Option<Result<Listed>> {
+        let Reverse((key, at)) = self.heads.pop()?;
+        let listed = self.pending[at].take()?;
+        match self.runs[at].next().transpose() {
+            Ok(Some(next)) => {
+                self.heads.push(Reverse((next.key.clone(), at)));
+                self.pending[at] = Some(next);
+            }
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        if self.previous.as_deref() == Some(key.as_str()) {
+            return Some(Err(listed_twice(&super::bucket::exact_path(&key))));
+        }
+        self.previous = Some(key);
+        Some(Ok(listed))
     }
 }
 
@@ -99,26 +160,40 @@ pub(crate) async fn list_sorted(
         spool.write_all(&line).await.map_err(spool_error)?;
     }
     spool.flush().await.map_err(spool_error)?;
-    let mut file = spool.into_inner().into_std().await;
+    let file = spool.into_inner().into_std().await;
     blocking("reading the listing spool", move || {
-        file.rewind().map_err(spool_error)?;
-        let spooled = std::io::BufReader::with_capacity(1 << 20, file);
+        let spooled = rewound(file)?;
         if in_order {
             return Ok(SortedListing::Spooled(spooled));
         }
-        sorted(SortedListing::Spooled(spooled))
+        Merge::new(sorted_runs(spooled, RUN)?).map(SortedListing::Merged)
     })
     .await
 }
 
-/// A listing read whole and sorted by key.
-fn sorted(listing: SortedListing) -> Result<SortedListing> {
-    let mut all = listing.collect::<Result<Vec<Listed>>>()?;
-    all.sort_by(|a, b| a.key.cmp(&b.key));
-    if let Some(pair) = all.windows(2).find(|w| w[0].key == w[1].key) {
-        return Err(listed_twice(&super::bucket::exact_path(&pair[0].key)));
+fn rewound(mut file: std::fs::File) -> Result<Spool> {
+    file.rewind().map_err(spool_error)?;
+    Ok(Spool(std::io::BufReader::with_capacity(1 << 16, file)))
+}
+
+/// The listing cut into runs of `size` objects, each sorted by key and spooled.
+fn sorted_runs(mut listing: Spool, size: usize) -> Result<Vec<Spool>> {
+    let mut runs = Vec::new();
+    loop {
+        let mut run = listing.by_ref().take(size).collect::<Result<Vec<Listed>>>()?;
+        if run.is_empty() {
+            return Ok(runs);
+        }
+        run.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut out = std::io::BufWriter::new(tempfile::tempfile().map_err(spool_error)?);
+        for listed in &run {
+            serde_json::to_writer(&mut out, listed)
+                .map_err(|e| Error::internal("spooling the listing of the bucket", e))?;
+            out.write_all(b"\n").map_err(spool_error)?;
+        }
+        let file = out.into_inner().map_err(|e| spool_error(e.into_error()))?;
+        runs.push(rewound(file)?);
     }
-    Ok(SortedListing::Sorted(all.into_iter()))
 }
 
 fn listed_twice(location: &ObjectPath) -> Error {
@@ -139,4 +214,51 @@ fn spool_error(e: std::io::Error) -> Error {
         "spooling the listing of the bucket in the temporary directory (TMPDIR)",
         e,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool_of(keys: &[String]) -> Spool {
+        let mut file = tempfile::tempfile().unwrap();
+        for key in keys {
+            let listed = Listed {
+                key: key.clone(),
+                size: key.len() as u64,
+                mtime_ns: -1,
+                etag: None,
+            };
+            serde_json::to_writer(&mut file, &listed).unwrap();
+            file.write_all(b"\n").unwrap();
+        }
+        rewound(file).unwrap()
+    }
+
+    #[test]
+    fn runs_sorted_apart_merge_into_key_order() {
+        // A fixed shuffle of 1000 keys: i * 389 mod 1000 visits each once.
+        let keys: Vec<String> = (0..1000).map(|i| format!("k/{:04}", i * 389 % 1000)).collect();
+        let merged = Merge::new(sorted_runs(spool_of(&keys), 64).unwrap()).unwrap();
+        let out: Vec<String> = std::iter::from_fn({
+            let mut merged = merged;
+            move || merged.next()
+        })
+        .map(|l| l.unwrap().key)
+        .collect();
+        let mut expected = keys.clone();
+        expected.sort();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_key_listed_twice_in_different_runs_fails() {
+        let mut keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
+        keys.push("k050".into());
+        let mut merged = Merge::new(sorted_runs(spool_of(&keys), 30).unwrap()).unwrap();
+        let failed = std::iter::from_fn(|| merged.next()).find_map(Result::err);
+        assert!(
+            failed.is_some_and(|e| e.to_string().contains("lists two objects as `k050`")),
+        );
+    }
 }

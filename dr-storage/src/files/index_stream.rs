@@ -15,6 +15,9 @@ use tokio_util::io::SyncIoBridge;
 use super::backup::INDEX_ARTIFACT;
 use super::index::FileEntry;
 
+/// Stored bytes of an index fetched ahead of its parser.
+const INDEX_READ_AHEAD: u64 = 32 << 20;
+
 /// Entries parsed ahead of the reader.
 const AHEAD: usize = 4096;
 
@@ -161,8 +164,11 @@ impl IndexStream {
     /// # Errors
     /// A backup without an index.
     pub(crate) fn open(backup: &BackupReader) -> Result<IndexStream> {
-        // One decoder: the index is read beside a tar, which gets the others.
-        let artifact = backup.with_decoders(1).artifact(INDEX_ARTIFACT)?;
+        // One decoder and little read-ahead: the index is read beside a tar, which gets the
+        // rest.
+        let artifact = backup
+            .with_read_ahead(1, INDEX_READ_AHEAD)
+            .artifact(INDEX_ARTIFACT)?;
         let key = format!("{} {INDEX_ARTIFACT}", backup.id());
         let handle = tokio::runtime::Handle::current();
         let (send, entries) = channel(AHEAD);
