@@ -30,7 +30,9 @@ fn main() {
         .collect();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let server = S3Server::start();
-    println!("| backups | cache | operation | LIST pages | GETs | deletes | seconds | peak RSS MiB |");
+    println!(
+        "| backups | cache | operation | LIST pages | GETs | deletes | seconds | peak RSS MiB |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for n in sizes {
         runtime.block_on(run(&server, n));
@@ -117,10 +119,8 @@ async fn run(server: &S3Server, n: usize) {
     })
     .await;
     for dry_run in [true, false] {
-        let options = dr::ops::prune::PruneOptions {
-            dry_run,
-            ..Default::default()
-        };
+        let mut options = dr::ops::prune::PruneOptions::default();
+        options.dry_run = dry_run;
         let op = if dry_run { "prune --dry-run" } else { "prune" };
         measure(n, "warm", op, &counting, || async {
             let report = dr::ops::prune::prune(&repo, &system, &options, &progress)

@@ -109,7 +109,7 @@ async fn a_chain_keeps_hard_links_and_depends_only_on_what_it_reads() {
         std::fs::write(root.join(format!("a/{i:03}")), format!("second {i}")).unwrap();
     }
     let second = incremental(&repo, &root, &full).await;
-    assert_eq!(second.depends_on, [full.id.clone()]);
+    assert_eq!(second.depends_on, std::slice::from_ref(&full.id));
     let two = work.path().join("two");
     restore(&repo, &second, &two).await;
     assert_eq!(snapshot(&root), snapshot(&two));

@@ -18,7 +18,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::index::{EntryKind, FileEntry, FileIndex};
 use super::index_stream::IndexWriter;
-use super::parent::{Parent, ParentFiles};
+use super::parent::{Parent, ParentFiles, note_holder};
 use super::walk::{TreeFilter, Walker, absolute, root_entry};
 
 /// The manifest kind of directory backups.
@@ -155,12 +155,13 @@ impl TreeJob {
     fn run(self) -> Result<Written> {
         let mut walker = Walker::new(&self.root, &self.filter)?;
         let root = root_entry(&self.root)?;
-        let mut tar = tar::Builder::new(SyncIoBridge::new_with_handle(
-            self.tar,
-            self.handle.clone(),
-        ));
+        let mut tar =
+            tar::Builder::new(SyncIoBridge::new_with_handle(self.tar, self.handle.clone()));
         tar.mode(tar::HeaderMode::Complete);
-        let mut index = IndexWriter::start(SyncIoBridge::new_with_handle(self.index, self.handle), &root)?;
+        let mut index = IndexWriter::start(
+            SyncIoBridge::new_with_handle(self.index, self.handle),
+            &root,
+        )?;
         let mut context = Context {
             root: self.root,
             id: self.id,
@@ -272,11 +273,7 @@ impl Context {
                 ..entry.clone()
             });
         }
-        if let Some(holder) = entry.stored_in.as_ref().filter(|h| **h != self.id) {
-            if !self.holders.contains(holder) {
-                self.holders.insert(holder.clone());
-            }
-        }
+        note_holder(&mut self.holders, entry, &self.id);
     }
 }
 

@@ -27,7 +27,7 @@ use super::backup::{FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
 use super::bucket_listing::{Listed, SortedListing, list_sorted};
 use super::index::{EntryKind, FileEntry, FileIndex};
 use super::index_stream::AsyncIndexWriter;
-use super::parent::{Parent, ParentFiles};
+use super::parent::{Parent, ParentFiles, note_holder};
 
 /// Objects of at most this size are read whole ahead of the tar writer.
 const SMALL_OBJECT: u64 = 1024 * 1024;
@@ -251,11 +251,7 @@ impl Tally {
         self.objects += 1;
         self.bytes += entry.size;
         self.all_have_etags &= entry.etag.is_some();
-        if let Some(holder) = entry.stored_in.as_ref().filter(|h| **h != self.id) {
-            if !self.holders.contains(holder) {
-                self.holders.insert(holder.clone());
-            }
-        }
+        note_holder(&mut self.holders, entry, &self.id);
     }
 }
 

@@ -180,7 +180,10 @@ fn rewound(mut file: std::fs::File) -> Result<Spool> {
 fn sorted_runs(mut listing: Spool, size: usize) -> Result<Vec<Spool>> {
     let mut runs = Vec::new();
     loop {
-        let mut run = listing.by_ref().take(size).collect::<Result<Vec<Listed>>>()?;
+        let mut run = listing
+            .by_ref()
+            .take(size)
+            .collect::<Result<Vec<Listed>>>()?;
         if run.is_empty() {
             return Ok(runs);
         }
@@ -238,7 +241,9 @@ mod tests {
     #[test]
     fn runs_sorted_apart_merge_into_key_order() {
         // A fixed shuffle of 1000 keys: i * 389 mod 1000 visits each once.
-        let keys: Vec<String> = (0..1000).map(|i| format!("k/{:04}", i * 389 % 1000)).collect();
+        let keys: Vec<String> = (0..1000)
+            .map(|i| format!("k/{:04}", i * 389 % 1000))
+            .collect();
         let merged = Merge::new(sorted_runs(spool_of(&keys), 64).unwrap()).unwrap();
         let out: Vec<String> = std::iter::from_fn({
             let mut merged = merged;
@@ -257,8 +262,6 @@ mod tests {
         keys.push("k050".into());
         let mut merged = Merge::new(sorted_runs(spool_of(&keys), 30).unwrap()).unwrap();
         let failed = std::iter::from_fn(|| merged.next()).find_map(Result::err);
-        assert!(
-            failed.is_some_and(|e| e.to_string().contains("lists two objects as `k050`")),
-        );
+        assert!(failed.is_some_and(|e| e.to_string().contains("lists two objects as `k050`")),);
     }
 }

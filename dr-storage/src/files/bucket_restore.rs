@@ -131,8 +131,7 @@ impl BucketTarget {
         while let Some(entry) = index.next().await? {
             let name = entry.path.clone().unwrap_or_default();
             let stored = entry.stored_in.as_deref().unwrap_or(backup.id());
-            if entry.kind != EntryKind::File || stored != holder.id() || !selected(select, &name)
-            {
+            if entry.kind != EntryKind::File || stored != holder.id() || !selected(select, &name) {
                 continue;
             }
             let size = next_object(&mut tar, &name, holder.id()).await?;

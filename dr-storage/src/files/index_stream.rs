@@ -178,7 +178,11 @@ impl IndexStream {
             .name("dr-index".into())
             .spawn(move || {
                 let bridge = SyncIoBridge::new_with_handle(artifact, handle);
-                let parsed = parse(std::io::BufReader::with_capacity(1 << 20, bridge), &send, key);
+                let parsed = parse(
+                    std::io::BufReader::with_capacity(1 << 20, bridge),
+                    &send,
+                    key,
+                );
                 *result.lock().unwrap_or_else(PoisonError::into_inner) = Some(parsed);
                 drop(send);
             })
@@ -373,7 +377,9 @@ mod tests {
     #[test]
     fn a_truncated_or_malformed_index_is_an_error_after_the_entries_before_it() {
         let json = serde_json::to_vec(&index_of(&["a", "b"])).unwrap();
-        let second = String::from_utf8_lossy(&json).find("{\"path\":\"b\"").unwrap();
+        let second = String::from_utf8_lossy(&json)
+            .find("{\"path\":\"b\"")
+            .unwrap();
         let cut = second + 5;
         let (tail, entries) = parsed(&json[..cut]);
         assert_eq!(entries.len(), 1);

@@ -3,7 +3,7 @@
 //! is merge-joined entry by entry instead of held in memory.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use dr_core::{BackupReader, Error, Result};
@@ -45,7 +45,7 @@ pub(crate) struct ParentFiles<K> {
 enum ParentEntries {
     None,
     Loaded(Arc<FileIndex>, usize),
-    Streamed(IndexStream),
+    Streamed(Box<IndexStream>),
 }
 
 impl<K: Ord> ParentFiles<K> {
@@ -61,7 +61,10 @@ impl<K: Ord> ParentFiles<K> {
             }
             Some(Parent::Streamed { reader }) => {
                 let stream = IndexStream::open(reader).map_err(|e| parent_error(reader.id(), e))?;
-                (reader.id().to_owned(), ParentEntries::Streamed(stream))
+                (
+                    reader.id().to_owned(),
+                    ParentEntries::Streamed(Box::new(stream)),
+                )
             }
         };
         Ok(ParentFiles {
@@ -99,7 +102,10 @@ impl<K: Ord> ParentFiles<K> {
                 let Some(entry) = self.pull()? else {
                     return Ok(None);
                 };
-                if entry.link_group.is_some_and(|g| !self.seen_groups.insert(g)) {
+                if entry
+                    .link_group
+                    .is_some_and(|g| !self.seen_groups.insert(g))
+                {
                     continue;
                 }
                 self.peeked = Some(((self.key_of)(&entry), entry));
@@ -126,4 +132,14 @@ fn parent_error(parent: &str, e: Error) -> Error {
              ({e}); back up with `full` (--full) to start afresh"
         ),
     )
+}
+
+/// Adds the backup holding `entry`'s bytes to `holders` unless it is `own`, the backup being
+/// written.
+pub(crate) fn note_holder(holders: &mut BTreeSet<String>, entry: &FileEntry, own: &str) {
+    if let Some(holder) = entry.stored_in.as_ref().filter(|h| **h != own)
+        && !holders.contains(holder)
+    {
+        holders.insert(holder.clone());
+    }
 }

@@ -148,7 +148,13 @@ impl DirectoryTarget {
             let mut index = read_index(backup).await?;
             let plan = self.plan(backup, &mut index)?;
             let root = index.root.clone();
-            (Tree::Planned { plan, root }, Some(index))
+            (
+                Tree::Planned {
+                    plan: Box::new(plan),
+                    root,
+                },
+                Some(index),
+            )
         };
         let probe = target.clone();
         let found = blocking("inspecting the restore target", move || inspect(&probe)).await?;
@@ -214,7 +220,7 @@ impl DirectoryTarget {
 /// the index streamed.
 enum Tree {
     Planned {
-        plan: Plan,
+        plan: Box<Plan>,
         root: Option<FileEntry>,
     },
     Streamed(StreamPlan),

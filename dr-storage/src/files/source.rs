@@ -194,7 +194,10 @@ impl Source for ConfiguredDirectory {
 ///
 /// # Errors
 /// The repository's errors; a newest backup of another kind.
-pub(crate) async fn latest_backup(repo: &Repository, source_name: &str) -> Result<Option<dr_core::Manifest>> {
+pub(crate) async fn latest_backup(
+    repo: &Repository,
+    source_name: &str,
+) -> Result<Option<dr_core::Manifest>> {
     let parent = match repo.find(source_name, &BackupSelector::Latest).await {
         Ok(parent) => parent,
         Err(Error::BackupNotFound { .. }) => return Ok(None),

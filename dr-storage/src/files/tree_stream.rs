@@ -230,7 +230,13 @@ fn count_file(entry: &FileEntry, relative: &Path, tree: &mut TreeReport) {
 fn make_deferred(mut stream: IndexStream, owners: bool, state: &mut State) -> Result<()> {
     while let Some(entry) = stream.next_entry()? {
         if entry.kind == EntryKind::Symlink || entry.kind.is_special() {
-            finish_special(&state.dir, &entry, owners, &mut state.unpacker, &mut state.tree)?;
+            finish_special(
+                &state.dir,
+                &entry,
+                owners,
+                &mut state.unpacker,
+                &mut state.tree,
+            )?;
         }
     }
     Ok(())

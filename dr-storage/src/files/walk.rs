@@ -129,8 +129,7 @@ impl Walker {
             let next = self.groups.len() as u64 + 1;
             entry.link_group = Some(*self.groups.entry((meta.dev(), meta.ino())).or_insert(next));
         }
-        if kind == EntryKind::Dir && (self.filter.cross_filesystems || meta.dev() == self.device)
-        {
+        if kind == EntryKind::Dir && (self.filter.cross_filesystems || meta.dev() == self.device) {
             let names = sorted_names(&path)?;
             self.stack.push((rel, names.into_iter()));
         }
