@@ -72,6 +72,16 @@ async fn restore(repo: &Repository, backup: &Manifest, to: &Path) {
         .unwrap();
 }
 
+async fn full_backup(repo: &Repository, root: &Path) -> Manifest {
+    repo.backup(
+        "files",
+        &DirectorySource::new(root),
+        &BackupOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
 async fn incremental(repo: &Repository, root: &Path, parent: &Manifest) -> Manifest {
     let source = DirectorySource::new(root).with_parent_backup(repo.reader(parent.clone()));
     repo.backup("files", &source, &BackupOptions::default())
@@ -94,14 +104,7 @@ async fn a_chain_keeps_hard_links_and_depends_only_on_what_it_reads() {
     std::fs::write(root.join("b/outside"), "its other name is outside").unwrap();
     std::fs::hard_link(root.join("b/outside"), work.path().join("elsewhere")).unwrap();
     let (repo, _) = local_repository(&work.path().join("repo")).await;
-    let full = repo
-        .backup(
-            "files",
-            &DirectorySource::new(&root),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let full = full_backup(&repo, &root).await;
 
     // A new name for the shared file, sorted before its first one; every file of a/ rewritten.
     std::fs::hard_link(root.join("b/shared"), root.join("a/000-third")).unwrap();
@@ -145,14 +148,7 @@ async fn a_damaged_parent_index_fails_the_incremental_and_says_what_to_do() {
         std::fs::write(root.join(format!("f{i}")), format!("file {i}")).unwrap();
     }
     let (repo, store) = local_repository(&work.path().join("repo")).await;
-    let full = repo
-        .backup(
-            "files",
-            &DirectorySource::new(&root),
-            &BackupOptions::default(),
-        )
-        .await
-        .unwrap();
+    let full = full_backup(&repo, &root).await;
     let keys: Vec<_> = store
         .list(None)
         .map_ok(|m| m.location)

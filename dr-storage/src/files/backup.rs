@@ -18,7 +18,7 @@ use tokio_util::io::SyncIoBridge;
 
 use super::index::{EntryKind, FileEntry, FileIndex};
 use super::index_stream::IndexWriter;
-use super::parent::{Parent, ParentFiles, note_holder};
+use super::parent::{Parent, ParentFiles, dependencies, lock_holders, note_holder};
 use super::walk::{TreeFilter, Walker, absolute, root_entry};
 
 /// The manifest kind of directory backups.
@@ -97,21 +97,7 @@ impl Backup for DirectorySource {
     /// After a backup: the backups holding its unchanged files, then its parent. Before
     /// one: what the parent's index says (its parent alone when the index is streamed).
     fn depends_on(&self) -> Vec<String> {
-        let written = self
-            .holders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        match (&self.parent, written) {
-            (None, _) => Vec::new(),
-            (Some(parent), Some(mut holders)) => {
-                holders.retain(|holder| holder != parent.id());
-                holders.push(parent.id().to_owned());
-                holders
-            }
-            (Some(Parent::Loaded { id, index }), None) => parent_dependencies(Some((id, index))),
-            (Some(Parent::Streamed { reader }), None) => vec![reader.id().to_owned()],
-        }
+        dependencies(self.parent.as_ref(), &self.holders)
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
@@ -129,10 +115,7 @@ impl Backup for DirectorySource {
             .map_err(|e| Error::internal("writing the tar", e))??;
         tar.finish().await?;
         index.finish().await?;
-        *self
-            .holders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(holders);
+        *lock_holders(&self.holders) = Some(holders);
         Ok(stats.into_info(self.parent.as_ref().map(Parent::id)))
     }
 }

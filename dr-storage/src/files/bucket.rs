@@ -27,7 +27,7 @@ use super::backup::{FILES_KIND, INDEX_ARTIFACT, TAR_ARTIFACT};
 use super::bucket_listing::{Listed, SortedListing, list_sorted};
 use super::index::{EntryKind, FileEntry, FileIndex};
 use super::index_stream::AsyncIndexWriter;
-use super::parent::{Parent, ParentFiles, note_holder};
+use super::parent::{Parent, ParentFiles, dependencies, lock_holders, note_holder};
 
 /// Objects of at most this size are read whole ahead of the tar writer.
 const SMALL_OBJECT: u64 = 1024 * 1024;
@@ -124,23 +124,7 @@ impl Backup for BucketSource {
 
     /// After a backup: the backups holding its unchanged objects, then its parent.
     fn depends_on(&self) -> Vec<String> {
-        let written = self
-            .holders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        match (&self.parent, written) {
-            (None, _) => Vec::new(),
-            (Some(parent), Some(mut holders)) => {
-                holders.retain(|holder| holder != parent.id());
-                holders.push(parent.id().to_owned());
-                holders
-            }
-            (Some(Parent::Loaded { id, index }), None) => {
-                super::backup::parent_dependencies(Some((id, index)))
-            }
-            (Some(Parent::Streamed { reader }), None) => vec![reader.id().to_owned()],
-        }
+        dependencies(self.parent.as_ref(), &self.holders)
     }
 
     async fn backup(&self, out: &mut BackupWriter) -> Result<SourceInfo> {
@@ -159,10 +143,7 @@ impl Backup for BucketSource {
         tar.write_all(&[0u8; 1024]).await.map_err(io)?;
         tar.finish().await?;
         index.end(&vanished).await?.finish().await?;
-        *self
-            .holders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        *lock_holders(&self.holders) =
             Some(std::mem::take(&mut tally.holders).into_iter().collect());
         Ok(self.info(&tally, vanished.len()))
     }

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use dr_core::{BackupReader, Error, Result};
 
@@ -142,4 +142,32 @@ pub(crate) fn note_holder(holders: &mut BTreeSet<String>, entry: &FileEntry, own
     {
         holders.insert(holder.clone());
     }
+}
+
+/// The backups an increment needs: after it was written, the other backups its entries
+/// name (`written`), then its parent; before, what the parent's index says (its parent
+/// alone when the index is streamed).
+pub(crate) fn dependencies(
+    parent: Option<&Parent>,
+    written: &Mutex<Option<Vec<String>>>,
+) -> Vec<String> {
+    match (parent, lock_holders(written).clone()) {
+        (None, _) => Vec::new(),
+        (Some(parent), Some(mut holders)) => {
+            holders.retain(|holder| holder != parent.id());
+            holders.push(parent.id().to_owned());
+            holders
+        }
+        (Some(Parent::Loaded { id, index }), None) => {
+            super::backup::parent_dependencies(Some((id, index)))
+        }
+        (Some(Parent::Streamed { reader }), None) => vec![reader.id().to_owned()],
+    }
+}
+
+/// The holders recorded by the last backup written.
+pub(crate) fn lock_holders(
+    holders: &Mutex<Option<Vec<String>>>,
+) -> MutexGuard<'_, Option<Vec<String>>> {
+    holders.lock().unwrap_or_else(PoisonError::into_inner)
 }
